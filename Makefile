@@ -1,0 +1,54 @@
+# financemath-mlops: the two commands a newcomer needs are `make run` and `make test`.
+# Both create ./.venv and install what they need on first use (offline-friendly: PyPI only).
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+# torch is installed first, pinned, so nothing pulls a multi-GB CUDA build. Elsewhere use the
+# CPU wheel index: make TORCH_INDEX=--extra-index-url=https://download.pytorch.org/whl/cpu
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+EXTRAS ?= dev
+
+# Main job settings: `make run SOURCE=hf` or `make run SOURCE=local INPUT=path/to/validation.json`
+SOURCE ?= sample
+ROWS ?= 1000
+INPUT ?=
+RUN_ARGS ?=
+
+.PHONY: run test lint unit install lock clean help
+
+help:
+	@echo "make run    - run the pipeline (SOURCE=sample|hf|local, INPUT=FILE, ROWS=N)"
+	@echo "make test   - the whole check suite (ruff, linters, pytest) - what CI runs"
+	@echo "make lock   - refresh requirements/constraints.txt from the venv"
+	@echo "make clean  - remove generated data, mlruns, caches and reports (keeps .venv)"
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_INDEX) "$(TORCH_SPEC)"
+	$(PIP) install -q $(TORCH_INDEX) -c requirements/constraints.txt -e ".[$(EXTRAS)]"
+	$(PIP) check
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m financemath_mlops.ingestion --source $(SOURCE) --rows $(ROWS) $(if $(INPUT),--path $(INPUT)) $(RUN_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(VENV)/bin/pytest
+
+lock: $(STAMP)
+	$(PIP) freeze --exclude-editable | sed -E 's/^torch==([0-9.]+)\+cpu$$/torch==\1/' > requirements/constraints.txt
+
+clean:
+	rm -rf data/interim data/processed data/predictions mlruns reports .cache .pytest_cache .ruff_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +

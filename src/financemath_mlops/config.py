@@ -1,0 +1,290 @@
+"""One typed settings object for every stage.
+
+Precedence, highest first: CLI flags (passed as ``overrides``) > ``FMOPS_`` environment variables
+(nested with ``__``, e.g. ``FMOPS_INGESTION__SOURCE``) > well-known third-party variables
+(``MLFLOW_TRACKING_URI``, ``HF_TOKEN``) > the YAML file (``configs/default.yaml`` or ``--config``)
+> built-in defaults. Loading validates everything and names the bad key on error. Importing this
+module has no side effects.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG = Path("configs/default.yaml")
+CONFIG_ENV = "FMOPS_CONFIG"
+SAMPLE_MODEL_SUFFIX = "-sample"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PathsSettings(_Section):
+    raw_dir: Path = Path("data/raw")
+    interim_dir: Path = Path("data/interim")
+    processed_dir: Path = Path("data/processed")
+    predictions_dir: Path = Path("data/predictions")
+    reports_dir: Path = Path("reports")
+    cache_dir: Path = Path(".cache")
+    hf_cache_dir: Path = Path(".cache/hf")
+
+
+class IngestionSettings(_Section):
+    source: Literal["hf", "local", "sample"] = "hf"
+    dataset_id: str = "yale-nlp/FinanceMath"
+    split: str = "validation"
+    revision: str | None = None
+    path: Path | None = Field(default=None, description="Input file for source=local")
+    rows: int = Field(default=1000, ge=1, le=10_000_000, description="Rows for source=sample")
+    seed: int = 42
+    output: Path | None = Field(
+        default=None, description="Default: <interim_dir>/financemath.jsonl"
+    )
+    hf_token: SecretStr | None = Field(
+        default=None,
+        description="Token for the gated dataset; never logged. Also HF_TOKEN or `hf auth login`.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_token_name(cls, data: Any) -> Any:
+        # `use_auth_token` is the older name; a value under the new name (from any source) wins.
+        if isinstance(data, dict) and "use_auth_token" in data:
+            data = dict(data)
+            legacy = data.pop("use_auth_token")
+            data.setdefault("hf_token", legacy)
+        return data
+
+
+class EmbeddingSettings(_Section):
+    model_id: str = "sentence-transformers/all-MiniLM-L6-v2"
+    revision: str | None = None
+    local_path: Path | None = None
+    backend: Literal["onnx", "sentence-transformers"] = "onnx"
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    threads: int | None = Field(default=None, ge=1, description="Default: all cores")
+    max_length: int = Field(default=256, ge=8, le=512)
+
+
+class FeatureSettings(_Section):
+    input: Path | None = Field(default=None, description="Default: <interim_dir>/financemath.jsonl")
+    output: Path | None = Field(
+        default=None, description="Default: <processed_dir>/finance_math_features.parquet"
+    )
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    executor: Literal["local", "dask"] = "local"
+    dask_address: str = Field(
+        default="local-cluster",
+        description="'local-cluster' or a scheduler address tcp://host:port",
+    )
+    dask_workers: int = Field(default=2, ge=1)
+    partition_rows: int = Field(default=2000, ge=1)
+
+
+class TrainingSettings(_Section):
+    features: Path | None = Field(default=None, description="Default: the features output")
+    target_transform: Literal["signed_log1p", "none"] = "signed_log1p"
+    holdout_fraction: float = Field(default=0.2, gt=0.0, lt=0.9)
+    seed: int = 42
+    cv_folds: int = Field(default=5, ge=2, le=20)
+    lightgbm: dict[str, Any] = Field(
+        default_factory=lambda: {
+            "n_estimators": 300,
+            "learning_rate": 0.05,
+            "num_leaves": 15,
+            "min_child_samples": 5,
+            "subsample": 0.8,
+            "subsample_freq": 1,
+            "colsample_bytree": 0.5,
+            "reg_lambda": 1.0,
+        }
+    )
+
+
+class MLflowSettings(_Section):
+    tracking_uri: str = Field(
+        default="sqlite:///mlruns/mlflow.db",
+        description="Also MLFLOW_TRACKING_URI; file:./mlruns only as an explicit choice",
+    )
+    artifact_root: str = Field(default="mlruns/artifacts", description="For new experiments")
+    experiment_name: str = "financemath"
+    model_name: str = "financemath-regressor"
+
+
+class EvaluationSettings(_Section):
+    model_uri: str | None = Field(
+        default=None, description="Default: models:/<registered name>@challenger"
+    )
+    output: Path | None = Field(default=None, description="Default: <processed_dir>/metrics.json")
+    promote: bool = True
+    promotion_metric: Literal["log_mae", "mae", "rmse", "median_ae"] = "log_mae"
+    min_promotion_rows: int = Field(default=10, ge=1)
+
+
+class ServingSettings(_Section):
+    model_uri: str | None = Field(default=None, description="Overrides model_name + alias")
+    model_name: str = "financemath-regressor"
+    alias: str = "champion"
+    api_key: SecretStr | None = None
+    reload_interval_s: float = Field(default=0.0, ge=0.0, description="0 disables")
+    max_question_chars: int = Field(default=8000, ge=1)
+    max_tables: int = Field(default=10, ge=0)
+    max_table_chars: int = Field(default=20000, ge=1)
+    max_batch: int = Field(default=64, ge=1)
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    inference_threads: int | None = Field(default=None, ge=1)
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FMOPS_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    paths: PathsSettings = PathsSettings()
+    ingestion: IngestionSettings = IngestionSettings()
+    features: FeatureSettings = FeatureSettings()
+    training: TrainingSettings = TrainingSettings()
+    mlflow: MLflowSettings = MLflowSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
+    serving: ServingSettings = ServingSettings()
+
+    # Derived paths: one place that knows the defaults.
+    @property
+    def ingestion_output(self) -> Path:
+        return self.ingestion.output or self.paths.interim_dir / "financemath.jsonl"
+
+    @property
+    def features_input(self) -> Path:
+        return self.features.input or self.ingestion_output
+
+    @property
+    def features_output(self) -> Path:
+        return self.features.output or self.paths.processed_dir / "finance_math_features.parquet"
+
+    @property
+    def training_features(self) -> Path:
+        return self.training.features or self.features_output
+
+    @property
+    def metrics_output(self) -> Path:
+        return self.evaluation.output or self.paths.processed_dir / "metrics.json"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            env_settings,
+            _ThirdPartyEnvSource(settings_cls),
+        ]
+        yaml_file = getattr(_loading, "yaml_file", None)
+        if yaml_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return tuple(sources)
+
+
+class _ThirdPartyEnvSource(PydanticBaseSettingsSource):
+    """Variables other tools already use, so a user's existing setup just works."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        if uri := os.environ.get("MLFLOW_TRACKING_URI"):
+            values["mlflow"] = {"tracking_uri": uri}
+        if token := os.environ.get("HF_TOKEN"):
+            values["ingestion"] = {"hf_token": token}
+        return values
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message that names the bad key."""
+
+
+_loading = threading.local()
+_lock = threading.Lock()
+
+
+def resolve_config_path(config: Path | str | None) -> Path | None:
+    """The YAML file to read: --config, else $FMOPS_CONFIG, else configs/default.yaml if present."""
+    if config is None:
+        config = os.environ.get(CONFIG_ENV)
+    if config is None:
+        return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+    path = Path(config)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    return path
+
+
+def load_settings(
+    config: Path | str | None = None, overrides: dict[str, Any] | None = None
+) -> Settings:
+    """Load and validate settings; ``overrides`` are CLI values as a nested dict (None = unset)."""
+    path = resolve_config_path(config)
+    clean = _drop_none(overrides or {})
+    with _lock:
+        _loading.yaml_file = path
+        try:
+            return Settings(**clean)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, path)) from None
+        except Exception as exc:  # YAML syntax errors and friends
+            raise ConfigError(f"could not read config {path}: {exc}") from None
+        finally:
+            _loading.yaml_file = None
+
+
+def env_name(dotted: str) -> str:
+    """The environment variable for a settings path, e.g. 'ingestion.source' -> FMOPS_INGESTION__SOURCE."""
+    return "FMOPS_" + "__".join(part.upper() for part in dotted.split("."))
+
+
+def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            nested = _drop_none(value)
+            if nested:
+                out[key] = nested
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    lines = [f"invalid configuration ({'file ' + str(path) if path else 'no config file'}):"]
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown setting")
+        else:
+            got = err.get("input")
+            secret = any(word in key for word in ("token", "key", "password"))
+            shown = "" if secret or isinstance(got, dict | list) else f"got {got!r}; "
+            lines.append(f"  {key}: {err['msg']} ({shown}env {env_name(key)})")
+    return "\n".join(lines)

@@ -1,0 +1,5 @@
+"""Ingestion: raw FinanceMath rows in, validated JSONL (plus rejects with reasons) out."""
+
+from financemath_mlops.ingestion.run import IngestionSummary, ingest
+
+__all__ = ["IngestionSummary", "ingest"]

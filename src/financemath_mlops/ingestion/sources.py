@@ -1,0 +1,208 @@
+"""Where raw FinanceMath rows come from: the Hugging Face hub, a local file, or our generator.
+
+Each source returns plain dicts (untrusted; validation happens later) plus provenance. Failures
+that a user can fix raise :class:`SourceError` with the fix in the message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from financemath_mlops.cli import StageError
+from financemath_mlops.config import Settings
+from financemath_mlops.records import REQUIRED_COLUMNS
+
+log = logging.getLogger(__name__)
+
+LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
+
+
+class SourceError(StageError):
+    """The source cannot be read; nothing is written."""
+
+
+@dataclass(frozen=True)
+class Provenance:
+    source: str
+    dataset_id: str | None = None
+    split: str | None = None
+    revision: str | None = None
+
+
+def load_rows(settings: Settings) -> tuple[list[dict[str, Any]], Provenance]:
+    """Read every raw row of the configured source."""
+    cfg = settings.ingestion
+    if cfg.source == "sample":
+        from financemath_mlops.ingestion.synthetic import generate_sample
+
+        log.info("generating %d synthetic rows (seed %d)", cfg.rows, cfg.seed)
+        rows = generate_sample(rows=cfg.rows, seed=cfg.seed)
+        return rows, Provenance("sample", "synthetic", f"seed-{cfg.seed}", None)
+    if cfg.source == "local":
+        if cfg.path is None:
+            raise SourceError(
+                "source 'local' needs a file: pass --path FILE (.json, .jsonl, .parquet)"
+            )
+        return read_local_file(cfg.path), Provenance("local", str(cfg.path), None, None)
+    return read_hf_dataset(settings)
+
+
+def read_local_file(path: Path) -> list[dict[str, Any]]:
+    """A FinanceMath JSON array, JSONL or Parquet file, chosen by extension."""
+    path = Path(path)
+    if not path.exists():
+        raise SourceError(f"input file not found: {path}")
+    if not path.is_file():
+        raise SourceError(f"input path is not a file: {path}")
+    suffix = path.suffix.lower()
+    if suffix not in LOCAL_SUFFIXES:
+        raise SourceError(
+            f"unsupported file type {suffix!r} for {path}: use one of {LOCAL_SUFFIXES}"
+        )
+    try:
+        if suffix == ".parquet":
+            rows = _read_parquet(path)
+        elif suffix == ".jsonl":
+            rows = _read_jsonl(path)
+        else:
+            rows = _read_json_array(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceError(f"cannot read {path}: {exc}") from None
+    check_shape(rows, str(path))
+    log.info("read %d rows from %s", len(rows), path)
+    return rows
+
+
+def check_shape(rows: list[Any], where: str) -> None:
+    """Refuse a file that is not FinanceMath-shaped at all, naming the missing columns."""
+    objects = [row for row in rows if isinstance(row, dict)]
+    if rows and not objects:
+        raise SourceError(f"{where} is not FinanceMath-shaped: rows are not JSON objects")
+    seen: set[str] = set()
+    for row in objects:
+        seen.update(row)
+    missing = [column for column in REQUIRED_COLUMNS if column not in seen]
+    if objects and missing:
+        raise SourceError(
+            f"{where} is not FinanceMath-shaped: missing columns {missing} "
+            f"(found {sorted(seen)[:10]})"
+        )
+
+
+def _read_json_array(path: Path) -> list[Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_keep_constant)
+    except json.JSONDecodeError as exc:
+        raise SourceError(f"{path} is not valid JSON: {exc}") from None
+    if isinstance(data, dict) and isinstance(data.get("data"), list):
+        data = data["data"]
+    if not isinstance(data, list):
+        raise SourceError(f"{path} is not FinanceMath-shaped: expected a JSON array of records")
+    return data
+
+
+def _read_jsonl(path: Path) -> list[Any]:
+    rows: list[Any] = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line, parse_constant=_keep_constant))
+            except json.JSONDecodeError as exc:
+                # Keep the line: validation rejects it with its reason, nothing is lost.
+                rows.append({"__unparseable_line__": line.rstrip("\n"), "__error__": str(exc)})
+                log.warning("line %d of %s is not valid JSON: %s", number, path, exc)
+    return rows
+
+
+def _read_parquet(path: Path) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for bad files
+        raise SourceError(f"{path} is not a readable Parquet file: {exc}") from None
+    return table.to_pylist()
+
+
+def _keep_constant(name: str) -> float:
+    # NaN / Infinity in a JSON file: keep the value so validation can reject the row with a reason.
+    return {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}[name]
+
+
+def read_hf_dataset(settings: Settings) -> tuple[list[dict[str, Any]], Provenance]:
+    """Download (or reuse from ./.cache/hf) the dataset snapshot, then load the split from it."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    cfg = settings.ingestion
+    hub_cache = settings.paths.hf_cache_dir / "hub"
+    token = cfg.hf_token.get_secret_value() if cfg.hf_token else None
+    log.info(
+        "resolving %s (split %s, revision %s) via the hub cache %s",
+        cfg.dataset_id,
+        cfg.split,
+        cfg.revision or "main",
+        hub_cache,
+    )
+    try:
+        local_dir = Path(
+            snapshot_download(
+                cfg.dataset_id,
+                repo_type="dataset",
+                revision=cfg.revision,
+                cache_dir=hub_cache,
+                token=token,
+                etag_timeout=10,
+            )
+        )
+    except GatedRepoError:
+        raise SourceError(
+            f"{cfg.dataset_id} is gated and this account has no access: accept its terms on "
+            f"https://huggingface.co/datasets/{cfg.dataset_id}, then set HF_TOKEN (or "
+            "FMOPS_INGESTION__HF_TOKEN) or run `hf auth login`"
+        ) from None
+    except RevisionNotFoundError:
+        raise SourceError(f"revision {cfg.revision!r} not found in {cfg.dataset_id}") from None
+    except RepositoryNotFoundError:
+        raise SourceError(
+            f"dataset {cfg.dataset_id} not found or not accessible with the current token; for a "
+            "gated dataset set HF_TOKEN or run `hf auth login`"
+        ) from None
+    except LocalEntryNotFoundError:
+        raise SourceError(
+            f"the Hugging Face hub is unreachable and {cfg.dataset_id} is not cached under "
+            f"{hub_cache}; use --source sample (offline synthetic data) or --source local --path FILE"
+        ) from None
+    revision = local_dir.name if local_dir.parent.name == "snapshots" else cfg.revision
+    rows = load_split(local_dir, cfg.split, settings.paths.hf_cache_dir / "datasets")
+    check_shape(rows, f"{cfg.dataset_id} split {cfg.split}")
+    log.info(
+        "loaded %d rows of %s/%s at revision %s", len(rows), cfg.dataset_id, cfg.split, revision
+    )
+    return rows, Provenance("hf", cfg.dataset_id, cfg.split, revision)
+
+
+def load_split(snapshot: Path, split: str, datasets_cache: Path) -> list[dict[str, Any]]:
+    """Load one split from a dataset snapshot with `datasets` (JSON-by-split or Parquet layout)."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    try:
+        dataset = datasets.load_dataset(str(snapshot), split=split, cache_dir=str(datasets_cache))
+    except ValueError as exc:  # unknown split: datasets lists the ones it found
+        raise SourceError(f"split {split!r} not found in {snapshot}: {exc}") from None
+    except FileNotFoundError as exc:
+        raise SourceError(f"no data files for split {split!r} in {snapshot}: {exc}") from None
+    return dataset.to_list()

@@ -1,0 +1,77 @@
+"""The validated record types every stage shares.
+
+`FinanceMathRecord` is the contract for one benchmark row as it arrives (from the hub, a file or the
+synthetic generator). `IngestedRecord` is what ingestion writes: the same fields plus the parsed
+tables and provenance metadata.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from financemath_mlops.tables import ParsedTable
+
+SCHEMA_VERSION = 1
+REQUIRED_COLUMNS = ("question_id", "question", "topic")
+KNOWN_COLUMNS = ("question_id", "question", "tables", "python_solution", "ground_truth", "topic")
+
+NonEmptyStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+class FinanceMathRecord(BaseModel):
+    """One FinanceMath row. Strict about types: a number where text belongs is an error, not text."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+    question_id: NonEmptyStr
+    question: NonEmptyStr
+    tables: list[str] = Field(default_factory=list)
+    # Kept as text for schema parity only: it is never executed anywhere in this project.
+    python_solution: str = ""
+    ground_truth: float | None = None
+    topic: NonEmptyStr
+
+    @field_validator("ground_truth")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("ground_truth must be a finite number or null")
+        return value
+
+    @field_validator("tables", mode="before")
+    @classmethod
+    def _null_tables(cls, value: Any) -> Any:
+        # Parquet and `datasets` give numpy arrays or None for list columns.
+        if value is None:
+            return []
+        if not isinstance(value, list) and hasattr(value, "tolist"):
+            return value.tolist()
+        return value
+
+    @field_validator("python_solution", mode="before")
+    @classmethod
+    def _null_solution(cls, value: Any) -> Any:
+        return "" if value is None else value
+
+
+class RecordMeta(BaseModel):
+    """Provenance of an ingested record."""
+
+    source: str
+    dataset_id: str | None = None
+    split: str | None = None
+    revision: str | None = None
+    ingested_at: str
+    schema_version: int = SCHEMA_VERSION
+
+
+class IngestedRecord(FinanceMathRecord):
+    """A validated record with its parsed tables and where it came from (ingestion's output row)."""
+
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+    parsed_tables: list[ParsedTable] = Field(default_factory=list)
+    meta: RecordMeta
