@@ -1,0 +1,1 @@
+"""Evaluation: score a model on its own run's holdout rows, against baselines; promotion."""

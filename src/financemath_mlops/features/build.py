@@ -1,0 +1,307 @@
+"""The features stage: ingested JSONL -> `finance_math_features.parquet` + `feature_columns.json`.
+
+Streams the input in chunks and writes one Parquet row group per chunk, so memory stays flat as
+the data grows. Embeddings come from the configured backend through an on-disk cache keyed by
+model id, revision, weight source, backend and text hash, so a re-run on unchanged input reuses
+them. The output is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from financemath_mlops.atomic import atomic_path, write_json
+from financemath_mlops.cli import StageError
+from financemath_mlops.config import EmbeddingSettings, Settings
+from financemath_mlops.features.rows import (
+    FEATURE_COLUMNS,
+    FEATURE_VERSION,
+    RecordInput,
+    feature_matrix,
+)
+
+log = logging.getLogger(__name__)
+
+ID_COLUMN = "question_id"
+TOPIC_COLUMN = "topic"
+TARGET_COLUMN = "target"
+COLUMNS_FILE = "feature_columns.json"
+
+
+class FeatureError(StageError):
+    """Bad input for the features stage; nothing is written."""
+
+
+@dataclass
+class FeatureSummary:
+    output: Path
+    columns_path: Path
+    rows: int
+    labelled: int
+    embedding: dict[str, Any]
+    cache_hits: int = 0
+    cache_misses: int = 0
+    seconds: float = 0.0
+    table_warnings: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def table(self) -> str:
+        return "\n".join(
+            [
+                f"features: {self.rows} rows ({self.labelled} labelled) x "
+                f"{len(FEATURE_COLUMNS)} features in {self.seconds:.1f}s",
+                f"  output:     {self.output}",
+                f"  columns:    {self.columns_path}",
+                f"  embeddings: {self.embedding['backend']} {self.embedding['model_id']} "
+                f"({self.embedding['source']}, revision {self.embedding['revision']}); "
+                f"cache hits {self.cache_hits}, computed {self.cache_misses}",
+            ]
+        )
+
+
+def columns_path_for(features_path: Path) -> Path:
+    return features_path.with_name(COLUMNS_FILE)
+
+
+def output_schema() -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field(ID_COLUMN, pa.string()),
+            pa.field(TOPIC_COLUMN, pa.string()),
+            pa.field(TARGET_COLUMN, pa.float64()),
+            *(pa.field(name, pa.float64()) for name in FEATURE_COLUMNS),
+        ]
+    )
+
+
+def read_jsonl_chunks(path: Path, chunk_rows: int) -> Iterator[list[dict[str, Any]]]:
+    """Yield lists of ingested records; a malformed line is an error naming the line."""
+    chunk: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise FeatureError(
+                    f"{path}:{number} is not valid JSON ({exc}); re-run ingestion"
+                ) from None
+            if not isinstance(row, dict) or "question" not in row or ID_COLUMN not in row:
+                raise FeatureError(
+                    f"{path}:{number} is not an ingested record (needs question_id, question); "
+                    "run `python -m financemath_mlops.ingestion` first"
+                )
+            chunk.append(row)
+            if len(chunk) >= chunk_rows:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk
+
+
+def record_input(row: dict[str, Any]) -> RecordInput:
+    return RecordInput(
+        question=str(row["question"]), tables=tuple(row.get("tables") or ()), topic=row.get("topic")
+    )
+
+
+def embedding_key(info: dict[str, Any]) -> dict[str, str]:
+    """What makes two embeddings of the same text interchangeable."""
+    return {k: str(info[k]) for k in ("model_id", "revision", "source", "backend", "max_length")}
+
+
+def featurize_chunk(
+    rows: list[dict[str, Any]], embedder: Any, info: dict[str, Any], cache_dir: Path | None
+) -> tuple[pa.Table, dict[str, int]]:
+    """Feature table for one chunk of ingested records (used by the local and Dask executors)."""
+    from financemath_mlops.features.embeddings import embed_with_cache
+
+    questions = [str(r["question"]) for r in rows]
+    stats = {"hits": 0, "misses": len(rows), "warnings": 0}
+    if cache_dir is not None:
+        result = embed_with_cache(embedder, questions, cache_dir, embedding_key(info))
+        vectors, stats["hits"], stats["misses"] = result.vectors, result.hits, result.misses
+    else:
+        vectors = embedder.embed(questions)
+    warnings: list[list[str]] = []
+    matrix = feature_matrix([record_input(r) for r in rows], vectors, warnings)
+    stats["warnings"] = sum(1 for w in warnings if w)
+    columns: dict[str, Any] = {
+        ID_COLUMN: [str(r[ID_COLUMN]) for r in rows],
+        TOPIC_COLUMN: [r.get("topic") for r in rows],
+        TARGET_COLUMN: [_target(r.get("ground_truth")) for r in rows],
+    }
+    for j, name in enumerate(FEATURE_COLUMNS):
+        columns[name] = matrix[:, j]
+    return pa.table(columns, schema=output_schema()), stats
+
+
+def _target(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def load_embedder(cfg: EmbeddingSettings, settings: Settings, show_progress: bool = False):
+    """Resolve the model weights and build the configured embedding backend."""
+    from financemath_mlops.features.embeddings import make_embedder, resolve_model
+
+    resolved = resolve_model(
+        cfg.model_id,
+        revision=cfg.revision,
+        local_path=cfg.local_path,
+        hf_cache_dir=settings.paths.hf_cache_dir,
+    )
+    embedder = make_embedder(
+        cfg.backend,
+        resolved,
+        onnx_cache_dir=settings.paths.cache_dir / "onnx",
+        batch_size=cfg.batch_size,
+        threads=cfg.threads,
+        max_length=cfg.max_length,
+        show_progress=show_progress,
+    )
+    info = {
+        "model_id": resolved.model_id,
+        "revision": resolved.revision,
+        "source": resolved.source,
+        "backend": cfg.backend,
+        "max_length": cfg.max_length,
+        "dim": embedder.dim,
+    }
+    return embedder, info
+
+
+def onnx_bundle(settings: Settings, info: dict[str, Any]) -> Path:
+    """The ONNX embedding bundle for the model the features were built with (exported if needed)."""
+    from financemath_mlops.features.embeddings import ensure_onnx_bundle, resolve_model
+
+    cfg = settings.features.embedding
+    resolved = resolve_model(
+        info["model_id"],
+        revision=cfg.revision,
+        local_path=cfg.local_path,
+        hf_cache_dir=settings.paths.hf_cache_dir,
+    )
+    if (resolved.revision, resolved.source) != (info["revision"], info["source"]):
+        raise FeatureError(
+            f"the features were embedded with {info['model_id']} revision {info['revision']} "
+            f"({info['source']}) but this machine resolves revision {resolved.revision} "
+            f"({resolved.source}); re-run the features stage"
+        )
+    return ensure_onnx_bundle(
+        resolved, settings.paths.cache_dir / "onnx", max_length=int(info["max_length"])
+    )
+
+
+def data_provenance(source: Path) -> dict[str, Any]:
+    """Where the ingested records came from (the first record's metadata)."""
+    for chunk in read_jsonl_chunks(source, 1):
+        meta = dict(chunk[0].get("meta") or {})
+        meta.pop("ingested_at", None)
+        return {**meta, "input": str(source)}
+    return {"input": str(source)}
+
+
+def build_features(settings: Settings, show_progress: bool = True) -> FeatureSummary:
+    """Run the features stage with the configured executor."""
+    source = settings.features_input
+    output = settings.features_output
+    if not source.is_file():
+        raise FeatureError(
+            f"features input not found: {source}; run `python -m financemath_mlops.ingestion` "
+            "first or pass --input"
+        )
+    if source.stat().st_size == 0:
+        raise FeatureError(f"features input is empty: {source}")
+    if settings.features.executor == "dask":
+        from financemath_mlops.features.distributed import build_features_dask
+
+        return build_features_dask(settings)
+    started = time.perf_counter()
+    embedder, info = load_embedder(settings.features.embedding, settings, show_progress)
+    cache_dir = settings.paths.cache_dir / "embeddings"
+    totals = {"rows": 0, "labelled": 0, "hits": 0, "misses": 0, "warnings": 0}
+    with atomic_path(output, suffix=".parquet") as tmp:
+        with pq.ParquetWriter(tmp, output_schema()) as writer:
+            for chunk in read_jsonl_chunks(source, settings.features.partition_rows):
+                table, stats = featurize_chunk(chunk, embedder, info, cache_dir)
+                writer.write_table(table)
+                totals["rows"] += table.num_rows
+                totals["labelled"] += table.num_rows - table.column(TARGET_COLUMN).null_count
+                for key in ("hits", "misses", "warnings"):
+                    totals[key] += stats[key]
+                log.info("featurized %d rows", totals["rows"])
+        if totals["rows"] == 0:
+            raise FeatureError(f"features input has no records: {source}")
+    columns_path = columns_path_for(output)
+    write_json(columns_path, columns_manifest(info, data_provenance(source)))
+    summary = FeatureSummary(
+        output=output,
+        columns_path=columns_path,
+        rows=totals["rows"],
+        labelled=totals["labelled"],
+        embedding=info,
+        cache_hits=totals["hits"],
+        cache_misses=totals["misses"],
+        seconds=time.perf_counter() - started,
+        table_warnings=totals["warnings"],
+    )
+    log.info("wrote %d feature rows to %s", summary.rows, output)
+    return summary
+
+
+def columns_manifest(info: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """`feature_columns.json`: the fixed column order, how embeddings were made, the data source."""
+    return {
+        "feature_version": FEATURE_VERSION,
+        "id_column": ID_COLUMN,
+        "topic_column": TOPIC_COLUMN,
+        "target_column": TARGET_COLUMN,
+        "columns": list(FEATURE_COLUMNS),
+        "embedding": info,
+        "data": data,
+    }
+
+
+def read_features(path: Path) -> tuple[Any, dict[str, Any]]:
+    """Load a feature table and check it against the `feature_columns.json` beside it."""
+    import pandas as pd
+
+    if not Path(path).is_file():
+        raise FeatureError(
+            f"feature table not found: {path}; run `python -m financemath_mlops.features` first"
+        )
+    columns_path = columns_path_for(Path(path))
+    if not columns_path.is_file():
+        raise FeatureError(f"{columns_path} is missing: re-run the features stage")
+    manifest = json.loads(columns_path.read_text(encoding="utf-8"))
+    frame: pd.DataFrame = pd.read_parquet(path)
+    expected = [ID_COLUMN, TOPIC_COLUMN, TARGET_COLUMN, *manifest["columns"]]
+    if list(frame.columns) != expected:
+        missing = [c for c in expected if c not in frame.columns]
+        extra = [c for c in frame.columns if c not in expected]
+        raise FeatureError(
+            f"{path} does not match {columns_path}: missing {missing[:5]}, unexpected "
+            f"{extra[:5]}{' (order differs)' if not missing and not extra else ''}; "
+            "re-run the features stage"
+        )
+    if manifest["columns"] != list(FEATURE_COLUMNS):
+        raise FeatureError(
+            f"{path} was built by feature version {manifest.get('feature_version')} with other "
+            f"columns than this code (version {FEATURE_VERSION}); re-run the features stage"
+        )
+    return frame, manifest
+
+
+def feature_values(frame: Any) -> np.ndarray:
+    return frame[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float64)

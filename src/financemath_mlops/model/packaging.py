@@ -1,0 +1,101 @@
+"""Log the raw-record pyfunc to MLflow: booster + ONNX embedding bundle + model config."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from pathlib import Path
+from typing import Any
+
+from financemath_mlops.config import Settings
+from financemath_mlops.model.predictor import BOOSTER_FILE, CONFIG_FILE
+
+# What the pyfunc needs at load time (the `serving` extra), pinned to what trained it.
+SERVING_REQUIREMENTS = (
+    "mlflow", "lightgbm", "onnxruntime", "tokenizers", "numpy", "pandas", "pyarrow", "pydantic",
+)  # fmt: skip
+
+
+def pip_requirements() -> list[str]:
+    pins = []
+    for dist in SERVING_REQUIREMENTS:
+        try:
+            pins.append(f"{dist}=={importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            pins.append(dist)
+    return pins
+
+
+def signature() -> Any:
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Array, ColSpec, DataType, Schema
+
+    return ModelSignature(
+        inputs=Schema(
+            [
+                ColSpec(DataType.string, "question"),
+                ColSpec(Array(DataType.string), "tables", required=False),
+                ColSpec(DataType.string, "topic", required=False),
+            ]
+        ),
+        outputs=Schema([ColSpec(DataType.double, "prediction")]),
+    )
+
+
+def input_example(records: list[dict[str, Any]]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(
+        [
+            {"question": r["question"], "tables": list(r.get("tables") or []), "topic": r["topic"]}
+            for r in records
+        ]
+    )
+
+
+def model_config(manifest: dict[str, Any], target_transform: str) -> dict[str, Any]:
+    return {
+        "feature_version": manifest["feature_version"],
+        "feature_columns": manifest["columns"],
+        "target_transform": target_transform,
+        "embedding": manifest["embedding"],
+        "served_embedding_backend": "onnx",
+        "data": manifest.get("data", {}),
+    }
+
+
+def log_pyfunc(
+    *,
+    booster: Any,
+    manifest: dict[str, Any],
+    target_transform: str,
+    settings: Settings,
+    work_dir: Path,
+    registered_model_name: str,
+    example: list[dict[str, Any]],
+) -> Any:
+    """Log the model in the active run and register it; returns MLflow's ModelInfo."""  # fmt: skip
+    import mlflow.pyfunc
+
+    from financemath_mlops.features.build import onnx_bundle
+    from financemath_mlops.model.pyfunc import FinanceMathPyfunc
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    booster_path = work_dir / BOOSTER_FILE
+    booster.save_model(str(booster_path))
+    config_path = work_dir / CONFIG_FILE
+    config_path.write_text(json.dumps(model_config(manifest, target_transform), indent=2))
+    bundle = onnx_bundle(settings, manifest["embedding"])
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=FinanceMathPyfunc(),
+        artifacts={
+            "booster": str(booster_path),
+            "embedding": str(bundle),
+            "model_config": str(config_path),
+        },
+        signature=signature(),
+        input_example=input_example(example) if example else None,
+        pip_requirements=pip_requirements(),
+        registered_model_name=registered_model_name,
+    )

@@ -1,0 +1,85 @@
+"""Predict from raw records: parse tables, embed the question, build the row, run the booster.
+
+Uses the one feature function (:func:`financemath_mlops.features.rows.feature_matrix`) and the ONNX
+embedding bundle that travels with the model, so served features equal training features.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from financemath_mlops.features.rows import FEATURE_COLUMNS, RecordInput, feature_matrix
+from financemath_mlops.model.target import inverse
+
+log = logging.getLogger(__name__)
+
+BOOSTER_FILE = "booster.txt"
+CONFIG_FILE = "model_config.json"
+
+
+@dataclass
+class Prediction:
+    values: np.ndarray
+    warnings: list[list[str]]
+    embed_seconds: float = 0.0
+    inference_seconds: float = 0.0
+    features: np.ndarray | None = field(default=None, repr=False)
+
+
+class Predictor:
+    """Booster + embedder + config. Thread-safe for concurrent `predict` calls."""
+
+    def __init__(self, booster: Any, embedder: Any, config: dict[str, Any]) -> None:
+        if list(config["feature_columns"]) != list(FEATURE_COLUMNS):
+            raise ValueError(
+                "model was trained on other feature columns than this code builds "
+                f"(model feature_version {config.get('feature_version')}); retrain or pin the code"
+            )
+        self.booster = booster
+        self.embedder = embedder
+        self.config = config
+        self.transform = config["target_transform"]
+
+    @classmethod
+    def from_files(
+        cls, booster_path: Path, bundle_dir: Path, config_path: Path, threads: int | None = None
+    ) -> Predictor:
+        import lightgbm as lgb
+
+        from financemath_mlops.features.embeddings import OnnxEmbedder
+
+        config = json.loads(Path(config_path).read_text(encoding="utf-8"))
+        booster = lgb.Booster(model_file=str(booster_path))
+        embedder = OnnxEmbedder(Path(bundle_dir), threads=threads)
+        return cls(booster, embedder, config)
+
+    def features(self, records: Sequence[RecordInput]) -> tuple[np.ndarray, list[list[str]], float]:
+        started = time.perf_counter()
+        vectors = self.embedder.embed([r.question for r in records])
+        embed_seconds = time.perf_counter() - started
+        warnings: list[list[str]] = []
+        return feature_matrix(records, vectors, warnings), warnings, embed_seconds
+
+    def predict_features(self, matrix: np.ndarray) -> np.ndarray:
+        raw = self.booster.predict(matrix, num_threads=1)
+        return inverse(np.asarray(raw, dtype=np.float64), self.transform)
+
+    def predict(self, records: Sequence[RecordInput], keep_features: bool = False) -> Prediction:
+        matrix, warnings, embed_seconds = self.features(records)
+        started = time.perf_counter()
+        values = self.predict_features(matrix)
+        return Prediction(
+            values=values,
+            warnings=warnings,
+            embed_seconds=embed_seconds,
+            inference_seconds=time.perf_counter() - started,
+            features=matrix if keep_features else None,
+        )

@@ -1,0 +1,58 @@
+"""The MLflow pyfunc that training logs: predicts from raw records (question, tables, topic).
+
+Artefacts: the LightGBM booster (text), the ONNX embedding bundle (model.onnx, tokenizer.json,
+embedding_config.json) and the model config (feature columns, target transform, embedding info).
+Loading it imports onnxruntime, tokenizers and lightgbm only, so `mlflow models serve` and our
+FastAPI service can run without torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow.pyfunc
+
+from financemath_mlops.features.rows import RecordInput
+
+INPUT_COLUMNS = ("question", "tables", "topic")
+
+
+def records_from_frame(frame: Any) -> list[RecordInput]:
+    """DataFrame rows (question, tables: list[str] | None, topic | None) -> RecordInput."""
+    records = []
+    for row in frame.to_dict(orient="records"):
+        tables = row.get("tables")
+        if tables is None or (isinstance(tables, float) and tables != tables):
+            tables = ()
+        elif isinstance(tables, str):
+            tables = (tables,)
+        topic = row.get("topic")
+        records.append(
+            RecordInput(
+                question=str(row["question"]),
+                tables=tuple(str(t) for t in tables),
+                topic=topic if isinstance(topic, str) else None,
+            )
+        )
+    return records
+
+
+class FinanceMathPyfunc(mlflow.pyfunc.PythonModel):
+    """Raw records in, answers out."""
+
+    def load_context(self, context: Any) -> None:
+        from financemath_mlops.model.predictor import Predictor
+
+        self.predictor = Predictor.from_files(
+            context.artifacts["booster"],
+            context.artifacts["embedding"],
+            context.artifacts["model_config"],
+        )
+
+    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+        import pandas as pd
+
+        if not isinstance(model_input, pd.DataFrame):
+            model_input = pd.DataFrame(model_input)
+        prediction = self.predictor.predict(records_from_frame(model_input))
+        return pd.DataFrame({"prediction": prediction.values})

@@ -1,0 +1,188 @@
+"""Our one adapter around MLflow: tracking set-up, the registry (aliases) and run artefacts.
+
+MLflow's API moved a lot (stages -> aliases, artifact_path -> name, file store deprecation); every
+call the project makes to it goes through here, so an upgrade touches this module only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from financemath_mlops.cli import StageError
+from financemath_mlops.config import SAMPLE_MODEL_SUFFIX, Settings
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS_CHAMPION = "previous-champion"
+_STAGES = {"production", "staging", "archived", "none"}
+
+
+class TrackingError(StageError):
+    """The tracking store or a model cannot be reached or resolved."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved model: the URI to load plus what the registry knows about it."""
+
+    uri: str
+    name: str | None
+    version: str | None
+    alias: str | None
+    run_id: str | None
+
+
+def configure(settings: Settings) -> str:
+    """Point MLflow at the configured store (telemetry off); returns the tracking URI."""
+    import mlflow
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    uri = settings.mlflow.tracking_uri
+    if uri.startswith("file:") or "://" not in uri and not uri.startswith("sqlite:"):
+        # MLflow 3 refuses the plain file store unless asked explicitly; choosing it is asking.
+        os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    if uri.startswith("sqlite:///"):
+        db_path = Path(uri.removeprefix("sqlite:///"))
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def client() -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient()
+
+
+def ensure_experiment(settings: Settings) -> str:
+    """Create the experiment on first use (artefacts under the configured root); returns its id."""
+    import mlflow
+
+    name = settings.mlflow.experiment_name
+    try:
+        experiment = mlflow.get_experiment_by_name(name)
+    except Exception as exc:  # every backend raises its own type when unreachable
+        raise TrackingError(
+            f"cannot open the MLflow tracking store {settings.mlflow.tracking_uri}: {exc}"
+        ) from None
+    if experiment is not None:
+        return experiment.experiment_id
+    root = settings.mlflow.artifact_root
+    location = root if "://" in root else Path(root).resolve().as_uri()
+    return mlflow.create_experiment(name, artifact_location=location)
+
+
+def model_name_for(settings: Settings, data_source: str | None) -> str:
+    """Runs on the synthetic sample register under <name>-sample, so demos never touch a champion."""
+    name = settings.mlflow.model_name
+    if data_source == "sample" and not name.endswith(SAMPLE_MODEL_SUFFIX):
+        return name + SAMPLE_MODEL_SUFFIX
+    return name
+
+
+def set_alias(name: str, alias: str, version: str | int) -> None:
+    client().set_registered_model_alias(name, alias, str(version))
+
+
+def alias_version(name: str, alias: str) -> Any | None:
+    """The ModelVersion behind an alias, or None when the alias (or the model) does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client().get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def list_versions(name: str) -> list[Any]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client().search_model_versions(f"name='{name}'")
+    except MlflowException as exc:
+        raise TrackingError(f"cannot list versions of {name}: {exc}") from None
+    return sorted(versions, key=lambda v: int(v.version))
+
+
+_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<ref>[^/]+))$")
+
+
+def resolve(uri: str) -> ModelRef:
+    """Resolve models:/NAME@ALIAS, models:/NAME/VERSION, models:/NAME/<Stage> or runs:/ID/PATH."""
+    from mlflow.exceptions import MlflowException
+
+    if uri.startswith("runs:/"):
+        run_id = uri.removeprefix("runs:/").split("/", 1)[0]
+        try:
+            client().get_run(run_id)
+        except MlflowException as exc:
+            raise TrackingError(f"unknown run in model URI {uri}: {exc.message}") from None
+        return ModelRef(uri, None, None, None, run_id)
+    match = _URI.match(uri)
+    if not match:
+        raise TrackingError(
+            f"unsupported model URI {uri!r}: use models:/NAME@ALIAS, models:/NAME/VERSION "
+            "or runs:/RUN_ID/model"
+        )
+    name, alias, ref = match["name"], match["alias"], match["ref"]
+    try:
+        if alias:
+            version = client().get_model_version_by_alias(name, alias)
+        elif ref and ref.isdigit():
+            version = client().get_model_version(name, ref)
+        else:
+            assert ref is not None
+            if ref.lower() not in _STAGES:
+                raise TrackingError(f"unknown version or stage {ref!r} in {uri}")
+            log.warning(
+                "model URI %s uses a registry stage; stages are deprecated in MLflow, use an "
+                "alias (models:/%s@champion)",
+                uri,
+                name,
+            )
+            latest = client().get_latest_versions(name, stages=[ref.capitalize()])
+            if not latest:
+                raise TrackingError(f"no version of {name} is in stage {ref}")
+            version = latest[0]
+    except MlflowException as exc:
+        raise TrackingError(f"cannot resolve model {uri}: {exc.message}") from None
+    pinned = f"models:/{name}/{version.version}"
+    return ModelRef(pinned, name, str(version.version), alias, version.run_id)
+
+
+def download(run_id: str, artifact_path: str, dst: Path) -> Path:
+    """Download one run artefact (file or folder) and return its local path."""
+    import mlflow
+
+    dst.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=artifact_path, dst_path=str(dst)
+            )
+        )
+    except Exception as exc:
+        raise TrackingError(f"run {run_id} has no artefact {artifact_path!r}: {exc}") from None
+
+
+def load_pyfunc(uri: str) -> Any:
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    except (MlflowException, OSError) as exc:
+        raise TrackingError(f"cannot load model {uri}: {exc}") from None
+
+
+def run_metrics(run_id: str) -> dict[str, float]:
+    return dict(client().get_run(run_id).data.metrics)

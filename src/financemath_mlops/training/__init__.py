@@ -1,0 +1,1 @@
+"""Training: feature table -> holdout split, CV, LightGBM fit -> MLflow run + registered model."""

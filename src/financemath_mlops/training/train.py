@@ -1,0 +1,239 @@
+"""The training stage: features -> holdout split -> CV -> final fit -> MLflow run + registry.
+
+Everything needed to reproduce, evaluate and serve the model goes into the run: params, lineage,
+CV metrics, the split ids, the training feature table (monitoring's reference), the raw holdout
+records (so evaluation scores exactly the rows this model never saw), and a raw-record pyfunc.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from financemath_mlops import tracking
+from financemath_mlops.atomic import write_json, write_jsonl
+from financemath_mlops.cli import StageError
+from financemath_mlops.config import Settings
+from financemath_mlops.features.build import (
+    ID_COLUMN,
+    TARGET_COLUMN,
+    TOPIC_COLUMN,
+    feature_values,
+    read_features,
+)
+from financemath_mlops.features.rows import FEATURE_VERSION
+from financemath_mlops.training.fit import cross_validate, fit_booster
+from financemath_mlops.training.split import holdout_split
+
+log = logging.getLogger(__name__)
+
+MIN_LABELLED_ROWS = 20
+SPLIT_ARTIFACT = "split"
+DATA_ARTIFACT = "data"
+HOLDOUT_RECORDS = "holdout_records.jsonl"
+TRAINING_FEATURES = "training_features.parquet"
+MODEL_NAME_IN_RUN = "model"
+
+
+@dataclass
+class TrainingSummary:
+    run_id: str
+    experiment_id: str
+    model_name: str
+    version: str
+    model_uri: str
+    n_train: int
+    n_holdout: int
+    skipped_unlabelled: int
+    cv: dict[str, float]
+    seconds: float
+    tracking_uri: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def table(self) -> str:
+        return "\n".join(
+            [
+                f"training: {self.n_train} train rows, {self.n_holdout} holdout rows "
+                f"({self.skipped_unlabelled} unlabelled skipped) in {self.seconds:.1f}s",
+                f"  CV ({int(self.cv['folds'])} folds): log-MAE {self.cv['log_mae_mean']:.3f} "
+                f"± {self.cv['log_mae_std']:.3f}, MAE {self.cv['mae_mean']:.4g} "
+                f"± {self.cv['mae_std']:.3g}, accuracy {self.cv['accuracy_mean']:.1%}",
+                f"  MLflow run: {self.run_id} ({self.tracking_uri})",
+                f"  registered: {self.model_name} version {self.version} @{tracking.CHALLENGER}",
+            ]
+        )
+
+
+def git_commit() -> str:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        )
+        return done.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def load_raw_records(path: Path, ids: set[str]) -> list[dict[str, Any]]:
+    """The ingested records with the given ids, in file order."""
+    if not path.is_file():
+        raise StageError(f"ingested records not found: {path} (needed to log the holdout rows)")
+    out = []
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                row = json.loads(line)
+                if row.get(ID_COLUMN) in ids:
+                    out.append(row)
+    missing = ids - {r[ID_COLUMN] for r in out}
+    if missing:
+        raise StageError(
+            f"{len(missing)} holdout ids are not in {path} (e.g. {sorted(missing)[:3]}): the "
+            "features were built from another input; re-run features"
+        )
+    return out
+
+
+def train(settings: Settings) -> TrainingSummary:
+    started = time.perf_counter()
+    cfg = settings.training
+    frame, manifest = read_features(settings.training_features)
+    labelled = frame[frame[TARGET_COLUMN].notna()].reset_index(drop=True)
+    skipped = len(frame) - len(labelled)
+    if skipped:
+        log.info("skipping %d rows without a target (unlabelled)", skipped)
+    if len(labelled) < MIN_LABELLED_ROWS:
+        raise StageError(
+            f"only {len(labelled)} labelled rows in {settings.training_features}; "
+            f"training needs at least {MIN_LABELLED_ROWS}"
+        )
+    train_ids, holdout_ids = holdout_split(
+        labelled[ID_COLUMN].tolist(),
+        labelled[TOPIC_COLUMN].tolist(),
+        cfg.holdout_fraction,
+        cfg.seed,
+    )
+    train_frame = labelled[labelled[ID_COLUMN].isin(set(train_ids))].reset_index(drop=True)
+    x_train = feature_values(train_frame)
+    y_train = train_frame[TARGET_COLUMN].to_numpy(dtype=np.float64)
+    threads = settings.features.embedding.threads
+    log.info("cross-validating (%d folds) on %d training rows", cfg.cv_folds, len(y_train))
+    cv = cross_validate(
+        x_train, y_train, cfg.lightgbm, cfg.target_transform, cfg.cv_folds, cfg.seed, threads
+    )
+    log.info("fitting the final model on all %d training rows", len(y_train))
+    booster = fit_booster(x_train, y_train, cfg.lightgbm, cfg.target_transform, cfg.seed, threads)
+    holdout_records = load_raw_records(settings.features_input, set(holdout_ids))
+
+    tracking_uri = tracking.configure(settings)
+    experiment_id = tracking.ensure_experiment(settings)
+    data_meta = manifest.get("data", {})
+    model_name = tracking.model_name_for(settings, data_meta.get("source"))
+    with tempfile.TemporaryDirectory(prefix="fmops-train-") as tmp_name:
+        tmp = Path(tmp_name)
+        run_id, version, model_uri = _log_run(
+            settings, experiment_id, model_name, tmp, booster, manifest, train_frame,
+            train_ids, holdout_ids, holdout_records, cv, skipped,
+        )  # fmt: skip
+    tracking.set_alias(model_name, tracking.CHALLENGER, version)
+    summary = TrainingSummary(
+        run_id=run_id,
+        experiment_id=experiment_id,
+        model_name=model_name,
+        version=version,
+        model_uri=model_uri,
+        n_train=len(train_ids),
+        n_holdout=len(holdout_ids),
+        skipped_unlabelled=skipped,
+        cv=cv,
+        seconds=time.perf_counter() - started,
+        tracking_uri=tracking_uri,
+    )
+    log.info("registered %s version %s as @%s", model_name, version, tracking.CHALLENGER)
+    return summary
+
+
+def _params(settings: Settings, manifest: dict[str, Any]) -> dict[str, Any]:
+    cfg = settings.training
+    embedding = manifest["embedding"]
+    data = manifest.get("data", {})
+    params: dict[str, Any] = {
+        "feature_version": manifest.get("feature_version", FEATURE_VERSION),
+        "embedding.model_id": embedding["model_id"],
+        "embedding.revision": embedding["revision"],
+        "embedding.source": embedding["source"],
+        "embedding.backend": embedding["backend"],
+        "embedding.max_length": embedding["max_length"],
+        "target_transform": cfg.target_transform,
+        "holdout_fraction": cfg.holdout_fraction,
+        "split_seed": cfg.seed,
+        "cv_folds": cfg.cv_folds,
+        "data.source": data.get("source"),
+        "data.dataset_id": data.get("dataset_id"),
+        "data.split": data.get("split"),
+        "data.revision": data.get("revision"),
+    }
+    params.update({f"lightgbm.{k}": v for k, v in cfg.lightgbm.items()})
+    return params
+
+
+def _log_run(
+    settings: Settings, experiment_id: str, model_name: str, tmp: Path, booster: Any,
+    manifest: dict[str, Any], train_frame: Any, train_ids: list[str], holdout_ids: list[str],
+    holdout_records: list[dict[str, Any]], cv: dict[str, float], skipped: int,
+) -> tuple[str, str, str]:  # fmt: skip
+    import mlflow
+
+    from financemath_mlops.features.build import COLUMNS_FILE
+    from financemath_mlops.model.packaging import log_pyfunc
+
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.set_tags(
+            {
+                "git_commit": git_commit(),
+                "mlflow.source.git.commit": git_commit(),
+                "stage": "training",
+                "data.source": str(manifest.get("data", {}).get("source")),
+            }
+        )
+        mlflow.log_params(_params(settings, manifest))
+        dataset = mlflow.data.from_pandas(
+            train_frame,
+            source=str(settings.training_features),
+            name="finance_math_features",
+            targets=TARGET_COLUMN,
+        )
+        mlflow.log_input(dataset, context="training")
+        mlflow.log_metrics({f"cv_{k}": v for k, v in cv.items()})
+        mlflow.log_metrics(
+            {"n_train": len(train_ids), "n_holdout": len(holdout_ids), "n_unlabelled": skipped}
+        )
+        write_json(tmp / COLUMNS_FILE, manifest)
+        mlflow.log_artifact(str(tmp / COLUMNS_FILE))
+        write_json(tmp / "train_ids.json", train_ids)
+        write_json(tmp / "holdout_ids.json", holdout_ids)
+        mlflow.log_artifact(str(tmp / "train_ids.json"), SPLIT_ARTIFACT)
+        mlflow.log_artifact(str(tmp / "holdout_ids.json"), SPLIT_ARTIFACT)
+        train_frame.to_parquet(tmp / TRAINING_FEATURES, index=False)
+        mlflow.log_artifact(str(tmp / TRAINING_FEATURES), DATA_ARTIFACT)
+        write_jsonl(tmp / HOLDOUT_RECORDS, holdout_records)
+        mlflow.log_artifact(str(tmp / HOLDOUT_RECORDS), DATA_ARTIFACT)
+        info = log_pyfunc(
+            booster=booster,
+            manifest=manifest,
+            target_transform=settings.training.target_transform,
+            settings=settings,
+            work_dir=tmp / "model",
+            registered_model_name=model_name,
+            example=holdout_records[:2] or train_frame.head(0),
+        )
+        version = str(info.registered_model_version)
+        return run.info.run_id, version, f"models:/{model_name}/{version}"
