@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 install: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m financemath_mlops.ingestion --source $(SOURCE) --rows $(ROWS) $(if $(INPUT),--path $(INPUT)) $(RUN_ARGS)
+	$(PY) -m financemath_mlops.flows --source $(SOURCE) --rows $(ROWS) $(if $(INPUT),--path $(INPUT)) $(RUN_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

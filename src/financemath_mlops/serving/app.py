@@ -1,0 +1,182 @@
+"""The FastAPI application: ``uvicorn financemath_mlops.serving.app:app``.
+
+``app`` is built at import by :func:`create_app` without any I/O; settings are read, MLflow is
+configured and the model is loaded in the lifespan, when a server actually starts. A model that
+cannot be loaded does not stop the start: ``/health`` answers, ``/ready`` and ``/predict`` say 503
+with the reason, and a reload (``POST /admin/reload`` or the periodic one) can fix it later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from financemath_mlops import __version__ as package_version
+from financemath_mlops.config import ServingSettings, Settings, load_settings
+from financemath_mlops.serving.errors import install_error_handlers
+from financemath_mlops.serving.inference import InferenceQueue
+from financemath_mlops.serving.metrics import ServiceMetrics
+from financemath_mlops.serving.middleware import BodyGuard, RequestContext
+from financemath_mlops.serving.model_holder import (
+    LoadedModel,
+    ModelHolder,
+    ModelLoadError,
+    ReloadOutcome,
+)
+from financemath_mlops.serving.routes import router
+from financemath_mlops.serving.schemas import apply_limits_to_openapi
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Predicts the numeric answer of a FinanceMath question (text + markdown tables)
+with the model registered in MLflow. Errors always have the shape
+`{"error": {"code", "message", "details"}}`. When `serving.api_key` is set, `/predict*`, `/model`
+and `/admin/*` need it (`Authorization: Bearer <key>` or `X-API-Key`)."""
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class ServiceState:
+    """Everything the endpoints share: settings, the model holder, the queue and the metrics."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.given_settings = settings
+        self.settings: Settings | None = settings
+        self.holder: ModelHolder | None = None
+        self.queue: InferenceQueue | None = None
+        self.metrics: ServiceMetrics | None = None
+        self._reloader: asyncio.Task[None] | None = None
+
+    @property
+    def serving(self) -> ServingSettings:
+        return self.settings.serving if self.settings is not None else ServingSettings()
+
+    def max_body_bytes(self) -> int:
+        return self.serving.max_body_bytes
+
+    async def start(self) -> None:
+        from financemath_mlops import tracking
+
+        settings = self.given_settings or load_settings()
+        self.settings = settings
+        _ensure_logging()
+        tracking.configure(settings)
+        self.metrics = ServiceMetrics()
+        serving = settings.serving
+        self.queue = InferenceQueue(available_cores(), serving.max_batch, self.metrics)
+        self.queue.start()
+        self.holder = ModelHolder(settings, serving.inference_threads, self._model_changed)
+        try:
+            await self.reload()
+        except ModelLoadError as exc:
+            log.warning("starting without a model (/ready says 503): %s", exc)
+        if serving.reload_interval_s > 0:
+            self._reloader = asyncio.create_task(self._reload_every(serving.reload_interval_s))
+
+    async def stop(self) -> None:
+        if self._reloader is not None:
+            self._reloader.cancel()
+            await asyncio.gather(self._reloader, return_exceptions=True)
+        if self.queue is not None:
+            await self.queue.stop()
+        if self.metrics is not None:
+            self.metrics.close()
+
+    async def reload(self) -> ReloadOutcome:
+        """Re-resolve and (if changed) load the model on a worker thread; counts the result."""
+        assert self.holder is not None and self.metrics is not None
+        try:
+            outcome = await anyio.to_thread.run_sync(self.holder.load)
+        except ModelLoadError:
+            self.metrics.model_reloads.labels("failed").inc()
+            raise
+        self.metrics.model_reloads.labels("loaded" if outcome.changed else "unchanged").inc()
+        return outcome
+
+    async def _reload_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await self.reload()
+            except ModelLoadError:
+                pass  # logged by the holder; the current model (if any) stays in service
+            except Exception:
+                log.exception("periodic model reload failed")
+
+    def _model_changed(self, model: LoadedModel) -> None:
+        if self.metrics is not None:
+            ref = model.ref
+            self.metrics.set_model(
+                ref.name or "", ref.version or "", ref.alias or "", ref.run_id or ""
+            )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; ``settings=None`` loads them (YAML + FMOPS_ env) when the server starts."""
+    state = ServiceState(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await state.start()
+        try:
+            yield
+        finally:
+            await state.stop()
+
+    app = FastAPI(
+        title="FinanceMath prediction service",
+        version=package_version,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.service = state
+    install_error_handlers(app)
+    app.include_router(router)
+    app.add_middleware(BodyGuard, max_bytes=state.max_body_bytes)
+    app.add_middleware(RequestContext, metrics=lambda: state.metrics)  # outermost
+    app.openapi = lambda: _openapi(app, state)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI, state: ServiceState) -> dict[str, Any]:
+    """The schema with the configured limits, and without admin/auth parts when there is no key."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    apply_limits_to_openapi(schema, state.serving)
+    if state.serving.api_key is None:
+        schema["paths"].pop("/admin/reload", None)
+        schema.get("components", {}).pop("securitySchemes", None)
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                operation.pop("security", None)
+                operation.get("responses", {}).pop("401", None)
+    if state.settings is not None:  # cache only once the real settings are known
+        app.openapi_schema = schema
+    return schema
+
+
+def _ensure_logging() -> None:
+    """Show our INFO story under plain `uvicorn ...:app` (which configures only its own loggers)."""
+    if not logging.getLogger().handlers:
+        from financemath_mlops.cli import setup_logging
+
+        setup_logging(os.environ.get("FMOPS_LOG_LEVEL", "INFO"))
+
+
+app = create_app()

@@ -1,0 +1,151 @@
+"""Prometheus metrics of the service, correct under several uvicorn workers.
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set (before the process starts), prometheus-client keeps values
+in per-process files; ``/metrics`` then aggregates every worker with ``MultiProcessCollector`` and
+gauges say how to combine workers (``multiprocess_mode``). Without it, each app has its own
+registry (so tests can build several apps in one process) plus the process/GC collectors.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+PREFIX = "fmops"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                   2.5, 5.0, 10.0)  # fmt: skip
+
+
+def signed_log_buckets(decades: int = 7) -> tuple[float, ...]:
+    """-10^d .. -1, 0, 1 .. 10^d in half-decade steps (1, 3, 10, 30, ...).
+
+    FinanceMath answers run from about -5e5 to 5e6 with a median near 16, so linear buckets would
+    put almost everything in one bin; these resolve every order of magnitude on both signs.
+    """
+    positive = [m * 10.0**e for e in range(decades) for m in (1.0, 3.0)] + [10.0**decades]
+    return (*(-v for v in reversed(positive)), 0.0, *positive)
+
+
+def multiprocess_mode() -> bool:
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+class ServiceMetrics:
+    """The metric objects and their exposition."""
+
+    def __init__(self) -> None:
+        self.multiprocess = multiprocess_mode()
+        self.registry = CollectorRegistry(auto_describe=True)
+        if not self.multiprocess:
+            from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
+
+            for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+                self.registry.register(collector)
+        reg = self.registry
+        self.requests = Counter(
+            f"{PREFIX}_http_requests",
+            "HTTP requests by endpoint (route template), method and status code",
+            ["endpoint", "method", "status"],
+            registry=reg,
+        )
+        self.request_latency = Histogram(
+            f"{PREFIX}_http_request_duration_seconds",
+            "Time from request start to the end of the response, by endpoint",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.in_flight = Gauge(
+            f"{PREFIX}_http_requests_in_flight",
+            "Requests being handled right now",
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
+        self.errors = Counter(
+            f"{PREFIX}_errors",
+            "Error responses by error code (validation_error, payload_too_large, ...)",
+            ["type"],
+            registry=reg,
+        )
+        self.embedding_latency = Histogram(
+            f"{PREFIX}_embedding_duration_seconds",
+            "Question embedding time per model call (one call may serve several requests)",
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.inference_latency = Histogram(
+            f"{PREFIX}_inference_duration_seconds",
+            "Gradient-boosting inference time per model call",
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.batch_size = Histogram(
+            f"{PREFIX}_model_batch_size",
+            "Records per model call (requests waiting together are scored in one call)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=reg,
+        )
+        self.prediction_value = Histogram(
+            f"{PREFIX}_prediction_value",
+            "Predicted answers (signed, log-spaced buckets)",
+            buckets=signed_log_buckets(),
+            registry=reg,
+        )
+        self.model_info = Gauge(
+            f"{PREFIX}_model_info",
+            "The model served (1 for the current name/version/alias)",
+            ["name", "version", "alias", "run_id"],
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+        self.model_ready = Gauge(
+            f"{PREFIX}_model_ready",
+            "1 when a model is loaded and predictions are served",
+            registry=reg,
+            multiprocess_mode="livemin",
+        )
+        self.model_reloads = Counter(
+            f"{PREFIX}_model_reloads",
+            "Model (re)load attempts by result (loaded, unchanged, failed)",
+            ["result"],
+            registry=reg,
+        )
+        self._info_labels: tuple[str, str, str, str] | None = None
+        self.model_ready.set(0)
+
+    def set_model(self, name: str, version: str, alias: str, run_id: str) -> None:
+        labels = (name, version, alias, run_id)
+        if self._info_labels is not None and self._info_labels != labels:
+            if self.multiprocess:
+                self.model_info.labels(*self._info_labels).set(0)
+            else:
+                self.model_info.remove(*self._info_labels)
+        self.model_info.labels(*labels).set(1)
+        self._info_labels = labels
+        self.model_ready.set(1)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type."""
+        if self.multiprocess:
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def close(self) -> None:
+        """Forget this worker's live gauges (multiprocess mode) when it shuts down."""
+        if self.multiprocess:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid())

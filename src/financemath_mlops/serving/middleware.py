@@ -1,0 +1,245 @@
+"""Two small pure-ASGI middlewares (no BaseHTTPMiddleware: it buffers and adds a task per request).
+
+:class:`RequestContext` gives every request an id (a sane ``X-Request-ID`` or a new one), echoes
+it, counts and times the request for Prometheus, and turns anything that escaped the app into our
+500 shape. :class:`BodyGuard` reads request bodies with a byte budget (413 on ``Content-Length``
+or on the bytes actually streamed), and rejects non-UTF-8 or too deeply nested JSON (400) before
+FastAPI parses it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from financemath_mlops.serving.errors import error_payload
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "x-request-id"
+MAX_JSON_DEPTH = 32
+_SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKETS = re.compile(rb"[\[\]{}]")
+_BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
+    for name, value in headers:
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            if _SANE_ID.match(text):
+                return text
+            break
+    return uuid.uuid4().hex
+
+
+def json_depth(body: bytes) -> int:
+    """Deepest nesting of arrays/objects (strings skipped); C-speed regexes, no recursion."""
+    brackets = _BRACKETS.findall(_JSON_STRING.sub(b"", body))
+    steps = (1 if b in (b"[", b"{") else -1 for b in brackets)
+    return max(itertools.accumulate(steps, initial=0))
+
+
+async def send_error(
+    scope: Scope, send: Send, status: int, code: str, message: str, headers: Any = None
+) -> None:
+    """Answer in our error shape from ASGI code (outside FastAPI's exception handlers)."""
+    scope.setdefault("state", {})["error_code"] = code
+    body = json.dumps(error_payload(code, message)).encode()
+    raw_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *(headers or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestContext:
+    """Request id, Prometheus request metrics, and a last-resort 500 in our error shape."""
+
+    def __init__(self, app: ASGIApp, metrics: Callable[[], Any]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self._paths: set[str] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = request_id_from(scope.get("headers", []))
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["started_at"] = started
+        id_header = (b"x-request-id", request_id.encode())
+        status = 500
+        response_started = False
+        metrics = self.metrics()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                message["headers"] = [*message.get("headers", []), id_header]
+            await send(message)
+
+        if metrics is not None:
+            metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error in request %s", request_id)
+            if not response_started:
+                status = 500
+                await send_error(
+                    scope,
+                    send,
+                    500,
+                    "internal_error",
+                    f"internal error; quote request id {request_id} when reporting it",
+                    [id_header],
+                )
+        finally:
+            if metrics is not None:
+                metrics.in_flight.dec()
+                endpoint = self._endpoint(scope)
+                metrics.requests.labels(endpoint, scope["method"], str(status)).inc()
+                metrics.request_latency.labels(endpoint).observe(time.perf_counter() - started)
+                if status >= 400:
+                    code = scope["state"].get("error_code") or f"http_{status}"
+                    metrics.errors.labels(code).inc()
+
+    def _endpoint(self, scope: Scope) -> str:
+        """The route template (bounded label values), also for requests stopped before routing."""
+        route = scope.get("route")
+        if route is not None and getattr(route, "path", None):
+            return route.path
+        if self._paths is None:
+            app = scope.get("app")
+            routes = getattr(app, "routes", [])
+            self._paths = {r.path for r in routes if "{" not in getattr(r, "path", "{")}
+        return scope["path"] if scope["path"] in self._paths else "unmatched"
+
+
+class BodyGuard:
+    """Enforce the body budget and basic JSON sanity before the app reads the body."""
+
+    def __init__(
+        self, app: ASGIApp, max_bytes: Callable[[], int], max_depth: int = MAX_JSON_DEPTH
+    ) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.max_depth = max_depth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_bytes()
+        declared = _content_length(scope)
+        if declared == -1:
+            await send_error(
+                scope, send, 400, "bad_request", "Content-Length is not a valid number"
+            )
+            return
+        if declared is not None and declared > limit:
+            await _too_large(scope, send, limit)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await _too_large(scope, send, limit)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        problem = self._problem(body, scope)
+        if problem is not None:
+            await send_error(scope, send, *problem)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    def _problem(self, body: bytes, scope: Scope) -> tuple[int, str, str] | None:
+        if not body:
+            return None
+        if not _is_json(scope):
+            return (
+                415,
+                "unsupported_media_type",
+                "send the body as JSON (Content-Type: application/json)",
+            )
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return (
+                400,
+                "invalid_encoding",
+                f"the request body is not valid UTF-8 (byte {exc.start})",
+            )
+        if json_depth(body) > self.max_depth:
+            return 400, "too_deep", f"the JSON body is nested deeper than {self.max_depth} levels"
+        return None
+
+
+def _is_json(scope: Scope) -> bool:
+    for name, value in scope.get("headers", []):
+        if name == b"content-type":
+            media = value.split(b";", 1)[0].strip().lower()
+            return media == b"application/json" or (
+                media.startswith(b"application/") and media.endswith(b"+json")
+            )
+    return False
+
+
+def _content_length(scope: Scope) -> int | None:
+    """The declared length, None when absent, -1 when unreadable."""
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                return -1
+            return length if length >= 0 else -1
+    return None
+
+
+async def _too_large(scope: Scope, send: Send, limit: int) -> None:
+    await send_error(
+        scope,
+        send,
+        413,
+        "payload_too_large",
+        f"the request body is larger than {limit} bytes; send fewer or smaller items",
+        [(b"connection", b"close")],
+    )
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

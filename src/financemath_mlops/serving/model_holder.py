@@ -1,0 +1,167 @@
+"""Load the served model from MLflow and swap it for a newer one without dropping requests.
+
+The holder resolves the configured alias (or URI) to a pinned version, loads the pyfunc that
+training logged, takes its :class:`Predictor`, warms it up, and only then swaps it in: one
+attribute assignment under a lock, so a request that already took the old model finishes on it.
+A failed (re)load keeps whatever was being served and records the reason for ``/ready``. With
+several uvicorn workers, each worker holds and reloads its own model.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from financemath_mlops import tracking
+from financemath_mlops.config import Settings
+from financemath_mlops.features.rows import RecordInput
+from financemath_mlops.serving.schemas import EXAMPLE_RECORD
+
+log = logging.getLogger(__name__)
+
+WARMUP_RECORD = RecordInput(
+    question=EXAMPLE_RECORD["question"],
+    tables=tuple(EXAMPLE_RECORD["tables"]),
+    topic=EXAMPLE_RECORD["topic"],
+)
+_CREDENTIALS = re.compile(r"://[^/@\s]+@")
+
+
+class ModelLoadError(RuntimeError):
+    """The configured model could not be resolved or loaded; the message says why."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to serve, with what the registry and the run say about it."""
+
+    ref: tracking.ModelRef
+    predictor: Any
+    source_uri: str
+    loaded_at: datetime
+    training_metrics: dict[str, float]
+
+    def identity(self) -> dict[str, str | None]:
+        return {
+            "name": self.ref.name,
+            "version": self.ref.version,
+            "alias": self.ref.alias,
+            "run_id": self.ref.run_id,
+        }
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    changed: bool
+    model: LoadedModel
+    previous: LoadedModel | None
+
+
+def target_uri(settings: Settings) -> str:
+    """What to serve: serving.model_uri, else models:/<model_name>@<alias>."""
+    serving = settings.serving
+    return serving.model_uri or f"models:/{serving.model_name}@{serving.alias}"
+
+
+class ModelHolder:
+    """The current model of this worker; thread-safe loads, lock-free reads."""
+
+    def __init__(self, settings: Settings, threads: int | None = None, on_change: Any = None):
+        self.settings = settings
+        self.threads = threads
+        self.on_change = on_change
+        self.problem: str | None = "the model has not been loaded yet"
+        self._current: LoadedModel | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def current(self) -> LoadedModel | None:
+        return self._current
+
+    def load(self) -> ReloadOutcome:
+        """Resolve and load the configured model; swap it in if it is a different version.
+
+        Raises :class:`ModelLoadError` (the old model, if any, stays in service).
+        """
+        uri = target_uri(self.settings)
+        with self._lock:
+            previous = self._current
+            try:
+                ref = tracking.resolve(uri)
+                if previous is not None and previous.ref.uri == ref.uri:
+                    return ReloadOutcome(False, previous, previous)
+                started = time.perf_counter()
+                model = self._load(uri, ref)
+            except Exception as exc:
+                reason = _describe(uri, exc)
+                if previous is None:
+                    self.problem = reason
+                log.error("%s", reason, exc_info=not isinstance(exc, tracking.TrackingError))
+                raise ModelLoadError(reason) from None
+            self._current = model
+            self.problem = None
+        log.info(
+            "serving %s version %s (%s) from run %s; loaded in %.1fs",
+            ref.name or uri,
+            ref.version or "-",
+            uri,
+            ref.run_id,
+            time.perf_counter() - started,
+        )
+        if self.on_change is not None:
+            self.on_change(model)
+        return ReloadOutcome(True, model, previous)
+
+    def _load(self, uri: str, ref: tracking.ModelRef) -> LoadedModel:
+        pyfunc = tracking.load_pyfunc(ref.uri)
+        predictor = pyfunc.unwrap_python_model().predictor
+        if self.threads is not None:
+            predictor = with_threads(predictor, self.threads)
+        predictor.predict([WARMUP_RECORD])  # fail here, not on the first request
+        return LoadedModel(
+            ref=ref,
+            predictor=predictor,
+            source_uri=uri,
+            loaded_at=datetime.now(UTC),
+            training_metrics=_training_metrics(ref.run_id),
+        )
+
+
+def with_threads(predictor: Any, threads: int) -> Any:
+    """The same model with its ONNX session limited to ``threads`` (serving.inference_threads).
+
+    The logged pyfunc builds its embedder with onnxruntime's default thread count; rebuild the
+    embedder from the same bundle. A non-ONNX embedder is kept as it is.
+    """
+    from financemath_mlops.features.embeddings import OnnxEmbedder
+    from financemath_mlops.model.predictor import Predictor
+
+    embedder = predictor.embedder
+    if not isinstance(embedder, OnnxEmbedder):
+        log.warning("inference_threads applies to the ONNX embedder only; keeping the default")
+        return predictor
+    rebuilt = OnnxEmbedder(embedder.bundle_dir, embedder.batch_size, threads)
+    return Predictor(predictor.booster, rebuilt, predictor.config)
+
+
+def _training_metrics(run_id: str | None) -> dict[str, float]:
+    if not run_id:
+        return {}
+    try:
+        return {k: float(v) for k, v in tracking.run_metrics(run_id).items()}
+    except Exception as exc:  # metrics are informative; a missing run must not block serving
+        log.warning("could not read training metrics of run %s: %s", run_id, exc)
+        return {}
+
+
+def _describe(uri: str, exc: Exception) -> str:
+    if isinstance(exc, tracking.TrackingError):
+        text = str(exc)
+    else:
+        text = f"model {uri} could not be loaded: {type(exc).__name__}: {exc}"
+    return _CREDENTIALS.sub("://***@", text)

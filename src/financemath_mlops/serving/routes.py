@@ -1,0 +1,204 @@
+"""The HTTP endpoints: predict, batch predict, health, readiness, model info, metrics, reload."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from financemath_mlops.features.rows import RecordInput
+from financemath_mlops.serving.errors import ApiError, summarize
+from financemath_mlops.serving.model_holder import LoadedModel, ModelLoadError
+from financemath_mlops.serving.schemas import (
+    BatchRequest,
+    BatchResponse,
+    EmbeddingInfo,
+    ErrorResponse,
+    HealthResponse,
+    ItemPrediction,
+    ModelIdentity,
+    ModelInfoResponse,
+    PredictRequest,
+    PredictResponse,
+    ReadyResponse,
+    ReloadResponse,
+    check_batch_limits,
+    check_record_limits,
+)
+from financemath_mlops.serving.security import configured_key, require_api_key
+
+router = APIRouter()
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    described = {
+        400: "Body is not UTF-8, not JSON, or nested too deeply",
+        401: "API key missing or wrong (only when serving.api_key is set)",
+        404: "Not found",
+        413: "Body larger than serving.max_body_bytes",
+        415: "Body is not sent as application/json",
+        422: "A field is missing, has the wrong type, or breaks a limit",
+        503: "No model is loaded (see /ready for the reason)",
+    }
+    return {s: {"model": ErrorResponse, "description": described[s]} for s in statuses}
+
+
+def _service(request: Request) -> Any:
+    return request.app.state.service
+
+
+def _current_model(request: Request) -> LoadedModel:
+    holder = _service(request).holder
+    model = holder.current if holder is not None else None
+    if model is None:
+        problem = holder.problem if holder is not None else "the service is starting"
+        raise ApiError(503, "model_unavailable", f"no model is loaded: {problem}")
+    return model
+
+
+def _elapsed_ms(request: Request) -> float:
+    started = getattr(request.state, "started_at", None) or time.perf_counter()
+    return round((time.perf_counter() - started) * 1000.0, 3)
+
+
+def _record(item: PredictRequest) -> RecordInput:
+    return RecordInput(question=item.question, tables=tuple(item.tables), topic=item.topic)
+
+
+def _reject(problems: list[dict[str, Any]]) -> None:
+    if problems:
+        raise ApiError(422, "validation_error", summarize(problems), details=problems)
+
+
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    responses=_errors(400, 401, 413, 415, 422, 503),
+    dependencies=[Depends(require_api_key)],
+    summary="Predict the numeric answer of one question",
+)
+async def predict(item: PredictRequest, request: Request) -> PredictResponse:
+    service = _service(request)
+    _reject(check_record_limits(item, service.serving))
+    model = _current_model(request)
+    scored = await service.queue.predict(model, [_record(item)])
+    return PredictResponse(
+        prediction=scored.values[0],
+        warnings=scored.warnings[0],
+        model=ModelIdentity(**model.identity()),
+        latency_ms=_elapsed_ms(request),
+        request_id=request.state.request_id,
+    )
+
+
+@router.post(
+    "/predict/batch",
+    response_model=BatchResponse,
+    responses=_errors(400, 401, 413, 415, 422, 503),
+    dependencies=[Depends(require_api_key)],
+    summary="Predict the answers of several questions in one call",
+)
+async def predict_batch(batch: BatchRequest, request: Request) -> BatchResponse:
+    service = _service(request)
+    _reject(check_batch_limits(batch, service.serving))
+    model = _current_model(request)
+    scored = await service.queue.predict(model, [_record(item) for item in batch.items])
+    return BatchResponse(
+        predictions=[
+            ItemPrediction(prediction=value, warnings=warnings)
+            for value, warnings in zip(scored.values, scored.warnings, strict=True)
+        ],
+        model=ModelIdentity(**model.identity()),
+        latency_ms=_elapsed_ms(request),
+        request_id=request.state.request_id,
+    )
+
+
+@router.get("/health", response_model=HealthResponse, summary="Liveness: the process answers")
+async def health() -> HealthResponse:
+    return HealthResponse(status="ok")
+
+
+@router.get(
+    "/ready",
+    response_model=ReadyResponse,
+    responses=_errors(503),
+    summary="Readiness: a model is loaded and predictions are served",
+)
+async def ready(request: Request) -> ReadyResponse:
+    model = _current_model(request)
+    return ReadyResponse(status="ready", model=ModelIdentity(**model.identity()))
+
+
+@router.get(
+    "/model",
+    response_model=ModelInfoResponse,
+    responses=_errors(401, 503),
+    dependencies=[Depends(require_api_key)],
+    summary="The served model: registry identity, training metrics, features, embedding",
+)
+async def model_info(request: Request) -> ModelInfoResponse:
+    model = _current_model(request)
+    config = model.predictor.config
+    embedding = dict(config.get("embedding") or {})
+    trained_backend = embedding.pop("backend", None)
+    return ModelInfoResponse(
+        model=ModelIdentity(**model.identity()),
+        uri=model.ref.uri,
+        source_uri=model.source_uri,
+        loaded_at=model.loaded_at.isoformat(),
+        training_metrics=model.training_metrics,
+        feature_version=config.get("feature_version"),
+        target_transform=config.get("target_transform"),
+        feature_columns=list(config.get("feature_columns") or []),
+        embedding=EmbeddingInfo(
+            backend=config.get("served_embedding_backend", "onnx"),
+            trained_backend=trained_backend,
+            **embedding,
+        ),
+    )
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+    summary="Prometheus metrics",
+)
+async def metrics(request: Request) -> Response:
+    service_metrics = _service(request).metrics
+    if service_metrics is None:
+        raise ApiError(503, "starting", "metrics are available once the service has started")
+    body, content_type = service_metrics.render()
+    return Response(content=body, media_type=content_type)
+
+
+@router.post(
+    "/admin/reload",
+    response_model=ReloadResponse,
+    responses=_errors(401, 404, 503),
+    dependencies=[Depends(require_api_key)],
+    summary="Re-resolve the alias and swap in a newer model version (needs the API key)",
+)
+async def reload(request: Request) -> ReloadResponse:
+    service = _service(request)
+    if configured_key(request) is None:
+        raise ApiError(
+            404, "not_found", "admin endpoints are enabled only when serving.api_key is set"
+        )
+    try:
+        outcome = await service.reload()
+    except ModelLoadError as exc:
+        raise ApiError(503, "reload_failed", str(exc), details=_still_serving(service)) from None
+    previous = outcome.previous
+    return ReloadResponse(
+        changed=outcome.changed,
+        model=ModelIdentity(**outcome.model.identity()),
+        previous=ModelIdentity(**previous.identity()) if previous is not None else None,
+    )
+
+
+def _still_serving(service: Any) -> dict[str, Any]:
+    current = service.holder.current if service.holder is not None else None
+    return {"still_serving": current.identity() if current is not None else None}
