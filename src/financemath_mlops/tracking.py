@@ -45,6 +45,7 @@ def configure(settings: Settings) -> str:
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = settings.mlflow.tracking_uri
     if uri.startswith("file:") or "://" not in uri and not uri.startswith("sqlite:"):
         # MLflow 3 refuses the plain file store unless asked explicitly; choosing it is asking.

@@ -125,7 +125,7 @@ def featurize_chunk(
     rows: list[dict[str, Any]], embedder: Any, info: dict[str, Any], cache_dir: Path | None
 ) -> tuple[pa.Table, dict[str, int]]:
     """Feature table for one chunk of ingested records (used by the local and Dask executors)."""
-    from financemath_mlops.features.embeddings import embed_with_cache
+    from financemath_mlops.features.embedding_cache import embed_with_cache
 
     questions = [str(r["question"]) for r in rows]
     stats = {"hits": 0, "misses": len(rows), "warnings": 0}
@@ -183,7 +183,8 @@ def load_embedder(cfg: EmbeddingSettings, settings: Settings, show_progress: boo
 
 def onnx_bundle(settings: Settings, info: dict[str, Any]) -> Path:
     """The ONNX embedding bundle for the model the features were built with (exported if needed)."""
-    from financemath_mlops.features.embeddings import ensure_onnx_bundle, resolve_model
+    from financemath_mlops.features.embeddings import resolve_model
+    from financemath_mlops.features.onnx_export import ensure_onnx_bundle
 
     cfg = settings.features.embedding
     resolved = resolve_model(

@@ -149,16 +149,29 @@ def _hub_snapshot(model_id: str, revision: str | None, cache: Path, timeout: flo
             huggingface_hub.HfApi().repo_info(model_id, revision=revision, timeout=timeout)
         except errors.RevisionNotFoundError:
             raise
-        except (errors.HfHubHTTPError, errors.OfflineModeIsEnabled, *_transport_errors()) as exc:
-            logger.info("hub unavailable for %s (%s: %s)", model_id, type(exc).__name__, exc)
+        except (errors.OfflineModeIsEnabled, *_transport_errors()) as exc:
+            logger.info("hub unreachable for %s (%s: %s)", model_id, type(exc).__name__, exc)
             offline = True
-    snapshot = huggingface_hub.snapshot_download(
-        model_id,
-        revision=revision,
-        cache_dir=cache,
-        local_files_only=offline,
-        etag_timeout=timeout,
-    )
+        except errors.HfHubHTTPError as exc:  # the hub (or a proxy) answered with an error
+            logger.warning("hub refused %s (%s: %s)", model_id, type(exc).__name__, exc)
+            offline = True
+    try:
+        snapshot = huggingface_hub.snapshot_download(
+            model_id,
+            revision=revision,
+            cache_dir=cache,
+            local_files_only=offline,
+            etag_timeout=timeout,
+        )
+    except errors.LocalEntryNotFoundError:
+        # huggingface_hub reads refs/<branch> without stripping it: a hand-written ref with a
+        # trailing newline would make a complete cached snapshot look absent.
+        repo = cache / ("models--" + model_id.replace("/", "--"))
+        ref = repo / "refs" / (revision or "main")
+        sha = ref.read_text(encoding="utf-8").strip() if ref.is_file() else ""
+        if not (_COMMIT_RE.fullmatch(sha) and (repo / "snapshots" / sha).is_dir()):
+            raise
+        return (repo / "snapshots" / sha).absolute()
     return Path(snapshot)
 
 

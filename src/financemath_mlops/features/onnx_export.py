@@ -21,6 +21,7 @@ import re
 import shutil
 import tempfile
 import time
+import warnings
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -152,9 +153,11 @@ def ensure_onnx_bundle(resolved: ResolvedModel, cache_dir: Path, max_length: int
     if target.exists():
         logger.warning("incomplete ONNX bundle %s: exporting it again", target)
         shutil.rmtree(target)
+    _remove_stale_temp_dirs(cache_dir, target.name)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=cache_dir))
     try:
         export_onnx_bundle(resolved, tmp, max_length=max_length)
+        tmp.chmod(0o755)  # mkdtemp makes it 0700; the bundle is shared (MLflow, serving)
         try:
             os.rename(tmp, target)
         except OSError:
@@ -166,6 +169,16 @@ def ensure_onnx_bundle(resolved: ResolvedModel, cache_dir: Path, max_length: int
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _remove_stale_temp_dirs(cache_dir: Path, name: str, max_age_s: float = 6 * 3600) -> None:
+    """Temp folders of exports killed hard (SIGKILL, power loss) long ago."""
+    for stale in cache_dir.glob(f".tmp-{name}-*"):
+        try:
+            if time.time() - stale.stat().st_mtime > max_age_s:
+                shutil.rmtree(stale, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def _pooling_config(model_path: Path) -> dict[str, Any]:
@@ -259,7 +272,12 @@ def export_onnx_bundle(resolved: ResolvedModel, out_dir: Path, max_length: int =
         _example_inputs(input_names, vocab, batch=3, length=37, pad_id=pad_id, seed=1),
         _example_inputs(input_names, vocab, batch=1, length=max_length, pad_id=pad_id, seed=2),
     ]
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # Known, checked-below noise: the legacy-exporter deprecation notice, transformers'
+        # mask-padding TracerWarning (no KV cache: always 0) and aten::index opset notes.
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=".*aten::index.*")
         references = [wrapper(*(torch.from_numpy(a) for a in c.values())).numpy() for c in checks]
         torch.onnx.export(
             wrapper,

@@ -20,7 +20,9 @@ def project_root() -> Path:
 
 
 def deploy(
-    parameters: dict[str, Any], cron: str | None = None, work_pool: str = "financemath-pool",
+    parameters: dict[str, Any],
+    cron: str | None = None,
+    work_pool: str = "financemath-pool",
     name: str = DEPLOYMENT_NAME,
 ) -> str:
     """Register the deployment (code pulled from this checkout); returns the deployment id."""  # fmt: skip

@@ -78,7 +78,6 @@ def log_pyfunc(
     import mlflow.pyfunc
 
     from financemath_mlops.features.build import onnx_bundle
-    from financemath_mlops.model.pyfunc import FinanceMathPyfunc
 
     work_dir.mkdir(parents=True, exist_ok=True)
     booster_path = work_dir / BOOSTER_FILE
@@ -88,7 +87,8 @@ def log_pyfunc(
     bundle = onnx_bundle(settings, manifest["embedding"])
     return mlflow.pyfunc.log_model(
         name="model",
-        python_model=FinanceMathPyfunc(),
+        # Models from code: MLflow stores this small file instead of a pickle.
+        python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
         artifacts={
             "booster": str(booster_path),
             "embedding": str(bundle),

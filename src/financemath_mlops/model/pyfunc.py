@@ -8,6 +8,7 @@ FastAPI service can run without torch.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import mlflow.pyfunc
@@ -15,6 +16,8 @@ import mlflow.pyfunc
 from financemath_mlops.features.rows import RecordInput
 
 INPUT_COLUMNS = ("question", "tables", "topic")
+# We give MLflow an explicit signature; its nudge to add type hints to predict() is noise here.
+warnings.filterwarnings("ignore", message=r".*type hints to the `predict` method.*")
 
 
 def records_from_frame(frame: Any) -> list[RecordInput]:
@@ -40,7 +43,7 @@ def records_from_frame(frame: Any) -> list[RecordInput]:
 class FinanceMathPyfunc(mlflow.pyfunc.PythonModel):
     """Raw records in, answers out."""
 
-    def load_context(self, context: Any) -> None:
+    def load_context(self, context):
         from financemath_mlops.model.predictor import Predictor
 
         self.predictor = Predictor.from_files(
@@ -49,7 +52,8 @@ class FinanceMathPyfunc(mlflow.pyfunc.PythonModel):
             context.artifacts["model_config"],
         )
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+    def predict(self, context, model_input, params=None):
+        # (MLflow would try to derive a schema from them; the explicit signature is the contract.)
         import pandas as pd
 
         if not isinstance(model_input, pd.DataFrame):

@@ -22,7 +22,7 @@ from fastapi.openapi.utils import get_openapi
 from financemath_mlops import __version__ as package_version
 from financemath_mlops.config import ServingSettings, Settings, load_settings
 from financemath_mlops.serving.errors import install_error_handlers
-from financemath_mlops.serving.inference import InferenceQueue
+from financemath_mlops.serving.inference import InferencePool, pool_size
 from financemath_mlops.serving.metrics import ServiceMetrics
 from financemath_mlops.serving.middleware import BodyGuard, RequestContext
 from financemath_mlops.serving.model_holder import (
@@ -50,13 +50,13 @@ def available_cores() -> int:
 
 
 class ServiceState:
-    """Everything the endpoints share: settings, the model holder, the queue and the metrics."""
+    """Everything the endpoints share: settings, the model holder, the pool and the metrics."""
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.given_settings = settings
         self.settings: Settings | None = settings
         self.holder: ModelHolder | None = None
-        self.queue: InferenceQueue | None = None
+        self.pool: InferencePool | None = None
         self.metrics: ServiceMetrics | None = None
         self._reloader: asyncio.Task[None] | None = None
 
@@ -76,9 +76,14 @@ class ServiceState:
         tracking.configure(settings)
         self.metrics = ServiceMetrics()
         serving = settings.serving
-        self.queue = InferenceQueue(available_cores(), serving.max_batch, self.metrics)
-        self.queue.start()
-        self.holder = ModelHolder(settings, serving.inference_threads, self._model_changed)
+        cores = available_cores()
+        if serving.inference_threads:  # fixed: every call gets this many ONNX threads
+            threads = concurrent = serving.inference_threads
+            workers = pool_size(cores, threads)
+        else:  # adaptive: a lone call uses every core, overlapping calls one core each
+            threads, concurrent, workers = cores, 1, cores
+        self.pool = InferencePool(workers, self.metrics)
+        self.holder = ModelHolder(settings, threads, concurrent, self._model_changed)
         try:
             await self.reload()
         except ModelLoadError as exc:
@@ -90,8 +95,8 @@ class ServiceState:
         if self._reloader is not None:
             self._reloader.cancel()
             await asyncio.gather(self._reloader, return_exceptions=True)
-        if self.queue is not None:
-            await self.queue.stop()
+        if self.pool is not None:
+            await self.pool.stop()
         if self.metrics is not None:
             self.metrics.close()
 

@@ -78,7 +78,7 @@ class ServiceMetrics:
         )
         self.embedding_latency = Histogram(
             f"{PREFIX}_embedding_duration_seconds",
-            "Question embedding time per model call (one call may serve several requests)",
+            "Question embedding time per model call (a batch request is one call)",
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )
@@ -90,7 +90,7 @@ class ServiceMetrics:
         )
         self.batch_size = Histogram(
             f"{PREFIX}_model_batch_size",
-            "Records per model call (requests waiting together are scored in one call)",
+            "Records per model call (1 for /predict, the number of items for /predict/batch)",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
             registry=reg,
         )

@@ -45,6 +45,7 @@ class LoadedModel:
     source_uri: str
     loaded_at: datetime
     training_metrics: dict[str, float]
+    concurrent_predictor: Any = None  # same model, fewer ONNX threads: for overlapping calls
 
     def identity(self) -> dict[str, str | None]:
         return {
@@ -71,9 +72,16 @@ def target_uri(settings: Settings) -> str:
 class ModelHolder:
     """The current model of this worker; thread-safe loads, lock-free reads."""
 
-    def __init__(self, settings: Settings, threads: int | None = None, on_change: Any = None):
+    def __init__(
+        self,
+        settings: Settings,
+        threads: int | None = None,
+        concurrent_threads: int | None = None,
+        on_change: Any = None,
+    ):
         self.settings = settings
         self.threads = threads
+        self.concurrent_threads = concurrent_threads
         self.on_change = on_change
         self.problem: str | None = "the model has not been loaded yet"
         self._current: LoadedModel | None = None
@@ -119,16 +127,20 @@ class ModelHolder:
 
     def _load(self, uri: str, ref: tracking.ModelRef) -> LoadedModel:
         pyfunc = tracking.load_pyfunc(ref.uri)
-        predictor = pyfunc.unwrap_python_model().predictor
-        if self.threads is not None:
-            predictor = with_threads(predictor, self.threads)
-        predictor.predict([WARMUP_RECORD])  # fail here, not on the first request
+        logged = pyfunc.unwrap_python_model().predictor
+        predictor = logged if self.threads is None else with_threads(logged, self.threads)
+        concurrent = predictor
+        if self.concurrent_threads not in (None, self.threads):
+            concurrent = with_threads(logged, self.concurrent_threads)
+        for each in {id(predictor): predictor, id(concurrent): concurrent}.values():
+            each.predict([WARMUP_RECORD])  # fail here, not on the first request
         return LoadedModel(
             ref=ref,
             predictor=predictor,
             source_uri=uri,
             loaded_at=datetime.now(UTC),
             training_metrics=_training_metrics(ref.run_id),
+            concurrent_predictor=concurrent,
         )
 
 
@@ -142,6 +154,8 @@ def with_threads(predictor: Any, threads: int) -> Any:
     from financemath_mlops.model.predictor import Predictor
 
     embedder = predictor.embedder
+    if getattr(embedder, "threads", None) == threads:
+        return predictor
     if not isinstance(embedder, OnnxEmbedder):
         log.warning("inference_threads applies to the ONNX embedder only; keeping the default")
         return predictor

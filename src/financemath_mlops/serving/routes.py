@@ -82,7 +82,7 @@ async def predict(item: PredictRequest, request: Request) -> PredictResponse:
     service = _service(request)
     _reject(check_record_limits(item, service.serving))
     model = _current_model(request)
-    scored = await service.queue.predict(model, [_record(item)])
+    scored = await service.pool.predict(model, [_record(item)])
     return PredictResponse(
         prediction=scored.values[0],
         warnings=scored.warnings[0],
@@ -103,7 +103,7 @@ async def predict_batch(batch: BatchRequest, request: Request) -> BatchResponse:
     service = _service(request)
     _reject(check_batch_limits(batch, service.serving))
     model = _current_model(request)
-    scored = await service.queue.predict(model, [_record(item) for item in batch.items])
+    scored = await service.pool.predict(model, [_record(item) for item in batch.items])
     return BatchResponse(
         predictions=[
             ItemPrediction(prediction=value, warnings=warnings)

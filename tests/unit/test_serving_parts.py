@@ -1,0 +1,154 @@
+"""Pure pieces of the service: JSON depth, request ids, limits, buckets, key checks, the queue."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from financemath_mlops import tracking
+from financemath_mlops.config import ServingSettings
+from financemath_mlops.features.rows import RecordInput
+from financemath_mlops.serving.inference import InferencePool, pool_size
+from financemath_mlops.serving.metrics import signed_log_buckets
+from financemath_mlops.serving.middleware import json_depth, request_id_from
+from financemath_mlops.serving.model_holder import LoadedModel
+from financemath_mlops.serving.schemas import (
+    BatchRequest,
+    PredictRequest,
+    check_batch_limits,
+    check_record_limits,
+)
+from financemath_mlops.serving.security import key_matches
+
+
+@pytest.mark.parametrize(
+    ("body", "depth"),
+    [
+        (b"", 0),
+        (b'{"question": "x"}', 1),
+        (b'{"items": [{"question": "[[[[{{{{"}]}', 3),
+        (b'{"q": "escaped \\" [[[ quote"}', 1),
+        (b"[" * 50 + b"]" * 50, 50),
+    ],
+)
+def test_json_depth_ignores_brackets_in_strings(body, depth):
+    assert json_depth(body) == depth
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [(b"abc-123", True), (b"a" * 128, True), (b"a" * 129, False), (b"has space", False),
+     (b"semi;colon", False), (b"", False)],
+)  # fmt: skip
+def test_request_id_is_kept_only_when_sane(value, kept):
+    got = request_id_from([(b"x-request-id", value)])
+    assert (got == value.decode()) is kept
+    assert len(got) == 32 or kept
+
+
+def test_prediction_buckets_are_symmetric_log_spaced_and_sorted():
+    buckets = signed_log_buckets(7)
+    assert list(buckets) == sorted(buckets)
+    assert buckets[len(buckets) // 2] == 0.0
+    assert buckets[-1] == 1e7 and buckets[0] == -1e7
+    positive = [b for b in buckets if b > 0]
+    assert all(b2 / b1 <= 3.4 for b1, b2 in zip(positive, positive[1:], strict=False))
+
+
+def test_record_limits_name_each_problem():
+    limits = ServingSettings(max_question_chars=10, max_tables=1, max_table_chars=5)
+    record = PredictRequest(question="q" * 11, tables=["123456", "1"])
+    problems = check_record_limits(record, limits)
+    assert [p["loc"] for p in problems] == [
+        ["body", "question"],
+        ["body", "tables"],
+        ["body", "tables", 0],
+    ]
+
+
+def test_batch_limit_applies_before_item_limits():
+    limits = ServingSettings(max_batch=2)
+    batch = BatchRequest(items=[PredictRequest(question="q")] * 3)
+    assert [p["loc"] for p in check_batch_limits(batch, limits)] == [["body", "items"]]
+
+
+def test_key_matches_only_the_exact_key():
+    assert key_matches("k3y", "k3y")
+    assert not key_matches("k3y", "k3y ")
+    assert not key_matches("k3y", "")
+    assert not key_matches("k3y", None)
+    assert not key_matches("k3y", "ключ")  # non-ASCII offered keys do not raise
+
+
+# --- the inference pool ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cores", "threads", "workers"), [(2, 2, 1), (2, 1, 2), (8, 2, 4), (2, 4, 1), (1, 1, 1)]
+)
+def test_the_pool_never_oversubscribes_the_cores(cores, threads, workers):
+    assert pool_size(cores, threads) == workers
+
+
+@dataclass
+class _Prediction:
+    values: np.ndarray
+    warnings: list[list[str]]
+    embed_seconds: float = 0.001
+    inference_seconds: float = 0.001
+    features: np.ndarray | None = None
+
+
+class _StubPredictor:
+    """Predicts len(question), inf for 'inf'; fails on 'boom'; records the calling thread."""
+
+    def __init__(self) -> None:
+        self.threads: set[str] = set()
+
+    def predict(self, records, keep_features=False):
+        self.threads.add(threading.current_thread().name)
+        if any(r.question == "boom" for r in records):
+            raise RuntimeError("bad input")
+        values = [math.inf if r.question == "inf" else len(r.question) for r in records]
+        return _Prediction(np.asarray(values, dtype=float), [[] for _ in records])
+
+
+def _model(predictor) -> LoadedModel:
+    ref = tracking.ModelRef("models:/m/1", "m", "1", None, "run")
+    return LoadedModel(ref, predictor, "models:/m/1", datetime.now(UTC), {})
+
+
+def _predict(predictor, records):
+    async def scenario():
+        pool = InferencePool(workers=2)
+        try:
+            return await pool.predict(_model(predictor), records)
+        finally:
+            await pool.stop()
+
+    return asyncio.run(scenario())
+
+
+def test_predictions_run_on_worker_threads_not_the_event_loop():
+    predictor = _StubPredictor()
+    result = _predict(predictor, [RecordInput("ab"), RecordInput("abc")])
+    assert result.values == [2.0, 3.0]
+    assert all(name.startswith("fmops-predict") for name in predictor.threads)
+
+
+def test_non_finite_predictions_become_null_with_a_warning():
+    result = _predict(_StubPredictor(), [RecordInput("inf", topic="Astrology")])
+    assert result.values == [None]
+    assert "non-finite" in result.warnings[0][0]
+    assert "unknown topic" in result.warnings[0][1]
+
+
+def test_model_errors_reach_the_caller():
+    with pytest.raises(RuntimeError, match="bad input"):
+        _predict(_StubPredictor(), [RecordInput("boom")])
