@@ -189,3 +189,18 @@ def test_openapi_carries_the_configured_limits_and_the_error_shape(client):
         assert content["$ref"].endswith("/ErrorResponse")
     assert "401" not in predict["responses"]  # no key configured: no auth in the contract
     assert schema["components"]["schemas"]["PredictRequest"]["examples"]
+
+
+def test_the_periodic_reload_keeps_trying_without_a_model(tmp_path):
+    import time
+
+    with make_client(tmp_path, reload_interval_s=0.05) as periodic:
+        deadline = time.monotonic() + 10
+        failed = 0.0
+        while time.monotonic() < deadline and failed < 3:
+            for line in periodic.get("/metrics").text.splitlines():
+                if line.startswith('fmops_model_reloads_total{result="failed"}'):
+                    failed = float(line.split()[-1])
+            time.sleep(0.05)
+        assert failed >= 3
+        assert periodic.get("/ready").status_code == 503

@@ -11,7 +11,26 @@ from prefect.cache_policies import NO_CACHE
 from financemath_mlops.config import Settings, load_settings
 
 
-@task(name="ingest", retries=3, retry_delay_seconds=[2, 10, 30], cache_policy=NO_CACHE)
+def _network_failure(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry ingestion only when the hub was unreachable, not on bad data or a bad path."""
+    from financemath_mlops.ingestion.sources import SourceUnreachableError
+
+    try:
+        state.result()
+    except (SourceUnreachableError, ConnectionError, TimeoutError):
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(
+    name="ingest",
+    retries=3,
+    retry_delay_seconds=[2, 10, 30],
+    retry_condition_fn=_network_failure,
+    cache_policy=NO_CACHE,
+)
 def ingest_task(settings: Settings) -> dict[str, Any]:
     from financemath_mlops.ingestion import ingest
 

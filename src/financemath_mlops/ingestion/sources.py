@@ -26,6 +26,10 @@ class SourceError(StageError):
     """The source cannot be read; nothing is written."""
 
 
+class SourceUnreachableError(SourceError):
+    """The remote source could not be reached: worth retrying (the flow does, with back-off)."""
+
+
 @dataclass(frozen=True)
 class Provenance:
     source: str
@@ -181,7 +185,7 @@ def read_hf_dataset(settings: Settings) -> tuple[list[dict[str, Any]], Provenanc
             "gated dataset set HF_TOKEN or run `hf auth login`"
         ) from None
     except LocalEntryNotFoundError:
-        raise SourceError(
+        raise SourceUnreachableError(
             f"the Hugging Face hub is unreachable and {cfg.dataset_id} is not cached under "
             f"{hub_cache}; use --source sample (offline synthetic data) or --source local --path FILE"
         ) from None

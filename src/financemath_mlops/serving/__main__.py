@@ -1,0 +1,54 @@
+"""`python -m financemath_mlops.serving`: run the prediction service under uvicorn.
+
+The same as `uvicorn financemath_mlops.serving.app:app`, plus the project's --config and
+--log-level flags, a settings check before anything starts (so a typo fails in one clear line),
+and a Prometheus multiprocess directory when --workers > 1 and none is set.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+from financemath_mlops.cli import base_parser, run_main, setup_logging
+from financemath_mlops.config import CONFIG_ENV, load_settings
+from financemath_mlops.serving.metrics import MULTIPROC_ENV
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_parser(
+        "python -m financemath_mlops.serving",
+        "Serve the registered model over HTTP (see /docs once it runs).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument(
+        "--model-uri", help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model"
+    )
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    if args.config is not None:
+        os.environ[CONFIG_ENV] = str(args.config)  # the workers load the same file
+    if args.model_uri:
+        os.environ["FMOPS_SERVING__MODEL_URI"] = args.model_uri
+    load_settings()  # fail now, with the bad key named, rather than in every worker
+    if args.workers > 1 and not os.environ.get(MULTIPROC_ENV):
+        os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="fmops-prometheus-")
+    os.environ["FMOPS_LOG_LEVEL"] = args.log_level
+
+    import uvicorn
+
+    uvicorn.run(
+        "financemath_mlops.serving.app:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level.lower(),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
