@@ -6,6 +6,7 @@ remains is everything the service must get right before (and regardless of) a mo
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -192,8 +193,6 @@ def test_openapi_carries_the_configured_limits_and_the_error_shape(client):
 
 
 def test_the_periodic_reload_keeps_trying_without_a_model(tmp_path):
-    import time
-
     with make_client(tmp_path, reload_interval_s=0.05) as periodic:
         deadline = time.monotonic() + 10
         failed = 0.0

@@ -21,6 +21,7 @@ from financemath_mlops.atomic import write_json
 from financemath_mlops.config import Settings
 from financemath_mlops.evaluation.metrics import regression_metrics
 from financemath_mlops.features.build import TARGET_COLUMN, TOPIC_COLUMN, columns_path_for
+from financemath_mlops.training.fit import median_baselines
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +80,8 @@ def predict_records(model: Any, records: list[dict[str, Any]]) -> np.ndarray:
 
 
 def baseline_predictions(data: RunData, topics: list[str]) -> dict[str, np.ndarray]:
-    """Global median and per-topic median of the training targets (fallback: global)."""
-    global_median = float(np.median(data.train_targets))
-    per_topic: dict[str, float] = {}
-    for topic in set(data.train_topics):
-        mask = np.array([t == topic for t in data.train_topics])
-        per_topic[topic] = float(np.median(data.train_targets[mask]))
-    return {
-        "global_median": np.full(len(topics), global_median),
-        "topic_median": np.array([per_topic.get(t, global_median) for t in topics]),
-    }
+    """Global and per-topic median of the run's training targets (the same code CV uses)."""
+    return median_baselines(data.train_targets, np.array(data.train_topics), np.array(topics))
 
 
 def score(predictions: np.ndarray, truths: np.ndarray, topics: list[str]) -> dict[str, Any]:
@@ -158,22 +151,30 @@ def report_table(report: dict[str, Any]) -> str:
     lines = [
         f"evaluation of {report['model']['uri']} (version {report['model']['version']}) "
         f"on {report['holdout']['n']} holdout rows it never saw",
-        f"  {'':<26}{'MAE':>12}{'RMSE':>12}{'median AE':>12}{'log-MAE':>9}{'accuracy':>10}",
+        f"  {'':<34}{'MAE':>12}{'RMSE':>12}{'median AE':>12}{'log-MAE':>9}{'accuracy':>10}",
     ]
     for name, m in rows:
         lines.append(
-            f"  {name:<26}{m['mae']:>12.4g}{m['rmse']:>12.4g}{m['median_ae']:>12.4g}"
+            f"  {name:<34}{m['mae']:>12.4g}{m['rmse']:>12.4g}{m['median_ae']:>12.4g}"
             f"{m['log_mae']:>9.3f}{m['accuracy']:>10.1%}"
         )
     cv = report.get("cv") or {}
     if cv:
         lines.append(
-            f"  {'model (CV on train rows)':<26}{cv.get('mae_mean', float('nan')):>12.4g}"
+            f"  {'model (CV on train rows)':<34}{cv.get('mae_mean', float('nan')):>12.4g}"
             f"{cv.get('rmse_mean', float('nan')):>12.4g}{cv.get('median_ae_mean', float('nan')):>12.4g}"
             f"{cv.get('log_mae_mean', float('nan')):>9.3f}{cv.get('accuracy_mean', float('nan')):>10.1%}"
         )
+    for name in ("global_median", "topic_median"):
+        if f"{name}_log_mae_mean" in cv:
+            label = f"baseline: {name} (CV)"
+            lines.append(
+                f"  {label:<34}{cv[f'{name}_mae_mean']:>12.4g}{cv[f'{name}_rmse_mean']:>12.4g}"
+                f"{cv[f'{name}_median_ae_mean']:>12.4g}{cv[f'{name}_log_mae_mean']:>9.3f}"
+                f"{cv[f'{name}_accuracy_mean']:>10.1%}"
+            )
     for name, acc in report["published_llm_accuracy"].items():
-        lines.append(f"  {name + ' (published)':<26}{'':>45}{acc:>10.1%}")
+        lines.append(f"  {name + ' (published)':<34}{'':>45}{acc:>10.1%}")
     lines.append("  (published: LLMs on the whole validation split; ours: the holdout rows above)")
     lines.append(f"  metrics file: {report.get('output')}")
     return "\n".join(lines)

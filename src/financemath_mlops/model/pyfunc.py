@@ -8,7 +8,6 @@ FastAPI service can run without torch.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import mlflow.pyfunc
@@ -16,8 +15,6 @@ import mlflow.pyfunc
 from financemath_mlops.features.rows import RecordInput
 
 INPUT_COLUMNS = ("question", "tables", "topic")
-# We give MLflow an explicit signature; its nudge to add type hints to predict() is noise here.
-warnings.filterwarnings("ignore", message=r".*type hints to the `predict` method.*")
 
 
 def records_from_frame(frame: Any) -> list[RecordInput]:

@@ -9,6 +9,7 @@ FastAPI parses it.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -30,6 +31,7 @@ _SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKETS = re.compile(rb"[\[\]{}]")
 _BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+_METHODS = {"GET", "HEAD", "OPTIONS", "TRACE", *_BODY_METHODS}
 
 
 def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
@@ -98,6 +100,10 @@ class RequestContext:
             metrics.in_flight.inc()
         try:
             await self.app(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            if not response_started:
+                status = 499  # the client went away (nginx's convention)
+            raise
         except Exception:
             log.exception("unhandled error in request %s", request_id)
             if not response_started:
@@ -114,7 +120,8 @@ class RequestContext:
             if metrics is not None:
                 metrics.in_flight.dec()
                 endpoint = self._endpoint(scope)
-                metrics.requests.labels(endpoint, scope["method"], str(status)).inc()
+                method = scope["method"] if scope["method"] in _METHODS else "other"
+                metrics.requests.labels(endpoint, method, str(status)).inc()
                 metrics.request_latency.labels(endpoint).observe(time.perf_counter() - started)
                 if status >= 400:
                     code = scope["state"].get("error_code") or f"http_{status}"

@@ -21,7 +21,7 @@ def fit_booster(
     seed: int,
     threads: int | None = None,
 ) -> Any:
-    """Train on (features, target) and return the fitted LightGBM Booster."""  # fmt: skip
+    """Train on (features, target) and return the fitted LightGBM Booster."""
     import lightgbm as lgb
 
     model = lgb.LGBMRegressor(
@@ -35,6 +35,18 @@ def predict_booster(booster: Any, features: np.ndarray, transform: TargetTransfo
     return inverse(booster.predict(features), transform)
 
 
+def median_baselines(
+    train_target: np.ndarray, train_topics: np.ndarray, topics: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Global median and per-topic median of the training targets (unseen topic: global)."""
+    global_median = float(np.median(train_target))
+    per_topic = {t: float(np.median(train_target[train_topics == t])) for t in set(train_topics)}
+    return {
+        "global_median": np.full(len(topics), global_median),
+        "topic_median": np.array([per_topic.get(t, global_median) for t in topics]),
+    }
+
+
 def cross_validate(
     features: np.ndarray,
     target: np.ndarray,
@@ -43,18 +55,26 @@ def cross_validate(
     folds: int,
     seed: int,
     threads: int | None = None,
+    topics: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """k-fold CV on the training rows: mean and std of each metric across folds."""  # fmt: skip
-    per_fold: dict[str, list[float]] = {name: [] for name in CV_METRICS}
+    """k-fold CV on the training rows: mean and std of each metric across folds.
+
+    With ``topics``, the median baselines are scored on the same folds (``global_median_*``,
+    ``topic_median_*``), so the model's spread can be read against theirs.
+    """
+    per_fold: dict[str, list[float]] = {}
     for train_idx, valid_idx in kfold_indices(len(target), folds, seed):
         booster = fit_booster(
             features[train_idx], target[train_idx], params, transform, seed, threads
         )
-        scores = regression_metrics(
-            predict_booster(booster, features[valid_idx], transform), target[valid_idx]
-        )
-        for name in CV_METRICS:
-            per_fold[name].append(scores[name])
+        candidates = {"": predict_booster(booster, features[valid_idx], transform)}
+        if topics is not None:
+            baselines = median_baselines(target[train_idx], topics[train_idx], topics[valid_idx])
+            candidates.update({f"{name}_": values for name, values in baselines.items()})
+        for prefix, predictions in candidates.items():
+            scores = regression_metrics(predictions, target[valid_idx])
+            for name in CV_METRICS:
+                per_fold.setdefault(prefix + name, []).append(scores[name])
     out: dict[str, float] = {"folds": float(len(per_fold["mae"]))}
     for name, values in per_fold.items():
         out[f"{name}_mean"] = float(np.mean(values))

@@ -67,6 +67,8 @@ class TrainingSummary:
                 f"  CV ({int(self.cv['folds'])} folds): log-MAE {self.cv['log_mae_mean']:.3f} "
                 f"± {self.cv['log_mae_std']:.3f}, MAE {self.cv['mae_mean']:.4g} "
                 f"± {self.cv['mae_std']:.3g}, accuracy {self.cv['accuracy_mean']:.1%}",
+                f"  CV global-median baseline: log-MAE {self.cv['global_median_log_mae_mean']:.3f}"
+                f" ± {self.cv['global_median_log_mae_std']:.3f}",
                 f"  MLflow run: {self.run_id} ({self.tracking_uri})",
                 f"  registered: {self.model_name} version {self.version} @{tracking.CHALLENGER}",
             ]
@@ -125,11 +127,12 @@ def train(settings: Settings) -> TrainingSummary:
     train_frame = labelled[labelled[ID_COLUMN].isin(set(train_ids))].reset_index(drop=True)
     x_train = feature_values(train_frame)
     y_train = train_frame[TARGET_COLUMN].to_numpy(dtype=np.float64)
-    threads = settings.features.embedding.threads
+    threads = cfg.threads
     log.info("cross-validating (%d folds) on %d training rows", cfg.cv_folds, len(y_train))
     cv = cross_validate(
-        x_train, y_train, cfg.lightgbm, cfg.target_transform, cfg.cv_folds, cfg.seed, threads
-    )
+        x_train, y_train, cfg.lightgbm, cfg.target_transform, cfg.cv_folds, cfg.seed, threads,
+        topics=train_frame[TOPIC_COLUMN].astype(str).to_numpy(),
+    )  # fmt: skip
     log.info("fitting the final model on all %d training rows", len(y_train))
     booster = fit_booster(x_train, y_train, cfg.lightgbm, cfg.target_transform, cfg.seed, threads)
     holdout_records = load_raw_records(settings.features_input, set(holdout_ids))

@@ -1,0 +1,134 @@
+"""`python -m financemath_mlops.monitoring`: drift and performance reports (Evidently)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from financemath_mlops.cli import base_parser, run_main, settings_from_args, setup_logging
+
+EPILOG = """\
+examples:
+  # live traffic of the last day vs the served model's training data
+  python -m financemath_mlops.monitoring drift --current data/predictions --since 24h
+  # the real test split vs the validation split, failing a CI gate on drift
+  python -m financemath_mlops.monitoring drift --reference validation.json --current test.json \\
+      --fail-on-drift
+  # the served model on its own holdout rows, or on a newly labelled batch
+  python -m financemath_mlops.monitoring performance
+  python -m financemath_mlops.monitoring performance --data labelled.jsonl \\
+      --model-uri models:/financemath-regressor@champion
+
+Reports go to reports/<UTC timestamp>/ (drift.html + drift.json, performance.html +
+performance.json); their numbers to reports/latest.json (shown by the service's /metrics) and to
+the MLflow experiment financemath-monitoring. Exit codes: 0 done, 1 dataset drift with
+--fail-on-drift, 2 bad input or configuration.
+"""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model-uri",
+        help="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/ID/model "
+        "(default: the served model, serving.model_name @ serving.alias)",
+    )
+    parser.add_argument("--output", type=Path, help="report folder (default reports/<timestamp>/)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI")
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log the numbers to MLflow")
+    parser.add_argument(
+        "--no-publish",
+        action="store_true",
+        help="do not update reports/latest.json (what the service's /metrics shows)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = base_parser("python -m financemath_mlops.monitoring", __doc__ or "")
+    parser.epilog = EPILOG
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{drift,performance}")
+    drift = commands.add_parser(
+        "drift",
+        help="data drift: current inputs vs the model's training data (or any reference)",
+        description="Per-column drift of the table/metadata features and embedding components.",
+    )
+    drift.add_argument(
+        "--reference",
+        type=Path,
+        help="feature Parquet or FinanceMath file (default: the model's training features)",
+    )
+    drift.add_argument(
+        "--current",
+        type=Path,
+        help="feature Parquet, FinanceMath file or prediction log directory "
+        "(default: paths.predictions_dir)",
+    )
+    drift.add_argument("--since", help="prediction log window start: ISO time or 24h, 7d, ...")
+    drift.add_argument("--until", help="prediction log window end (exclusive)")
+    drift.add_argument(
+        "--drift-share", type=float, help="share of drifted columns that counts as drift (0.3)"
+    )
+    drift.add_argument("--components", type=int, help="embedding principal components (5)")
+    drift.add_argument("--top", type=int, default=10, help="columns listed in the summary")
+    drift.add_argument(
+        "--fail-on-drift", action="store_true", help="exit 1 when the dataset drifted"
+    )
+    _common(drift)
+    performance = commands.add_parser(
+        "performance",
+        help="model quality on labelled data vs the training-time metrics",
+        description="Evidently's regression report plus our metrics, next to the run's.",
+    )
+    performance.add_argument(
+        "--data", type=Path, help="labelled FinanceMath file (default: the run's holdout rows)"
+    )
+    _common(performance)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    settings = settings_from_args(args, {"mlflow": {"tracking_uri": args.tracking_uri}})
+    from financemath_mlops.monitoring import run
+
+    if args.command == "drift":
+        from financemath_mlops.monitoring.inputs import MonitoringError, parse_time
+
+        if args.drift_share is not None and not 0 < args.drift_share <= 1:
+            raise MonitoringError(f"--drift-share must be in (0, 1], got {args.drift_share}")
+        outcome, files = run.run_drift(
+            settings,
+            run.DriftJob(
+                reference=args.reference,
+                current=args.current,
+                since=parse_time(args.since),
+                until=parse_time(args.until),
+                output=args.output,
+                model_uri=args.model_uri,
+                drift_share=args.drift_share,
+                components=args.components,
+                mlflow=not args.no_mlflow,
+                publish=not args.no_publish,
+            ),
+        )
+        print(outcome.console(args.top))
+        print(f"  reports: {files['html']}  {files['json']}")
+        return 1 if args.fail_on_drift and outcome.dataset_drift else 0
+    outcome, files = run.run_performance(
+        settings,
+        run.PerformanceJob(
+            model_uri=args.model_uri,
+            data=args.data,
+            output=args.output,
+            mlflow=not args.no_mlflow,
+            publish=not args.no_publish,
+        ),
+    )
+    print(outcome.console())
+    print(f"  reports: {files['html']}  {files['json']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

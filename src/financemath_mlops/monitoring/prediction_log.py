@@ -1,0 +1,436 @@
+"""The service's append-only prediction log: Parquet part files written by a background thread.
+
+Why this shape: a request must never wait for a disk, so :meth:`PredictionLog.record` only puts
+the entry on a bounded in-memory queue (``put_nowait``); when the queue is full the entry is
+dropped and counted, never blocking. One writer thread turns batches of entries into one Parquet
+file each (every ``rotate_rows`` entries or ``rotate_seconds`` after the oldest unwritten one, and
+on :meth:`~PredictionLog.close`), written to a hidden temp file, fsynced and renamed, so a crash
+never leaves a torn file behind and readers only ever see complete files. File names sort by time
+and are unique per process (``predictions-<utc>-<pid>-<seq>.parquet``), so several uvicorn
+workers can share one directory. A write that fails (unwritable directory, full disk) drops that
+batch, counts it and logs a warning; it never raises into the service.
+
+Only the fields in :data:`ENTRY_FIELDS` and the feature values are stored: whatever else a caller
+puts in an entry (headers, API keys) is ignored by construction.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from financemath_mlops.features.rows import FEATURE_COLUMNS, N_HAND_FEATURES
+
+log = logging.getLogger(__name__)
+
+FILE_PREFIX = "predictions-"
+FILE_SUFFIX = ".parquet"
+ENTRY_FIELDS = (
+    "request_id", "item", "timestamp", "model_name", "model_version", "model_alias",
+    "model_run_id", "topic", "prediction", "warnings",
+)  # fmt: skip
+MAX_WARNINGS = 20
+MAX_TEXT = 500
+WARN_EVERY_S = 60.0
+
+_sequence = itertools.count()  # part-file numbers, unique across every log of this process
+_sequence_lock = threading.Lock()
+
+
+class LogListener(Protocol):
+    """Receives the log's counts as they happen (e.g. to increment Prometheus counters)."""
+
+    def written(self, rows: int) -> None: ...
+
+    def dropped(self, rows: int, reason: str) -> None: ...
+
+    def write_error(self) -> None: ...
+
+
+def logged_columns(features: str) -> tuple[str, ...]:
+    """Feature columns stored per prediction: ``all``, ``hand`` (no embeddings) or ``none``."""
+    if features == "all":
+        return FEATURE_COLUMNS
+    if features == "hand":
+        return FEATURE_COLUMNS[:N_HAND_FEATURES]
+    if features == "none":
+        return ()
+    raise ValueError(f"features must be 'all', 'hand' or 'none', got {features!r}")
+
+
+def log_schema(feature_columns: Sequence[str]) -> pa.Schema:
+    text = pa.string()
+    return pa.schema(
+        [
+            pa.field("request_id", text),
+            pa.field("item", pa.int32()),
+            pa.field("timestamp", pa.timestamp("us", tz="UTC")),
+            pa.field("model_name", text),
+            pa.field("model_version", text),
+            pa.field("model_alias", text),
+            pa.field("model_run_id", text),
+            pa.field("topic", text),
+            pa.field("prediction", pa.float64()),
+            pa.field("warnings", pa.list_(text)),
+            *(pa.field(name, pa.float64()) for name in feature_columns),
+        ]
+    )
+
+
+def prediction_entries(
+    request_id: str,
+    model: Mapping[str, Any],
+    predictions: Sequence[float | None],
+    warnings: Sequence[Sequence[str]] | None = None,
+    features: Any = None,
+    topics: Sequence[str | None] | None = None,
+) -> list[dict[str, Any]]:
+    """Entries for one request (one per record), from what the service already has at hand.
+
+    ``model`` is the served model's identity (``name``, ``version``, ``alias``, ``run_id``);
+    ``features`` the request's feature matrix in ``FEATURE_COLUMNS`` order (or None). Cheap: the
+    conversion to columns happens on the writer thread.
+    """
+    now = time.time()
+    entries = []
+    for i, value in enumerate(predictions):
+        entries.append(
+            {
+                "request_id": request_id,
+                "item": i,
+                "timestamp": now,
+                "model_name": model.get("name"),
+                "model_version": model.get("version"),
+                "model_alias": model.get("alias"),
+                "model_run_id": model.get("run_id"),
+                "topic": topics[i] if topics is not None else None,
+                "prediction": value,
+                "warnings": list(warnings[i]) if warnings is not None else [],
+                "features": features[i] if features is not None else None,
+            }
+        )
+    return entries
+
+
+@dataclass
+class _FlushRequest:
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+_STOP = object()
+
+
+class PredictionLog:
+    """Append-only prediction log; see the module docstring for the guarantees.
+
+    ``written``, ``dropped`` (by reason in ``dropped_by_reason``: ``queue_full``, ``write_error``,
+    ``closed``) and ``write_errors`` count what happened; a ``listener`` hears the same as it
+    happens. With ``enabled=False`` nothing is started and :meth:`record` is a no-op.
+    """
+
+    def __init__(
+        self,
+        directory: Path | str,
+        *,
+        max_queue: int = 10_000,
+        rotate_rows: int = 1_000,
+        rotate_seconds: float = 60.0,
+        features: str = "all",
+        enabled: bool = True,
+        listener: LogListener | None = None,
+    ) -> None:
+        if max_queue < 1 or rotate_rows < 1 or not rotate_seconds > 0:
+            raise ValueError("max_queue and rotate_rows must be >= 1, rotate_seconds > 0")
+        self.directory = Path(directory)
+        self.rotate_rows = rotate_rows
+        self.rotate_seconds = float(rotate_seconds)
+        self.feature_columns = logged_columns(features)
+        self.schema = log_schema(self.feature_columns)
+        self.enabled = enabled
+        self.listener = listener
+        self.written = 0
+        self.write_errors = 0
+        self.dropped_by_reason: dict[str, int] = {}
+        self._counts = threading.Lock()
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
+        self._accepting = enabled
+        self._last_warning = -math.inf
+        self._thread: threading.Thread | None = None
+        if enabled:
+            self._thread = threading.Thread(
+                target=self._run, name="fmops-prediction-log", daemon=True
+            )
+            self._thread.start()
+
+    @classmethod
+    def from_settings(cls, settings: Any, listener: LogListener | None = None) -> PredictionLog:
+        """The log configured by ``paths.predictions_dir`` and ``FMOPS_MONITORING__*``."""
+        from financemath_mlops.monitoring.settings import monitoring_settings
+
+        cfg = monitoring_settings(settings)
+        return cls(
+            settings.paths.predictions_dir,
+            max_queue=cfg.log_queue_size,
+            rotate_rows=cfg.log_rotate_rows,
+            rotate_seconds=cfg.log_rotate_seconds,
+            features=cfg.log_features,
+            enabled=cfg.prediction_log,
+            listener=listener,
+        )
+
+    @property
+    def dropped(self) -> int:
+        with self._counts:
+            return sum(self.dropped_by_reason.values())
+
+    @property
+    def wants_features(self) -> bool:
+        """Whether the caller should compute and pass feature rows (``keep_features``)."""
+        return self.enabled and bool(self.feature_columns)
+
+    def record(self, entry: Mapping[str, Any]) -> bool:
+        """Queue one entry without blocking; False (and counted) if it had to be dropped."""
+        if not self.enabled:
+            return False
+        if not self._accepting:
+            self._drop(1, "closed")
+            return False
+        if "timestamp" not in entry:
+            entry = {**entry, "timestamp": time.time()}
+        try:
+            self._queue.put_nowait(entry)
+        except queue.Full:
+            self._drop(1, "queue_full")
+            return False
+        return True
+
+    def record_many(self, entries: Iterable[Mapping[str, Any]]) -> int:
+        """Queue several entries; returns how many were accepted."""
+        return sum(self.record(entry) for entry in entries)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Write everything queued so far; True when done within ``timeout`` seconds."""
+        if self._thread is None or not self._thread.is_alive():
+            return False
+        request = _FlushRequest()
+        try:
+            self._queue.put(request, timeout=timeout)
+        except queue.Full:
+            return False
+        return request.done.wait(timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop accepting entries, write what is queued, stop the writer (idempotent)."""
+        self._accepting = False
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        try:
+            self._queue.put(_STOP, timeout=timeout)
+        except queue.Full:
+            log.warning("prediction log: writer did not drain the queue within %.0fs", timeout)
+        thread.join(timeout)
+        if thread.is_alive():
+            log.warning("prediction log: writer still busy after %.0fs; giving up", timeout)
+
+    def __enter__(self) -> PredictionLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- writer thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        buffer: list[Mapping[str, Any]] = []
+        oldest = 0.0
+        while True:
+            timeout = None
+            if buffer:
+                timeout = max(0.0, self.rotate_seconds - (time.monotonic() - oldest))
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                buffer = self._flush(buffer)
+                continue
+            if item is _STOP:
+                while True:  # entries queued by a record() that raced with close()
+                    try:
+                        late = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if isinstance(late, _FlushRequest):
+                        late.done.set()
+                    elif late is not _STOP:
+                        buffer.append(late)
+                self._flush(buffer)
+                return
+            if isinstance(item, _FlushRequest):
+                buffer = self._flush(buffer)
+                item.done.set()
+                continue
+            if not buffer:
+                oldest = time.monotonic()
+            buffer.append(item)
+            if len(buffer) >= self.rotate_rows:
+                buffer = self._flush(buffer)
+
+    def _flush(self, buffer: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """Write the buffer as one part file; on any failure count the rows as dropped."""
+        if not buffer:
+            return []
+        try:
+            self._write(self._table(buffer))
+        except Exception as exc:  # the writer thread must survive anything
+            with self._counts:
+                self.write_errors += 1
+            self._drop(len(buffer), "write_error", error=exc)
+            if self.listener is not None:
+                self.listener.write_error()
+            return []
+        with self._counts:
+            self.written += len(buffer)
+        if self.listener is not None:
+            self.listener.written(len(buffer))
+        return []
+
+    def _write(self, table: pa.Table) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with _sequence_lock:
+            number = next(_sequence)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        target = self.directory / f"{FILE_PREFIX}{stamp}-{os.getpid()}-{number:06d}{FILE_SUFFIX}"
+        tmp = self.directory / f".{target.name}.tmp"
+        try:
+            pq.write_table(table, tmp, compression="zstd")
+            with tmp.open("rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return target
+
+    def _table(self, entries: list[Mapping[str, Any]]) -> pa.Table:
+        columns: dict[str, Any] = {
+            "request_id": [_text(e.get("request_id")) for e in entries],
+            "item": [int(e.get("item") or 0) for e in entries],
+            "timestamp": [_timestamp(e.get("timestamp")) for e in entries],
+            **{
+                name: [_text(e.get(name)) for e in entries]
+                for name in ("model_name", "model_version", "model_alias", "model_run_id", "topic")
+            },
+            "prediction": [_number(e.get("prediction")) for e in entries],
+            "warnings": [
+                [str(w)[:MAX_TEXT] for w in (e.get("warnings") or ())][:MAX_WARNINGS]
+                for e in entries
+            ],
+        }
+        if self.feature_columns:
+            matrix = np.vstack([self._feature_row(e.get("features")) for e in entries])
+            for j, name in enumerate(self.feature_columns):
+                columns[name] = matrix[:, j]
+        return pa.table(columns, schema=self.schema)
+
+    def _feature_row(self, values: Any) -> np.ndarray:
+        width = len(self.feature_columns)
+        if values is None:
+            return np.full(width, np.nan)
+        if isinstance(values, Mapping):
+            return np.array([_number(values.get(n)) for n in self.feature_columns], dtype=float)
+        row = np.asarray(values, dtype=np.float64).reshape(-1)
+        if row.size >= width:  # a full row in FEATURE_COLUMNS order: keep the logged prefix
+            return row[:width]
+        self._warn(f"a feature row has {row.size} values, expected {width}; logged as missing")
+        return np.full(width, np.nan)
+
+    def _drop(self, rows: int, reason: str, error: Exception | None = None) -> None:
+        with self._counts:
+            self.dropped_by_reason[reason] = self.dropped_by_reason.get(reason, 0) + rows
+            total = sum(self.dropped_by_reason.values())
+        if self.listener is not None:
+            self.listener.dropped(rows, reason)
+        detail = f": {type(error).__name__}: {error}" if error is not None else ""
+        self._warn(
+            f"prediction log dropped {rows} entries ({reason}{detail}); "
+            f"{total} dropped so far, directory {self.directory}"
+        )
+
+    def _warn(self, message: str) -> None:
+        """A warning at most once a minute: a full disk must not flood the service log."""
+        now = time.monotonic()
+        if now - self._last_warning >= WARN_EVERY_S:
+            self._last_warning = now
+            log.warning("%s", message)
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)[:MAX_TEXT]
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _timestamp(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if isinstance(value, int | float) and math.isfinite(value):
+        return datetime.fromtimestamp(float(value), UTC)
+    return datetime.now(UTC)
+
+
+def log_files(directory: Path | str) -> list[Path]:
+    """Complete part files, oldest first (temp files are hidden and never listed)."""
+    return sorted(Path(directory).glob(f"{FILE_PREFIX}*{FILE_SUFFIX}"))
+
+
+def read_prediction_log(
+    directory: Path | str,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    columns: Sequence[str] | None = None,
+) -> Any:
+    """Every logged prediction with ``since <= timestamp < until`` as a DataFrame, oldest first.
+
+    Files written with other feature settings are combined (missing columns are null). An
+    unreadable file is skipped with a warning. No files: an empty frame with the base columns.
+    """
+    import pandas as pd
+
+    filters = []
+    if since is not None:
+        filters.append(("timestamp", ">=", pd.Timestamp(_timestamp(since))))
+    if until is not None:
+        filters.append(("timestamp", "<", pd.Timestamp(_timestamp(until))))
+    tables = []
+    for path in log_files(directory):
+        try:
+            tables.append(
+                pq.read_table(path, filters=filters or None, columns=list(columns or []) or None)
+            )
+        except Exception as exc:  # a foreign or damaged file must not hide the others
+            log.warning("skipping unreadable prediction log file %s: %s", path, exc)
+    if not tables:
+        return log_schema(()).empty_table().to_pandas()
+    frame = pa.concat_tables(tables, promote_options="default").to_pandas()
+    return frame.sort_values(["timestamp", "request_id", "item"], kind="stable").reset_index(
+        drop=True
+    )

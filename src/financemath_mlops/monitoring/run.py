@@ -1,0 +1,149 @@
+"""The two report jobs end to end: resolve the model, load the inputs, report, publish, log.
+
+Publishing (``reports/latest.json``) and MLflow logging come after the report files are written;
+a tracking store that cannot be reached costs the MLflow run (with a warning), never the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from financemath_mlops.config import Settings
+from financemath_mlops.monitoring.drift import DriftOutcome, compare, report_dir, write_drift_report
+from financemath_mlops.monitoring.inputs import (
+    Featurizer,
+    load_input,
+    resolve_model,
+    training_features,
+)
+from financemath_mlops.monitoring.performance import (
+    PerformanceOutcome,
+    assess,
+    write_performance_report,
+)
+from financemath_mlops.monitoring.publish import log_to_mlflow, publish_latest
+from financemath_mlops.monitoring.settings import monitoring_settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DriftJob:
+    reference: Path | None = None  # None: the model's training feature table
+    current: Path | None = None  # None: the prediction log (paths.predictions_dir)
+    since: datetime | None = None
+    until: datetime | None = None
+    output: Path | None = None  # None: <reports_dir>/<timestamp>/
+    model_uri: str | None = None  # None: the served model (serving.model_uri or name@alias)
+    drift_share: float | None = None
+    components: int | None = None
+    mlflow: bool = True
+    publish: bool = True
+
+
+@dataclass
+class PerformanceJob:
+    model_uri: str | None = None
+    data: Path | None = None  # None: the model run's holdout records
+    output: Path | None = None
+    mlflow: bool = True
+    publish: bool = True
+
+
+def run_drift(settings: Settings, job: DriftJob) -> tuple[DriftOutcome, dict[str, Path]]:
+    """Make, write, publish and log one drift report."""
+    cfg = monitoring_settings(settings)
+    threshold = job.drift_share if job.drift_share is not None else cfg.drift_share_threshold
+    with tempfile.TemporaryDirectory(prefix="fmops-drift-") as tmp:
+        work = Path(tmp)
+        model = None
+        if job.reference is None or job.model_uri is not None:
+            model = resolve_model(settings, job.model_uri, work)
+        featurizer = Featurizer(settings, model.manifest.get("embedding") if model else None)
+        if job.reference is None:
+            assert model is not None
+            reference = training_features(model, work)
+        else:
+            reference = load_input(job.reference, featurizer)
+        current = load_input(
+            job.current or settings.paths.predictions_dir, featurizer, job.since, job.until
+        )
+        log.info("comparing %d current rows with %d reference rows", current.rows, reference.rows)
+        outcome = compare(reference, current, threshold, job.components or cfg.embedding_components)
+        outcome.model = model.identity() if model else None
+    output = job.output or report_dir(settings.paths.reports_dir)
+    files = write_drift_report(outcome, output)
+    numbers: dict[str, Any] = {
+        **outcome.summary(),
+        "mean_cosine_distance": outcome.embedding.get("mean_cosine_distance"),
+        "current_rows": current.rows,
+        "reference_rows": reference.rows,
+        "model": outcome.model,
+        "report": str(output),
+    }
+    numbers.pop("drifted_by_group")
+    if job.publish:
+        publish_latest(settings.paths.reports_dir, "drift", numbers)
+    if job.mlflow:
+        metrics = {
+            "drift_share": outcome.share,
+            "drifted_columns": outcome.drifted,
+            "columns_tested": len(outcome.columns),
+            "dataset_drift": float(outcome.dataset_drift),
+            "embedding_cosine_distance": outcome.embedding.get("mean_cosine_distance"),
+            "embedding_p_value": outcome.embedding.get("mean_p_value"),
+            "current_rows": current.rows,
+            "reference_rows": reference.rows,
+        }
+        tags = {"reference": reference.source, "current": current.source, "report": output}
+        _log_safely(settings, "drift", metrics, {**tags, **_model_tags(outcome.model)}, files)
+    return outcome, files
+
+
+def run_performance(
+    settings: Settings, job: PerformanceJob
+) -> tuple[PerformanceOutcome, dict[str, Path]]:
+    """Make, write, publish and log one performance report."""
+    with tempfile.TemporaryDirectory(prefix="fmops-performance-") as tmp:
+        work = Path(tmp)
+        model = resolve_model(settings, job.model_uri, work)
+        outcome = assess(model, job.data, work)
+    output = job.output or report_dir(settings.paths.reports_dir)
+    files = write_performance_report(outcome, output)
+    training_mae = outcome.training.get("holdout", {}).get("mae")
+    if job.publish:
+        publish_latest(
+            settings.paths.reports_dir,
+            "performance",
+            {
+                **{k: outcome.metrics.get(k) for k in ("mae", "rmse", "log_mae", "accuracy")},
+                "rows": outcome.metrics.get("n"),
+                "training_mae": training_mae,
+                "model": outcome.model,
+                "report": str(output),
+            },
+        )
+    if job.mlflow:
+        metrics = {k: v for k, v in outcome.metrics.items() if isinstance(v, int | float)}
+        metrics.update({f"evidently_{k}": v for k, v in outcome.evidently_metrics.items()})
+        if training_mae is not None:
+            metrics["training_holdout_mae"] = training_mae
+        tags = {"data": outcome.data["source"], "report": output}
+        _log_safely(settings, "performance", metrics, {**tags, **_model_tags(outcome.model)}, files)
+    return outcome, files
+
+
+def _model_tags(model: dict[str, Any] | None) -> dict[str, Any]:
+    return {f"model.{k}": v for k, v in (model or {}).items() if v is not None}
+
+
+def _log_safely(settings: Settings, kind: str, metrics: dict, tags: dict, files: dict) -> None:
+    try:
+        log_to_mlflow(settings, kind, metrics, tags, [files["json"], files["html"]])
+    except Exception as exc:  # the report is written; a tracking problem must not hide it
+        log.warning("could not log the %s report to MLflow: %s", kind, exc)

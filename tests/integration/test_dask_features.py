@@ -1,0 +1,96 @@
+"""The Dask executor of the features stage on a real LocalCluster gives the local executor's table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from financemath_mlops.features import distributed
+from financemath_mlops.features.build import FeatureError, build_features
+from financemath_mlops.ingestion import ingest
+from tests.conftest import pipeline_settings
+from tests.helpers import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+ROWS = 200
+PARTITION_ROWS = 64
+
+
+def fresh_cache(root: Path) -> Path:
+    """A cache folder with no embeddings (so the run really embeds) sharing the ONNX export."""
+    shared_onnx = REPO_ROOT / ".cache" / "onnx"
+    shared_onnx.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True)
+    (root / "onnx").symlink_to(shared_onnx, target_is_directory=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("dask-features")
+    ingest(pipeline_settings(workdir, rows=ROWS, seed=5))
+    return workdir
+
+
+def settings_for(workdir: Path, name: str, **features):
+    return pipeline_settings(
+        workdir,
+        rows=ROWS,
+        seed=5,
+        paths={"cache_dir": fresh_cache(workdir / f"cache-{name}")},
+        features={
+            "partition_rows": PARTITION_ROWS,
+            "output": workdir / name / "features.parquet",
+            **features,
+        },
+    )
+
+
+def test_dask_features_equal_local_features_in_order_and_value(workdir: Path) -> None:
+    local = build_features(settings_for(workdir, "local"), show_progress=False)
+    dask = build_features(
+        settings_for(workdir, "dask", executor="dask", dask_workers=2, embedding={"threads": 1})
+    )
+
+    expected, got = pd.read_parquet(local.output), pd.read_parquet(dask.output)
+    assert got["question_id"].tolist() == expected["question_id"].tolist()
+    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-6)
+    manifest = json.loads(dask.columns_path.read_text())
+    assert manifest == json.loads(local.columns_path.read_text())
+    assert (dask.rows, dask.labelled) == (local.rows, local.labelled) == (ROWS, ROWS)
+
+    # The workers did the embedding (fresh cache), on both worker processes, in 4 partitions,
+    # and each worker built the model once however many partitions it ran.
+    assert dask.cache_hits + dask.cache_misses == ROWS
+    assert dask.cache_misses >= ROWS - local.cache_hits - 5  # a few repeats across partitions
+    assert dask.extra["partitions"] == -(-ROWS // PARTITION_ROWS)
+    assert dask.extra["workers"] == 2
+    assert all(loads == 1 for loads in dask.extra["model_loads"].values())
+    # Partition files are cleaned up; only the table and its manifest remain.
+    assert sorted(p.name for p in dask.output.parent.iterdir()) == [
+        "feature_columns.json",
+        "features.parquet",
+    ]
+
+
+def test_unreachable_scheduler_is_a_clear_error(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(distributed, "CONNECT_TIMEOUT_S", 1)
+    settings = settings_for(workdir, "nowhere", executor="dask", dask_address="tcp://127.0.0.1:9")
+    with pytest.raises(
+        FeatureError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9"
+    ):
+        build_features(settings)
+    assert not settings.features_output.exists()
+
+
+def test_address_that_is_not_a_scheduler_is_refused(workdir: Path) -> None:
+    settings = settings_for(workdir, "bad", executor="dask", dask_address="my-cluster")
+    with pytest.raises(FeatureError, match="neither 'local-cluster' nor a scheduler address"):
+        build_features(settings)
+    assert not any(settings.features_output.parent.glob("*.parquet*"))
