@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -282,25 +283,22 @@ def warm_up(url: str, bodies: list[str], n: int) -> None:
             response.raise_for_status()
 
 
-def load_test(url: str, bodies: list[str], script: Path, args: argparse.Namespace, pid: int):
-    warm_up(url, bodies, args.warmup)
-    results = {"rss_after_warmup_mb": round(tree_rss(pid) / 2**20, 1)}
-    for concurrency in args.concurrency:
-        results[f"c{concurrency}"] = run_wrk(url, script, concurrency, args.duration)
-        print(f"    c={concurrency}: {results[f'c{concurrency}']}", flush=True)
-    return results
-
-
 # --- the floor --------------------------------------------------------------------------------
 
 
-def measure_floor(model_uri: str, requests: list[dict[str, Any]], passes: int = 3) -> dict:
+def measure_floor(model_uri: str, requests: list[dict[str, Any]]) -> tuple[dict, Any]:
+    """Load the served model in process (its load time is reported too)."""
     from financemath_mlops import tracking
-    from financemath_mlops.features.rows import RecordInput
 
     started = time.perf_counter()
     predictor = tracking.load_pyfunc(model_uri).unwrap_python_model().predictor
-    load_s = time.perf_counter() - started
+    return {"load_s": round(time.perf_counter() - started, 2), "predictor": predictor}, predictor
+
+
+def measure_floor_c1(predictor: Any, requests: list[dict[str, Any]], passes: int = 3) -> dict:
+    """The predictor called in process, one record at a time: the latency floor."""
+    from financemath_mlops.features.rows import RecordInput
+
     records = [RecordInput(r["question"], tuple(r["tables"]), r["topic"]) for r in requests]
     for record in records[:50]:
         predictor.predict([record])
@@ -312,16 +310,13 @@ def measure_floor(model_uri: str, requests: list[dict[str, Any]], passes: int = 
             latencies.append(time.perf_counter() - t0)
     ms = np.asarray(latencies) * 1000
     return {
-        "load_s": round(load_s, 2),
-        "c1": {
-            "p50_ms": round(float(np.percentile(ms, 50)), 2),
-            "p95_ms": round(float(np.percentile(ms, 95)), 2),
-            "p99_ms": round(float(np.percentile(ms, 99)), 2),
-            "rps": round(1000.0 / float(ms.mean()), 1),
-            "requests": len(ms),
-            "errors": 0,
-        },
-    }, predictor
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p95_ms": round(float(np.percentile(ms, 95)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "rps": round(1000.0 / float(ms.mean()), 1),
+        "requests": len(ms),
+        "errors": 0,
+    }
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -443,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
             "distinct_requests": args.requests,
             "warmup_requests": args.warmup,
             "load_generator": "wrk -t1, pinned with taskset to the last core",
-            "servers": "1 worker each, not pinned",
+            "servers": "1 worker each, not pinned, all running; measured in turns per concurrency",
         },
         "results": results,
         "targets": evaluate_targets(results),
@@ -459,12 +454,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+@dataclass
+class Target:
+    """One server under test: how to start it, where to POST, and what to send."""
+
+    name: str
+    title: str
+    command: list[str]
+    env: dict[str, str]
+    ready_path: str
+    predict_path: str
+    bodies: list[str]
+    port: int
+
+
 def run_all(args: argparse.Namespace, model_uri: str, tracking_uri: str, tmp: Path) -> dict:
+    """Start every server (one after the other, for clean cold starts), then measure them in
+    turns at each concurrency, so a change in background load hits all of them alike."""
     requests = sample_requests(args.requests, args.seed)
     ours_bodies = [json.dumps(r) for r in requests]
     mlflow_bodies = [json.dumps({"dataframe_records": [r]}) for r in requests]
-    ours_script = wrk_script(tmp / "ours.lua", ours_bodies)
-    mlflow_script = wrk_script(tmp / "mlflow.lua", mlflow_bodies)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FMOPS_", "PROMETHEUS_"))}
     env.update(
         PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
@@ -472,46 +481,59 @@ def run_all(args: argparse.Namespace, model_uri: str, tracking_uri: str, tmp: Pa
         FMOPS_MLFLOW__TRACKING_URI=tracking_uri,
         MLFLOW_DISABLE_TELEMETRY="true",
     )
-    results: dict[str, Any] = {}
-
-    print("(a) floor: the predictor in process", flush=True)
-    results["floor"], predictor = measure_floor(model_uri, requests)
-    print(f"    c=1: {results['floor']['c1']}", flush=True)
-
+    print("(a) floor: loading the predictor in process", flush=True)
+    floor, predictor = measure_floor(model_uri, requests)
+    targets = []
     if "ours" not in args.skip:
-        print("(b) ours: uvicorn financemath_mlops.serving.app:app", flush=True)
         port = free_port()
-        cmd = [str(VENV_BIN / "python"), "-m", "uvicorn", "financemath_mlops.serving.app:app",
-               "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-               "--no-access-log"]  # fmt: skip
+        command = [str(VENV_BIN / "python"), "-m", "uvicorn", "financemath_mlops.serving.app:app",
+                   "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+                   "--no-access-log"]  # fmt: skip
         ours_env = {**env, "FMOPS_SERVING__MODEL_URI": model_uri}
-        base = f"http://127.0.0.1:{port}"
-        with server(cmd, ours_env, f"{base}/ready", tmp / "ours.log") as facts:
-            facts.update(load_test(f"{base}/predict", ours_bodies, ours_script, args, facts["pid"]))
-        results["ours"] = facts
-
+        targets.append(Target("ours", "(b) ours: uvicorn financemath_mlops.serving.app:app",
+                              command, ours_env, "/ready", "/predict", ours_bodies, port))  # fmt: skip
     if "mlflow" not in args.skip:
-        print("(c) mlflow models serve --env-manager local (same model)", flush=True)
         port = free_port()
-        cmd = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager",
-               "local", "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
-        with server(cmd, env, f"{base}/ping", tmp / "mlflow.log") as facts:
-            url = f"{base}/invocations"
-            facts.update(load_test(url, mlflow_bodies, mlflow_script, args, facts["pid"]))
-        results["mlflow"] = facts
-
+        command = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", model_uri,
+                   "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+        targets.append(Target("mlflow", "(c) mlflow models serve --env-manager local, same model",
+                              command, env, "/ping", "/invocations", mlflow_bodies, port))  # fmt: skip
     if "torch" not in args.skip:
-        print("(d) mlflow models serve on a sentence-transformers (torch) pyfunc", flush=True)
         model_dir = save_torch_pyfunc(predictor, tmp / "torch-pyfunc")
         port = free_port()
-        cmd = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", str(model_dir),
-               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
-        with server(cmd, env, f"{base}/ping", tmp / "torch.log") as facts:
-            url = f"{base}/invocations"
-            facts.update(load_test(url, mlflow_bodies, mlflow_script, args, facts["pid"]))
-        results["torch"] = facts
+        command = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", str(model_dir),
+                   "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+        targets.append(Target("torch", "(d) mlflow models serve, sentence-transformers pyfunc",
+                              command, env, "/ping", "/invocations", mlflow_bodies, port))  # fmt: skip
+    del predictor
+
+    results: dict[str, Any] = {"floor": floor}
+    with contextlib.ExitStack() as stack:
+        for target in targets:
+            print(target.title, flush=True)
+            base = f"http://127.0.0.1:{target.port}"
+            log = tmp / f"{target.name}.log"
+            facts = stack.enter_context(
+                server(target.command, target.env, base + target.ready_path, log)
+            )
+            warm_up(base + target.predict_path, target.bodies, args.warmup)
+            facts["rss_after_warmup_mb"] = round(tree_rss(facts["pid"]) / 2**20, 1)
+            print(
+                f"    ready in {facts['cold_start_s']}s, {facts['rss_after_warmup_mb']} MB",
+                flush=True,
+            )
+            results[target.name] = facts
+        for concurrency in args.concurrency:
+            if concurrency == 1:
+                results["floor"]["c1"] = measure_floor_c1(floor["predictor"], requests)
+                print(f"    floor c=1: {results['floor']['c1']}", flush=True)
+            for target in targets:
+                script = wrk_script(tmp / f"{target.name}.lua", target.bodies)
+                url = f"http://127.0.0.1:{target.port}{target.predict_path}"
+                cell = run_wrk(url, script, concurrency, args.duration)
+                results[target.name][f"c{concurrency}"] = cell
+                print(f"    {target.name} c={concurrency}: {cell}", flush=True)
+    floor.pop("predictor", None)
     for facts in results.values():
         facts.pop("pid", None)
     return results

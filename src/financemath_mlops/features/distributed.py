@@ -71,7 +71,9 @@ def dask_client(address: str, workers: int) -> Iterator[Any]:
 @contextlib.contextmanager
 def quiet_dask_logs() -> Iterator[None]:
     """Dask's INFO chatter (connections, nannies) would drown the stage's story; DEBUG keeps it."""
-    logger = logging.getLogger("distributed")
+    import distributed  # its import sets the level we override (from Dask's logging config)
+
+    logger = logging.getLogger(distributed.__name__)
     previous = logger.level
     if not log.isEnabledFor(logging.DEBUG):
         logger.setLevel(logging.WARNING)

@@ -31,6 +31,17 @@ log = logging.getLogger(__name__)
 
 BINARY_PREFIXES = ("q_has_", "topic_")
 EMBEDDING_P_VALUE = 0.05
+LARGE_REFERENCE = 1000  # Evidently's own switch from p-value tests to distances
+
+
+def numerical_method(reference_rows: int) -> str:
+    """K-S (p < 0.05) up to 1000 reference rows, normed Wasserstein distance (>= 0.1) above.
+
+    Evidently's own rule, except that it is applied to every numerical column: left alone,
+    Evidently tests a count with a few distinct values (``tbl_count``) by chi-squared, where a
+    single question with more tables than any reference question reads as certain drift.
+    """
+    return "ks" if reference_rows <= LARGE_REFERENCE else "wasserstein"
 
 
 def is_flag(column: str) -> bool:
@@ -130,10 +141,10 @@ class DriftOutcome:
             )
         else:
             lines.append(f"  embeddings: not tested ({emb.get('reason')})")
-        lines.append(f"  {'top columns':<28}{'method':<26}{'score':>11}{'threshold':>11}  drift")
+        lines.append(f"  {'top columns':<38}{'method':<26}{'score':>11}{'threshold':>11}  drift")
         for c in self.top(top):
             lines.append(
-                f"  {c['column']:<28}{c['method'][:25]:<26}{c['score']:>11.3g}"
+                f"  {c['column'][:37]:<38}{c['method'][:25]:<26}{c['score']:>11.3g}"
                 f"{c['threshold']:>11.3g}  {'YES' if c['detected'] else 'no'}"
             )
         return "\n".join(lines)
@@ -154,7 +165,9 @@ def compare(
     categorical = [c for c in HAND_COLUMNS if is_flag(c)]
     embedding = embedding_columns(reference.frame, current.frame, components, ref, cur)
     numerical += embedding.get("names", [])
-    result = drift_report(ref, cur, numerical, categorical, drift_share_threshold)
+    result = drift_report(
+        ref, cur, numerical, categorical, drift_share_threshold, numerical_method(len(ref))
+    )
     columns = [
         {
             "column": c.column,

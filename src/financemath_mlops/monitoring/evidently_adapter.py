@@ -98,8 +98,13 @@ def drift_report(
     numerical: Sequence[str],
     categorical: Sequence[str] = (),
     drift_share: float = 0.5,
+    num_method: str | None = None,
 ) -> DriftResult:
     """Evidently's ``DataDriftPreset`` on the given columns of two DataFrames.
+
+    ``num_method`` pins the test for numerical columns (an Evidently stattest name such as
+    ``ks`` or ``wasserstein``); None lets Evidently choose, which for a numerical column with
+    few distinct values means chi-squared, where one value unseen in the reference reads as drift.
 
     Columns with fewer than :data:`MIN_VALUES` values on either side are not tested (Evidently
     refuses empty columns) and are listed in ``skipped``.
@@ -114,7 +119,8 @@ def drift_report(
         raise ValueError(f"no column can be tested for drift: {skipped}")
     definition = DataDefinition(numerical_columns=num, categorical_columns=cat)
     keep = [*num, *cat]
-    report = Report([DataDriftPreset(columns=keep, drift_share=drift_share)], include_tests=True)
+    preset = DataDriftPreset(columns=keep, drift_share=drift_share, num_method=num_method)
+    report = Report([preset], include_tests=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         snapshot = report.run(
