@@ -48,7 +48,7 @@ def render() -> str:
         "the model run by onnxruntime (same vectors as sentence-transformers on torch, cosine",
         "> 0.9999, no torch needed); the backend is a setting recorded in the run.",
         "",
-        "Missing values (NaN) mean \"not applicable\" (e.g. table statistics for a question",
+        'Missing values (NaN) mean "not applicable" (e.g. table statistics for a question',
         "without tables), never zero; LightGBM handles them natively.",
         "",
     ]

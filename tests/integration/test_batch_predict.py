@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from financemath_mlops import tracking
 from financemath_mlops.cli import StageError
 from financemath_mlops.ingestion.synthetic import generate_sample
 from financemath_mlops.model.packaging import input_example
-from financemath_mlops.predict.batch import predict_file
+from financemath_mlops.predict.batch import BatchSummary, predict_file
 from tests.conftest import TrainedModel
 from tests.helpers import REPO_ROOT
 
@@ -24,6 +25,8 @@ pytestmark = pytest.mark.integration
 
 GOOD_ROWS = 150
 BATCH_ROWS = 40
+SEED = 2024
+CHAMPION_URI = "models:/financemath-regressor-sample@champion"
 
 
 def bad_rows(first: dict[str, Any]) -> list[Any]:
@@ -36,7 +39,7 @@ def bad_rows(first: dict[str, Any]) -> list[Any]:
 
 @pytest.fixture(scope="module")
 def input_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rows = generate_sample(rows=GOOD_ROWS, seed=2024)
+    rows = generate_sample(rows=GOOD_ROWS, seed=SEED)
     lines = [json.dumps(r) for r in rows[:100]]
     lines += [json.dumps(r) for r in bad_rows(rows[0])]
     lines.append("{this line is not json")
@@ -46,54 +49,118 @@ def input_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_local_and_dask_predictions_agree_and_equal_the_pyfunc(
-    trained_model: TrainedModel, input_file: Path, tmp_path: Path
-) -> None:
+@dataclass
+class Predicted:
+    local: BatchSummary
+    dask_output: Path
+    dask_stdout: str
+
+
+@pytest.fixture(scope="module")
+def predicted(
+    trained_model: TrainedModel, input_file: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Predicted:
+    """The same file predicted in-process (local executor) and by the CLI on a Dask cluster."""
+    out = tmp_path_factory.mktemp("predictions")
     settings = trained_model.settings.model_copy(deep=True)
     settings.features.partition_rows = BATCH_ROWS
-    uri = f"models:/{trained_model.model_name}@champion"
-    local = predict_file(settings, input_file, tmp_path / "local.parquet", uri)
-    settings.features.executor = "dask"
-    settings.features.dask_workers = 2
-    dask = predict_file(settings, input_file, tmp_path / "dask.jsonl", uri)
+    local = predict_file(settings, input_file, out / "local.parquet", CHAMPION_URI)
+    dask_output = out / "dask.jsonl"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "financemath_mlops.predict",
+            "--input",
+            str(input_file),
+            "--output",
+            str(dask_output),
+            "--executor",
+            "dask",
+            "--dask-address",
+            "local-cluster",
+            "--workers",
+            "2",
+            "--batch-rows",
+            str(BATCH_ROWS),
+        ],  # fmt: skip
+        cwd=REPO_ROOT,
+        env={**trained_model.env, "FMOPS_SERVING__MODEL_NAME": trained_model.model_name},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return Predicted(local, dask_output, done.stdout + done.stderr)
 
-    expected_ids = [r["question_id"] for r in generate_sample(rows=GOOD_ROWS, seed=2024)]
-    by_local = pd.read_parquet(local.output)
-    by_dask = pd.read_json(dask.output, lines=True, dtype={"model_version": str})
+
+def test_local_and_dask_predictions_agree_and_equal_the_pyfunc(
+    trained_model: TrainedModel, predicted: Predicted
+) -> None:
+    expected_ids = [r["question_id"] for r in generate_sample(rows=GOOD_ROWS, seed=SEED)]
+    by_local = pd.read_parquet(predicted.local.output)
+    by_dask = pd.read_json(predicted.dask_output, lines=True, dtype={"model_version": str})
     assert by_local["question_id"].tolist() == expected_ids
     assert by_dask["question_id"].tolist() == expected_ids
     np.testing.assert_allclose(by_dask["prediction"], by_local["prediction"], rtol=1e-6)
-    assert set(by_local["model_name"]) == {trained_model.model_name}
+    assert set(by_local["model_name"]) == set(by_dask["model_name"]) == {trained_model.model_name}
     assert (
         set(by_local["model_version"]) == set(by_dask["model_version"]) == {trained_model.version}
     )
     assert by_local["warnings"].map(list).tolist() == by_dask["warnings"].tolist()
-    # Each of the 2 workers loaded the model once for its 4 partitions.
-    assert all(n == 1 for n in dask.extra["model_loads"].values())
 
     # The very model, called through MLflow on the same records, gives the same numbers.
-    tracking.configure(settings)
-    pyfunc = tracking.load_pyfunc(uri)
-    records = generate_sample(rows=GOOD_ROWS, seed=2024)
+    tracking.configure(trained_model.settings)
+    pyfunc = tracking.load_pyfunc(CHAMPION_URI)
+    records = generate_sample(rows=GOOD_ROWS, seed=SEED)
     reference = pyfunc.predict(input_example(records))["prediction"].to_numpy()
     np.testing.assert_allclose(by_local["prediction"], reference, rtol=1e-9)
 
-    for summary in (local, dask):
-        assert (summary.read, summary.predicted, summary.rejected) == (GOOD_ROWS + 4, 150, 4)
+
+def test_dask_run_reports_counts_and_loads_the_model_once_per_worker(
+    predicted: Predicted,
+) -> None:
+    stdout = predicted.dask_stdout
+    assert f"predict: read {GOOD_ROWS + 4} = predicted {GOOD_ROWS} + rejected 4" in stdout
+    assert "(dask)" in stdout
+    loads = [line for line in stdout.splitlines() if "(model loaded)" in line]
+    workers = {line.split(" on ")[1].split()[0] for line in loads}
+    assert len(loads) == len(workers) <= 2  # 4 partitions, one model load per worker
+
+
+def test_bad_rows_are_rejected_with_their_reasons(predicted: Predicted) -> None:
+    local = predicted.local
+    assert (local.read, local.predicted, local.rejected) == (GOOD_ROWS + 4, GOOD_ROWS, 4)
+    assert local.rejects_path.name == "local.rejects.jsonl"
     rejects = [json.loads(line) for line in local.rejects_path.read_text().splitlines()]
     assert [r["row"] for r in rejects] == [100, 101, 102, 103]
-    reasons = " | ".join(r["reason"] for r in rejects)
-    assert "question" in rejects[0]["reason"]
-    assert "duplicate question_id (first seen at row 0)" in reasons or "ground_truth" in reasons
+    assert rejects[0]["reason"].startswith("question:")
+    assert "ground_truth" in rejects[1]["reason"]
+    assert rejects[2]["reason"].startswith("question_id:")
     assert "not valid JSON" in rejects[3]["reason"]
-    assert local.rejects_path.name == "local.rejects.jsonl"
+    dask_rejects = predicted.dask_output.with_name("dask.rejects.jsonl").read_text()
+    assert [json.loads(line) for line in dask_rejects.splitlines()] == rejects
+
+
+def test_duplicate_ids_across_batches_are_rejected(
+    trained_model: TrainedModel, tmp_path: Path
+) -> None:
+    rows = generate_sample(rows=6, seed=SEED)
+    rows.append({**rows[1], "question": "The same id again?"})
+    source = tmp_path / "dups.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    settings = trained_model.settings.model_copy(deep=True)
+    settings.features.partition_rows = 4
+    summary = predict_file(settings, source, tmp_path / "out.jsonl", CHAMPION_URI)
+    assert (summary.predicted, summary.rejected) == (6, 1)
+    (reject,) = [json.loads(line) for line in summary.rejects_path.read_text().splitlines()]
+    assert reject["row"] == 6
+    assert reject["reason"] == "duplicate question_id (first seen at row 1)"
 
 
 def test_unknown_model_and_missing_input_are_clear_errors(
     trained_model: TrainedModel, input_file: Path, tmp_path: Path
 ) -> None:
-    with pytest.raises(StageError, match="input file not found"):
-        predict_file(trained_model.settings, tmp_path / "nope.jsonl", tmp_path / "out.jsonl")
     with pytest.raises(StageError, match="cannot resolve model models:/no-such-model@champion"):
         predict_file(
             trained_model.settings,
@@ -102,35 +169,25 @@ def test_unknown_model_and_missing_input_are_clear_errors(
             "models:/no-such-model@champion",
         )
     assert not list(tmp_path.iterdir())
-
-
-def test_cli_predicts_a_file_and_exits_2_on_an_unknown_model(
-    trained_model: TrainedModel, input_file: Path, tmp_path: Path
-) -> None:
-    command = [sys.executable, "-m", "financemath_mlops.predict", "--input", str(input_file)]
-    env = {**trained_model.env, "FMOPS_SERVING__MODEL_NAME": trained_model.model_name}
-    output = tmp_path / "predictions.jsonl"
+    missing = tmp_path / "nope.jsonl"
     done = subprocess.run(
-        [*command, "--output", str(output)],
+        [
+            sys.executable,
+            "-m",
+            "financemath_mlops.predict",
+            "--input",
+            str(missing),
+            "--output",
+            str(tmp_path / "out.parquet"),
+        ],  # fmt: skip
         cwd=REPO_ROOT,
-        env=env,
+        env=trained_model.env,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=120,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert f"predict: read {GOOD_ROWS + 4} = predicted {GOOD_ROWS} + rejected 4" in done.stdout
-    first = json.loads(output.read_text().splitlines()[0])
-    assert set(first) == {"question_id", "prediction", "model_name", "model_version", "warnings"}
-
-    failed = subprocess.run(
-        [*command, "--output", str(tmp_path / "x.parquet"), "--model-uri", "models:/nope/1"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: input file not found: {missing}; pass a FinanceMath .json, .jsonl or .parquet"
     )
-    assert failed.returncode == 2
-    assert failed.stderr.strip().splitlines()[-1].startswith("error: cannot resolve model")
-    assert not (tmp_path / "x.parquet").exists()
+    assert not list(tmp_path.iterdir())

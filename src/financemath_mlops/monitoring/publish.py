@@ -54,6 +54,9 @@ REPORT_GAUGES: dict[str, tuple[str, str, str]] = {
     "fmops_performance_training_mae": (
         "performance", "training_mae", "Holdout MAE the model had at training time",
     ),
+    "fmops_performance_training_log_mae": (
+        "performance", "training_log_mae", "Holdout log-MAE the model had at training time",
+    ),
     "fmops_performance_rows": ("performance", "rows", "Labelled rows in the latest report"),
     "fmops_performance_report_timestamp_seconds": (
         "performance", "timestamp", "Unix time of the latest performance report",

@@ -124,6 +124,7 @@ def run_performance(
                 **{k: outcome.metrics.get(k) for k in ("mae", "rmse", "log_mae", "accuracy")},
                 "rows": outcome.metrics.get("n"),
                 "training_mae": training_mae,
+                "training_log_mae": outcome.training.get("holdout", {}).get("log_mae"),
                 "model": outcome.model,
                 "report": str(output),
             },
