@@ -262,8 +262,10 @@ def build_features_dask(settings: Settings) -> FeatureSummary:
 
     try:
         with dask_client(cfg.dask_address, cfg.dask_workers) as client:
+            ready = time.perf_counter() - started  # model resolved, cluster up
             chunks = enumerate(read_jsonl_chunks(source, cfg.partition_rows))
             run_partitions(client, chunks, submit, on_done)
+            partitions_wall = time.perf_counter() - started - ready
             workers = len(client.scheduler_info().get("workers", {}))
         if totals["rows"] == 0:
             raise FeatureError(f"features input has no records: {source}")
@@ -296,6 +298,8 @@ def build_features_dask(settings: Settings) -> FeatureSummary:
             "workers": workers,
             "partitions": len(results),
             "model_loads": loads,
+            "startup_seconds": ready,
+            "partitions_wall_seconds": partitions_wall,
             "compute_seconds": sum(r["seconds"] for r in results.values()),
         },
     )

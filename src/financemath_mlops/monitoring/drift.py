@@ -25,7 +25,7 @@ from financemath_mlops.monitoring.embedding_drift import (
     mean_embedding_test,
 )
 from financemath_mlops.monitoring.inputs import HAND_COLUMNS, ReportInput
-from financemath_mlops.monitoring.publish import finite_json
+from financemath_mlops.monitoring.publish import finite_json, readable
 
 log = logging.getLogger(__name__)
 
@@ -250,4 +250,7 @@ def write_drift_report(outcome: DriftOutcome, output: Path) -> dict[str, Path]:
         outcome.evidently.save_html(tmp)
         tmp.replace(html)
     write_json(data, finite_json(outcome.to_json()))
+    for path in (html, data):
+        if path.exists():
+            readable(path)
     return {"html": html, "json": data}

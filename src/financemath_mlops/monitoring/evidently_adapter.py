@@ -143,7 +143,7 @@ def drift_report(
             ColumnDrift(
                 column=name,
                 kind="cat" if name in cat else "num",
-                method=str(config.get("method")),
+                method=_display_method(config.get("method"), name in cat),
                 score=float(metric["value"]),
                 threshold=float(config.get("threshold")),
                 detected=metric["id"] in failed,
@@ -187,6 +187,18 @@ def regression_report(
         else:
             metrics[names[kind]] = _float(value)
     return RegressionResult(metrics, snapshot)
+
+
+def _display_method(method: Any, categorical: bool) -> str:
+    """Evidently's display name of a stattest ('ks' -> 'K-S p_value'); the name if unknown."""
+    from evidently.legacy.calculations.stattests.registry import get_registered_stattest
+    from evidently.legacy.core import ColumnType
+
+    kind = ColumnType.Categorical if categorical else ColumnType.Numerical
+    try:
+        return str(get_registered_stattest(str(method), kind).display_name)
+    except (ValueError, TypeError):
+        return str(method)
 
 
 def _status(value: Any) -> str:

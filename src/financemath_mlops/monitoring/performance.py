@@ -21,7 +21,7 @@ import numpy as np
 
 from financemath_mlops.atomic import write_json
 from financemath_mlops.monitoring.inputs import HOLDOUT_RECORDS, ModelContext, labelled_records
-from financemath_mlops.monitoring.publish import finite_json
+from financemath_mlops.monitoring.publish import finite_json, readable
 
 log = logging.getLogger(__name__)
 
@@ -141,4 +141,7 @@ def write_performance_report(outcome: PerformanceOutcome, output: Path) -> dict[
         outcome.evidently.save_html(tmp)
         tmp.replace(html)
     write_json(data, finite_json(outcome.to_json()))
+    for path in (html, data):
+        if path.exists():
+            readable(path)
     return {"html": html, "json": data}

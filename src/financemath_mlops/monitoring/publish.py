@@ -83,7 +83,16 @@ def publish_latest(reports_dir: Path | str, kind: str, values: Mapping[str, Any]
     data = read_latest(reports_dir)
     data[kind] = {"timestamp": time.time(), **values}
     write_json(path, finite_json(data))
+    readable(path)
     return path
+
+
+def readable(path: Path) -> None:
+    """World-readable: the service that shows these numbers may run as another user."""
+    try:
+        path.chmod(0o644)
+    except OSError as exc:
+        log.warning("cannot make %s readable for the service: %s", path, exc)
 
 
 def latest_report_metrics(reports_dir: Path | str) -> dict[str, float]:

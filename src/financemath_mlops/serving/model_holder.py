@@ -203,5 +203,6 @@ def _describe(uri: str, exc: Exception) -> str:
     if isinstance(exc, tracking.TrackingError):
         text = str(exc)
     else:
-        text = f"model {uri} could not be loaded: {type(exc).__name__}: {exc}"
+        # Details (paths, internals) go to the log only: /ready is open to anyone.
+        text = f"model {uri} could not be loaded ({type(exc).__name__}); see the service log"
     return _CREDENTIALS.sub("://***@", text)

@@ -1,0 +1,80 @@
+# syntax=docker/dockerfile:1
+# The prediction service: FastAPI + uvicorn on the `serving` extra only (ONNX embeddings,
+# LightGBM, the MLflow client). No torch, no compiler, no secrets; runs as uid 10001.
+#
+# Build from the repository root (the build context; see .dockerignore):
+#   docker build -f docker/inference.Dockerfile -t financemath-mlops/inference .
+# The model is fetched from MLflow at start-up:
+#   docker run -p 8000:8000 -e FMOPS_MLFLOW__TRACKING_URI=http://mlflow.example:5000 \
+#     -e FMOPS_SERVING__MODEL_NAME=financemath-regressor -e FMOPS_SERVING__ALIAS=champion ...
+# or baked into the image from a local MLflow model folder (see docs/deployment.md):
+#   docker build -f docker/inference.Dockerfile --target with-model \
+#     --build-arg MODEL_DIR=models/serving -t financemath-mlops/inference:baked .
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# --- builder: a venv with the serving extra and our wheel ---------------------------------------
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /build
+# No pip or setuptools inside the venv: the base image's pip installs into it (--python).
+RUN python -m venv --without-pip /opt/venv
+# Dependencies first, pinned by the lock: this layer is reused until pyproject or the lock change.
+COPY pyproject.toml README.md LICENSE ./
+COPY requirements/constraints.txt requirements/constraints.txt
+COPY scripts/extra_requirements.py scripts/extra_requirements.py
+RUN python scripts/extra_requirements.py serving > /tmp/requirements.txt \
+    && python -m pip --python /opt/venv/bin/python install --no-cache-dir \
+        -c requirements/constraints.txt -r /tmp/requirements.txt
+# Our package, built as a wheel and installed without touching the dependencies above.
+COPY src ./src
+RUN python -m pip --python /opt/venv/bin/python install --no-cache-dir --no-deps . \
+    && python -m pip --python /opt/venv/bin/python check \
+    && /opt/venv/bin/python -c "import importlib.util as u, sys; heavy = [m for m in ('torch', 'sentence_transformers', 'prefect', 'evidently') if u.find_spec(m)]; sys.exit('serving image must not contain: ' + ', '.join(heavy) if heavy else 0)"
+
+# --- runtime: the venv, the default config and nothing else -------------------------------------
+FROM ${PYTHON_IMAGE} AS runtime-base
+# LightGBM links libgomp; it is the only system package the service needs. Not version-pinned:
+# Debian drops superseded security updates from its mirror, so a pin would break the build.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/*
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home \
+        --shell /usr/sbin/nologin app \
+    && mkdir -p /app/configs /app/data/predictions /app/mlruns /app/reports \
+    && chown -R 10001:10001 /app/data /app/mlruns /app/reports
+COPY --from=builder /opt/venv /opt/venv
+COPY configs/default.yaml /app/configs/default.yaml
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    MLFLOW_DISABLE_TELEMETRY=true \
+    DO_NOT_TRACK=true \
+    FMOPS_SERVING__MODEL_NAME=financemath-regressor \
+    FMOPS_SERVING__ALIAS=champion
+WORKDIR /app
+# Fail the build, not the first request, if a shared library is missing.
+RUN python -c "import lightgbm, onnxruntime, tokenizers, financemath_mlops.serving.app"
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
+CMD ["uvicorn", "financemath_mlops.serving.app:app", "--host", "0.0.0.0", "--port", "8000"]
+
+# --- with-model: the same service with a model folder baked in (--target with-model) ------------
+FROM runtime-base AS with-model
+# A folder in the build context holding an MLflow model (its MLmodel file at the top), e.g. from
+#   mlflow artifacts download --artifact-uri models:/financemath-regressor@champion \
+#     --dst-path models/serving
+ARG MODEL_DIR=models/serving
+COPY ${MODEL_DIR} /opt/model
+RUN test -f /opt/model/MLmodel \
+    || { echo "MODEL_DIR=${MODEL_DIR} is not an MLflow model folder (no MLmodel file)" >&2; exit 1; }
+ENV FMOPS_SERVING__MODEL_URI=/opt/model
+
+# --- the default target: the model comes from MLflow at start-up --------------------------------
+FROM runtime-base AS runtime

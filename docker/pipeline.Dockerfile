@@ -1,0 +1,65 @@
+# syntax=docker/dockerfile:1
+# The training pipeline and the Prefect worker: the `pipeline` extra on CPU-only torch (about
+# 750 MB unpacked instead of the multi-GB CUDA build). Runs as uid 10001 in /app, where the
+# source tree lives: the Prefect deployment's entrypoint is a path in it.
+#
+# Build from the repository root:
+#   docker build -f docker/pipeline.Dockerfile -t financemath-mlops/pipeline .
+# Run the whole pipeline once (offline synthetic sample):
+#   docker run --rm financemath-mlops/pipeline python -m financemath_mlops.flows --source sample
+# docker/docker-compose.yml (profile mlops) runs it as `prefect worker start` instead.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# --- builder: torch from the CPU wheel index, then the pipeline extra, then our package ---------
+FROM ${PYTHON_IMAGE} AS builder
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /app
+RUN python -m venv --without-pip /opt/venv
+COPY pyproject.toml README.md LICENSE ./
+COPY requirements/constraints.txt requirements/constraints.txt
+COPY scripts/extra_requirements.py scripts/extra_requirements.py
+# Same pin as the lock and the Makefile's TORCH_SPEC; the CPU index serves it as 2.13.0+cpu.
+RUN python -m pip --python /opt/venv/bin/python install --no-cache-dir \
+        --index-url "${TORCH_INDEX_URL}" torch==2.13.0
+RUN python scripts/extra_requirements.py pipeline > /tmp/requirements.txt \
+    && python -m pip --python /opt/venv/bin/python install --no-cache-dir \
+        -c requirements/constraints.txt -r /tmp/requirements.txt
+COPY src ./src
+COPY configs ./configs
+COPY prefect.yaml ./
+# Editable, so the package's project root is /app: `flows deploy` registers /app as the source.
+RUN python -m pip --python /opt/venv/bin/python install --no-cache-dir --no-deps --editable . \
+    && python -m pip --python /opt/venv/bin/python check
+
+# --- runtime -------------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS runtime
+# LightGBM links libgomp. Not version-pinned: Debian drops superseded security updates.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/*
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home \
+        --shell /usr/sbin/nologin app
+COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /app /app
+# Writable for uid 10001: data, the local MLflow store, reports and caches (ONNX export, Prefect).
+RUN mkdir -p /app/data/predictions /app/mlruns /app/reports /app/.cache/prefect \
+    && chown -R 10001:10001 /app/data /app/mlruns /app/reports /app/.cache
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    MLFLOW_DISABLE_TELEMETRY=true \
+    DO_NOT_TRACK=true \
+    PREFECT_HOME=/app/.cache/prefect \
+    PREFECT_SERVER_ANALYTICS_ENABLED=false
+WORKDIR /app
+RUN python -c "import torch, lightgbm, prefect, financemath_mlops.flows.pipeline"
+USER 10001:10001
+# A batch job: the compose file gives the long-running worker and server their own checks.
+HEALTHCHECK NONE
+CMD ["python", "-m", "financemath_mlops.flows"]

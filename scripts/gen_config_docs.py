@@ -1,0 +1,219 @@
+"""Write docs/configuration.md from the settings object: every key, type, default, env variable.
+
+    python scripts/gen_config_docs.py           # rewrite docs/configuration.md
+    python scripts/gen_config_docs.py --check   # exit 1 if the committed file is stale
+
+The page is generated, never edited: descriptions come from the ``Field(description=...)`` of
+``financemath_mlops.config``, so a new setting is documented by describing it there.
+tests/unit/test_config_docs.py fails when the committed page and the settings differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, SecretStr
+from pydantic.fields import FieldInfo
+
+from financemath_mlops import config
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+OUTPUT = REPO_ROOT / "docs" / "configuration.md"
+DEFAULT_YAML = REPO_ROOT / "configs" / "default.yaml"
+
+_BOUNDS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+
+
+def type_name(annotation: Any) -> str:
+    """A short, readable type: 'hf' | 'local', Path | None, dict[str, Any]."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is Literal:
+        return " | ".join(repr(arg) for arg in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_name(arg) for arg in args)
+    if origin is not None:
+        name = getattr(origin, "__name__", str(origin))
+        return f"{name}[{', '.join(type_name(arg) for arg in args)}]"
+    if annotation is type(None):
+        return "None"
+    if annotation is Any:
+        return "Any"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def default_text(field: FieldInfo) -> str:
+    value = field.get_default(call_default_factory=True)
+    if value is None:
+        return "null"
+    if isinstance(value, SecretStr):
+        return "(secret)"
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(", ", ": "))
+    return str(value)
+
+
+def bounds_text(field: FieldInfo) -> str:
+    parts = []
+    for item in field.metadata:
+        for attribute, symbol in _BOUNDS:
+            bound = getattr(item, attribute, None)
+            if bound is not None:
+                parts.append(f"{symbol} {bound}")
+    return ", ".join(parts)
+
+
+def is_section(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def sections(
+    model: type[BaseModel], prefix: str = ""
+) -> list[tuple[str, type[BaseModel], list[tuple[str, FieldInfo]]]]:
+    """(dotted section name, model, its leaf fields) for every section, depth first."""
+    out: list[tuple[str, type[BaseModel], list[tuple[str, FieldInfo]]]] = []
+    leaves = [
+        (name, field)
+        for name, field in model.model_fields.items()
+        if not is_section(field.annotation)
+    ]
+    if prefix:
+        out.append((prefix, model, leaves))
+    for name, field in model.model_fields.items():
+        if is_section(field.annotation):
+            dotted = f"{prefix}.{name}" if prefix else name
+            out.extend(sections(field.annotation, dotted))
+    return out
+
+
+def cell(text: str) -> str:
+    """Table-safe text: pipes escaped, and <placeholders> outside code spans kept visible."""
+    parts = text.replace("\n", " ").split("`")
+    for i in range(0, len(parts), 2):  # even parts are outside code spans
+        parts[i] = parts[i].replace("<", "&lt;").replace(">", "&gt;")
+    return "`".join(parts).replace("|", "\\|")
+
+
+def code(text: str) -> str:
+    return f"`{text.replace('|', chr(92) + '|')}`" if text else ""
+
+
+def yaml_values(path: Path = DEFAULT_YAML) -> dict[str, Any]:
+    """Dotted key -> value of the shipped YAML file (to flag where it departs from the code)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        for key, value in (node or {}).items():
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(value, dict) and dotted != "training.lightgbm":
+                walk(value, dotted)
+            else:
+                out[dotted] = value
+
+    walk(yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}, "")
+    return out
+
+
+def same_value(built_in: Any, from_yaml: Any) -> bool:
+    if isinstance(built_in, Path) or isinstance(from_yaml, Path):
+        return str(built_in) == str(from_yaml)
+    return built_in == from_yaml
+
+
+def rst_to_md(text: str) -> str:
+    """Docstring to Markdown: ``code`` to `code`, and each paragraph on one line (a wrapped line
+    starting with '>' would otherwise become a quote)."""
+    paragraphs = [" ".join(p.split()) for p in text.strip().split("\n\n")]
+    return re.sub(r"``([^`]+)``", r"`\1`", "\n\n".join(paragraphs))
+
+
+def render() -> str:
+    """The whole page, deterministic (no dates, no machine-specific paths)."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "<!-- Generated by scripts/gen_config_docs.py from financemath_mlops.config.Settings."
+        " Do not edit: describe a setting with Field(description=...) and regenerate. -->",
+        "",
+        rst_to_md(config.__doc__ or "").strip(),
+        "",
+        "- The YAML file: `configs/default.yaml`, or the file given by `--config` or "
+        f"`{config.CONFIG_ENV}`.",
+        "- Environment: `FMOPS_<SECTION>__<KEY>` (nested sections add `__<KEY>`). A dict setting "
+        "such as `training.lightgbm` takes JSON, merged into the file's value: "
+        "`FMOPS_TRAINING__LIGHTGBM='{\"n_estimators\": 500}'`.",
+        "- Relative paths are relative to the working directory.",
+        "- *Default* is the built-in default; where `configs/default.yaml` sets another value, "
+        "the cell says so.",
+        "",
+    ]
+    shipped = yaml_values()
+    for dotted, model, leaves in sections(config.Settings):
+        lines += [f"## `{dotted}`", ""]
+        doc = (model.__doc__ or "").strip()
+        if doc and not doc.startswith(model.__name__ + "("):
+            lines += [rst_to_md(doc), ""]
+        lines += [
+            "| Key | Type | Default | Allowed | Environment variable | Description |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for name, field in leaves:
+            key = f"{dotted}.{name}"
+            default = code(default_text(field))
+            built_in = field.get_default(call_default_factory=True)
+            if key in shipped and not same_value(built_in, shipped[key]):
+                default += f" (configs/default.yaml: {code(str(shipped[key]))})"
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        code(key),
+                        code(type_name(field.annotation)),
+                        default,
+                        code(bounds_text(field)),
+                        code(config.env_name(key)),
+                        cell(field.description or ""),
+                    ]
+                )
+                + " |"
+            )
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Generate docs/configuration.md.")
+    parser.add_argument("--check", action="store_true", help="fail if the page is stale")
+    parser.add_argument("--output", type=Path, default=OUTPUT)
+    args = parser.parse_args(argv)
+    text = render()
+    if args.check:
+        current = args.output.read_text(encoding="utf-8") if args.output.is_file() else ""
+        if current != text:
+            print(
+                f"{args.output} is stale: run `python scripts/gen_config_docs.py`",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text, encoding="utf-8")
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

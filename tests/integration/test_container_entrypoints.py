@@ -1,0 +1,321 @@
+"""The containers' commands, run outside Docker: there is no Docker engine here, so this is how we
+know the images would start.
+
+Each test reads the command from the Dockerfile (JSON-form CMD, ENV, HEALTHCHECK) or from the
+compose file, runs it with this venv's bin first on PATH (the image's /opt/venv/bin), in a
+temporary working directory laid out like the image's /app, on a free 127.0.0.1 port instead of
+the container's port, and checks what the container would be checked for. What only a real image
+can show (apt packages, file ownership, the base image) is checked by CI's image job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import TrainedModel
+from tests.helpers import REPO_ROOT, VENV_BIN, cli_env
+
+pytestmark = pytest.mark.integration
+
+INFERENCE = REPO_ROOT / "docker" / "inference.Dockerfile"
+PIPELINE = REPO_ROOT / "docker" / "pipeline.Dockerfile"
+SERVING_APP = "financemath_mlops.serving.app"
+QUESTION = {
+    "question": "A bond pays a 5% annual coupon on a $1,000 face value. What is the coupon?",
+    "tables": ["| item | value |\n|---|---:|\n| coupon | 5% |\n| face | $ 1,000 |"],
+    "topic": "Accounting",
+}
+
+
+def load_script(name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+deploy_files = load_script("deploy_files")
+
+
+def require_serving_app() -> None:
+    if importlib.util.find_spec(SERVING_APP) is None:
+        pytest.skip(f"{SERVING_APP} does not exist yet: nothing to start")
+
+
+# --- running a container command on this machine -------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def on_local_port(command: list[str], container_port: int, port: int) -> list[str]:
+    """The same command bound to 127.0.0.1:port instead of 0.0.0.0:container_port."""
+    out = [word.replace("0.0.0.0", "127.0.0.1") for word in command]
+    out = [re.sub(rf"(?<=[:=]){container_port}\b", str(port), word) for word in out]
+    return [
+        str(port) if i > 0 and out[i - 1] == "--port" and word == str(container_port) else word
+        for i, word in enumerate(out)
+    ]
+
+
+def container_env(image: Any, *overlays: dict[str, Any]) -> dict[str, str]:
+    """The image's ENV with /opt/venv/bin mapped to this venv, then `-e` style overlays."""
+    env = cli_env()
+    for key, value in image.env.items():
+        if key == "PATH":
+            continue  # cli_env already puts this venv's bin first
+        env[key] = value
+    for overlay in overlays:
+        env.update({k: str(v) for k, v in overlay.items() if v is not None})
+    return env
+
+
+def compose_environment(service: dict[str, Any]) -> dict[str, str | None]:
+    """A compose service's environment with ${VAR:-default} resolved to the default."""
+    resolved: dict[str, str | None] = {}
+    for key, value in (service.get("environment") or {}).items():
+        if value is None:
+            resolved[key] = None  # passed through from the shell only when set: not here
+        else:
+            resolved[key] = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(value))
+    return resolved
+
+
+def image_workdir(tmp_path: Path) -> Path:
+    """A directory laid out like the images' /app: the default config and writable data dirs."""
+    app = tmp_path / "app"
+    (app / "configs").mkdir(parents=True)
+    shutil.copy(REPO_ROOT / "configs" / "default.yaml", app / "configs" / "default.yaml")
+    for name in ("data/predictions", "mlruns", "reports"):
+        (app / name).mkdir(parents=True)
+    return app
+
+
+@contextlib.contextmanager
+def running(command: list[str], env: dict[str, str], cwd: Path, log: Path) -> Iterator[Any]:
+    """Start a command in its own process group; stop it and everything it spawned on exit."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=5)
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str, process: Any, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"{what}: exited with {process.returncode}\n{tail(log)}")
+        with contextlib.suppress(httpx.HTTPError, OSError):
+            if check():
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not done after {timeout:.0f}s\n{tail(log)}")
+
+
+def tail(log: Path, chars: int = 4000) -> str:
+    return "--- log ---\n" + log.read_text(encoding="utf-8", errors="replace")[-chars:]
+
+
+def status(url: str) -> int:
+    return httpx.get(url, timeout=5).status_code
+
+
+def run_healthcheck(test: list[str], container_port: int, port: int, env: dict[str, str]) -> None:
+    command = test[1:] if test and test[0] in ("CMD", "CMD-SHELL") else test
+    result = subprocess.run(
+        on_local_port(command, container_port, port),
+        env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 0, f"healthcheck failed: {result.stderr[-2000:]}"
+
+
+# --- the inference image -------------------------------------------------------------------------
+
+
+def test_inference_cmd_with_the_compose_api_settings_serves_the_trained_model(
+    trained_model: TrainedModel, tmp_path: Path
+) -> None:
+    """`docker compose up api`: the image CMD and HEALTHCHECK with the api service's environment,
+    the tracking URI pointed at the test store (as FMOPS_MLFLOW__TRACKING_URI would be)."""
+    require_serving_app()
+    image = deploy_files.image(INFERENCE)
+    api = deploy_files.compose()["services"]["api"]
+    assert "command" not in api  # the image CMD is what compose runs
+    port = free_port()
+    env = container_env(
+        image,
+        compose_environment(api),
+        trained_model.env,
+        {
+            "FMOPS_MLFLOW__TRACKING_URI": trained_model.tracking_uri,
+            "FMOPS_SERVING__MODEL_NAME": trained_model.model_name,
+            "FMOPS_SERVING__ALIAS": "champion",
+        },
+    )
+    assert env["FMOPS_SERVING__RELOAD_INTERVAL_S"] == "60"  # compose's setting is in force
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "api.log"
+    command = on_local_port(image.cmd, 8000, port)
+    assert command[:2] == ["uvicorn", f"{SERVING_APP}:app"]
+    with running(command, env, image_workdir(tmp_path), log) as process:
+        wait_for(lambda: status(f"{base}/health") == 200, 120, "/health", process, log)
+        wait_for(lambda: status(f"{base}/ready") == 200, 120, "/ready", process, log)
+        run_healthcheck(api["healthcheck"]["test"], 8000, port, env)
+        response = httpx.post(f"{base}/predict", json=QUESTION, timeout=30)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert isinstance(body["prediction"], float)
+        assert body["model"]["name"] == trained_model.model_name
+        assert status(f"{base}/metrics") == 200
+
+
+def test_inference_with_model_target_serves_a_baked_model_folder(
+    trained_model: TrainedModel, tmp_path: Path
+) -> None:
+    """`--target with-model`: the folder `mlflow artifacts download` writes, served by path."""
+    require_serving_app()
+    from financemath_mlops import tracking
+
+    model_dir = tmp_path / "models" / "serving"
+    download = subprocess.run(
+        [
+            "mlflow", "artifacts", "download",
+            "--artifact-uri", f"models:/{trained_model.model_name}/{trained_model.version}",
+            "--dst-path", str(model_dir),
+        ],
+        env=cli_env(MLFLOW_TRACKING_URI=trained_model.tracking_uri),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert download.returncode == 0, download.stderr[-3000:]
+    assert (model_dir / "MLmodel").is_file(), "the Dockerfile's MLmodel check would fail"
+    try:
+        tracking.resolve(str(model_dir))
+    except tracking.TrackingError as exc:
+        pytest.skip(f"tracking.resolve does not accept a local model folder yet: {exc}")
+
+    baked = deploy_files.image(INFERENCE, "with-model")
+    assert baked.env["FMOPS_SERVING__MODEL_URI"] == "/opt/model"
+    port = free_port()
+    app = image_workdir(tmp_path)
+    env = container_env(
+        baked,
+        {
+            "FMOPS_SERVING__MODEL_URI": str(model_dir),  # /opt/model in the image
+            # An empty store: a baked model needs no registry.
+            "FMOPS_MLFLOW__TRACKING_URI": f"sqlite:///{app / 'mlruns' / 'mlflow.db'}",
+        },
+    )
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "baked.log"
+    with running(on_local_port(baked.cmd, 8000, port), env, app, log) as process:
+        wait_for(lambda: status(f"{base}/ready") == 200, 120, "/ready", process, log)
+        response = httpx.post(f"{base}/predict", json=QUESTION, timeout=30)
+        assert response.status_code == 200, response.text
+
+
+# --- the compose mlflow service ------------------------------------------------------------------
+
+
+def test_compose_mlflow_command_starts_a_tracking_server_that_proxies_artifacts(
+    tmp_path: Path,
+) -> None:
+    service = deploy_files.compose()["services"]["mlflow"]
+    image = deploy_files.image(deploy_files.compose_dockerfile(service))
+    port = free_port()
+    command = on_local_port(service["command"], 5000, port)
+    assert command[:2] == ["mlflow", "server"]
+    app = image_workdir(tmp_path)
+    env = container_env(image, compose_environment(service))
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "mlflow.log"
+    with running(command, env, app, log) as process:
+        wait_for(lambda: status(f"{base}/health") == 200, 150, "mlflow /health", process, log)
+        run_healthcheck(service["healthcheck"]["test"], 5000, port, env)
+        # The pipeline in compose logs to "Default" (see the compose file): it must be proxied.
+        script = (
+            "import mlflow, sys\n"
+            f"mlflow.set_tracking_uri('{base}')\n"
+            "experiment = mlflow.get_experiment_by_name('Default')\n"
+            "assert experiment.artifact_location.startswith('mlflow-artifacts:'), experiment\n"
+            "with mlflow.start_run(experiment_id=experiment.experiment_id) as run:\n"
+            "    mlflow.log_text('through the server', 'probe/hello.txt')\n"
+            "print(run.info.run_id)\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script], env=cli_env(), cwd=tmp_path,
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        stored = list((app / "mlruns" / "artifacts").rglob("hello.txt"))
+        assert stored and stored[0].read_text() == "through the server"
+        # Requests naming the compose host are accepted (--allowed-hosts), others are not.
+        url = f"{base}/api/2.0/mlflow/experiments/search?max_results=1"
+        assert httpx.get(url, headers={"Host": "mlflow:5000"}, timeout=10).status_code == 200
+        assert httpx.get(url, headers={"Host": "elsewhere:5000"}, timeout=10).status_code == 403
+
+
+# --- the pipeline image and the Prefect services -------------------------------------------------
+
+
+def test_pipeline_image_and_prefect_service_commands_parse(tmp_path: Path) -> None:
+    """The pipeline CMD and the compose prefect commands accept every flag they are given."""
+    pipeline = deploy_files.image(PIPELINE)
+    services = deploy_files.compose()["services"]
+    commands = {"pipeline CMD": pipeline.cmd}
+    for name in ("prefect-server", "prefect-worker", "prefect-deploy"):
+        assert deploy_files.compose_dockerfile(services[name]) == PIPELINE, name
+        commands[name] = services[name]["command"]
+    app = tmp_path / "app"
+    app.mkdir()
+    env = container_env(
+        pipeline,
+        {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": ""},
+    )
+    env.pop("PREFECT_API_URL")
+    processes = {
+        name: subprocess.Popen(
+            [*command, "--help"], env=env, cwd=app, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        for name, command in commands.items()
+    }
+    for name, process in processes.items():
+        output, _ = process.communicate(timeout=180)
+        assert process.returncode == 0, f"{name}: {output[-3000:]}"
+        help_text = re.sub(r"\s+", " ", output)
+        for flag in (word.split("=")[0] for word in commands[name] if word.startswith("--")):
+            assert flag in help_text, f"{name}: {flag} is not an option of {commands[name][:3]}"
+    assert shutil.which("prefect", path=str(VENV_BIN))

@@ -1,0 +1,184 @@
+"""Scheduled retraining against a real `prefect server start` on 127.0.0.1 (stopped afterwards)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from financemath_mlops.flows import deployment
+from tests.helpers import REPO_ROOT, VENV_BIN, cli_env
+
+pytestmark = pytest.mark.integration
+
+POOL = "financemath-test-pool"
+SERVER_START_TIMEOUT_S = 120
+SCHEDULE_TIMEOUT_S = 60
+# Quick scheduling, nothing the test does not need: the UI, analytics, late-run marking.
+SERVER_ENV = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_UI_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+    "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "1",
+    "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_FOREMAN_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "false",
+    "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+    """A real Prefect server with its own PREFECT_HOME; yields (API URL, client environment)."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = cli_env(PREFECT_HOME=str(home), **SERVER_ENV)
+    env.pop("PREFECT_API_URL", None)
+    log_path = home / "server.log"
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            [
+                str(VENV_BIN / "prefect"),
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop it and its children together
+        )
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"prefect server exited early:\n{log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"prefect server not healthy:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield api_url, {**env, "PREFECT_API_URL": api_url}
+    finally:
+        with_group = os.getpgid(server.pid)
+        os.killpg(with_group, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(with_group, signal.SIGKILL)
+            server.wait(timeout=10)
+
+
+def test_deployment_gets_nightly_scheduled_runs_on_a_real_server(
+    prefect_api: tuple[str, dict[str, str]],
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    api_url, _ = prefect_api
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        with get_client(sync_client=True) as client:
+            client.create_work_pool(WorkPoolCreate(name=POOL, type="process"))
+        deployment_id = deployment.deploy({"source": "sample", "rows": 200}, work_pool=POOL)
+        with get_client(sync_client=True) as client:
+            found = client.read_deployment(deployment_id)
+            deadline = time.monotonic() + SCHEDULE_TIMEOUT_S
+            while True:
+                runs = client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[found.id]))
+                )
+                if runs or time.monotonic() > deadline:
+                    break
+                time.sleep(1)
+            flow = client.read_flow(found.flow_id)
+
+    assert flow.name == "financemath-pipeline"
+    assert found.name == deployment.DEPLOYMENT_NAME
+    assert found.work_pool_name == POOL
+    assert found.parameters == {"source": "sample", "rows": 200}
+    assert found.entrypoint == deployment.ENTRYPOINT
+    (schedule,) = found.schedules
+    assert schedule.active
+    assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 * * *", "UTC")
+
+    assert runs, f"no scheduled runs appeared within {SCHEDULE_TIMEOUT_S}s"
+    now = datetime.now(UTC)
+    for run in runs:
+        assert run.state_name == "Scheduled"
+        start = run.expected_start_time.astimezone(UTC)
+        assert (start.hour, start.minute) == (2, 0) and start > now
+        assert run.parameters == {"source": "sample", "rows": 200}
+
+
+def test_deploy_refuses_a_missing_work_pool_with_the_command_to_create_it(
+    prefect_api: tuple[str, dict[str, str]],
+) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    api_url, _ = prefect_api
+    with (
+        temporary_settings(updates={PREFECT_API_URL: api_url}),
+        pytest.raises(deployment.DeploymentError, match="prefect work-pool create no-such-pool"),
+    ):
+        deployment.deploy({}, work_pool="no-such-pool")
+
+
+def test_prefect_yaml_deploys_the_same_flow_with_prefect_deploy(
+    prefect_api: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
+    spec = yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())
+    (entry,) = spec["deployments"]
+    assert entry["entrypoint"] == deployment.ENTRYPOINT
+    assert entry["name"] == deployment.DEPLOYMENT_NAME
+    assert entry["schedules"] == [{"cron": deployment.DEFAULT_CRON, "timezone": "UTC"}]
+    assert entry["work_pool"]["name"] == deployment.DEFAULT_WORK_POOL
+
+    # `prefect deploy` itself, on a copy (it may offer to rewrite the file), into a test pool.
+    entry["work_pool"]["name"] = POOL + "-yaml"
+    copy = tmp_path / "prefect.yaml"
+    copy.write_text(yaml.safe_dump(spec, sort_keys=False))
+    _, env = prefect_api
+    prefect = str(VENV_BIN / "prefect")
+    subprocess.run(
+        [prefect, "work-pool", "create", POOL + "-yaml", "--type", "process"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    done = subprocess.run(
+        [prefect, "--no-prompt", "deploy", "--all", "--prefect-file", str(copy)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "financemath-pipeline/nightly-retrain" in done.stdout

@@ -1,0 +1,355 @@
+"""The deployment files keep their promises: small images, non-root, no secrets, health checks,
+named volumes, the monitoring files they mount, and a serving extra without the heavy stack.
+
+The linters (hadolint, docker-compose config, promtool, check-jsonschema) run in `make lint`;
+these tests pin what the linters cannot know about this project.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.util
+import re
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from tests.helpers import REPO_ROOT
+
+
+def load_script(name: str):
+    """A module of scripts/ (not a package: loaded by path)."""
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+deploy_files = load_script("deploy_files")
+extra_requirements = load_script("extra_requirements").requirements
+
+INFERENCE = REPO_ROOT / "docker" / "inference.Dockerfile"
+PIPELINE = REPO_ROOT / "docker" / "pipeline.Dockerfile"
+HEAVY = ("torch", "sentence-transformers", "prefect", "evidently")
+SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+OUR_IMAGES = ("financemath-mlops/inference", "financemath-mlops/pipeline")
+# Variables our services may take besides FMOPS_*: those of the tools they run.
+THIRD_PARTY_ENV = ("MLFLOW_", "AWS_", "PREFECT_", "HF_TOKEN")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return deploy_files.compose()
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, Any]:
+    return compose["services"]
+
+
+# --- the serving extra ---------------------------------------------------------------------------
+
+
+def resolved_distributions(name: str, extras: set[str]) -> tuple[set[str], set[str]]:
+    """Every distribution ``name[extras]`` pulls in, walked over the installed metadata.
+
+    Returns (found, missing): a dependency that is not installed cannot be walked further, so the
+    caller must see that list empty for the answer to be complete.
+    """
+    wanted: dict[str, set[str]] = {}
+    missing: set[str] = set()
+    queue = [(name, set(extras))]
+    while queue:
+        dist_name, dist_extras = queue.pop()
+        key = canonicalize_name(dist_name)
+        if key in wanted and dist_extras <= wanted[key]:
+            continue
+        wanted.setdefault(key, set()).update(dist_extras)
+        try:
+            requires = metadata.distribution(dist_name).requires or []
+        except metadata.PackageNotFoundError:
+            missing.add(key)
+            continue
+        environments = [{"extra": extra} for extra in wanted[key]] or [{"extra": ""}]
+        for text in requires:
+            requirement = Requirement(text)
+            marker = requirement.marker
+            if marker is None or any(marker.evaluate(env) for env in environments):
+                queue.append((requirement.name, set(requirement.extras)))
+    return set(wanted) - missing, missing
+
+
+def test_serving_extra_resolves_without_torch_sentence_transformers_prefect_or_evidently() -> None:
+    found, missing = resolved_distributions("financemath-mlops", {"serving"})
+    assert not missing, f"not installed, so not walked: {sorted(missing)}"
+    assert {"mlflow", "onnxruntime", "lightgbm", "fastapi", "uvicorn"} <= found
+    assert not found & {canonicalize_name(h) for h in HEAVY}
+    assert not {d for d in found if d.startswith("nvidia-")}
+
+
+def test_the_walk_does_see_the_heavy_stack_in_the_pipeline_extra() -> None:
+    found, _ = resolved_distributions("financemath-mlops", {"pipeline"})
+    assert {canonicalize_name(h) for h in HEAVY} <= found
+
+
+@pytest.mark.parametrize("extra", ["serving", "pipeline", "dev"])
+def test_image_layer_installs_exactly_the_extra_of_the_installed_metadata(extra: str) -> None:
+    """scripts/extra_requirements.py (the Docker dependency layer) agrees with the package."""
+    own = canonicalize_name("financemath-mlops")
+    declared: set[str] = set()
+    pending, seen = [extra], set()
+    while pending:
+        current = pending.pop()
+        seen.add(current)
+        for text in metadata.requires("financemath-mlops") or []:
+            requirement = Requirement(text)
+            if requirement.marker is not None and not requirement.marker.evaluate(
+                {"extra": current}
+            ):
+                continue
+            if canonicalize_name(requirement.name) == own:
+                pending += [e for e in requirement.extras if e not in seen]
+            else:
+                declared.add(canonicalize_name(requirement.name))
+    script = {canonicalize_name(Requirement(r).name) for r in extra_requirements([extra])}
+    assert script == declared
+
+
+# --- Dockerfiles ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dockerfile", deploy_files.dockerfiles(), ids=lambda p: p.name)
+def test_final_image_runs_as_a_numeric_non_root_user(dockerfile: Path) -> None:
+    user = deploy_files.image(dockerfile).user
+    assert user is not None and re.fullmatch(r"[1-9]\d*(:\d+)?", user), user
+    assert not user.startswith("0")
+
+
+@pytest.mark.parametrize("dockerfile", deploy_files.dockerfiles(), ids=lambda p: p.name)
+def test_base_image_is_python_3_11_slim_on_a_named_debian_release(dockerfile: Path) -> None:
+    _, stages = deploy_files.parse_dockerfile(dockerfile)
+    names = {stage.name for stage in stages}
+    for stage in stages:
+        if stage.base not in names:
+            assert re.fullmatch(r"python:3\.11-slim-[a-z]+", stage.base), stage.base
+
+
+@pytest.mark.parametrize("dockerfile", deploy_files.dockerfiles(), ids=lambda p: p.name)
+def test_no_secret_is_baked_into_an_image(dockerfile: Path) -> None:
+    _, stages = deploy_files.parse_dockerfile(dockerfile)
+    for stage in stages:
+        for keyword in ("ENV", "ARG"):
+            for args in stage.of(keyword):
+                for name in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=", args) or [args.split()[0]]:
+                    assert not any(word in name.upper() for word in SECRET_WORDS), (
+                        f"{dockerfile.name}: {keyword} {name} looks like a secret"
+                    )
+
+
+def test_inference_image_is_the_serving_extra_in_a_venv_without_compiler_or_torch() -> None:
+    _, stages = deploy_files.parse_dockerfile(INFERENCE)
+    builder = next(stage for stage in stages if stage.name == "builder")
+    runs = " ".join(builder.of("RUN"))
+    assert "extra_requirements.py serving" in runs
+    assert "-c requirements/constraints.txt" in runs
+    assert "torch" not in " ".join(args for stage in stages for args in stage.of("RUN")).replace(
+        "('torch'", ""
+    )
+    final = deploy_files.image(INFERENCE)
+    copies = final.instructions("COPY")
+    assert any(c.startswith("--from=builder /opt/venv") for c in copies)
+    assert not [c for c in copies if "--from=builder" in c and "/opt/venv" not in c]
+    final_runs = " ".join(final.instructions("RUN"))
+    for compiler in ("gcc", "g++", "build-essential", "clang", "cmake"):
+        assert compiler not in final_runs
+    assert final.cmd == [
+        "uvicorn", "financemath_mlops.serving.app:app", "--host", "0.0.0.0", "--port", "8000",
+    ]  # fmt: skip
+    assert final.healthcheck is not None and "/health" in " ".join(final.healthcheck)
+    assert final.healthcheck[0] == "python"  # no curl in slim images
+
+
+def test_inference_image_can_bake_a_model_folder_served_by_path() -> None:
+    baked = deploy_files.image(INFERENCE, "with-model")
+    assert baked.env["FMOPS_SERVING__MODEL_URI"] == "/opt/model"
+    assert any(c.startswith("${MODEL_DIR} /opt/model") for c in baked.instructions("COPY"))
+    assert baked.cmd == deploy_files.image(INFERENCE).cmd
+    assert "FMOPS_SERVING__MODEL_URI" not in deploy_files.image(INFERENCE).env
+
+
+def test_pipeline_image_takes_torch_pinned_like_the_lock_from_the_cpu_index() -> None:
+    text = PIPELINE.read_text(encoding="utf-8")
+    assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in text
+    pins = set(re.findall(r"torch==([0-9.]+)", text))
+    makefile = re.search(r"TORCH_SPEC \?= torch==([0-9.]+)", (REPO_ROOT / "Makefile").read_text())
+    lock = re.search(
+        r"^torch==([0-9.]+)$",
+        (REPO_ROOT / "requirements" / "constraints.txt").read_text(),
+        re.MULTILINE,
+    )
+    assert makefile and lock
+    assert pins == {makefile[1]} == {lock[1]}
+    runs = " ".join(deploy_files.image(PIPELINE).instructions("RUN"))
+    assert "extra_requirements.py pipeline" in " ".join(
+        args for stage in deploy_files.parse_dockerfile(PIPELINE)[1] for args in stage.of("RUN")
+    )
+    assert "gcc" not in runs
+
+
+def dockerignore_allows(path: str, patterns: list[str]) -> bool:
+    """Docker's rule: the last matching pattern wins; a pattern also matches a path's parents."""
+    allowed = True
+    parts = path.strip("/").split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").strip("/")
+        if pattern.startswith("**/"):
+            hit = any(fnmatch.fnmatch(part, pattern[3:]) for part in parts)
+        else:
+            hit = any(fnmatch.fnmatch(prefix, pattern) for prefix in prefixes)
+        if hit:
+            allowed = negate
+    return allowed
+
+
+@pytest.mark.parametrize("dockerfile", deploy_files.dockerfiles(), ids=lambda p: p.name)
+def test_dockerignore_lets_in_everything_the_dockerfile_copies(dockerfile: Path) -> None:
+    patterns = [
+        line.strip()
+        for line in (REPO_ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    global_args, stages = deploy_files.parse_dockerfile(dockerfile)
+    for stage in stages:
+        for args in stage.of("COPY"):
+            if "--from=" in args:
+                continue
+            sources = [w for w in args.split() if not w.startswith("--")][:-1]
+            for source in sources:
+                if source.startswith("${"):
+                    continue  # a build argument (MODEL_DIR): checked below
+                assert (REPO_ROOT / source).exists(), f"{dockerfile.name} copies missing {source}"
+                assert dockerignore_allows(source, patterns), f".dockerignore hides {source}"
+    assert dockerignore_allows("models/serving/MLmodel", patterns)
+    assert not dockerignore_allows(".venv/bin/python", patterns)
+    assert not dockerignore_allows("data/raw/x.json", patterns)
+    assert not dockerignore_allows("src/financemath_mlops/__pycache__/x.pyc", patterns)
+
+
+# --- the compose file ----------------------------------------------------------------------------
+
+
+def test_compose_default_stack_and_mlops_profile(services: dict[str, Any]) -> None:
+    default = {name for name, s in services.items() if not s.get("profiles")}
+    mlops = {name for name, s in services.items() if "mlops" in s.get("profiles", [])}
+    assert default == {"api", "prometheus", "grafana"}
+    assert {"mlflow", "prefect-server", "prefect-worker"} <= mlops
+
+
+def test_compose_services_have_health_checks_and_no_host_networking(
+    services: dict[str, Any],
+) -> None:
+    for name, service in services.items():
+        assert service.get("network_mode") != "host", name
+        assert "host" not in (service.get("networks") or []), name
+        if service.get("restart") != "no":  # one-shot jobs have nothing to check
+            assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+
+
+def test_compose_volumes_are_named_or_read_only_monitoring_binds(
+    compose: dict[str, Any], services: dict[str, Any]
+) -> None:
+    declared = set(compose.get("volumes") or {})
+    used: set[str] = set()
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source, target, *mode = volume.split(":")
+            if source.startswith((".", "/")):
+                assert source.startswith("../monitoring/"), f"{name}: bind mount {source}"
+                assert mode == ["ro"], f"{name}: {source} must be mounted read-only"
+                assert (deploy_files.COMPOSE_FILE.parent / source).exists(), source
+            else:
+                assert source in declared, f"{name}: volume {source} is not declared"
+                used.add(source)
+    assert used == declared
+
+
+def test_our_services_take_fmops_settings_and_no_secret_values(services: dict[str, Any]) -> None:
+    for name, service in services.items():
+        if not str(service.get("image", "")).startswith(OUR_IMAGES):
+            continue
+        assert deploy_files.compose_dockerfile(service) in deploy_files.dockerfiles(), name
+        environment = service.get("environment") or {}
+        assert isinstance(environment, dict), f"{name}: use the mapping form for environment"
+        for key, value in environment.items():
+            assert key.startswith("FMOPS_") or key.startswith(THIRD_PARTY_ENV), f"{name}: {key}"
+            if any(word in key for word in SECRET_WORDS):
+                assert value is None, f"{name}: {key} must pass through from the shell"
+
+
+def test_compose_api_runs_the_image_command(services: dict[str, Any]) -> None:
+    """The api service relies on the image CMD and HEALTHCHECK: no second copy to drift."""
+    api = services["api"]
+    assert "command" not in api and "entrypoint" not in api
+    image = deploy_files.image(deploy_files.compose_dockerfile(api))
+    assert api["healthcheck"]["test"] == ["CMD", *image.healthcheck]
+
+
+def test_compose_mounts_match_the_monitoring_files(services: dict[str, Any]) -> None:
+    monitoring = REPO_ROOT / "monitoring"
+    prometheus = yaml.safe_load((monitoring / "prometheus" / "prometheus.yml").read_text())
+    targets = {
+        target
+        for job in prometheus["scrape_configs"]
+        for static in job.get("static_configs", [])
+        for target in static["targets"]
+    }
+    api_port = services["api"]["ports"][0].rsplit(":", 1)[1]
+    assert f"api:{api_port}" in targets
+    for rule_file in prometheus.get("rule_files", []):
+        assert (monitoring / "prometheus" / rule_file).is_file()
+    assert "../monitoring/prometheus:/etc/prometheus:ro" in services["prometheus"]["volumes"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in services["prometheus"]["command"]
+
+    provisioning = monitoring / "grafana" / "provisioning"
+    for datasource_file in (provisioning / "datasources").glob("*.y*ml"):
+        for datasource in yaml.safe_load(datasource_file.read_text())["datasources"]:
+            assert datasource["url"] == "http://prometheus:9090"
+    grafana_mounts = {v.split(":")[1]: v.split(":")[0] for v in services["grafana"]["volumes"]}
+    assert grafana_mounts["/etc/grafana/provisioning"] == "../monitoring/grafana/provisioning"
+    for provider_file in (provisioning / "dashboards").glob("*.y*ml"):
+        for provider in yaml.safe_load(provider_file.read_text())["providers"]:
+            path = provider["options"]["path"]
+            assert path in grafana_mounts, f"dashboard provider reads {path}, nothing mounted"
+            assert list((deploy_files.COMPOSE_FILE.parent / grafana_mounts[path]).glob("*.json"))
+
+
+# --- CI wiring -----------------------------------------------------------------------------------
+
+
+def test_ci_runs_the_readme_check_command_with_the_offline_checks() -> None:
+    ci_run = (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert ci_run.rstrip().splitlines()[-1] == "make test"
+    apt_line = next(line for line in ci_run.splitlines() if "apt-get install" in line)
+    assert "prometheus" in apt_line and "docker-compose" in apt_line
+    makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
+    lint = makefile.split("\nlint:", 1)[1].split("\n\n", 1)[0]
+    assert "scripts/check_offline.sh" in lint
+    assert "make test" in (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+
+    workflow = yaml.safe_load((REPO_ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    runs = [step.get("run", "") for job in workflow["jobs"].values() for step in job["steps"]]
+    assert any(re.search(r"\bmake\b.*\btest\b", run) for run in runs)
+    assert any("check_offline.sh" in run for run in runs)
+    assert any("download.pytorch.org/whl/cpu" in v for v in workflow["env"].values())
+    uses = [step.get("uses", "") for job in workflow["jobs"].values() for step in job["steps"]]
+    assert any(u.startswith("docker/build-push-action@") for u in uses)

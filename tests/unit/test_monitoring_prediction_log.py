@@ -1,0 +1,201 @@
+"""The prediction log: nothing lost or duplicated across restarts, never an error in the caller."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from financemath_mlops.features.rows import FEATURE_COLUMNS, N_HAND_FEATURES
+from financemath_mlops.monitoring import prediction_log as plog
+from financemath_mlops.monitoring.metrics import PredictionLogMetrics
+from financemath_mlops.monitoring.prediction_log import (
+    PredictionLog,
+    log_files,
+    prediction_entries,
+    read_prediction_log,
+)
+
+MODEL = {"name": "financemath-regressor", "version": "3", "alias": "champion", "run_id": "abc"}
+
+
+def entries(request: int, items: int = 1) -> list[dict]:
+    rng = np.random.default_rng(request)
+    return prediction_entries(
+        f"req-{request}",
+        MODEL,
+        [float(request) + i / 10 for i in range(items)],
+        [["table 0: ragged row"]] * items,
+        rng.normal(size=(items, len(FEATURE_COLUMNS))),
+        ["Accounting"] * items,
+    )
+
+
+def wait_until(check, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+def test_every_entry_is_read_back_exactly_once_across_a_restart(tmp_path: Path):
+    sent = 0
+    with PredictionLog(tmp_path, rotate_rows=7) as first:
+        for request in range(20):
+            first.record_many(entries(request, items=2))
+            sent += 2
+    second = PredictionLog(tmp_path, rotate_rows=7)  # the service restarted
+    for request in range(20, 33):
+        second.record_many(entries(request))
+        sent += 1
+    second.close()
+
+    frame = read_prediction_log(tmp_path)
+    assert len(frame) == sent == first.written + second.written
+    assert first.dropped == second.dropped == 0
+    assert not frame.duplicated(["request_id", "item"]).any()
+    assert sorted(set(frame["request_id"])) == sorted(f"req-{i}" for i in range(33))
+    assert len(log_files(tmp_path)) >= 2 and not list(tmp_path.glob(".*"))  # no temp files left
+    row = frame[frame["request_id"] == "req-5"].iloc[1]
+    expected = entries(5, items=2)[1]
+    assert row["prediction"] == pytest.approx(5.1)
+    assert row["model_version"] == "3" and row["topic"] == "Accounting"
+    assert list(row["warnings"]) == ["table 0: ragged row"]
+    np.testing.assert_allclose(row[list(FEATURE_COLUMNS)].to_numpy(float), expected["features"])
+
+
+def test_part_file_names_sort_by_time_and_are_unique_per_process(tmp_path: Path):
+    with PredictionLog(tmp_path, rotate_rows=1) as log:
+        for request in range(5):
+            log.record_many(entries(request))
+    names = [p.name for p in log_files(tmp_path)]
+    assert len(names) == len(set(names)) == 5
+    assert all(name.startswith("predictions-") and name.endswith(".parquet") for name in names)
+    stamps = [name.split("-")[1] for name in names]
+    assert stamps == sorted(stamps)
+
+
+def test_an_unwritable_directory_counts_drops_and_never_raises(tmp_path: Path, caplog):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the log directory should be")
+    registry = CollectorRegistry()
+    log = PredictionLog(
+        blocker / "predictions", rotate_rows=2, listener=PredictionLogMetrics(registry)
+    )
+    for request in range(5):
+        assert log.record_many(entries(request)) == 1  # accepted: the caller never sees the disk
+    log.close()
+    assert log.written == 0
+    assert log.dropped == log.dropped_by_reason["write_error"] == 5
+    assert log.write_errors == 3  # 2 + 2 + the last 1 on close
+    assert (
+        registry.get_sample_value("fmops_prediction_log_dropped_total", {"reason": "write_error"})
+        == 5
+    )
+    assert registry.get_sample_value("fmops_prediction_log_write_errors_total") == 3
+    assert any("prediction log dropped" in r.getMessage() for r in caplog.records)
+
+
+def test_a_disk_full_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    def full_disk(table, where, **kwargs):
+        Path(where).write_bytes(b"PAR1 half a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(plog.pq, "write_table", full_disk)
+    with PredictionLog(tmp_path, rotate_rows=3) as log:
+        log.record_many(entries(1, items=3))
+    assert log.dropped_by_reason == {"write_error": 3}
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_queue_drops_and_counts_without_blocking(tmp_path: Path, monkeypatch):
+    release = threading.Event()
+    real_write = PredictionLog._write
+
+    def slow_write(self, table):
+        release.wait(10)
+        return real_write(self, table)
+
+    monkeypatch.setattr(PredictionLog, "_write", slow_write)
+    log = PredictionLog(tmp_path, max_queue=3, rotate_rows=1)
+    assert log.record(entries(0)[0])
+    wait_until(lambda: log._queue.qsize() == 0)  # the writer holds entry 0, stuck on the disk
+    started = time.perf_counter()
+    results = [log.record(entries(i)[0]) for i in range(1, 11)]
+    assert time.perf_counter() - started < 0.5  # never waits for the disk
+    assert results == [True] * 3 + [False] * 7
+    assert log.dropped_by_reason == {"queue_full": 7}
+    release.set()
+    log.close()
+    assert log.written == 4 and log.written + log.dropped == 11
+    assert len(read_prediction_log(tmp_path)) == 4
+
+
+def test_rotation_by_age_writes_without_waiting_for_more_rows(tmp_path: Path):
+    log = PredictionLog(tmp_path, rotate_rows=1000, rotate_seconds=0.2)
+    log.record_many(entries(1))
+    wait_until(lambda: len(log_files(tmp_path)) == 1)
+    log.close()
+    assert log.written == 1 and len(log_files(tmp_path)) == 1
+
+
+def test_only_known_fields_are_stored(tmp_path: Path):
+    entry = {
+        **entries(1)[0],
+        "headers": {"authorization": "Bearer secret-key"},
+        "api_key": "secret-key",
+    }
+    with PredictionLog(tmp_path, features="hand") as log:
+        log.record(entry)
+    frame = read_prediction_log(tmp_path)
+    assert "api_key" not in frame.columns and "headers" not in frame.columns
+    assert list(frame.columns) == [*plog.ENTRY_FIELDS, *FEATURE_COLUMNS[:N_HAND_FEATURES]]
+    for path in log_files(tmp_path):
+        assert b"secret-key" not in path.read_bytes()
+
+
+def test_the_time_window_selects_rows(tmp_path: Path):
+    now = datetime.now(UTC)
+    with PredictionLog(tmp_path) as log:
+        for hours in (30, 20, 10, 1):
+            entry = entries(hours)[0]
+            entry["timestamp"] = now - timedelta(hours=hours)
+            log.record(entry)
+    window = read_prediction_log(tmp_path, since=now - timedelta(hours=24), until=now)
+    assert list(window["request_id"]) == ["req-20", "req-10", "req-1"]
+    assert len(read_prediction_log(tmp_path, until=now - timedelta(hours=15))) == 2
+    assert read_prediction_log(tmp_path / "nothing-here").empty
+
+
+def test_a_disabled_log_records_nothing_and_starts_no_thread(tmp_path: Path):
+    log = PredictionLog(tmp_path, enabled=False)
+    assert not log.record(entries(1)[0]) and not log.wants_features
+    assert log._thread is None
+    log.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_entries_after_close_are_counted_as_dropped(tmp_path: Path):
+    log = PredictionLog(tmp_path)
+    log.close()
+    assert not log.record(entries(1)[0])
+    assert log.dropped_by_reason == {"closed": 1}
+
+
+def test_settings_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from financemath_mlops.config import ConfigError, load_settings
+    from financemath_mlops.monitoring.settings import monitoring_settings
+
+    monkeypatch.setenv("FMOPS_MONITORING__PREDICTION_LOG", "false")
+    monkeypatch.setenv("FMOPS_MONITORING__LOG_FEATURES", "hand")
+    settings = load_settings(None, {"paths": {"predictions_dir": tmp_path}})
+    log = PredictionLog.from_settings(settings)
+    assert not log.enabled and log.feature_columns == FEATURE_COLUMNS[:N_HAND_FEATURES]
+    monkeypatch.setenv("FMOPS_MONITORING__LOG_ROTATE_ROWS", "0")
+    with pytest.raises(ConfigError, match="FMOPS_MONITORING__LOG_ROTATE_ROWS"):
+        monitoring_settings(settings)
