@@ -316,21 +316,19 @@ def prefect_server(home: Path) -> Iterator[tuple[str, float]]:
         log.close()
 
 
-def task_times(prefect_db: Path, flow_run_wall: bool = True) -> dict[str, float]:
-    """Per-task run times of the last flow run, as Prefect recorded them."""
+def task_times(prefect_db: Path) -> dict[str, float]:
+    """Per-task run times of the latest flow run, as Prefect recorded them (its SQLite DB)."""
     with sqlite3.connect(prefect_db) as db:
-        rows = db.execute("select name, total_run_time from task_run").fetchall()
-        flow = db.execute(
-            "select total_run_time from flow_run order by created desc limit 1"
+        flow_id, flow_total = db.execute(
+            "select id, total_run_time from flow_run order by created desc limit 1"
         ).fetchone()
+        rows = db.execute(
+            "select name, total_run_time from task_run where flow_run_id = ?", (flow_id,)
+        ).fetchall()
     names = {"ingest": "ingestion", "build-features": "features", "train-lightgbm": "training"}
     names |= {"evaluate-holdout": "evaluation", "promote-if-better": "promotion"}
-    times: dict[str, float] = {}
-    for name, total in rows:
-        stage = names.get(name.rsplit("-", 1)[0], name)
-        times[stage] = _seconds(total)
-    if flow_run_wall and flow:
-        times["flow_run"] = _seconds(flow[0])
+    times = {names.get(name.rsplit("-", 1)[0], name): _seconds(total) for name, total in rows}
+    times["flow_run"] = _seconds(flow_total)
     return times
 
 

@@ -46,6 +46,7 @@ RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home \
         --shell /usr/sbin/nologin app \
     && mkdir -p /app/configs /app/data/predictions /app/mlruns /app/reports \
+    && chown 10001:10001 /app \
     && chown -R 10001:10001 /app/data /app/mlruns /app/reports
 COPY --from=builder /opt/venv /opt/venv
 COPY configs/default.yaml /app/configs/default.yaml
@@ -57,9 +58,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     FMOPS_SERVING__MODEL_NAME=financemath-regressor \
     FMOPS_SERVING__ALIAS=champion
 WORKDIR /app
+USER 10001:10001
 # Fail the build, not the first request, if a shared library is missing.
 RUN python -c "import lightgbm, onnxruntime, tokenizers, financemath_mlops.serving.app"
-USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]

@@ -47,8 +47,10 @@ RUN groupadd --system --gid 10001 app \
         --shell /usr/sbin/nologin app
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder /app /app
-# Writable for uid 10001: data, the local MLflow store, reports and caches (ONNX export, Prefect).
+# Writable for uid 10001: data, the local MLflow store, reports, caches (ONNX export, Prefect)
+# and /app itself for new files; the source tree stays root's.
 RUN mkdir -p /app/data/predictions /app/mlruns /app/reports /app/.cache/prefect \
+    && chown 10001:10001 /app \
     && chown -R 10001:10001 /app/data /app/mlruns /app/reports /app/.cache
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
@@ -58,8 +60,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     PREFECT_HOME=/app/.cache/prefect \
     PREFECT_SERVER_ANALYTICS_ENABLED=false
 WORKDIR /app
-RUN python -c "import torch, lightgbm, prefect, financemath_mlops.flows.pipeline"
 USER 10001:10001
+# As the runtime user, so whatever an import writes under PREFECT_HOME stays writable.
+RUN python -c "import torch, lightgbm, prefect, financemath_mlops.flows.pipeline"
 # A batch job: the compose file gives the long-running worker and server their own checks.
 HEALTHCHECK NONE
 CMD ["python", "-m", "financemath_mlops.flows"]

@@ -142,6 +142,27 @@ def test_bad_rows_are_rejected_with_their_reasons(predicted: Predicted) -> None:
     assert [json.loads(line) for line in dask_rejects.splitlines()] == rejects
 
 
+def test_parquet_and_json_inputs_give_the_same_predictions_as_jsonl(
+    trained_model: TrainedModel, predicted: Predicted, tmp_path: Path
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = generate_sample(rows=GOOD_ROWS, seed=SEED)[:30]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "questions.parquet")
+    (tmp_path / "questions.json").write_text(json.dumps(rows))
+    settings = trained_model.settings.model_copy(deep=True)
+    settings.features.partition_rows = 8  # several Parquet batches
+    expected = pd.read_parquet(predicted.local.output).head(30)
+    for name in ("questions.parquet", "questions.json"):
+        summary = predict_file(
+            settings, tmp_path / name, tmp_path / f"{name}.out.parquet", CHAMPION_URI
+        )
+        got = pd.read_parquet(summary.output)
+        assert got["question_id"].tolist() == expected["question_id"].tolist(), name
+        np.testing.assert_allclose(got["prediction"], expected["prediction"], rtol=1e-9)
+
+
 def test_duplicate_ids_across_batches_are_rejected(
     trained_model: TrainedModel, tmp_path: Path
 ) -> None:

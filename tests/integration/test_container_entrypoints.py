@@ -265,20 +265,14 @@ def test_compose_mlflow_command_starts_a_tracking_server_that_proxies_artifacts(
         wait_for(lambda: status(f"{base}/health") == 200, 150, "mlflow /health", process, log)
         run_healthcheck(service["healthcheck"]["test"], 5000, port, env)
         # The pipeline in compose logs to "Default" (see the compose file): it must be proxied.
-        script = (
-            "import mlflow, sys\n"
-            f"mlflow.set_tracking_uri('{base}')\n"
-            "experiment = mlflow.get_experiment_by_name('Default')\n"
-            "assert experiment.artifact_location.startswith('mlflow-artifacts:'), experiment\n"
-            "with mlflow.start_run(experiment_id=experiment.experiment_id) as run:\n"
-            "    mlflow.log_text('through the server', 'probe/hello.txt')\n"
-            "print(run.info.run_id)\n"
-        )
-        result = subprocess.run(
-            [sys.executable, "-c", script], env=cli_env(), cwd=tmp_path,
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stderr[-3000:]
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=base, registry_uri=base)  # no global MLflow state
+        experiment = client.get_experiment_by_name("Default")
+        assert experiment.artifact_location.startswith("mlflow-artifacts:"), experiment
+        run = client.create_run(experiment.experiment_id)
+        client.log_text(run.info.run_id, "through the server", "probe/hello.txt")
+        client.set_terminated(run.info.run_id)
         stored = list((app / "mlruns" / "artifacts").rglob("hello.txt"))
         assert stored and stored[0].read_text() == "through the server"
         # Requests naming the compose host are accepted (--allowed-hosts), others are not.
@@ -305,13 +299,12 @@ def test_pipeline_image_and_prefect_service_commands_parse(tmp_path: Path) -> No
         {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": ""},
     )
     env.pop("PREFECT_API_URL")
-    processes = {
-        name: subprocess.Popen(
+    processes = {}
+    for name, command in commands.items():  # in parallel: each CLI takes seconds to import
+        processes[name] = subprocess.Popen(
             [*command, "--help"], env=env, cwd=app, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )  # fmt: skip
-        for name, command in commands.items()
-    }
     for name, process in processes.items():
         output, _ = process.communicate(timeout=180)
         assert process.returncode == 0, f"{name}: {output[-3000:]}"

@@ -164,6 +164,22 @@ def test_performance_on_the_holdout_reproduces_the_training_time_metrics(
     assert monitoring_runs(trained_model, "performance")
 
 
+def test_performance_on_unlabelled_data_says_it_needs_labels(
+    trained_model, monitoring_env: Path, capsys
+):
+    from financemath_mlops.cli import run_main
+    from financemath_mlops.monitoring.__main__ import main
+    from tests.helpers import make_rows, write_json
+
+    rows = [{**row, "ground_truth": None} for row in make_rows(3)]  # like the real test split
+    unlabelled = write_json(monitoring_env / "unlabelled.json", rows)
+    args = ["performance", "--model-uri", f"models:/{trained_model.model_name}@champion",
+            "--data", str(unlabelled)]  # fmt: skip
+    assert run_main(main, args) == 2
+    assert "has no labelled records" in capsys.readouterr().err
+    assert not (monitoring_env / "reports").exists()
+
+
 def monitoring_runs(trained_model, kind: str) -> list[Any]:
     from mlflow import MlflowClient
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -135,3 +137,15 @@ def test_the_cli_refuses_a_drift_share_outside_0_1(capsys):
 
     assert run_main(main, ["drift", "--drift-share", "2", "--no-mlflow"]) == 2
     assert "--drift-share must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_what_the_service_imports_from_monitoring_pulls_in_nothing_heavy():
+    code = (
+        "import sys\n"
+        "import financemath_mlops.monitoring.metrics, financemath_mlops.monitoring.prediction_log\n"
+        "import financemath_mlops.monitoring.settings\n"
+        "heavy = ('evidently', 'torch', 'sentence_transformers', 'prefect', 'mlflow')\n"
+        "print([m for m in heavy if m in sys.modules])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -124,13 +124,21 @@ def log_to_mlflow(
     from financemath_mlops import tracking
     from financemath_mlops.monitoring.settings import monitoring_settings
 
-    tracking.configure(settings)
+    uri = tracking.configure(settings)
     name = monitoring_settings(settings).experiment_name
-    experiment_id = tracking.ensure_experiment(
-        settings.model_copy(
-            update={"mlflow": settings.mlflow.model_copy(update={"experiment_name": name})}
+    existing = mlflow.get_experiment_by_name(name)
+    if existing is not None:
+        experiment_id = existing.experiment_id
+    elif uri.startswith(("http://", "https://")):
+        # A tracking server chooses the location (mlflow-artifacts:/ when it serves artefacts),
+        # which every client can reach; a local artifact_root would not be.
+        experiment_id = mlflow.create_experiment(name)
+    else:
+        experiment_id = tracking.ensure_experiment(
+            settings.model_copy(
+                update={"mlflow": settings.mlflow.model_copy(update={"experiment_name": name})}
+            )
         )
-    )
     clean = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
     run_name = f"{kind}-{time.strftime('%Y%m%dT%H%M%S')}"
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:

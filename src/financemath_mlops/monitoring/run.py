@@ -17,6 +17,7 @@ from financemath_mlops.config import Settings
 from financemath_mlops.monitoring.drift import DriftOutcome, compare, report_dir, write_drift_report
 from financemath_mlops.monitoring.inputs import (
     Featurizer,
+    MonitoringError,
     load_input,
     resolve_model,
     training_features,
@@ -59,6 +60,13 @@ def run_drift(settings: Settings, job: DriftJob) -> tuple[DriftOutcome, dict[str
     """Make, write, publish and log one drift report."""
     cfg = monitoring_settings(settings)
     threshold = job.drift_share if job.drift_share is not None else cfg.drift_share_threshold
+    current_path = job.current or settings.paths.predictions_dir
+    for path in (job.reference, current_path):  # fail before any slow step
+        if path is not None and not Path(path).exists():
+            raise MonitoringError(
+                f"{path} not found: pass a feature Parquet, a FinanceMath .json/.jsonl/.parquet "
+                "file or the prediction log directory"
+            )
     with tempfile.TemporaryDirectory(prefix="fmops-drift-") as tmp:
         work = Path(tmp)
         model = None
@@ -70,9 +78,7 @@ def run_drift(settings: Settings, job: DriftJob) -> tuple[DriftOutcome, dict[str
             reference = training_features(model, work)
         else:
             reference = load_input(job.reference, featurizer)
-        current = load_input(
-            job.current or settings.paths.predictions_dir, featurizer, job.since, job.until
-        )
+        current = load_input(current_path, featurizer, job.since, job.until)
         log.info("comparing %d current rows with %d reference rows", current.rows, reference.rows)
         outcome = compare(reference, current, threshold, job.components or cfg.embedding_components)
         outcome.model = model.identity() if model else None
