@@ -319,6 +319,18 @@ def measure_floor_c1(predictor: Any, requests: list[dict[str, Any]], passes: int
     }
 
 
+def median_cell(cells: list[dict[str, float]]) -> dict[str, Any]:
+    """Per-metric median over rounds (robust to a burst of background load in one round)."""
+    out: dict[str, Any] = {
+        key: round(float(np.median([c[key] for c in cells])), 2)
+        for key in ("p50_ms", "p95_ms", "p99_ms", "rps")
+    }
+    out["requests"] = int(sum(c["requests"] for c in cells))
+    out["errors"] = int(sum(c["errors"] for c in cells))
+    out["rounds"] = len(cells)
+    return out
+
+
 # --- report -----------------------------------------------------------------------------------
 
 
@@ -398,7 +410,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-uri", help="default: train a small model into a temp store")
     parser.add_argument("--tracking-uri", help="the store of --model-uri (default: $MLFLOW_...)")
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=2, help="measurement rounds (medians)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--requests", type=int, default=200, help="distinct request bodies")
     parser.add_argument("--warmup", type=int, default=100, help="requests before measuring")
@@ -434,15 +447,18 @@ def main(argv: list[str] | None = None) -> int:
         "model_uri": model_uri,
         "setup": {
             "duration_s": args.duration,
+            "rounds": args.rounds,
             "concurrency": args.concurrency,
             "distinct_requests": args.requests,
             "warmup_requests": args.warmup,
             "load_generator": "wrk -t1, pinned with taskset to the last core",
             "servers": "1 worker each, not pinned, all running; measured in turns per concurrency",
+            "aggregation": "median over rounds of each metric",
         },
         "results": results,
         "targets": evaluate_targets(results),
     }
+    report["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print()
@@ -523,16 +539,22 @@ def run_all(args: argparse.Namespace, model_uri: str, tracking_uri: str, tmp: Pa
                 flush=True,
             )
             results[target.name] = facts
-        for concurrency in args.concurrency:
-            if concurrency == 1:
-                results["floor"]["c1"] = measure_floor_c1(floor["predictor"], requests)
-                print(f"    floor c=1: {results['floor']['c1']}", flush=True)
-            for target in targets:
-                script = wrk_script(tmp / f"{target.name}.lua", target.bodies)
-                url = f"http://127.0.0.1:{target.port}{target.predict_path}"
-                cell = run_wrk(url, script, concurrency, args.duration)
-                results[target.name][f"c{concurrency}"] = cell
-                print(f"    {target.name} c={concurrency}: {cell}", flush=True)
+        runs: dict[tuple[str, int], list[dict[str, float]]] = {}
+        for round_number in range(1, args.rounds + 1):
+            print(f"  round {round_number}/{args.rounds}", flush=True)
+            for concurrency in args.concurrency:
+                if concurrency == 1:
+                    cell = measure_floor_c1(floor["predictor"], requests)
+                    runs.setdefault(("floor", 1), []).append(cell)
+                    print(f"    floor c=1: {cell}", flush=True)
+                for target in targets:
+                    script = wrk_script(tmp / f"{target.name}.lua", target.bodies)
+                    url = f"http://127.0.0.1:{target.port}{target.predict_path}"
+                    cell = run_wrk(url, script, concurrency, args.duration)
+                    runs.setdefault((target.name, concurrency), []).append(cell)
+                    print(f"    {target.name} c={concurrency}: {cell}", flush=True)
+        for (name, concurrency), cells in runs.items():
+            results[name][f"c{concurrency}"] = median_cell(cells)
     floor.pop("predictor", None)
     for facts in results.values():
         facts.pop("pid", None)

@@ -111,7 +111,12 @@ def remote_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemoteSto
     workdir = tmp_path_factory.mktemp("remote-store")
     s3_port, mlflow_port = free_port(), free_port()
     s3_endpoint = f"http://127.0.0.1:{s3_port}"
-    env = cli_env(**S3_ENV, MLFLOW_S3_ENDPOINT_URL=s3_endpoint, MLFLOW_DISABLE_TELEMETRY="true")
+    env = cli_env(
+        **S3_ENV,
+        MLFLOW_S3_ENDPOINT_URL=s3_endpoint,
+        MLFLOW_DISABLE_TELEMETRY="true",
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",  # as in docker-compose.yml
+    )
     moto_log, mlflow_log = workdir / "moto.log", workdir / "mlflow.log"
     moto = [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)]
     server = [
