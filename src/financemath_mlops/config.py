@@ -155,6 +155,29 @@ class ServingSettings(_Section):
     inference_threads: int | None = Field(default=None, ge=1)
 
 
+class MonitoringSettings(_Section):
+    prediction_log: bool = Field(
+        default=True, description="record every prediction the service makes"
+    )
+    log_features: Literal["all", "hand", "none"] = Field(
+        default="all",
+        description="feature columns kept per prediction: all (drift incl. embeddings), "
+        "hand (table + metadata features only), none",
+    )
+    log_queue_size: int = Field(default=10_000, ge=1, description="entries waiting to be written")
+    log_rotate_rows: int = Field(default=1_000, ge=1, description="rows per Parquet part file")
+    log_rotate_seconds: float = Field(default=60.0, gt=0, description="max age of unwritten rows")
+    drift_share_threshold: float = Field(
+        default=0.3, gt=0, le=1, description="dataset drift when this share of columns drifts"
+    )
+    embedding_components: int = Field(
+        default=5, ge=1, le=64, description="principal components tested for embedding drift"
+    )
+    experiment_name: str = Field(
+        default="financemath-monitoring", description="MLflow experiment for report numbers"
+    )
+
+
 class Settings(BaseSettings):
     """The whole configuration. Build it with :func:`load_settings`."""
 
@@ -172,6 +195,7 @@ class Settings(BaseSettings):
     mlflow: MLflowSettings = MLflowSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
     serving: ServingSettings = ServingSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
 
     # Derived paths: one place that knows the defaults.
     @property

@@ -78,8 +78,15 @@ def ensure_experiment(settings: Settings) -> str:
     if experiment is not None:
         return experiment.experiment_id
     root = settings.mlflow.artifact_root
-    location = root if "://" in root else Path(root).resolve().as_uri()
+    if not root:  # let a tracking server choose (e.g. its proxied mlflow-artifacts: store)
+        return mlflow.create_experiment(name)
+    location = root if _is_uri(root) else Path(root).resolve().as_uri()
     return mlflow.create_experiment(name, artifact_location=location)
+
+
+def _is_uri(value: str) -> bool:
+    """`s3://b/x`, `mlflow-artifacts:/x`, `file:///x` are URIs; `mlruns/artifacts` is a path."""
+    return bool(re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]+:", value))
 
 
 def model_name_for(settings: Settings, data_source: str | None) -> str:
@@ -118,9 +125,16 @@ _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<ref>[^/]+
 
 
 def resolve(uri: str) -> ModelRef:
-    """Resolve models:/NAME@ALIAS, models:/NAME/VERSION, models:/NAME/<Stage> or runs:/ID/PATH."""
+    """Resolve models:/NAME@ALIAS, models:/NAME/VERSION, models:/NAME/<Stage>, runs:/ID/PATH, or
+    a local MLflow model folder (a path holding `MLmodel`)."""
     from mlflow.exceptions import MlflowException
 
+    local = (
+        Path(uri.removeprefix("file://")) if not uri.startswith(("models:/", "runs:/")) else None
+    )
+    if local is not None and (local / "MLmodel").is_file():
+        # A model folder on disk (e.g. baked into an image): no registry involved.
+        return ModelRef(str(local), None, None, None, _run_id_of(local))
     if uri.startswith("runs:/"):
         run_id = uri.removeprefix("runs:/").split("/", 1)[0]
         try:
@@ -158,6 +172,16 @@ def resolve(uri: str) -> ModelRef:
         raise TrackingError(f"cannot resolve model {uri}: {exc.message}") from None
     pinned = f"models:/{name}/{version.version}"
     return ModelRef(pinned, name, str(version.version), alias, version.run_id)
+
+
+def _run_id_of(model_dir: Path) -> str | None:
+    import yaml
+
+    try:
+        meta = yaml.safe_load((model_dir / "MLmodel").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    return meta.get("run_id")
 
 
 def download(run_id: str, artifact_path: str, dst: Path) -> Path:

@@ -66,24 +66,10 @@ def predicted(
     settings.features.partition_rows = BATCH_ROWS
     local = predict_file(settings, input_file, out / "local.parquet", CHAMPION_URI)
     dask_output = out / "dask.jsonl"
+    cli = [sys.executable, "-m", "financemath_mlops.predict", "--input", str(input_file)]
+    on_dask = ["--executor", "dask", "--dask-address", "local-cluster", "--workers", "2"]
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "financemath_mlops.predict",
-            "--input",
-            str(input_file),
-            "--output",
-            str(dask_output),
-            "--executor",
-            "dask",
-            "--dask-address",
-            "local-cluster",
-            "--workers",
-            "2",
-            "--batch-rows",
-            str(BATCH_ROWS),
-        ],  # fmt: skip
+        [*cli, "--output", str(dask_output), *on_dask, "--batch-rows", str(BATCH_ROWS)],
         cwd=REPO_ROOT,
         env={**trained_model.env, "FMOPS_SERVING__MODEL_NAME": trained_model.model_name},
         capture_output=True,
@@ -191,16 +177,9 @@ def test_unknown_model_and_missing_input_are_clear_errors(
         )
     assert not list(tmp_path.iterdir())
     missing = tmp_path / "nope.jsonl"
+    cli = [sys.executable, "-m", "financemath_mlops.predict", "--input", str(missing)]
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "financemath_mlops.predict",
-            "--input",
-            str(missing),
-            "--output",
-            str(tmp_path / "out.parquet"),
-        ],  # fmt: skip
+        [*cli, "--output", str(tmp_path / "out.parquet")],
         cwd=REPO_ROOT,
         env=trained_model.env,
         capture_output=True,

@@ -196,6 +196,7 @@ def test_settings_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.
     settings = load_settings(None, {"paths": {"predictions_dir": tmp_path}})
     log = PredictionLog.from_settings(settings)
     assert not log.enabled and log.feature_columns == FEATURE_COLUMNS[:N_HAND_FEATURES]
+    assert monitoring_settings(settings).log_features == "hand"
     monkeypatch.setenv("FMOPS_MONITORING__LOG_ROTATE_ROWS", "0")
     with pytest.raises(ConfigError, match="FMOPS_MONITORING__LOG_ROTATE_ROWS"):
-        monitoring_settings(settings)
+        load_settings(None, {"paths": {"predictions_dir": tmp_path}})
