@@ -21,6 +21,7 @@ from fastapi.openapi.utils import get_openapi
 
 from financemath_mlops import __version__ as package_version
 from financemath_mlops.config import ServingSettings, Settings, load_settings
+from financemath_mlops.monitoring.prediction_log import PredictionLog
 from financemath_mlops.serving.errors import install_error_handlers
 from financemath_mlops.serving.inference import InferencePool, pool_size
 from financemath_mlops.serving.metrics import ServiceMetrics
@@ -58,6 +59,7 @@ class ServiceState:
         self.holder: ModelHolder | None = None
         self.pool: InferencePool | None = None
         self.metrics: ServiceMetrics | None = None
+        self.prediction_log: PredictionLog | None = None
         self._reloader: asyncio.Task[None] | None = None
 
     @property
@@ -74,7 +76,10 @@ class ServiceState:
         self.settings = settings
         _ensure_logging()
         tracking.configure(settings)
-        self.metrics = ServiceMetrics()
+        self.metrics = ServiceMetrics(settings.paths.reports_dir)
+        self.prediction_log = PredictionLog.from_settings(
+            settings, listener=self.metrics.prediction_log
+        )
         serving = settings.serving
         cores = available_cores()
         if serving.inference_threads:  # fixed: every call gets this many ONNX threads
@@ -97,6 +102,8 @@ class ServiceState:
             await asyncio.gather(self._reloader, return_exceptions=True)
         if self.pool is not None:
             await self.pool.stop()
+        if self.prediction_log is not None:
+            self.prediction_log.close()  # flushes what is queued
         if self.metrics is not None:
             self.metrics.close()
 

@@ -42,7 +42,12 @@ def multiprocess_mode() -> bool:
 class ServiceMetrics:
     """The metric objects and their exposition."""
 
-    def __init__(self) -> None:
+    def __init__(self, reports_dir: str | os.PathLike[str] = "reports") -> None:
+        from financemath_mlops.monitoring.metrics import (
+            PredictionLogMetrics,
+            ReportMetricsCollector,
+        )
+
         self.multiprocess = multiprocess_mode()
         self.registry = CollectorRegistry(auto_describe=True)
         if not self.multiprocess:
@@ -51,6 +56,12 @@ class ServiceMetrics:
             for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
                 self.registry.register(collector)
         reg = self.registry
+        # Monitoring: prediction-log counters, and the latest drift/performance report numbers
+        # (read from reports/latest.json at scrape time; see docs/monitoring.md).
+        self.prediction_log = PredictionLogMetrics(reg)
+        self.reports = ReportMetricsCollector(reports_dir)
+        if not self.multiprocess:
+            reg.register(self.reports)
         self.requests = Counter(
             f"{PREFIX}_http_requests",
             "HTTP requests by endpoint (route template), method and status code",
@@ -140,6 +151,7 @@ class ServiceMetrics:
 
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
+            registry.register(self.reports)
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from financemath_mlops.features.rows import RecordInput
+from financemath_mlops.monitoring.prediction_log import prediction_entries
 from financemath_mlops.serving.errors import ApiError, summarize
 from financemath_mlops.serving.model_holder import LoadedModel, ModelLoadError
 from financemath_mlops.serving.schemas import (
@@ -71,6 +72,21 @@ def _reject(problems: list[dict[str, Any]]) -> None:
         raise ApiError(422, "validation_error", summarize(problems), details=problems)
 
 
+async def _predict_and_log(service: Any, model: Any, records: list[Any], request: Request) -> Any:
+    """Score on the pool, then hand the result to the prediction log (never blocks, never raises)."""
+    log = service.prediction_log
+    keep = log is not None and log.wants_features
+    scored = await service.pool.predict(model, records, keep_features=keep)
+    if log is not None:
+        log.record_many(
+            prediction_entries(
+                request.state.request_id, model.identity(), scored.values, scored.warnings,
+                scored.features, [r.topic for r in records],
+            )
+        )  # fmt: skip
+    return scored
+
+
 @router.post(
     "/predict",
     response_model=PredictResponse,
@@ -82,7 +98,8 @@ async def predict(item: PredictRequest, request: Request) -> PredictResponse:
     service = _service(request)
     _reject(check_record_limits(item, service.serving))
     model = _current_model(request)
-    scored = await service.pool.predict(model, [_record(item)])
+    records = [_record(item)]
+    scored = await _predict_and_log(service, model, records, request)
     return PredictResponse(
         prediction=scored.values[0],
         warnings=scored.warnings[0],
@@ -103,7 +120,8 @@ async def predict_batch(batch: BatchRequest, request: Request) -> BatchResponse:
     service = _service(request)
     _reject(check_batch_limits(batch, service.serving))
     model = _current_model(request)
-    scored = await service.pool.predict(model, [_record(item) for item in batch.items])
+    records = [_record(item) for item in batch.items]
+    scored = await _predict_and_log(service, model, records, request)
     return BatchResponse(
         predictions=[
             ItemPrediction(prediction=value, warnings=warnings)
