@@ -62,7 +62,7 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, process=None) 
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise AssertionError(f"{what}: the process exited with {process.returncode}")
-        with contextlib.suppress(httpx.HTTPError, OSError, KeyError, IndexError):
+        with contextlib.suppress(httpx.HTTPError, OSError, KeyError, IndexError, ValueError):
             result = check()
             if result:
                 return result
