@@ -531,7 +531,7 @@ def run_all(args: argparse.Namespace, model_uri: str, tracking_uri: str, tmp: Pa
 
     # The service's own session settings (all cores, idle threads sleep) on the same predictor:
     # the floor its HTTP overhead is measured against; the plain floor uses the logged defaults.
-    from financemath_mlops.serving.model_holder import with_threads
+    from financemath_mlops.model.predictor import with_threads
 
     tuned = with_threads(floor["predictor"], os.cpu_count() or 1)
     results: dict[str, Any] = {"floor": floor, "floor_serving_session": {}}

@@ -208,7 +208,7 @@ class BatchModel:
             inner = None
         predictor = getattr(inner, "predictor", None)
         if predictor is not None and threads is not None:
-            from financemath_mlops.serving.model_holder import with_threads
+            from financemath_mlops.model.predictor import with_threads
 
             predictor = with_threads(predictor, threads)
         self.predictor = predictor
