@@ -244,9 +244,23 @@ def build_features(settings: Settings, show_progress: bool = True) -> FeatureSum
                 log.info("featurized %d rows", totals["rows"])
         if totals["rows"] == 0:
             raise FeatureError(f"features input has no records: {source}")
+    summary = finish_features(output, source, info, totals, started)
+    log.info("wrote %d feature rows to %s", summary.rows, output)
+    return summary
+
+
+def finish_features(
+    output: Path,
+    source: Path,
+    info: dict[str, Any],
+    totals: dict[str, int],
+    started: float,
+    extra: dict[str, Any] | None = None,
+) -> FeatureSummary:
+    """Write `feature_columns.json` beside the output and summarise the run (every executor)."""  # fmt: skip
     columns_path = columns_path_for(output)
     write_json(columns_path, columns_manifest(info, data_provenance(source)))
-    summary = FeatureSummary(
+    return FeatureSummary(
         output=output,
         columns_path=columns_path,
         rows=totals["rows"],
@@ -256,9 +270,8 @@ def build_features(settings: Settings, show_progress: bool = True) -> FeatureSum
         cache_misses=totals["misses"],
         seconds=time.perf_counter() - started,
         table_warnings=totals["warnings"],
+        extra=extra or {},
     )
-    log.info("wrote %d feature rows to %s", summary.rows, output)
-    return summary
 
 
 def columns_manifest(info: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:

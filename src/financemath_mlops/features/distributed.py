@@ -31,16 +31,14 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from financemath_mlops.atomic import atomic_path, write_json
+from financemath_mlops.atomic import atomic_path
 from financemath_mlops.config import Settings
 from financemath_mlops.features.build import (
     TARGET_COLUMN,
     FeatureError,
     FeatureSummary,
-    columns_manifest,
-    columns_path_for,
-    data_provenance,
     featurize_chunk,
+    finish_features,
     load_embedder,
     output_schema,
     read_jsonl_chunks,
@@ -277,21 +275,15 @@ def build_features_dask(settings: Settings) -> FeatureSummary:
                 writer.write_table(pq.read_table(results[index]["path"]))
     finally:
         shutil.rmtree(parts_dir, ignore_errors=True)
-    columns_path = columns_path_for(output)
-    write_json(columns_path, columns_manifest(info, data_provenance(source)))
     loads: dict[str, int] = {}
     for result in results.values():
         loads[result["worker"]] = loads.get(result["worker"], 0) + int(result["model_loaded"])
-    summary = FeatureSummary(
-        output=output,
-        columns_path=columns_path,
-        rows=totals["rows"],
-        labelled=totals["labelled"],
-        embedding=info,
-        cache_hits=totals["hits"],
-        cache_misses=totals["misses"],
-        seconds=time.perf_counter() - started,
-        table_warnings=totals["warnings"],
+    summary = finish_features(
+        output,
+        source,
+        info,
+        totals,
+        started,
         extra={
             "executor": "dask",
             "dask_address": cfg.dask_address,

@@ -18,14 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from financemath_mlops.atomic import write_json
 from financemath_mlops.monitoring.embedding_drift import (
     EMBEDDING_COLUMNS,
     fit_projection,
     mean_embedding_test,
 )
 from financemath_mlops.monitoring.inputs import HAND_COLUMNS, ReportInput
-from financemath_mlops.monitoring.publish import finite_json, readable
+from financemath_mlops.monitoring.publish import write_report_files
 
 log = logging.getLogger(__name__)
 
@@ -243,14 +242,4 @@ def report_dir(reports_dir: Path, now: datetime | None = None) -> Path:
 
 def write_drift_report(outcome: DriftOutcome, output: Path) -> dict[str, Path]:
     """``drift.html`` (Evidently's page) and ``drift.json`` (ours, with Evidently's raw JSON)."""
-    output.mkdir(parents=True, exist_ok=True)
-    html, data = output / "drift.html", output / "drift.json"
-    if outcome.evidently is not None:
-        tmp = output / ".drift.html.tmp"
-        outcome.evidently.save_html(tmp)
-        tmp.replace(html)
-    write_json(data, finite_json(outcome.to_json()))
-    for path in (html, data):
-        if path.exists():
-            readable(path)
-    return {"html": html, "json": data}
+    return write_report_files(output, "drift", outcome.evidently, outcome.to_json())

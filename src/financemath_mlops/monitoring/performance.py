@@ -19,9 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from financemath_mlops.atomic import write_json
 from financemath_mlops.monitoring.inputs import HOLDOUT_RECORDS, ModelContext, labelled_records
-from financemath_mlops.monitoring.publish import finite_json, readable
+from financemath_mlops.monitoring.publish import write_report_files
 
 log = logging.getLogger(__name__)
 
@@ -134,14 +133,4 @@ def assess(model: ModelContext, data: Path | None, work: Path) -> PerformanceOut
 
 
 def write_performance_report(outcome: PerformanceOutcome, output: Path) -> dict[str, Path]:
-    output.mkdir(parents=True, exist_ok=True)
-    html, data = output / "performance.html", output / "performance.json"
-    if outcome.evidently is not None:
-        tmp = output / ".performance.html.tmp"
-        outcome.evidently.save_html(tmp)
-        tmp.replace(html)
-    write_json(data, finite_json(outcome.to_json()))
-    for path in (html, data):
-        if path.exists():
-            readable(path)
-    return {"html": html, "json": data}
+    return write_report_files(output, "performance", outcome.evidently, outcome.to_json())

@@ -161,3 +161,18 @@ def finite_json(value: Any) -> Any:
     if type(value).__module__ == "numpy" and hasattr(value, "item"):
         return finite_json(value.item())
     return value
+
+
+def write_report_files(output: Path, stem: str, evidently: Any, payload: dict) -> dict[str, Path]:
+    """``<stem>.html`` (Evidently's page, written via a temp file) and ``<stem>.json`` (ours)."""
+    output.mkdir(parents=True, exist_ok=True)
+    html, data = output / f"{stem}.html", output / f"{stem}.json"
+    if evidently is not None:
+        tmp = output / f".{stem}.html.tmp"
+        evidently.save_html(tmp)
+        tmp.replace(html)
+    write_json(data, finite_json(payload))
+    for path in (html, data):
+        if path.exists():
+            readable(path)
+    return {"html": html, "json": data}
