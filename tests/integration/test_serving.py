@@ -550,7 +550,10 @@ def test_a_real_prometheus_scrapes_the_request_counter(server: Server, tmp_path,
     query = 'sum(fmops_http_requests_total{endpoint="/predict",status="200"})'
 
     def scraped() -> float | None:
-        result = httpx.get(api, params={"query": query}, timeout=5).json()["data"]["result"]
+        response = httpx.get(api, params={"query": query}, timeout=5)
+        if response.status_code != 200:  # "Service Unavailable" while Prometheus starts up
+            return None
+        result = response.json()["data"]["result"]
         return float(result[0]["value"][1]) if result else None
 
     try:
