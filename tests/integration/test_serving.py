@@ -557,6 +557,8 @@ def test_a_real_prometheus_scrapes_the_request_counter(server: Server, tmp_path,
         return float(result[0]["value"][1]) if result else None
 
     try:
+        with server.client(headers=auth) as client:  # the series exists once /predict answered
+            assert client.post("/predict", json=EXAMPLE_RECORD).status_code == 200
         wait_for(lambda: scraped() is not None, 60, "Prometheus to scrape the service", process)
         before = scraped()
         assert before is not None
