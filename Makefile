@@ -18,7 +18,7 @@ ROWS ?= 1000
 INPUT ?=
 RUN_ARGS ?=
 
-.PHONY: run test lint unit install lock clean help
+.PHONY: run test lint unit install lock clean help tools
 
 help:
 	@echo "make run    - run the pipeline (SOURCE=sample|hf|local, INPUT=FILE, ROWS=N)"
@@ -42,7 +42,12 @@ run: $(STAMP)
 # ruff, then the deployment files offline (hadolint, docker-compose config, check-jsonschema,
 # promtool): scripts/check_offline.sh says how to install a missing tool; outside CI,
 # SKIP_MISSING_TOOLS=1 skips the checks whose tool is missing.
-lint: $(STAMP)
+# System tools the checks need (promtool, docker-compose, ...): installed with apt when root and
+# missing, else named with the command that installs them (scripts/system_tools.sh).
+tools:
+	bash scripts/system_tools.sh test
+
+lint: $(STAMP) tools
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	VENV_BIN=$(VENV)/bin bash scripts/check_offline.sh
