@@ -176,6 +176,27 @@ class MonitoringSettings(_Section):
     experiment_name: str = Field(
         default="financemath-monitoring", description="MLflow experiment for report numbers"
     )
+    schedule_hours: float = Field(
+        default=6, gt=0, le=168, description="the monitoring deployment runs every this many hours"
+    )
+    window_hours: float = Field(
+        default=24, gt=0, description="a scheduled drift report covers this many hours of the log"
+    )
+    performance_data: Path | None = Field(
+        default=None,
+        description="labelled FinanceMath file a scheduled performance report scores "
+        "(none: the performance report is skipped, and the run says so)",
+    )
+    min_rows: int = Field(
+        default=30, ge=1, description="fewer rows than this in a report is no evidence either way"
+    )
+    degraded_log_mae_ratio: float = Field(
+        default=1.25, gt=1, description="degraded when log-MAE exceeds this times training's"
+    )
+    retrain_on_evidence: bool = Field(
+        default=True,
+        description="drift or degraded performance emits the Prefect event that starts retraining",
+    )
 
 
 class Settings(BaseSettings):
