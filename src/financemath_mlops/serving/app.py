@@ -22,6 +22,7 @@ from fastapi.openapi.utils import get_openapi
 from financemath_mlops import __version__ as package_version
 from financemath_mlops.config import ServingSettings, Settings, load_settings
 from financemath_mlops.monitoring.prediction_log import PredictionLog
+from financemath_mlops.serving import docs_pages
 from financemath_mlops.serving.errors import install_error_handlers
 from financemath_mlops.serving.inference import InferencePool, pool_size
 from financemath_mlops.serving.metrics import ServiceMetrics
@@ -153,10 +154,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=package_version,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc come from docs_pages: no CDN
+        redoc_url=None,
     )
     app.state.service = state
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(docs_pages.router)
     app.add_middleware(BodyGuard, max_bytes=state.max_body_bytes)
     app.add_middleware(RequestContext, metrics=lambda: state.metrics)  # outermost
     app.openapi = lambda: _openapi(app, state)  # type: ignore[method-assign]

@@ -1,0 +1,82 @@
+"""``/docs`` (Swagger UI) and ``/redoc`` with every asset served by the service itself.
+
+FastAPI's built-in pages load Swagger UI and ReDoc from a public CDN, their icon from FastAPI's
+site and ReDoc's fonts from Google: on an air-gapped host (our promise) they render blank. The
+assets here come from the ``fastapi-offline`` wheel (swagger-ui-dist, Apache-2.0, and ReDoc's
+standalone bundle, MIT), a dependency of the ``serving`` extra, so the inference image has them.
+This module is the one place that knows where they live; the app turns FastAPI's own pages off
+(``docs_url=None, redoc_url=None``) and includes :data:`router`. The OpenAPI description itself
+is untouched: the pages load the app's ``openapi_url``.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
+
+ASSETS_PATH = "/docs-assets"
+# The only files served: a fixed name -> media type map, so the path parameter never reaches
+# the file system (no traversal) and metrics see one route template.
+ASSETS: dict[str, str] = {
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui.css": "text/css",
+    "redoc.standalone.js": "text/javascript",
+    "favicon.png": "image/png",
+}
+# Swagger UI's online validator badge would fetch an image from swagger.io for non-local hosts.
+SWAGGER_UI_PARAMETERS = {"validatorUrl": None}
+
+router = APIRouter(include_in_schema=False)
+
+
+def assets_dir() -> Path:
+    """Where the installed ``fastapi-offline`` keeps the files (a plain directory in its wheel)."""
+    return Path(str(resources.files("fastapi_offline").joinpath("static")))
+
+
+def _urls(request: Request) -> tuple[str, str, str]:
+    """OpenAPI, assets and icon URLs, honouring a proxy's ``root_path``."""
+    root = request.scope.get("root_path", "").rstrip("/")
+    openapi_url = request.app.openapi_url or "/openapi.json"
+    return f"{root}{openapi_url}", f"{root}{ASSETS_PATH}", f"{root}{ASSETS_PATH}/favicon.png"
+
+
+@router.get("/docs")
+async def swagger_ui(request: Request) -> HTMLResponse:
+    openapi_url, assets, icon = _urls(request)
+    return get_swagger_ui_html(
+        openapi_url=openapi_url,
+        title=f"{request.app.title} - Swagger UI",
+        swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+        swagger_css_url=f"{assets}/swagger-ui.css",
+        swagger_favicon_url=icon,
+        swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
+    )
+
+
+@router.get("/redoc")
+async def redoc(request: Request) -> HTMLResponse:
+    openapi_url, assets, icon = _urls(request)
+    return get_redoc_html(
+        openapi_url=openapi_url,
+        title=f"{request.app.title} - ReDoc",
+        redoc_js_url=f"{assets}/redoc.standalone.js",
+        redoc_favicon_url=icon,
+        with_google_fonts=False,
+    )
+
+
+@router.get(ASSETS_PATH + "/{name}")
+async def asset(name: str) -> FileResponse:
+    media_type = ASSETS.get(name)
+    if media_type is None:
+        raise HTTPException(status_code=404)
+    return FileResponse(
+        assets_dir() / name,
+        media_type=media_type,
+        headers={"Cache-Control": "public, max-age=86400"},
+    )
