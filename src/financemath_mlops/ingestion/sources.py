@@ -6,15 +6,20 @@ that a user can fix raise :class:`SourceError` with the fix in the message.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from financemath_mlops.cli import StageError
 from financemath_mlops.config import Settings
+from financemath_mlops.ingestion.jsonl import (
+    ERROR,
+    UNPARSEABLE,
+    DocumentError,
+    iter_jsonl,
+    read_json_document,
+)
 from financemath_mlops.records import REQUIRED_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -72,20 +77,25 @@ def read_local_file(path: Path) -> list[dict[str, Any]]:
         if suffix == ".parquet":
             rows = _read_parquet(path)
         elif suffix == ".jsonl":
-            rows = _read_jsonl(path)
+            rows = list(iter_jsonl(path))
         else:
             rows = _read_json_array(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise SourceError(f"cannot read {path}: {exc}") from None
     check_shape(rows, str(path))
+    if not rows:
+        raise SourceError(f"{path} holds no rows: nothing to ingest")
     log.info("read %d rows from %s", len(rows), path)
     return rows
 
 
 def check_shape(rows: list[Any], where: str) -> None:
     """Refuse a file that is not FinanceMath-shaped at all, naming the missing columns."""
-    objects = [row for row in rows if isinstance(row, dict)]
+    objects = [row for row in rows if isinstance(row, dict) and UNPARSEABLE not in row]
     if rows and not objects:
+        first = next((row for row in rows if isinstance(row, dict)), None)
+        if first is not None:
+            raise SourceError(f"{where} has no readable JSON row (first problem: {first[ERROR]})")
         raise SourceError(f"{where} is not FinanceMath-shaped: rows are not JSON objects")
     seen: set[str] = set()
     for row in objects:
@@ -100,29 +110,14 @@ def check_shape(rows: list[Any], where: str) -> None:
 
 def _read_json_array(path: Path) -> list[Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_keep_constant)
-    except json.JSONDecodeError as exc:
-        raise SourceError(f"{path} is not valid JSON: {exc}") from None
+        data = read_json_document(path)
+    except DocumentError as exc:
+        raise SourceError(str(exc)) from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
         raise SourceError(f"{path} is not FinanceMath-shaped: expected a JSON array of records")
     return data
-
-
-def _read_jsonl(path: Path) -> list[Any]:
-    rows: list[Any] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line, parse_constant=_keep_constant))
-            except json.JSONDecodeError as exc:
-                # Keep the line: validation rejects it with its reason, nothing is lost.
-                rows.append({"__unparseable_line__": line.rstrip("\n"), "__error__": str(exc)})
-                log.warning("line %d of %s is not valid JSON: %s", number, path, exc)
-    return rows
 
 
 def _read_parquet(path: Path) -> list[dict[str, Any]]:
@@ -133,11 +128,6 @@ def _read_parquet(path: Path) -> list[dict[str, Any]]:
     except Exception as exc:  # pyarrow raises several unrelated types for bad files
         raise SourceError(f"{path} is not a readable Parquet file: {exc}") from None
     return table.to_pylist()
-
-
-def _keep_constant(name: str) -> float:
-    # NaN / Infinity in a JSON file: keep the value so validation can reject the row with a reason.
-    return {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}[name]
 
 
 def read_hf_dataset(settings: Settings) -> tuple[list[dict[str, Any]], Provenance]:

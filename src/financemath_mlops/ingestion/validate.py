@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from financemath_mlops.ingestion.jsonl import ERROR, MAX_DEPTH, UNPARSEABLE
 from financemath_mlops.records import FinanceMathRecord, IngestedRecord, RecordMeta
 from financemath_mlops.tables import parse_tables
 
@@ -57,8 +58,11 @@ def validate_rows(
         try:
             if not isinstance(row, dict):
                 raise TypeError(f"row is a {type(row).__name__}, not an object")
-            if "__unparseable_line__" in row:
-                raise TypeError(f"line is not valid JSON: {row.get('__error__')}")
+            if UNPARSEABLE in row:
+                raise TypeError(f"line is {row.get(ERROR)}")
+            problem = row_problem(row)
+            if problem:
+                raise TypeError(problem)
             record = FinanceMathRecord.model_validate(row)
         except ValidationError as exc:
             errors = [_error_json(err) for err in exc.errors()]
@@ -83,19 +87,55 @@ def validate_rows(
     return result
 
 
-def json_safe(value: Any) -> Any:
-    """JSON-serialisable copy of an untrusted value (NaN/inf become strings, unknown types repr)."""
+def row_problem(row: Any) -> str | None:
+    """Why an untrusted value cannot be stored as UTF-8 JSON (too deep, lone surrogate), or None.
+
+    Iterative, linear in the size of the value: safe on anything a parser produced.
+    """
+    stack: list[tuple[Any, int, str]] = [(row, 1, "row")]
+    while stack:
+        value, depth, where = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"nested deeper than {MAX_DEPTH} levels"
+        if isinstance(value, str):
+            if not _is_utf8(value):
+                return f"{where}: text is not valid Unicode (lone surrogate)"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and not _is_utf8(key):
+                    return f"{where}: a key is not valid Unicode (lone surrogate)"
+                stack.append((item, depth + 1, str(key)[:40] if depth == 1 else where))
+        elif isinstance(value, list | tuple):
+            stack.extend((item, depth + 1, where) for item in value)
+    return None
+
+
+def json_safe(value: Any, depth: int = 0) -> Any:
+    """JSON- and UTF-8-safe copy of an untrusted value: NaN/inf and lone surrogates become text,
+    unknown types their repr, anything deeper than MAX_DEPTH a placeholder."""
+    if depth > MAX_DEPTH:
+        return f"<nested deeper than {MAX_DEPTH} levels>"
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
-    if isinstance(value, str | int | bool) or value is None:
+    if isinstance(value, str):
+        return value if _is_utf8(value) else value.encode("utf-8", "backslashreplace").decode()
+    if isinstance(value, int | bool) or value is None:
         return value
     if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
+        return {json_safe(str(k), depth + 1): json_safe(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
+        return [json_safe(v, depth + 1) for v in value]
     if hasattr(value, "tolist"):
-        return json_safe(value.tolist())
-    return repr(value)
+        return json_safe(value.tolist(), depth)
+    return json_safe(repr(value), depth)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _question_id(row: Any) -> str | None:
