@@ -39,6 +39,10 @@ class PathsSettings(_Section):
     reports_dir: Path = Path("reports")
     cache_dir: Path = Path(".cache")
     hf_cache_dir: Path = Path(".cache/hf")
+    serving_model_dir: Path = Field(
+        default=Path("models/serving"),
+        description="`make run` exports the model to serve here (an MLflow model folder)",
+    )
 
 
 class IngestionSettings(_Section):
@@ -138,7 +142,19 @@ class EvaluationSettings(_Section):
     output: Path | None = Field(default=None, description="Default: <processed_dir>/metrics.json")
     promote: bool = True
     promotion_metric: Literal["log_mae", "mae", "rmse", "median_ae"] = "log_mae"
-    min_promotion_rows: int = Field(default=10, ge=1)
+    min_promotion_rows: int = Field(
+        default=10,
+        ge=10,
+        description="rows unseen by both models needed to promote; below 10 no interval means much",
+    )
+    promotion_margin: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="the paired 95 % interval of challenger minus champion must lie below -margin",
+    )
+    promotion_bootstrap: int = Field(
+        default=2000, ge=200, le=100_000, description="bootstrap resamples for that interval"
+    )
 
 
 class ServingSettings(_Section):
@@ -153,6 +169,15 @@ class ServingSettings(_Section):
     max_batch: int = Field(default=64, ge=1)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     inference_threads: int | None = Field(default=None, ge=1)
+    load_retry_max_s: float = Field(
+        default=60.0, ge=1.0, description="longest wait between background model-load attempts"
+    )
+    mlflow_timeout_s: int = Field(
+        default=10, ge=1, description="timeout of one MLflow HTTP request made by the service"
+    )
+    mlflow_retries: int = Field(
+        default=2, ge=0, description="retries of one MLflow HTTP request made by the service"
+    )
 
 
 class MonitoringSettings(_Section):

@@ -1,8 +1,11 @@
-"""`python -m financemath_mlops.registry list | promote VERSION | rollback`: manage aliases by hand."""
+"""`python -m financemath_mlops.registry list | promote VERSION | rollback | export`: manage aliases
+by hand, and export the model to serve as a folder (what compose mounts and images bake in)."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Any
 
 from financemath_mlops.cli import (
     StageError,
@@ -17,6 +20,7 @@ examples:
   python -m financemath_mlops.registry list
   python -m financemath_mlops.registry --name financemath-regressor-sample promote 3
   python -m financemath_mlops.registry rollback     # champion -> previous champion
+  python -m financemath_mlops.registry --name financemath-regressor-sample export --to models/serving
 """
 
 
@@ -40,6 +44,28 @@ def list_table(name: str) -> str:
     return "\n".join(lines)
 
 
+def export_served_model(settings: Any, model_name: str, fallback_uri: str) -> dict[str, Any]:
+    """Export the champion of `model_name` to paths.serving_model_dir; with no champion yet (the
+    evidence did not promote anything), export `fallback_uri` (the challenger) and say so."""
+    from financemath_mlops import tracking
+
+    tracking.configure(settings)
+    champion = tracking.alias_version(model_name, tracking.CHAMPION)
+    if champion is not None:
+        uri, role = f"models:/{model_name}@{tracking.CHAMPION}", "the champion"
+    else:
+        uri, role = fallback_uri, "the challenger (nothing is promoted yet)"
+    folder = Path(settings.paths.serving_model_dir)
+    ref = tracking.export_model(uri, folder)
+    return {
+        "folder": str(folder),
+        "model_uri": uri,
+        "name": ref.name,
+        "version": ref.version,
+        "note": f"{role}: {ref.name} version {ref.version}",
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser("python -m financemath_mlops.registry", __doc__ or "")
     parser.epilog = EPILOG
@@ -50,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     promote = sub.add_parser("promote", help="make VERSION the champion (by hand)")
     promote.add_argument("version")
     sub.add_parser("rollback", help="return champion to the previous champion")
+    export = sub.add_parser(
+        "export", help="download a version (default: the champion) as a model folder to serve"
+    )
+    export.add_argument("--alias", default="champion", help="alias to export (default: champion)")
+    export.add_argument("--version", help="export this version instead of an alias")
+    export.add_argument("--to", type=Path, help="folder (default: paths.serving_model_dir)")
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     settings = settings_from_args(args, {"mlflow": {"tracking_uri": args.tracking_uri}})
@@ -60,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or settings.mlflow.model_name
     if args.command == "list":
         print(list_table(name))
+    elif args.command == "export":
+        uri = f"models:/{name}/{args.version}" if args.version else f"models:/{name}@{args.alias}"
+        ref = tracking.export_model(uri, args.to or settings.paths.serving_model_dir)
+        print(f"{uri} (version {ref.version}) -> {ref.uri}")
+        print(f"serve it: python -m financemath_mlops.serving --model-uri {ref.uri}")
     elif args.command == "promote":
         if not any(str(v.version) == str(args.version) for v in tracking.list_versions(name)):
             raise StageError(f"{name} has no version {args.version}")

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous-champion"
+REGISTERED_META = "registered_model_meta"  # written by MLflow when it downloads a models:/ URI
 _STAGES = {"production", "staging", "archived", "none"}
 
 
@@ -56,6 +57,14 @@ def configure(settings: Settings) -> str:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
+
+
+def limit_http_requests(timeout_s: int, retries: int) -> None:
+    """Bound MLflow's HTTP client (defaults: 120 s a request, 7 retries with back-off), for a
+    service that must not hang on a tracking server that is down. A value already set wins."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(timeout_s))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(retries))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 
 
 def client() -> Any:
@@ -133,8 +142,10 @@ def resolve(uri: str) -> ModelRef:
         Path(uri.removeprefix("file://")) if not uri.startswith(("models:/", "runs:/")) else None
     )
     if local is not None and (local / "MLmodel").is_file():
-        # A model folder on disk (e.g. baked into an image): no registry involved.
-        return ModelRef(str(local), None, None, None, _run_id_of(local))
+        # A model folder on disk (mounted, or baked into an image): no registry involved. A folder
+        # downloaded from models:/ carries the registered name and version (`registered_model_meta`).
+        name, version = _registered_meta(local)
+        return ModelRef(str(local), name, version, None, _run_id_of(local))
     if uri.startswith("runs:/"):
         run_id = uri.removeprefix("runs:/").split("/", 1)[0]
         try:
@@ -172,6 +183,51 @@ def resolve(uri: str) -> ModelRef:
         raise TrackingError(f"cannot resolve model {uri}: {exc.message}") from None
     pinned = f"models:/{name}/{version.version}"
     return ModelRef(pinned, name, str(version.version), alias, version.run_id)
+
+
+def _registered_meta(model_dir: Path) -> tuple[str | None, str | None]:
+    import yaml
+
+    try:
+        meta = yaml.safe_load((model_dir / REGISTERED_META).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return None, None
+    name, version = meta.get("model_name"), meta.get("model_version")
+    return (str(name) if name else None), (str(version) if version else None)
+
+
+def export_model(uri: str, dst: Path) -> ModelRef:
+    """Download a registered model into the folder `dst` (an MLflow model folder that serving,
+    compose and the `with-model` image use), replacing what was there whole: the new files are
+    complete before the swap (two renames), so no reader sees a mix. Returns the reference."""
+    import shutil
+    import tempfile
+
+    import mlflow
+
+    ref = resolve(uri)
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.new-", dir=dst.parent))
+    try:
+        mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=str(staging))
+        if not (staging / "MLmodel").is_file():
+            raise TrackingError(f"{ref.uri} did not download as an MLflow model folder")
+        if ref.name and not (staging / REGISTERED_META).is_file():
+            (staging / REGISTERED_META).write_text(
+                f"model_name: {ref.name}\nmodel_version: '{ref.version}'\n", encoding="utf-8"
+            )
+        old = dst.parent / f".{dst.name}.old-{os.getpid()}"
+        if dst.exists():
+            os.replace(dst, old)
+        os.replace(staging, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    except Exception as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, TrackingError):
+            raise
+        raise TrackingError(f"cannot export {ref.uri} to {dst}: {exc}") from None
+    return ModelRef(str(dst), ref.name, ref.version, ref.alias, ref.run_id)
 
 
 def _run_id_of(model_dir: Path) -> str | None:

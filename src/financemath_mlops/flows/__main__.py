@@ -7,11 +7,12 @@ to skip that and to see runs in its UI.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
 
-from financemath_mlops.cli import base_parser, run_main, setup_logging
+from financemath_mlops.cli import StageError, base_parser, run_main, setup_logging
 
 EPILOG = """\
 examples:
@@ -65,7 +66,18 @@ def main(argv: list[str] | None = None) -> int:
     from financemath_mlops.flows.pipeline import financemath_pipeline
 
     started = time.perf_counter()
-    summary = financemath_pipeline(**params)
+    try:
+        summary = financemath_pipeline(**params)
+    except RuntimeError as exc:
+        if "ephemeral Prefect API server" not in str(exc):
+            raise
+        raise StageError(
+            "Prefect's temporary server did not start (PREFECT_HOME="
+            f"{os.environ.get('PREFECT_HOME')}). Start one yourself and point the run at it: "
+            "`prefect server start --host 127.0.0.1 &` then "
+            "`export PREFECT_API_URL=http://127.0.0.1:4200/api`. Prefect said: "
+            f"{str(exc)[:500]}"
+        ) from None
     print(summary_text(summary, time.perf_counter() - started))
     return 0
 
@@ -73,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 def summary_text(summary: dict, seconds: float) -> str:
     t = summary["training"]
     h = summary["holdout"]
+    served = summary["served"]
     db = t["tracking_uri"]
     return "\n".join(
         [
@@ -86,10 +99,21 @@ def summary_text(summary: dict, seconds: float) -> str:
             f"accuracy {h['accuracy']:.1%}",
             f"  metrics:   {summary['metrics_file']}",
             f"  promotion: {summary['promotion']['reason']}",
-            f"  serve it:  FMOPS_SERVING__MODEL_NAME={t['model_name']} "
-            "uvicorn financemath_mlops.serving.app:app",
+            f"  exported:  {served['folder']} <- {served['note']}",
+            f"  serve it:  {python_command()} -m financemath_mlops.serving "
+            f"--model-uri {served['folder']}",
         ]
     )
+
+
+def python_command() -> str:
+    """How the user calls this interpreter: `.venv/bin/python` when it is the project's venv."""
+    executable = Path(sys.executable)
+    try:
+        relative = executable.relative_to(Path.cwd())
+    except ValueError:
+        return "python"
+    return str(relative)
 
 
 if __name__ == "__main__":

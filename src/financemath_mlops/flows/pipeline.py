@@ -84,6 +84,15 @@ def promote_task(settings: Settings, model_uri: str) -> dict[str, Any]:
     return {"promoted": decision.promoted, "reason": decision.reason}
 
 
+@task(name="export-served-model", cache_policy=NO_CACHE)
+def export_task(settings: Settings, model_name: str, trained_uri: str) -> dict[str, Any]:
+    from financemath_mlops.registry import export_served_model
+
+    exported = export_served_model(settings, model_name, trained_uri)
+    get_run_logger().info(exported["note"])
+    return exported
+
+
 def flow_settings(
     source: str | None,
     split: str | None,
@@ -125,7 +134,9 @@ def financemath_pipeline(
         if settings.evaluation.promote
         else {"promoted": False, "reason": "promotion disabled"}
     )
+    served = export_task(settings, trained["model_name"], trained["model_uri"])
     summary = {
+        "served": served,
         "ingestion": ingested,
         "features": features,
         "training": trained,
@@ -141,6 +152,7 @@ def financemath_pipeline(
             f"- holdout log-MAE {report['holdout']['log_mae']:.3f}, MAE "
             f"{report['holdout']['mae']:.4g}, accuracy {report['holdout']['accuracy']:.1%}\n"
             f"- promotion: {promotion['reason']}\n"
+            f"- served model folder: `{served['folder']}` ({served['note']})\n"
         ),
         description="Where this run's outputs went",
     )

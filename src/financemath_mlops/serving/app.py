@@ -76,12 +76,12 @@ class ServiceState:
         settings = self.given_settings or load_settings()
         self.settings = settings
         _ensure_logging()
-        tracking.configure(settings)
+        serving = settings.serving
+        tracking.limit_http_requests(serving.mlflow_timeout_s, serving.mlflow_retries)
         self.metrics = ServiceMetrics(settings.paths.reports_dir)
         self.prediction_log = PredictionLog.from_settings(
             settings, listener=self.metrics.prediction_log
         )
-        serving = settings.serving
         cores = available_cores()
         if serving.inference_threads:  # fixed: every call gets this many ONNX threads
             threads = concurrent = serving.inference_threads
@@ -90,12 +90,38 @@ class ServiceState:
             threads, concurrent, workers = cores, 1, cores
         self.pool = InferencePool(workers, self.metrics)
         self.holder = ModelHolder(settings, threads, concurrent, self._model_changed)
-        try:
-            await self.reload()
-        except ModelLoadError as exc:
-            log.warning("starting without a model (/ready says 503): %s", exc)
+        # The model loads in the background: /health answers at once whatever MLflow does, and
+        # /ready says 503 with the reason until a model is in service.
+        self._reloader = asyncio.create_task(self._load_then_refresh(settings))
+
+    async def _load_then_refresh(self, settings: Settings) -> None:
+        """First load with back-off until it succeeds, then the periodic reload (if any)."""
+        from financemath_mlops import tracking
+
+        serving = settings.serving
+        delay = 1.0
+        configured = False
+        while True:
+            try:
+                if not configured:  # imports mlflow (seconds): off the event loop
+                    await anyio.to_thread.run_sync(tracking.configure, settings)
+                    configured = True
+                await self.reload()
+                break
+            except ModelLoadError as exc:
+                log.warning("no model yet (/ready says 503), next try in %.0fs: %s", delay, exc)
+            except tracking.TrackingError as exc:
+                assert self.holder is not None
+                self.holder.problem = str(exc)
+                log.warning("no model yet (/ready says 503), next try in %.0fs: %s", delay, exc)
+            except Exception as exc:
+                assert self.holder is not None
+                self.holder.problem = f"the model could not be loaded ({type(exc).__name__})"
+                log.exception("model load failed; next try in %.0fs", delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, serving.load_retry_max_s, serving.reload_interval_s or 1e9)
         if serving.reload_interval_s > 0:
-            self._reloader = asyncio.create_task(self._reload_every(serving.reload_interval_s))
+            await self._reload_every(serving.reload_interval_s)
 
     async def stop(self) -> None:
         if self._reloader is not None:
@@ -132,9 +158,9 @@ class ServiceState:
     def _model_changed(self, model: LoadedModel) -> None:
         if self.metrics is not None:
             ref = model.ref
-            self.metrics.set_model(
-                ref.name or "", ref.version or "", ref.alias or "", ref.run_id or ""
-            )
+            # A model folder has no alias of its own: the configured one says what it stands for.
+            alias = ref.alias or (self.serving.alias if ref.name else "")
+            self.metrics.set_model(ref.name or "", ref.version or "", alias, ref.run_id or "")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

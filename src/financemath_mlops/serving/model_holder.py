@@ -84,7 +84,7 @@ class ModelHolder:
         self.threads = threads
         self.concurrent_threads = concurrent_threads
         self.on_change = on_change
-        self.problem: str | None = "the model has not been loaded yet"
+        self.problem: str | None = "the model is loading"
         self._current: LoadedModel | None = None
         self._lock = threading.Lock()
 
