@@ -5,6 +5,11 @@ with title or footnote lines around it and occasionally several tables in one st
 checks downstream need the numbers, so this module turns the text into :class:`ParsedTable`
 objects. It is pure logic: no I/O, and the public functions never raise on any input string, since
 one odd record must not stop a pipeline run; problems are reported in ``ParsedTable.warnings``.
+
+Work is linear in the input whatever it holds: one table string yields at most :data:`MAX_CELLS`
+cells (padding of ragged rows included, the rest is cut with a warning) and each table keeps at
+most :data:`MAX_WARNINGS` warnings plus a count. Serving, batch prediction and ingestion all
+parse through here, so all of them get the same bound (a ragged table once cost gigabytes).
 """
 
 import math
@@ -12,7 +17,18 @@ import re
 
 from pydantic import BaseModel
 
-__all__ = ["Cell", "ParsedTable", "parse_markdown_table", "parse_number", "parse_tables"]
+__all__ = [
+    "MAX_CELLS",
+    "MAX_WARNINGS",
+    "Cell",
+    "ParsedTable",
+    "parse_markdown_table",
+    "parse_number",
+    "parse_tables",
+]
+
+MAX_CELLS = 2_000  # per table string; real FinanceMath tables have <= 133
+MAX_WARNINGS = 20  # per table; real FinanceMath tables have <= 9
 
 
 class Cell(BaseModel):
@@ -176,7 +192,37 @@ def _cell(text: str) -> Cell:
     return Cell(text=text, value=value, unit=unit)
 
 
-def _build(table_lines: list[str], footnotes: list[str], raw: str) -> ParsedTable:
+class _CellBudget:
+    """Cells one table string may still yield; each row pays for its cells before they exist."""
+
+    def __init__(self, cells: int) -> None:
+        self.total = cells
+        self.left = cells
+
+    def take(self, cells: int) -> bool:
+        if cells > self.left:
+            self.left = 0
+            return False
+        self.left -= cells
+        return True
+
+    @property
+    def spent(self) -> bool:
+        return self.left == 0
+
+    def note(self) -> str:
+        return f"the parser's budget of {self.total} cells per table string is spent"
+
+
+def _capped(warnings: list[str]) -> list[str]:
+    if len(warnings) <= MAX_WARNINGS:
+        return warnings
+    return [*warnings[:MAX_WARNINGS], f"... and {len(warnings) - MAX_WARNINGS} more warnings"]
+
+
+def _build(
+    table_lines: list[str], footnotes: list[str], raw: str, budget: _CellBudget
+) -> ParsedTable:
     """Turn one run of pipe lines into a ParsedTable, recording every irregularity as a warning."""
     warnings: list[str] = []
     if not table_lines:
@@ -191,11 +237,17 @@ def _build(table_lines: list[str], footnotes: list[str], raw: str) -> ParsedTabl
     else:
         header, body = lines[0], lines[1:]
         warnings.append("no separator row; first row used as header")
+    if not budget.take(len(header)):
+        header, body = header[: budget.total], []
+        warnings.append(f"header cut to {len(header)} cells: {budget.note()}")
     rows: list[list[Cell]] = []
     for cells in body:
         if _is_separator(cells):  # a divider inside the table (e.g. assets | liabilities)
             warnings.append(f"separator row after body row {len(rows)} ignored")
             continue
+        if not budget.take(max(len(cells), len(header))):  # padding costs cells too
+            warnings.append(f"table cut after {len(rows)} body rows: {budget.note()}")
+            break
         if len(cells) != len(header):
             n = len(rows) + 1
             warnings.append(f"ragged row {n}: {len(cells)} cells, header has {len(header)}")
@@ -205,7 +257,9 @@ def _build(table_lines: list[str], footnotes: list[str], raw: str) -> ParsedTabl
         warnings.append("no body rows")
     elif not any(cell.value is not None for row in rows for cell in row):
         warnings.append("no numeric cells")
-    return ParsedTable(header=header, rows=rows, footnotes=footnotes, warnings=warnings, raw=raw)
+    return ParsedTable(
+        header=header, rows=rows, footnotes=footnotes, warnings=_capped(warnings), raw=raw
+    )
 
 
 def _failed(text: object, error: Exception) -> ParsedTable:
@@ -215,7 +269,7 @@ def _failed(text: object, error: Exception) -> ParsedTable:
     return ParsedTable(header=[], rows=[], warnings=[warning], raw=raw)
 
 
-def parse_markdown_table(text: str) -> ParsedTable:
+def parse_markdown_table(text: str, max_cells: int = MAX_CELLS) -> ParsedTable:
     """Parse the first table in ``text``; ``raw`` is the whole input.
 
     Footnotes are the text lines before the first table and between it and the next one. If the
@@ -227,7 +281,7 @@ def parse_markdown_table(text: str) -> ParsedTable:
     try:
         segments = _segments(text)
         table_lines, footnotes, _ = segments[0]
-        parsed = _build(table_lines, footnotes, text)
+        parsed = _build(table_lines, footnotes, text, _CellBudget(max_cells))
         if len(segments) > 1:
             parsed.warnings.append(
                 f"text holds {len(segments)} tables; only the first was parsed (see parse_tables)"
@@ -237,12 +291,14 @@ def parse_markdown_table(text: str) -> ParsedTable:
         return _failed(text, error)
 
 
-def parse_tables(texts: list[str]) -> list[ParsedTable]:
+def parse_tables(texts: list[str], max_cells: int = MAX_CELLS) -> list[ParsedTable]:
     """Parse every table of every string, splitting strings that hold several tables.
 
     A string yields one ParsedTable per run of pipe lines (``raw`` is that table's own slice of the
     string, footnotes attached as in :func:`parse_markdown_table`), or a single empty table with a
-    warning when it holds none, so every input string is represented at least once.
+    warning when it holds none, so every input string is represented at least once. Each string
+    has its own budget of ``max_cells`` cells; tables after the budget is spent are not parsed
+    and the last parsed one says so.
     """
     if isinstance(texts, str):  # a lone string is one text, not a list of characters
         texts = [texts]
@@ -251,9 +307,13 @@ def parse_tables(texts: list[str]) -> list[ParsedTable]:
         if not isinstance(text, str):
             parsed.append(parse_markdown_table(text))
             continue
+        budget = _CellBudget(max_cells)
         try:
             for table_lines, footnotes, raw_lines in _segments(text):
-                parsed.append(_build(table_lines, footnotes, "\n".join(raw_lines)))
+                if budget.spent:
+                    parsed[-1].warnings.append(f"later tables not parsed: {budget.note()}")
+                    break
+                parsed.append(_build(table_lines, footnotes, "\n".join(raw_lines), budget))
         except Exception as error:  # documented never-raise contract
             parsed.append(_failed(text, error))
     return parsed
