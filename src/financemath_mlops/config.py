@@ -168,6 +168,25 @@ class ServingSettings(_Section):
     max_table_chars: int = Field(default=20000, ge=1)
     max_batch: int = Field(default=64, ge=1)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    # Connection and request limits (issue 12): `python -m financemath_mlops.serving` applies them.
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="request line and headers must arrive within this"
+    )
+    keep_alive_s: float = Field(default=5.0, gt=0, description="idle keep-alive connections close")
+    body_timeout_s: float = Field(
+        default=15.0, gt=0, description="the whole request body must arrive within this (408)"
+    )
+    max_drain_bytes: int = Field(
+        default=10_000_000,
+        ge=0,
+        description="an oversized body up to this size is read and dropped before the 413",
+    )
+    max_connections: int = Field(
+        default=256, ge=1, description="per worker; beyond it requests get 503 at once"
+    )
+    max_error_details: int = Field(
+        default=20, ge=1, description="problems listed in one error body; the rest are counted"
+    )
     inference_threads: int | None = Field(default=None, ge=1)
     load_retry_max_s: float = Field(
         default=60.0, ge=1.0, description="longest wait between background model-load attempts"
