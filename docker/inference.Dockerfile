@@ -1,9 +1,9 @@
-# syntax=docker/dockerfile:1
 # The prediction service: FastAPI + uvicorn on the `serving` extra only (ONNX embeddings,
 # LightGBM, the MLflow client). No torch, no compiler, no secrets; runs as uid 10001.
 #
-# Build from the repository root (the build context; see .dockerignore):
-#   docker build -f docker/inference.Dockerfile -t financemath-mlops/inference .
+# Build from the repository root (the build context; see .dockerignore). Name the target: the
+# last stage is `with-model`.
+#   docker build -f docker/inference.Dockerfile --target runtime -t financemath-mlops/inference .
 # The model is fetched from MLflow at start-up:
 #   docker run -p 8000:8000 -e FMOPS_MLFLOW__TRACKING_URI=http://mlflow.example:5000 \
 #     -e FMOPS_SERVING__MODEL_NAME=financemath-regressor -e FMOPS_SERVING__ALIAS=champion ...
@@ -34,8 +34,8 @@ RUN python -m pip --python /opt/venv/bin/python install --no-cache-dir --no-deps
     && python -m pip --python /opt/venv/bin/python check \
     && /opt/venv/bin/python -c "import importlib.util as u, sys; heavy = [m for m in ('torch', 'sentence_transformers', 'prefect', 'evidently') if u.find_spec(m)]; sys.exit('serving image must not contain: ' + ', '.join(heavy) if heavy else 0)"
 
-# --- runtime: the venv, the default config and nothing else -------------------------------------
-FROM ${PYTHON_IMAGE} AS runtime-base
+# --- runtime: the venv and the default config; the model comes from MLflow at start-up ----------
+FROM ${PYTHON_IMAGE} AS runtime
 # LightGBM links libgomp; it is the only system package the service needs. Not version-pinned:
 # Debian drops superseded security updates from its mirror, so a pin would break the build.
 # hadolint ignore=DL3008
@@ -67,7 +67,9 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
 CMD ["uvicorn", "financemath_mlops.serving.app:app", "--host", "0.0.0.0", "--port", "8000"]
 
 # --- with-model: the same service with a model folder baked in (--target with-model) ------------
-FROM runtime-base AS with-model
+# Last on purpose: builders without stage pruning (podman < 4.4) build every stage before the
+# target, and this COPY fails when no model folder exists.
+FROM runtime AS with-model
 # A folder in the build context holding an MLflow model (its MLmodel file at the top), e.g. from
 #   mlflow artifacts download --artifact-uri models:/financemath-regressor@champion \
 #     --dst-path models/serving
@@ -76,6 +78,3 @@ COPY ${MODEL_DIR} /opt/model
 RUN test -f /opt/model/MLmodel \
     || { echo "MODEL_DIR=${MODEL_DIR} is not an MLflow model folder (no MLmodel file)" >&2; exit 1; }
 ENV FMOPS_SERVING__MODEL_URI=/opt/model
-
-# --- the default target: the model comes from MLflow at start-up --------------------------------
-FROM runtime-base AS runtime

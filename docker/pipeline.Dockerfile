@@ -1,15 +1,21 @@
-# syntax=docker/dockerfile:1
 # The training pipeline and the Prefect worker: the `pipeline` extra on CPU-only torch (about
 # 750 MB unpacked instead of the multi-GB CUDA build). Runs as uid 10001 in /app, where the
 # source tree lives: the Prefect deployment's entrypoint is a path in it.
 #
 # Build from the repository root:
 #   docker build -f docker/pipeline.Dockerfile -t financemath-mlops/pipeline .
+# Air-gapped from the CPU wheel index, with a folder holding torch-2.13.0+cpu's wheel (the local
+# version sorts above PyPI's 2.13.0, so the wheel wins; its dependencies still come from PyPI):
+#   docker build -f docker/pipeline.Dockerfile --build-context torch-wheels=DIR \
+#     --build-arg TORCH_INDEX_URL=https://pypi.org/simple -t financemath-mlops/pipeline .
 # Run the whole pipeline once (offline synthetic sample):
 #   docker run --rm financemath-mlops/pipeline python -m financemath_mlops.flows --source sample
 # docker/docker-compose.yml (profile mlops) runs it as `prefect worker start` instead.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# --- torch-wheels: empty unless the build passes a folder of wheels (--build-context) -----------
+FROM scratch AS torch-wheels
 
 # --- builder: torch from the CPU wheel index, then the pipeline extra, then our package ---------
 FROM ${PYTHON_IMAGE} AS builder
@@ -23,8 +29,9 @@ COPY pyproject.toml README.md LICENSE ./
 COPY requirements/constraints.txt requirements/constraints.txt
 COPY scripts/extra_requirements.py scripts/extra_requirements.py
 # Same pin as the lock and the Makefile's TORCH_SPEC; the CPU index serves it as 2.13.0+cpu.
-RUN python -m pip --python /opt/venv/bin/python install --no-cache-dir \
-        --index-url "${TORCH_INDEX_URL}" torch==2.13.0
+RUN --mount=type=bind,from=torch-wheels,target=/torch-wheels \
+    python -m pip --python /opt/venv/bin/python install --no-cache-dir \
+        --find-links /torch-wheels --index-url "${TORCH_INDEX_URL}" torch==2.13.0
 RUN python scripts/extra_requirements.py pipeline > /tmp/requirements.txt \
     && python -m pip --python /opt/venv/bin/python install --no-cache-dir \
         -c requirements/constraints.txt -r /tmp/requirements.txt
@@ -47,8 +54,9 @@ RUN groupadd --system --gid 10001 app \
         --shell /usr/sbin/nologin app
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder /app /app
-# Writable for uid 10001: data, the local MLflow store, reports, caches (ONNX export, Prefect)
-# and /app itself for new files; the source tree stays root's.
+# Writable for uid 10001: data, the local MLflow store, reports, caches (ONNX export, Prefect,
+# and the UI build `prefect server` writes at start: inside site-packages it would be root's and
+# the UI would answer 404) and /app itself for new files; the source tree stays root's.
 RUN mkdir -p /app/data/predictions /app/mlruns /app/reports /app/.cache/prefect \
     && chown 10001:10001 /app \
     && chown -R 10001:10001 /app/data /app/mlruns /app/reports /app/.cache
@@ -58,6 +66,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     MLFLOW_DISABLE_TELEMETRY=true \
     DO_NOT_TRACK=true \
     PREFECT_HOME=/app/.cache/prefect \
+    PREFECT_SERVER_UI_STATIC_DIRECTORY=/app/.cache/prefect/ui \
     PREFECT_SERVER_ANALYTICS_ENABLED=false
 WORKDIR /app
 USER 10001:10001

@@ -171,8 +171,8 @@ def test_inference_cmd_with_the_compose_api_settings_serves_the_trained_model(
     """`docker compose up api`: the image CMD and HEALTHCHECK with the api service's environment,
     the tracking URI pointed at the test store (as FMOPS_MLFLOW__TRACKING_URI would be)."""
     require_serving_app()
-    image = deploy_files.image(INFERENCE)
     api = deploy_files.compose()["services"]["api"]
+    image = deploy_files.image(INFERENCE, api["build"]["target"])
     assert "command" not in api  # the image CMD is what compose runs
     port = free_port()
     env = container_env(
@@ -253,7 +253,7 @@ def test_compose_mlflow_command_starts_a_tracking_server_that_proxies_artifacts(
     tmp_path: Path,
 ) -> None:
     service = deploy_files.compose()["services"]["mlflow"]
-    image = deploy_files.image(deploy_files.compose_dockerfile(service))
+    image = deploy_files.image(deploy_files.compose_dockerfile(service), service["build"]["target"])
     port = free_port()
     command = on_local_port(service["command"], 5000, port)
     assert command[:2] == ["mlflow", "server"]

@@ -138,7 +138,7 @@ def test_base_image_is_python_3_11_slim_on_a_named_debian_release(dockerfile: Pa
     _, stages = deploy_files.parse_dockerfile(dockerfile)
     names = {stage.name for stage in stages}
     for stage in stages:
-        if stage.base not in names:
+        if stage.base not in names and stage.base != "scratch":  # scratch: a context stand-in
             assert re.fullmatch(r"python:3\.11-slim-[a-z]+", stage.base), stage.base
 
 
@@ -163,7 +163,7 @@ def test_inference_image_is_the_serving_extra_in_a_venv_without_compiler_or_torc
     assert "torch" not in " ".join(args for stage in stages for args in stage.of("RUN")).replace(
         "('torch'", ""
     )
-    final = deploy_files.image(INFERENCE)
+    final = deploy_files.image(INFERENCE, "runtime")
     copies = final.instructions("COPY")
     assert any(c.startswith("--from=builder /opt/venv") for c in copies)
     assert not [c for c in copies if "--from=builder" in c and "/opt/venv" not in c]
@@ -181,8 +181,8 @@ def test_inference_image_can_bake_a_model_folder_served_by_path() -> None:
     baked = deploy_files.image(INFERENCE, "with-model")
     assert baked.env["FMOPS_SERVING__MODEL_URI"] == "/opt/model"
     assert any(c.startswith("${MODEL_DIR} /opt/model") for c in baked.instructions("COPY"))
-    assert baked.cmd == deploy_files.image(INFERENCE).cmd
-    assert "FMOPS_SERVING__MODEL_URI" not in deploy_files.image(INFERENCE).env
+    assert baked.cmd == deploy_files.image(INFERENCE, "runtime").cmd
+    assert "FMOPS_SERVING__MODEL_URI" not in deploy_files.image(INFERENCE, "runtime").env
 
 
 def test_pipeline_image_takes_torch_pinned_like_the_lock_from_the_cpu_index() -> None:
@@ -202,6 +202,95 @@ def test_pipeline_image_takes_torch_pinned_like_the_lock_from_the_cpu_index() ->
         args for stage in deploy_files.parse_dockerfile(PIPELINE)[1] for args in stage.of("RUN")
     )
     assert "gcc" not in runs
+
+
+@pytest.mark.parametrize("dockerfile", deploy_files.dockerfiles(), ids=lambda p: p.name)
+def test_no_syntax_directive_that_fetches_a_frontend_from_a_registry(dockerfile: Path) -> None:
+    """`# syntax=` makes BuildKit pull a frontend image: air-gapped builds fail for nothing."""
+    for line in dockerfile.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break  # parser directives only count before the first instruction
+        assert not re.match(r"#\s*syntax\s*=", line, re.IGNORECASE), f"{dockerfile.name}: {line}"
+
+
+def stage_needs(stage: deploy_files.Stage) -> set[str]:
+    """The stages or images one stage uses: its base, COPY --from and RUN --mount from."""
+    needs = {stage.base}
+    for args in stage.of("COPY") + stage.of("RUN"):
+        needs |= set(re.findall(r"--from=([^\s,]+)", args))
+        needs |= set(re.findall(r"--mount=\S*\bfrom=([^\s,]+)", args))
+    return needs
+
+
+def built_targets(dockerfile: Path) -> set[str]:
+    """The targets the project builds from a Dockerfile: the last stage and every compose one."""
+    _, stages = deploy_files.parse_dockerfile(dockerfile)
+    targets = {stages[-1].name}
+    for service in deploy_files.compose()["services"].values():
+        if deploy_files.compose_dockerfile(service) == dockerfile:
+            targets.add(service["build"].get("target", stages[-1].name))
+    return targets | {"runtime"} & {stage.name for stage in stages}
+
+
+@pytest.mark.parametrize("dockerfile", deploy_files.dockerfiles(), ids=lambda p: p.name)
+def test_every_stage_before_a_target_is_one_it_needs(dockerfile: Path) -> None:
+    """Builders without stage pruning (podman < 4.4) build every stage before the target: a stage
+    the target does not need must come after it, or its COPY of an absent model folder breaks
+    the build of a target that never uses it."""
+    _, stages = deploy_files.parse_dockerfile(dockerfile)
+    by_name = {stage.name: stage for stage in stages if stage.name}
+    for target in built_targets(dockerfile):
+        needed, pending = set(), [target]
+        while pending:
+            name = pending.pop()
+            if name in by_name and name not in needed:
+                needed.add(name)
+                pending += stage_needs(by_name[name])
+        position = [stage.name for stage in stages].index(target)
+        unneeded = [stage.name for stage in stages[:position] if stage.name not in needed]
+        assert not unneeded, f"{dockerfile.name}: building {target} also builds {unneeded}"
+
+
+def test_compose_names_the_target_of_every_multi_target_build() -> None:
+    """The inference Dockerfile ends with `with-model`: a build without --target bakes a model."""
+    for name, service in deploy_files.compose()["services"].items():
+        if deploy_files.compose_dockerfile(service) == INFERENCE:
+            assert service["build"].get("target") == "runtime", name
+    assert deploy_files.parse_dockerfile(INFERENCE)[1][-1].name == "with-model"
+
+
+def test_prefect_ui_build_folder_is_writable_by_the_pipeline_user() -> None:
+    """`prefect server start` writes its UI build at start; in site-packages (root's) it cannot,
+    and the UI answers 404. The folder must lie under one the image gives to its user."""
+    final = deploy_files.image(PIPELINE)
+    static = final.env.get("PREFECT_SERVER_UI_STATIC_DIRECTORY")
+    assert static and static.startswith("/"), "PREFECT_SERVER_UI_STATIC_DIRECTORY is not set"
+    uid = final.user.split(":")[0] if final.user else ""
+    owned = [
+        folder
+        for run in final.instructions("RUN")
+        for match in re.finditer(rf"chown -R {uid}(?::\d+)? ([^&;|]+)", run)
+        for folder in match[1].split()
+    ]
+    assert any(static == f or static.startswith(f.rstrip("/") + "/") for f in owned), (
+        f"{static} is not under a folder chowned to {uid}: {owned}"
+    )
+    for name, service in deploy_files.compose()["services"].items():
+        if deploy_files.compose_dockerfile(service) == PIPELINE:
+            environment = service.get("environment") or {}
+            assert "PREFECT_SERVER_UI_STATIC_DIRECTORY" not in environment, name
+
+
+def test_pipeline_image_can_take_torch_from_a_local_wheel_folder() -> None:
+    """Air-gapped from the CPU index: `--build-context torch-wheels=DIR` (scripts/test_images.sh)."""
+    _, stages = deploy_files.parse_dockerfile(PIPELINE)
+    by_name = {stage.name: stage for stage in stages}
+    assert by_name["torch-wheels"].base == "scratch" and not by_name["torch-wheels"].instructions
+    torch_run = next(run for run in by_name["builder"].of("RUN") if "torch==" in run)
+    assert "--mount=type=bind,from=torch-wheels,target=/torch-wheels" in torch_run
+    assert "--find-links /torch-wheels" in torch_run
+    script = (REPO_ROOT / "scripts" / "test_images.sh").read_text(encoding="utf-8")
+    assert "torch-wheels=" in script
 
 
 def dockerignore_allows(path: str, patterns: list[str]) -> bool:
@@ -300,7 +389,7 @@ def test_compose_api_runs_the_image_command(services: dict[str, Any]) -> None:
     """The api service relies on the image CMD and HEALTHCHECK: no second copy to drift."""
     api = services["api"]
     assert "command" not in api and "entrypoint" not in api
-    image = deploy_files.image(deploy_files.compose_dockerfile(api))
+    image = deploy_files.image(deploy_files.compose_dockerfile(api), api["build"].get("target"))
     assert api["healthcheck"]["test"] == ["CMD", *image.healthcheck]
 
 
