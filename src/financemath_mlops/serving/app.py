@@ -187,7 +187,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(docs_pages.router)
-    app.add_middleware(BodyGuard, max_bytes=state.max_body_bytes)
+    app.add_middleware(BodyGuard, limits=lambda: state.serving)
     app.add_middleware(RequestContext, metrics=lambda: state.metrics)  # outermost
     app.openapi = lambda: _openapi(app, state)  # type: ignore[method-assign]
     return app

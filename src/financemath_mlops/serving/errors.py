@@ -1,8 +1,10 @@
 """One error shape for every 4xx and 5xx: ``{"error": {"code", "message", "details"}}``.
 
 Clients branch on ``code``; people read ``message``. Validation details name the field and the
-rule but never echo the input back (it may be large or sensitive), and nothing here ever puts a
-stack trace in a response: unexpected exceptions become a generic 500 and a logged traceback.
+rule but never echo the input back (it may be large or sensitive), and list at most
+``serving.max_error_details`` problems and then a count, so a 1 MB body of a million wrong items
+gets a small answer, not a 70 MB one. Nothing here ever puts a stack trace in a response:
+unexpected exceptions become a generic 500 and a logged traceback.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ _STATUS_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
@@ -61,25 +64,52 @@ def error_response(
     return JSONResponse(error_payload(code, message, details), status_code=status, headers=headers)
 
 
-def validation_details(errors: Any) -> list[dict[str, Any]]:
-    """Pydantic/FastAPI errors reduced to where, what and which rule (no input echo, no URLs)."""
-    details = []
-    for err in errors:
-        details.append(
-            {
-                "loc": [
-                    part if isinstance(part, int) else str(part) for part in err.get("loc", ())
-                ],
-                "msg": str(err.get("msg", "invalid value")),
-                "type": str(err.get("type", "value_error")),
-            }
-        )
+DEFAULT_MAX_DETAILS = 20
+
+
+def capped_details(details: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """The first ``limit`` problems, then one entry that counts the rest."""
+    if len(details) <= limit:
+        return details
+    return [*details[:limit], _more(len(details) - limit)]
+
+
+def _more(count: int) -> dict[str, Any]:
+    return {"loc": [], "msg": f"... and {count} more problems", "type": "more", "count": count}
+
+
+def max_details(request: Request) -> int:
+    """serving.max_error_details of the running service (the default outside one)."""
+    serving = getattr(getattr(request.app.state, "service", None), "serving", None)
+    return getattr(serving, "max_error_details", DEFAULT_MAX_DETAILS)
+
+
+def validation_details(errors: Any, limit: int | None = None) -> list[dict[str, Any]]:
+    """Pydantic/FastAPI errors reduced to where, what and which rule (no input echo, no URLs).
+
+    With ``limit``, only the first ``limit`` errors are reduced and the rest are counted.
+    """
+    errors = list(errors)
+    shown = errors if limit is None else errors[:limit]
+    details = [
+        {
+            "loc": [part if isinstance(part, int) else str(part) for part in err.get("loc", ())],
+            "msg": str(err.get("msg", "invalid value")),
+            "type": str(err.get("type", "value_error")),
+        }
+        for err in shown
+    ]
+    if len(errors) > len(shown):
+        details.append(_more(len(errors) - len(shown)))
     return details
 
 
 def summarize(details: list[dict[str, Any]]) -> str:
-    shown = [f"{'.'.join(str(p) for p in d['loc']) or 'body'}: {d['msg']}" for d in details[:3]]
-    more = f" (and {len(details) - 3} more)" if len(details) > 3 else ""
+    listed = [d for d in details if d.get("type") != "more"]
+    counted = sum(d.get("count", 0) for d in details if d.get("type") == "more")
+    shown = [f"{'.'.join(str(p) for p in d['loc']) or 'body'}: {d['msg']}" for d in listed[:3]]
+    hidden = len(listed) - len(shown) + counted
+    more = f" (and {hidden} more)" if hidden else ""
     return "invalid request: " + "; ".join(shown) + more
 
 
@@ -102,8 +132,9 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    details = validation_details(exc.errors())
-    for err in exc.errors():
+    errors = exc.errors()
+    details = validation_details(errors, max_details(request))
+    for err in errors[:1]:  # a JSON syntax error is the only error FastAPI reports
         if err.get("type") == "json_invalid":
             reason = str((err.get("ctx") or {}).get("error", "JSON decode error"))
             position = err.get("loc", ("body", "?"))[-1]

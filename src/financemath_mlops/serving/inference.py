@@ -5,7 +5,8 @@ on the event loop. By default the pool has one worker per core and the model two
 a call that runs alone uses the session with every core (lowest latency at low load), a call that
 overlaps another uses a single-threaded one (no oversubscription, the most throughput under load).
 With ``serving.inference_threads`` set, every call uses that many threads and the pool has
-``cores // threads`` workers.
+``cores // threads`` workers. A call whose client has gone (``gone`` is set) is dropped before it
+starts, so abandoned requests do not delay the ones still waiting.
 
 Measured and not kept (see benchmarks/serving.py): merging waiting requests into one embedding
 call (padding to the longest question cost more than the per-call overhead it saved), one
@@ -43,6 +44,19 @@ def pool_size(cores: int, threads_per_call: int) -> int:
     return max(1, cores // max(1, threads_per_call))
 
 
+MAX_ITEM_WARNINGS = 20  # per item in a response; the tables of one item may hold many more
+
+
+def _capped(notes: list[str]) -> list[str]:
+    if len(notes) <= MAX_ITEM_WARNINGS:
+        return notes
+    return [*notes[:MAX_ITEM_WARNINGS], f"... and {len(notes) - MAX_ITEM_WARNINGS} more warnings"]
+
+
+class ClientGone(Exception):
+    """The request was abandoned before its prediction started."""
+
+
 class InferencePool:
     """Predictions on worker threads, with the model-call metrics."""
 
@@ -54,19 +68,29 @@ class InferencePool:
         self._lock = threading.Lock()
 
     async def predict(
-        self, model: LoadedModel, records: Sequence[RecordInput], keep_features: bool = False
+        self,
+        model: LoadedModel,
+        records: Sequence[RecordInput],
+        keep_features: bool = False,
+        gone: threading.Event | None = None,
     ) -> ScoredRecords:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._executor, self._predict, model, list(records), keep_features
+            self._executor, self._predict, model, list(records), keep_features, gone
         )
 
     async def stop(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
 
     def _predict(
-        self, model: LoadedModel, records: list[RecordInput], keep_features: bool
+        self,
+        model: LoadedModel,
+        records: list[RecordInput],
+        keep_features: bool,
+        gone: threading.Event | None,
     ) -> ScoredRecords:
+        if gone is not None and gone.is_set():
+            raise ClientGone
         with self._lock:
             self._running += 1
             alone = self._running == 1
@@ -77,7 +101,7 @@ class InferencePool:
             with self._lock:
                 self._running -= 1
         values: list[float | None] = []
-        warnings = [list(w) for w in prediction.warnings]
+        warnings = [_capped(list(w)) for w in prediction.warnings]
         for value, record, notes in zip(prediction.values, records, warnings, strict=True):
             value = float(value)
             if math.isfinite(value):

@@ -2,9 +2,8 @@
 
 :class:`RequestContext` gives every request an id (a sane ``X-Request-ID`` or a new one), echoes
 it, counts and times the request for Prometheus, and turns anything that escaped the app into our
-500 shape. :class:`BodyGuard` reads request bodies with a byte budget (413 on ``Content-Length``
-or on the bytes actually streamed), and rejects non-UTF-8 or too deeply nested JSON (400) before
-FastAPI parses it.
+500 shape. :class:`BodyGuard` reads request bodies within a byte budget and a deadline (413, 408),
+and rejects non-UTF-8 or too deeply nested JSON (400) before FastAPI parses it.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from financemath_mlops.config import ServingSettings
 from financemath_mlops.serving.errors import error_payload
 
 log = logging.getLogger(__name__)
@@ -154,44 +154,47 @@ class RequestContext:
 
 
 class BodyGuard:
-    """Enforce the body budget and basic JSON sanity before the app reads the body."""
+    """Read request bodies within a byte budget and a deadline; check basic JSON sanity.
+
+    Over ``max_body_bytes``: 413, after reading and dropping up to ``max_drain_bytes`` of the body,
+    so clients that send the whole body before reading (Python's ``http.client``, ``requests``)
+    read the 413 instead of a reset connection. Slower than ``body_timeout_s``: 408. Not UTF-8,
+    or nested deeper than ``max_depth``: 400, before FastAPI parses it. The byte budget and the
+    deadline bound what one request can hold: memory, and a worker's time.
+    """
 
     def __init__(
-        self, app: ASGIApp, max_bytes: Callable[[], int], max_depth: int = MAX_JSON_DEPTH
+        self,
+        app: ASGIApp,
+        limits: Callable[[], ServingSettings],
+        max_depth: int = MAX_JSON_DEPTH,
     ) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.limits = limits
         self.max_depth = max_depth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
             await self.app(scope, receive, send)
             return
-        limit = self.max_bytes()
+        limits = self.limits()
         declared = _content_length(scope)
         if declared == -1:
             await send_error(
                 scope, send, 400, "bad_request", "Content-Length is not a valid number"
             )
             return
-        if declared is not None and declared > limit:
-            await _too_large(scope, send, limit)
+        body = await _read_body(scope, receive, limits, declared)
+        if body is None:  # the client left
             return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                await _too_large(scope, send, limit)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        if body == 413:
+            await _too_large(scope, send, limits.max_body_bytes)
+            return
+        if body == 408:
+            message = f"the request body did not arrive within {limits.body_timeout_s:g} s"
+            await send_error(scope, send, 408, "request_timeout", message, _CLOSE)
+            return
+        assert isinstance(body, bytes)
         problem = self._problem(body, scope)
         if problem is not None:
             await send_error(scope, send, *problem)
@@ -218,6 +221,59 @@ class BodyGuard:
         if json_depth(body) > self.max_depth:
             return 400, "too_deep", f"the JSON body is nested deeper than {self.max_depth} levels"
         return None
+
+
+_CLOSE = [(b"connection", b"close")]
+
+
+async def _read_body(
+    scope: Scope, receive: Receive, limits: ServingSettings, declared: int | None
+) -> bytes | int | None:
+    """The whole body, or the status that refuses it (413, 408), or None if the client left."""
+    refusal = 408
+    try:
+        async with asyncio.timeout(limits.body_timeout_s):
+            if declared is not None and declared > limits.max_body_bytes:
+                refusal = 413
+                if declared > limits.max_drain_bytes or _expects_continue(scope):
+                    return 413  # too big to drain, or the client waits for our answer first
+                return await _drain(receive, 0, limits.max_drain_bytes)
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return None
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                more = message.get("more_body", False)
+                if size > limits.max_body_bytes:
+                    refusal = 413
+                    return await _drain(receive, size, limits.max_drain_bytes) if more else 413
+                chunks.append(chunk)
+                if not more:
+                    return b"".join(chunks)
+    except TimeoutError:
+        return refusal
+
+
+async def _drain(receive: Receive, seen: int, budget: int) -> int | None:
+    """Read and drop the rest of an oversized body (up to ``budget`` bytes in all); then 413."""
+    while seen <= budget:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return 413
+
+
+def _expects_continue(scope: Scope) -> bool:
+    return any(
+        name == b"expect" and value.lower() == b"100-continue"
+        for name, value in scope.get("headers", [])
+    )
 
 
 def _is_json(scope: Scope) -> bool:
@@ -249,7 +305,7 @@ async def _too_large(scope: Scope, send: Send, limit: int) -> None:
         413,
         "payload_too_large",
         f"the request body is larger than {limit} bytes; send fewer or smaller items",
-        [(b"connection", b"close")],
+        _CLOSE,
     )
 
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
 
 from financemath_mlops.features.rows import RecordInput
 from financemath_mlops.monitoring.prediction_log import prediction_entries
-from financemath_mlops.serving.errors import ApiError, summarize
+from financemath_mlops.serving.errors import ApiError, capped_details, summarize
 from financemath_mlops.serving.model_holder import LoadedModel, ModelLoadError
 from financemath_mlops.serving.schemas import (
     BatchRequest,
@@ -67,16 +70,48 @@ def _record(item: PredictRequest) -> RecordInput:
     return RecordInput(question=item.question, tables=tuple(item.tables), topic=item.topic)
 
 
-def _reject(problems: list[dict[str, Any]]) -> None:
+def _reject(problems: list[dict[str, Any]], limit: int) -> None:
     if problems:
-        raise ApiError(422, "validation_error", summarize(problems), details=problems)
+        details = capped_details(problems, limit)
+        raise ApiError(422, "validation_error", summarize(details), details=details)
+
+
+T = TypeVar("T")
+
+
+async def _while_connected(request: Request, work: Callable[[threading.Event], Awaitable[T]]) -> T:
+    """Run ``work(gone)``; if the client hangs up first, set ``gone`` and stop waiting (499).
+
+    Queued predictions check ``gone`` before they start, so abandoned requests cost nothing
+    more, and nothing is logged for them. (The body is already read: the next ASGI message is
+    the disconnect, or it comes when the response is complete.)
+    """
+    gone = threading.Event()
+    task = asyncio.ensure_future(work(gone))
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        gone.set()
+        task.cancel()
+        raise ApiError(499, "client_gone", "the client closed the connection before the answer")
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        await asyncio.sleep(0.05)  # a server that answers at once must not make this spin
 
 
 async def _predict_and_log(service: Any, model: Any, records: list[Any], request: Request) -> Any:
     """Score on the pool, then hand the result to the prediction log (never blocks, never raises)."""
     log = service.prediction_log
     keep = log is not None and log.wants_features
-    scored = await service.pool.predict(model, records, keep_features=keep)
+    scored = await _while_connected(
+        request, lambda gone: service.pool.predict(model, records, keep, gone)
+    )
     if log is not None:
         log.record_many(
             prediction_entries(
@@ -96,7 +131,7 @@ async def _predict_and_log(service: Any, model: Any, records: list[Any], request
 )
 async def predict(item: PredictRequest, request: Request) -> PredictResponse:
     service = _service(request)
-    _reject(check_record_limits(item, service.serving))
+    _reject(check_record_limits(item, service.serving), service.serving.max_error_details)
     model = _current_model(request)
     records = [_record(item)]
     scored = await _predict_and_log(service, model, records, request)
@@ -118,7 +153,7 @@ async def predict(item: PredictRequest, request: Request) -> PredictResponse:
 )
 async def predict_batch(batch: BatchRequest, request: Request) -> BatchResponse:
     service = _service(request)
-    _reject(check_batch_limits(batch, service.serving))
+    _reject(check_batch_limits(batch, service.serving), service.serving.max_error_details)
     model = _current_model(request)
     records = [_record(item) for item in batch.items]
     scored = await _predict_and_log(service, model, records, request)
