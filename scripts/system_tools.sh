@@ -15,6 +15,7 @@ VENV_BIN=${VENV_BIN:-.venv/bin}
 tools_test=(
   "promtool prometheus"
   "docker-compose docker-compose"
+  "prometheus-alertmanager prometheus-alertmanager"
 )
 tools_images=(
   "podman podman"

@@ -340,7 +340,7 @@ def test_dockerignore_lets_in_everything_the_dockerfile_copies(dockerfile: Path)
 def test_compose_default_stack_and_mlops_profile(services: dict[str, Any]) -> None:
     default = {name for name, s in services.items() if not s.get("profiles")}
     mlops = {name for name, s in services.items() if "mlops" in s.get("profiles", [])}
-    assert default == {"api", "prometheus", "grafana"}
+    assert default == {"api", "prometheus", "alertmanager", "grafana"}
     assert {"mlflow", "prefect-server", "prefect-worker"} <= mlops
 
 
@@ -408,6 +408,10 @@ def test_compose_mounts_match_the_monitoring_files(services: dict[str, Any]) -> 
         assert (monitoring / "prometheus" / rule_file).is_file()
     assert "../monitoring/prometheus:/etc/prometheus:ro" in services["prometheus"]["volumes"]
     assert "--config.file=/etc/prometheus/prometheus.yml" in services["prometheus"]["command"]
+    (manager,) = prometheus["alerting"]["alertmanagers"]
+    assert manager["static_configs"][0]["targets"] == ["alertmanager:9093"]
+    assert "../monitoring/alertmanager:/etc/alertmanager:ro" in services["alertmanager"]["volumes"]
+    assert "--config.file=/etc/alertmanager/alertmanager.yml" in services["alertmanager"]["command"]
 
     provisioning = monitoring / "grafana" / "provisioning"
     for datasource_file in (provisioning / "datasources").glob("*.y*ml"):

@@ -130,10 +130,21 @@ class ServiceMetrics:
             ["result"],
             registry=reg,
         )
+        # Unix time the served model's training run started (0 until known): the model-age alert.
+        self.model_trained = Gauge(
+            f"{PREFIX}_model_trained_timestamp_seconds",
+            "Unix time the served model was trained (its MLflow run's start; 0 when unknown)",
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
         self._info_labels: tuple[str, str, str, str] | None = None
         self.model_ready.set(0)
 
-    def set_model(self, name: str, version: str, alias: str, run_id: str) -> None:
+    def set_model(
+        self, name: str, version: str, alias: str, run_id: str, trained_at: float | None = None
+    ) -> None:
+        """The model now served; ``trained_at`` (Unix seconds) when the registry knows it."""
+        self.model_trained.set(trained_at or 0)
         labels = (name, version, alias, run_id)
         if self._info_labels is not None and self._info_labels != labels:
             if self.multiprocess:
