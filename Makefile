@@ -18,11 +18,12 @@ ROWS ?= 1000
 INPUT ?=
 RUN_ARGS ?=
 
-.PHONY: run test lint unit install lock clean help tools
+.PHONY: run test test-images lint unit install lock clean help tools
 
 help:
 	@echo "make run    - run the pipeline (SOURCE=sample|hf|local, INPUT=FILE, ROWS=N)"
 	@echo "make test   - the whole check suite (ruff, linters, pytest) - what CI runs"
+	@echo "make test-images - build the two images and run them (docker or podman, no registry needed)"
 	@echo "make lock   - refresh requirements/constraints.txt from the venv"
 	@echo "make clean  - remove generated data, mlruns, caches and reports (keeps .venv)"
 

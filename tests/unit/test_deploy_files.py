@@ -362,7 +362,9 @@ def test_compose_volumes_are_named_or_read_only_monitoring_binds(
     for name, service in services.items():
         for volume in service.get("volumes", []):
             source, target, *mode = volume.split(":")
-            if source.startswith((".", "/")):
+            if source == "../models/serving":  # written by `make run`, absent in a clone
+                assert (name, target, mode) == ("api", "/models/serving", ["ro"])
+            elif source.startswith((".", "/")):
                 assert source.startswith("../monitoring/"), f"{name}: bind mount {source}"
                 assert mode == ["ro"], f"{name}: {source} must be mounted read-only"
                 assert (deploy_files.COMPOSE_FILE.parent / source).exists(), source
@@ -370,6 +372,23 @@ def test_compose_volumes_are_named_or_read_only_monitoring_binds(
                 assert source in declared, f"{name}: volume {source} is not declared"
                 used.add(source)
     assert used == declared
+
+
+def test_compose_serves_the_exported_folder_and_binds_ports_to_loopback(
+    services: dict[str, Any],
+) -> None:
+    """The default stack needs no tracking server: `api` serves the folder `make run` exports;
+    the mlops profile's `api-registry` follows the registry. No port is open to the network
+    unless FMOPS_BIND_ADDRESS says so."""
+    api = services["api"]
+    assert api["environment"]["FMOPS_SERVING__MODEL_URI"].endswith(":-/models/serving}")
+    assert "FMOPS_MLFLOW__TRACKING_URI" not in api["environment"]
+    registry = services["api-registry"]
+    assert registry["profiles"] == ["mlops"]
+    assert "mlflow:5000" in registry["environment"]["FMOPS_MLFLOW__TRACKING_URI"]
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert port.startswith("${FMOPS_BIND_ADDRESS:-127.0.0.1}:"), f"{name}: {port}"
 
 
 def test_our_services_take_fmops_settings_and_no_secret_values(services: dict[str, Any]) -> None:
@@ -431,12 +450,28 @@ def test_compose_mounts_match_the_monitoring_files(services: dict[str, Any]) -> 
 
 def test_ci_runs_the_readme_check_command_with_the_offline_checks() -> None:
     ci_run = (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    assert ci_run.rstrip().splitlines()[-1] == "make test"
-    apt_line = next(line for line in ci_run.splitlines() if "apt-get install" in line)
-    assert "prometheus" in apt_line and "docker-compose" in apt_line
+    # `make test`, then (when wired) `make test-images`, each as a line or a journey.
+    runs_make = re.findall(r"^(?:journey \"[^\"]*\" )?(make [\w-]+)\s*$", ci_run, re.MULTILINE)
+    assert "make test" in runs_make, runs_make
+    # The newcomer's journey first: `make run` on the fresh tree, then its printed serve command.
+    journeys = [line for line in ci_run.splitlines() if line.startswith("journey ")]
+    assert journeys[:2] == [
+        'journey "make run" fresh_run',
+        'journey "serve + /ready + /predict" serve_and_predict',
+    ]
+    assert "  make run 2>&1" in ci_run
+    assert "apt-get" not in ci_run  # installs nothing a newcomer's `make test` would not
+    if "make test-images" in runs_make:
+        assert runs_make.index("make test-images") > runs_make.index("make test")
     makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
     lint = makefile.split("\nlint:", 1)[1].split("\n\n", 1)[0]
     assert "scripts/check_offline.sh" in lint
+    # The system tools of those checks: installed by `make test` itself (the `tools` target).
+    assert re.search(r"^lint:.*\btools\b", makefile, re.MULTILINE)
+    system_tools = (REPO_ROOT / "scripts" / "system_tools.sh").read_text(encoding="utf-8")
+    assert '"promtool prometheus"' in system_tools
+    assert '"docker-compose docker-compose"' in system_tools
+    assert "test-images:" in makefile and "scripts/test_images.sh" in makefile
     assert "make test" in (REPO_ROOT / "README.md").read_text(encoding="utf-8")
 
     workflow = yaml.safe_load((REPO_ROOT / ".github" / "workflows" / "ci.yml").read_text())
