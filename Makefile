@@ -56,6 +56,11 @@ lint: $(STAMP) tools
 test: lint
 	$(VENV)/bin/pytest
 
+# Build both images and run them as production would (docker, else podman configured by
+# docker/podman/; air-gapped: a Python base from Debian packages). scripts/test_images.sh.
+test-images: $(STAMP)
+	VENV_BIN=$(VENV)/bin bash scripts/test_images.sh
+
 lock: $(STAMP)
 	$(PIP) freeze --exclude-editable | sed -E 's/^torch==([0-9.]+)\+cpu$$/torch==\1/' > requirements/constraints.txt
 
