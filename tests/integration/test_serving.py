@@ -91,8 +91,11 @@ class Server:
         return httpx.Client(base_url=self.base_url, timeout=30, **kwargs)
 
 
-def start_server(env: dict[str, str], workdir: Path, name: str, workers: int = 1) -> Server:
-    """`uvicorn ...:app` on a free port, or `python -m financemath_mlops.serving` for workers > 1."""
+def start_server(
+    env: dict[str, str], workdir: Path, name: str, workers: int = 1, wait: str = "/ready"
+) -> Server:
+    """`uvicorn ...:app` on a free port, or `python -m financemath_mlops.serving` for workers > 1;
+    returns once `wait` answers 200 (the model loads in the background: /ready, not /health)."""
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"{name}.log"
@@ -108,9 +111,9 @@ def start_server(env: dict[str, str], workdir: Path, name: str, workers: int = 1
     server = Server(f"http://127.0.0.1:{port}", port, process, log_path)
     try:
         wait_for(
-            lambda: httpx.get(f"{server.base_url}/health", timeout=2).status_code == 200,
-            90,
-            f"uvicorn ({name}) to answer /health",
+            lambda: httpx.get(f"{server.base_url}{wait}", timeout=2).status_code == 200,
+            120,
+            f"uvicorn ({name}) to answer {wait}",
             process,
         )
     except AssertionError as exc:
@@ -442,11 +445,15 @@ def test_serving_features_and_predictions_match_training(server: Server, trained
 def test_serving_imports_no_torch_prefect_or_evidently(trained_model, tmp_path):
     code = textwrap.dedent(
         f"""
-        import json, sys
+        import json, sys, time
         from fastapi.testclient import TestClient
         from financemath_mlops.serving.app import create_app
         with TestClient(create_app()) as client:
-            ready = client.get("/ready")
+            for _ in range(1200):  # the model loads in the background
+                ready = client.get("/ready")
+                if ready.status_code == 200:
+                    break
+                time.sleep(0.1)
             assert ready.status_code == 200, ready.text
             predicted = client.post("/predict", json={EXAMPLE_RECORD!r})
             assert predicted.status_code == 200, predicted.text
@@ -581,7 +588,7 @@ def empty_server(
     """A server told to serve a registered model that does not exist (yet)."""
     name = f"{trained_model.model_name}-serving-{uuid.uuid4().hex[:8]}"
     env = server_env(trained_model, model_name=name, alias="live", api_key=API_KEY)
-    started = start_server(env, tmp_path_factory.mktemp("serving-empty"), "empty")
+    started = start_server(env, tmp_path_factory.mktemp("serving-empty"), "empty", wait="/health")
     yield started, name
     stop_process(started.process)
     from mlflow import MlflowClient
@@ -622,7 +629,8 @@ def test_reload_picks_up_the_alias_and_swaps_without_dropping_requests(
     with server.client(headers=auth) as client:
         loaded = client.post("/admin/reload")
         assert loaded.status_code == 200, loaded.text
-        assert loaded.json()["changed"] is True and loaded.json()["previous"] is None
+        if loaded.json()["changed"]:  # else the background load (retrying) got there first
+            assert loaded.json()["previous"] is None
         assert client.get("/ready").json()["model"]["version"] == first
         again = client.post("/admin/reload").json()
         assert again["changed"] is False

@@ -1,0 +1,168 @@
+"""The newcomer's path: the service answers at once whatever MLflow does, a model folder exported
+by `make run` serves with its registered name and version and no registry, and a fresh clone's
+missing folders are created (Prefect's home) before anything needs them."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from financemath_mlops.cli import StageError
+from tests.integration.test_serving import free_port, metric_value, server_env, stop_process
+
+
+def spawn_service(env: dict[str, str], workdir: Path, *args: str) -> tuple[Any, str, Path]:
+    """`python -m financemath_mlops.serving` (the README's serve command) on a free port."""
+    port = free_port()
+    log_path = workdir / "service.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "financemath_mlops.serving", "--port", str(port), *args],
+            env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    return process, f"http://127.0.0.1:{port}", log_path
+
+
+def poll(url: str, until: Any, timeout: float, process: Any, log_path: Path) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"service exited:\n{log_path.read_text()[-3000:]}"
+        try:
+            last = httpx.get(url, timeout=5)
+            if until(last):
+                return last
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(0.1)
+    raise AssertionError(f"{url}: last {last!r} after {timeout}s\n{log_path.read_text()[-3000:]}")
+
+
+@pytest.fixture()
+def silent_tracking_server():
+    """A port that accepts TCP connections and never answers: MLflow's worst case (a hang)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()
+
+
+def test_health_answers_while_the_tracking_server_hangs(tmp_path, silent_tracking_server):
+    env = server_env_without_model(tmp_path, silent_tracking_server)
+    process, base, log_path = spawn_service(env, tmp_path)
+    try:
+        poll(f"{base}/health", lambda r: r.status_code == 200, 90, process, log_path)
+        # The load is in progress (or failed) in the background; /health is not held up by it.
+        started = time.perf_counter()
+        assert httpx.get(f"{base}/health", timeout=5).status_code == 200
+        assert time.perf_counter() - started < 1.0
+        loading = httpx.get(f"{base}/ready", timeout=5)
+        assert loading.status_code == 503
+        assert loading.json()["error"]["code"] == "model_unavailable"
+        # Bounded MLflow timeouts: the hang becomes a reason on /ready, and the service retries.
+        host = silent_tracking_server.removeprefix("http://")
+        failed = poll(
+            f"{base}/ready",
+            lambda r: r.status_code == 503 and host in r.json()["error"]["message"],
+            90,
+            process,
+            log_path,
+        )
+        assert "no model is loaded" in failed.json()["error"]["message"]
+        assert httpx.get(f"{base}/health", timeout=5).status_code == 200
+    finally:
+        stop_process(process)
+
+
+def server_env_without_model(workdir: Path, tracking_uri: str) -> dict[str, str]:
+    from tests.helpers import cli_env
+
+    return cli_env(
+        FMOPS_MLFLOW__TRACKING_URI=tracking_uri,
+        FMOPS_SERVING__MODEL_NAME="financemath-regressor",
+        FMOPS_SERVING__MLFLOW_TIMEOUT_S="2",
+        FMOPS_SERVING__MLFLOW_RETRIES="0",
+        FMOPS_PATHS__PREDICTIONS_DIR=str(workdir / "predictions"),
+        FMOPS_PATHS__REPORTS_DIR=str(workdir / "reports"),
+        MLFLOW_DISABLE_TELEMETRY="true",
+    )
+
+
+def test_an_exported_model_folder_serves_without_the_registry(trained_model, tmp_path):
+    from financemath_mlops import tracking
+
+    tracking.configure(trained_model.settings)
+    folder = tmp_path / "models" / "serving"
+    uri = f"models:/{trained_model.model_name}/{trained_model.version}"
+    ref = tracking.export_model(uri, folder)
+    assert (ref.name, ref.version) == (trained_model.model_name, trained_model.version)
+    assert (folder / "MLmodel").is_file()
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")], "staging left"
+    # Exporting again replaces the folder whole (no leftovers of the previous copy).
+    (folder / "stale.txt").write_text("from an older export")
+    tracking.export_model(uri, folder)
+    assert not (folder / "stale.txt").exists()
+
+    # Served from the folder with a tracking server that cannot answer: no registry needed, and
+    # the registered name and version still show on /ready and fmops_model_info.
+    env = server_env(trained_model, alias="champion")
+    env["FMOPS_MLFLOW__TRACKING_URI"] = f"http://127.0.0.1:{free_port()}"
+    env["FMOPS_PATHS__PREDICTIONS_DIR"] = str(tmp_path / "predictions")
+    process, base, log_path = spawn_service(env, tmp_path, "--model-uri", str(folder))
+    try:
+        ready = poll(f"{base}/ready", lambda r: r.status_code == 200, 120, process, log_path)
+        assert ready.json()["model"]["name"] == trained_model.model_name
+        assert ready.json()["model"]["version"] == trained_model.version
+        body = {"question": "What is 5% of $1,000?", "tables": [], "topic": "Accounting"}
+        assert httpx.post(f"{base}/predict", json=body, timeout=30).status_code == 200
+        metrics = httpx.get(f"{base}/metrics", timeout=5).text
+    finally:
+        stop_process(process)
+    info = {"name": trained_model.model_name, "version": trained_model.version}
+    assert metric_value(metrics, "fmops_model_info", alias="champion", **info) == 1
+
+
+def test_prefect_home_and_its_parents_are_created(tmp_path, monkeypatch):
+    from financemath_mlops.flows.environment import prepare_prefect_env
+
+    for name in ("PREFECT_HOME", "PREFECT_API_URL", "PREFECT_API_DATABASE_CONNECTION_URL"):
+        monkeypatch.delenv(name, raising=False)
+    cache = tmp_path / "fresh-clone" / ".cache"  # neither folder exists, as on a fresh clone
+    prepare_prefect_env(cache)
+    assert Path(os.environ["PREFECT_HOME"]) == (cache / "prefect").resolve()
+    assert (cache / "prefect" / "prefect.db").is_file()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere: no unwritable folder")
+def test_an_unwritable_prefect_home_is_one_clear_error(tmp_path, monkeypatch):
+    from financemath_mlops.flows.environment import prepare_prefect_env
+
+    for name in ("PREFECT_HOME", "PREFECT_API_URL", "PREFECT_API_DATABASE_CONNECTION_URL"):
+        monkeypatch.delenv(name, raising=False)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    with pytest.raises(StageError, match="Prefect cannot keep its database"):
+        prepare_prefect_env(locked / ".cache")
+
+
+def test_a_prefect_home_that_is_a_file_is_one_clear_error(tmp_path, monkeypatch):
+    from financemath_mlops.flows.environment import prepare_prefect_env
+
+    for name in ("PREFECT_API_URL", "PREFECT_API_DATABASE_CONNECTION_URL"):
+        monkeypatch.delenv(name, raising=False)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where Prefect's home should be")
+    monkeypatch.setenv("PREFECT_HOME", str(blocker))
+    with pytest.raises(StageError, match="Prefect cannot keep its database"):
+        prepare_prefect_env(tmp_path / ".cache")
