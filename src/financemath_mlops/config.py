@@ -198,6 +198,16 @@ class ServingSettings(_Section):
         default=2, ge=0, description="retries of one MLflow HTTP request made by the service"
     )
 
+    @model_validator(mode="after")
+    def _no_empty_api_key(self) -> ServingSettings:
+        # An empty key would make every protected endpoint answer 401: refuse to start instead.
+        if self.api_key is not None and not self.api_key.get_secret_value().strip():
+            raise ValueError(
+                "serving.api_key (FMOPS_SERVING__API_KEY) is set but empty: set a real key, "
+                "or unset it to serve without one"
+            )
+        return self
+
 
 class MonitoringSettings(_Section):
     prediction_log: bool = Field(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from financemath_mlops.config import load_settings
+from financemath_mlops.config import ConfigError, load_settings
 from financemath_mlops.serving.app import create_app
 from financemath_mlops.serving.schemas import EXAMPLE_RECORD
 
@@ -138,11 +138,44 @@ def test_validation_details_name_fields_without_echoing_input(client):
     assert "hidden-value" not in response.text
 
 
-def test_request_ids_are_echoed_when_sane_and_generated_otherwise(client):
-    echoed = client.get("/health", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"]
-    assert echoed == "abc-123"
-    generated = client.get("/health", headers={"X-Request-ID": "x" * 500}).headers["x-request-id"]
-    assert len(generated) == 32 and generated != "x" * 500
+def test_our_request_id_is_kept_and_the_clients_stored_beside_it(client):
+    first = client.get("/health", headers={"X-Request-ID": "abc-123"}).headers
+    second = client.get("/health", headers={"X-Request-ID": "abc-123"}).headers
+    assert len(first["x-request-id"]) == 32 and first["x-request-id"] != second["x-request-id"]
+    assert first["x-client-request-id"] == "abc-123"
+    insane = client.get("/health", headers={"X-Request-ID": "x" * 500}).headers
+    assert len(insane["x-request-id"]) == 32 and "x-client-request-id" not in insane
+
+
+def test_head_health_is_200(client):
+    response = client.head("/health")
+    assert response.status_code == 200 and response.content == b""
+
+
+def test_a_trailing_slash_is_a_404_in_our_shape_not_a_redirect(client):
+    response = client.post(
+        "/predict/", json=EXAMPLE_RECORD, headers={"Host": "evil.example"}, follow_redirects=False
+    )
+    assert response.status_code == 404
+    assert "location" not in response.headers
+    assert error_of(response)["code"] == "not_found"
+
+
+def test_ready_does_not_show_file_system_paths(tmp_path):
+    folder = tmp_path / "models" / "not-a-model"  # a folder without MLmodel
+    folder.mkdir(parents=True)
+    with make_client(tmp_path, model_uri=str(folder)) as local:
+        deadline = time.monotonic() + 60
+        while "loading" in (response := local.get("/ready")).text and time.monotonic() < deadline:
+            time.sleep(0.1)  # the model loads in the background
+    assert response.status_code == 503
+    assert str(tmp_path) not in response.text and "not-a-model" not in response.text
+    assert "see the service log" in error_of(response)["message"]
+
+
+def test_an_empty_api_key_refuses_to_start(tmp_path):
+    with pytest.raises(ConfigError, match="serving.api_key"):
+        make_client(tmp_path, api_key="  ")
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from financemath_mlops.config import ServingSettings
 from financemath_mlops.features.rows import RecordInput
 from financemath_mlops.serving.inference import InferencePool, pool_size
 from financemath_mlops.serving.metrics import signed_log_buckets
-from financemath_mlops.serving.middleware import json_depth, request_id_from
+from financemath_mlops.serving.middleware import client_request_id, json_depth
 from financemath_mlops.serving.model_holder import LoadedModel
 from financemath_mlops.serving.schemas import (
     BatchRequest,
@@ -46,10 +46,10 @@ def test_json_depth_ignores_brackets_in_strings(body, depth):
     [(b"abc-123", True), (b"a" * 128, True), (b"a" * 129, False), (b"has space", False),
      (b"semi;colon", False), (b"", False)],
 )  # fmt: skip
-def test_request_id_is_kept_only_when_sane(value, kept):
-    got = request_id_from([(b"x-request-id", value)])
+def test_client_request_id_is_kept_only_when_sane(value, kept):
+    got = client_request_id([(b"x-request-id", value)])
     assert (got == value.decode()) is kept
-    assert len(got) == 32 or kept
+    assert got is None or kept
 
 
 def test_prediction_buckets_are_symmetric_log_spaced_and_sorted():
@@ -84,6 +84,12 @@ def test_key_matches_only_the_exact_key():
     assert not key_matches("k3y", "")
     assert not key_matches("k3y", None)
     assert not key_matches("k3y", "ключ")  # non-ASCII offered keys do not raise
+
+
+def test_a_non_ascii_key_matches_the_utf8_bytes_a_client_sends():
+    as_received = "ключ-€".encode().decode("latin-1")  # how Starlette hands a header over
+    assert key_matches("ключ-€", as_received)
+    assert not key_matches("ключ-€", "ключ-€".encode("cp1251").decode("latin-1"))
 
 
 # --- the inference pool ---------------------------------------------------------------------

@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 FILE_PREFIX = "predictions-"
 FILE_SUFFIX = ".parquet"
 ENTRY_FIELDS = (
-    "request_id", "item", "timestamp", "model_name", "model_version", "model_alias",
-    "model_run_id", "topic", "prediction", "warnings",
+    "request_id", "client_request_id", "item", "timestamp", "model_name", "model_version",
+    "model_alias", "model_run_id", "topic", "prediction", "warnings",
 )  # fmt: skip
 MAX_WARNINGS = 20
 MAX_TEXT = 500
@@ -77,6 +77,7 @@ def log_schema(feature_columns: Sequence[str]) -> pa.Schema:
     return pa.schema(
         [
             pa.field("request_id", text),
+            pa.field("client_request_id", text),  # the caller's X-Request-ID, beside ours
             pa.field("item", pa.int32()),
             pa.field("timestamp", pa.timestamp("us", tz="UTC")),
             pa.field("model_name", text),
@@ -98,6 +99,7 @@ def prediction_entries(
     warnings: Sequence[Sequence[str]] | None = None,
     features: Any = None,
     topics: Sequence[str | None] | None = None,
+    client_request_id: str | None = None,
 ) -> list[dict[str, Any]]:
     """Entries for one request (one per record), from what the service already has at hand.
 
@@ -111,6 +113,7 @@ def prediction_entries(
         entries.append(
             {
                 "request_id": request_id,
+                "client_request_id": client_request_id,
                 "item": i,
                 "timestamp": now,
                 "model_name": model.get("name"),
@@ -327,6 +330,7 @@ class PredictionLog:
     def _table(self, entries: list[Mapping[str, Any]]) -> pa.Table:
         columns: dict[str, Any] = {
             "request_id": [_text(e.get("request_id")) for e in entries],
+            "client_request_id": [_text(e.get("client_request_id")) for e in entries],
             "item": [int(e.get("item") or 0) for e in entries],
             "timestamp": [_timestamp(e.get("timestamp")) for e in entries],
             **{

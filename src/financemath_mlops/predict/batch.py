@@ -112,30 +112,32 @@ def read_input_batches(path: Path, batch_rows: int) -> Iterator[list[Any]]:
         for start in range(0, len(rows), batch_rows):
             yield rows[start : start + batch_rows]
         return
+    from financemath_mlops.ingestion.sources import SourceError
+
     reader = _jsonl_batches if path.suffix.lower() == ".jsonl" else _parquet_batches
     first = True
-    for batch in reader(path, batch_rows):
-        if first:
-            check_shape(batch, str(path))
-            first = False
-        yield batch
+    try:
+        for batch in reader(path, batch_rows):
+            if first:
+                check_shape(batch, str(path))
+                first = False
+            yield batch
+    except OSError as exc:
+        raise SourceError(f"cannot read {path}: {exc}") from None
+    if first:
+        raise SourceError(f"{path} holds no rows: nothing to predict")
 
 
 def _jsonl_batches(path: Path, batch_rows: int) -> Iterator[list[Any]]:
+    """Ingestion's reader: a bad line becomes a marker row that validation rejects."""
+    from financemath_mlops.ingestion.jsonl import iter_jsonl
+
     batch: list[Any] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                batch.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                # The same marker ingestion uses: validation rejects the line with its reason.
-                batch.append({"__unparseable_line__": line.rstrip("\n"), "__error__": str(exc)})
-                log.warning("line %d of %s is not valid JSON: %s", number, path, exc)
-            if len(batch) >= batch_rows:
-                yield batch
-                batch = []
+    for row in iter_jsonl(path):
+        batch.append(row)
+        if len(batch) >= batch_rows:
+            yield batch
+            batch = []
     if batch:
         yield batch
 

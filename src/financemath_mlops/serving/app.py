@@ -182,6 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # /docs and /redoc come from docs_pages: no CDN
         redoc_url=None,
+        redirect_slashes=False,  # no 307 to a URL built from the Host header: 404 instead
     )
     app.state.service = state
     install_error_handlers(app)

@@ -31,6 +31,11 @@ WARMUP_RECORD = RecordInput(
     topic=EXAMPLE_RECORD["topic"],
 )
 _CREDENTIALS = re.compile(r"://[^/@\s]+@")
+# An absolute path (not the path part of a URI such as models:/name or http://host/path).
+_PATH = re.compile(r"(?<![\w:/.])(?:/[^\s'\"(),;:]+)+")
+# Where SQLAlchemy / the DB driver starts quoting internals: statement, parameters, driver error.
+_DB_DETAILS = re.compile(r"\[SQL:|\(sqlite3\.|\(psycopg|\(pymysql|\(Background on this error")
+_MAX_REASON = 300
 
 
 class ModelLoadError(RuntimeError):
@@ -156,9 +161,12 @@ def _training_metrics(run_id: str | None) -> dict[str, float]:
 
 
 def _describe(uri: str, exc: Exception) -> str:
+    """The reason /ready and a failed reload show: /ready is open to anyone, so no credentials,
+    no file system paths and no database internals (SQL); the full error goes to the log."""
     if isinstance(exc, tracking.TrackingError):
-        text = str(exc)
+        text = _DB_DETAILS.split(str(exc), maxsplit=1)[0].rstrip(" :(")
+        text = text.splitlines()[0] if text else type(exc).__name__
     else:
-        # Details (paths, internals) go to the log only: /ready is open to anyone.
-        text = f"model {uri} could not be loaded ({type(exc).__name__}); see the service log"
-    return _CREDENTIALS.sub("://***@", text)
+        text = f"model {uri} could not be loaded ({type(exc).__name__})"
+    text = _PATH.sub("<path>", _CREDENTIALS.sub("://***@", text))[:_MAX_REASON]
+    return f"{text}; see the service log"

@@ -117,6 +117,7 @@ async def _predict_and_log(service: Any, model: Any, records: list[Any], request
             prediction_entries(
                 request.state.request_id, model.identity(), scored.values, scored.warnings,
                 scored.features, [r.topic for r in records],
+                client_request_id=getattr(request.state, "client_request_id", None),
             )
         )  # fmt: skip
     return scored
@@ -171,6 +172,12 @@ async def predict_batch(batch: BatchRequest, request: Request) -> BatchResponse:
 @router.get("/health", response_model=HealthResponse, summary="Liveness: the process answers")
 async def health() -> HealthResponse:
     return HealthResponse(status="ok")
+
+
+@router.head("/health", include_in_schema=False)
+async def health_head() -> Response:
+    """For probes that look only at the status (``curl -I``, some load balancers)."""
+    return Response(status_code=200)
 
 
 @router.get(

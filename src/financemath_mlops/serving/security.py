@@ -21,9 +21,18 @@ header_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="Th
 
 
 def key_matches(expected: str, offered: str | None) -> bool:
+    """Compare as bytes: the configured key in UTF-8 against the header's raw bytes.
+
+    ASGI servers hand header values over as bytes and Starlette decodes them as latin-1, so
+    encoding back to latin-1 recovers exactly what the client sent (a UTF-8 key included).
+    """
     if not offered:
         return False
-    return hmac.compare_digest(expected.encode("utf-8"), offered.encode("utf-8", "replace"))
+    try:
+        raw = offered.encode("latin-1")
+    except UnicodeEncodeError:  # not from a real header (a str built in-process)
+        raw = offered.encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(expected.encode("utf-8"), raw)
 
 
 def configured_key(request: Request) -> str | None:
