@@ -182,7 +182,7 @@ class ServingSettings(_Section):
         description="an oversized body up to this size is read and dropped before the 413",
     )
     max_connections: int = Field(
-        default=256, ge=1, description="per worker; beyond it requests get 503 at once"
+        default=2048, ge=1, description="per worker; beyond it requests get 503 at once"
     )
     max_error_details: int = Field(
         default=20, ge=1, description="problems listed in one error body; the rest are counted"

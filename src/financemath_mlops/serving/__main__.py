@@ -2,7 +2,9 @@
 
 The same as `uvicorn financemath_mlops.serving.app:app`, plus the project's --config and
 --log-level flags, a settings check before anything starts (so a typo fails in one clear line),
-and a Prometheus multiprocess directory when --workers > 1 and none is set.
+a Prometheus multiprocess directory when --workers > 1 and none is set, and the connection
+limits of ``serving.*`` (header and keep-alive timeouts, max connections: see server.py). Every
+documented way of starting the service runs this, so those limits hold in every deployment.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import tempfile
 from financemath_mlops.cli import base_parser, run_main, setup_logging
 from financemath_mlops.config import CONFIG_ENV, load_settings
 from financemath_mlops.serving.metrics import MULTIPROC_ENV
+from financemath_mlops.serving.server import set_header_timeout, uvicorn_options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[CONFIG_ENV] = str(args.config)  # the workers load the same file
     if args.model_uri:
         os.environ["FMOPS_SERVING__MODEL_URI"] = args.model_uri
-    load_settings()  # fail now, with the bad key named, rather than in every worker
+    serving = load_settings().serving  # fail now, with the bad key named, not in every worker
+    set_header_timeout(serving.header_timeout_s)
     if args.workers > 1 and not os.environ.get(MULTIPROC_ENV):
         os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="fmops-prometheus-")
     os.environ["FMOPS_LOG_LEVEL"] = args.log_level
@@ -46,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level.lower(),
+        **uvicorn_options(serving),
     )
     return 0
 
