@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     from financemath_mlops import tracking
     from financemath_mlops.evaluation.promotion import move_champion
 
-    tracking.configure(settings)
+    tracking.configure(settings, create_store=False)  # never an empty registry by mistake
     name = args.name or settings.mlflow.model_name
     if args.command == "list":
         print(list_table(name))

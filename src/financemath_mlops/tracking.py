@@ -40,9 +40,39 @@ class ModelRef:
     run_id: str | None
 
 
-def configure(settings: Settings) -> str:
-    """Point MLflow at the configured store (telemetry off); returns the tracking URI."""
+def local_store_path(settings: Settings) -> Path | None:
+    """The SQLite file of a ``sqlite:///`` tracking URI (None for other stores)."""
+    uri = settings.mlflow.tracking_uri
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def require_store(settings: Settings, model_uri: str | None = None) -> None:
+    """Refuse a missing local store instead of letting MLflow create an empty one.
+
+    For the readers (serving, `registry`): an empty registry would only hide the real mistake (a
+    deleted or mistyped ``mlflow.db``). A local model folder as ``model_uri`` needs no store.
+    """
+    if model_uri is not None and not model_uri.startswith(("models:/", "runs:/")):
+        return
+    db_path = local_store_path(settings)
+    if db_path is not None and not db_path.is_file():
+        raise TrackingError(
+            f"the MLflow store {db_path} does not exist: create it by training a model "
+            "(`make run`), or point FMOPS_MLFLOW__TRACKING_URI (or MLFLOW_TRACKING_URI) at an "
+            "existing store"
+        )
+
+
+def configure(settings: Settings, create_store: bool = True) -> str:
+    """Point MLflow at the configured store (telemetry off); returns the tracking URI.
+
+    ``create_store=False`` (serving, `registry`): a missing local store is an error, see
+    :func:`require_store`; the pipeline stages create it.
+    """
     import mlflow
+
+    if not create_store:
+        require_store(settings)
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")

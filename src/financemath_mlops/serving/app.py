@@ -32,6 +32,7 @@ from financemath_mlops.serving.model_holder import (
     ModelHolder,
     ModelLoadError,
     ReloadOutcome,
+    target_uri,
 )
 from financemath_mlops.serving.routes import router
 from financemath_mlops.serving.schemas import apply_limits_to_openapi
@@ -78,6 +79,7 @@ class ServiceState:
         _ensure_logging()
         serving = settings.serving
         tracking.limit_http_requests(serving.mlflow_timeout_s, serving.mlflow_retries)
+        tracking.require_store(settings, target_uri(settings))  # refuse, never create it empty
         self.metrics = ServiceMetrics(settings.paths.reports_dir)
         self.prediction_log = PredictionLog.from_settings(
             settings, listener=self.metrics.prediction_log
