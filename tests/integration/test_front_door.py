@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import socket
-import stat
 import subprocess
 import sys
 import time
@@ -141,19 +140,6 @@ def test_prefect_home_and_its_parents_are_created(tmp_path, monkeypatch):
     prepare_prefect_env(cache)
     assert Path(os.environ["PREFECT_HOME"]) == (cache / "prefect").resolve()
     assert (cache / "prefect" / "prefect.db").is_file()
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere: no unwritable folder")
-def test_an_unwritable_prefect_home_is_one_clear_error(tmp_path, monkeypatch):
-    from financemath_mlops.flows.environment import prepare_prefect_env
-
-    for name in ("PREFECT_HOME", "PREFECT_API_URL", "PREFECT_API_DATABASE_CONNECTION_URL"):
-        monkeypatch.delenv(name, raising=False)
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
-    with pytest.raises(StageError, match="Prefect cannot keep its database"):
-        prepare_prefect_env(locked / ".cache")
 
 
 def test_a_prefect_home_that_is_a_file_is_one_clear_error(tmp_path, monkeypatch):
