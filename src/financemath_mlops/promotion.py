@@ -1,4 +1,8 @@
-"""`python -m financemath_mlops.promotion`: promote the challenger if it beats the champion."""
+"""`python -m financemath_mlops.promotion`: promote the challenger if it beats the champion.
+
+Beats means: the paired bootstrap 95 % interval of its loss minus the champion's, on holdout rows
+unseen by both, lies entirely below -margin (the first version: below the global median's).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,12 @@ def main(argv: list[str] | None = None) -> int:
         "--model-uri", help="the challenger (default: models:/<name>@challenger of the last run)"
     )
     parser.add_argument("--metric", choices=["log_mae", "mae", "rmse", "median_ae"])
-    parser.add_argument("--min-rows", type=int, help="minimum rows unseen by both models")
+    parser.add_argument(
+        "--min-rows", type=int, help="minimum rows unseen by both models (10 or more)"
+    )
+    parser.add_argument(
+        "--margin", type=float, help="how far below 0 the interval must lie (default 0)"
+    )
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     settings = settings_from_args(
@@ -23,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
                 "model_uri": args.model_uri,
                 "promotion_metric": args.metric,
                 "min_promotion_rows": args.min_rows,
+                "promotion_margin": args.margin,
             }
         },
     )

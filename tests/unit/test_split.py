@@ -6,7 +6,7 @@ from collections import Counter
 
 import numpy as np
 
-from financemath_mlops.training.split import holdout_split, kfold_indices
+from financemath_mlops.training.split import holdout_split, kfold_indices, stratified_kfold_indices
 
 IDS = [f"q{i}" for i in range(100)]
 TOPICS = ["A"] * 50 + ["B"] * 30 + ["C"] * 19 + ["D"]
@@ -35,3 +35,22 @@ def test_kfold_covers_every_row_once() -> None:
     assert sorted(valid.tolist()) == list(range(23))
     for train, valid_part in folds:
         assert not set(train) & set(valid_part)
+
+
+def test_stratified_kfold_spreads_each_topic_evenly_and_covers_every_row_once() -> None:
+    folds = stratified_kfold_indices(TOPICS, 5, seed=3)
+    assert len(folds) == 5
+    valid = np.concatenate([v for _, v in folds])
+    assert sorted(valid.tolist()) == list(range(len(TOPICS)))
+    for train, valid_part in folds:
+        assert not set(train) & set(valid_part)
+        counts = Counter(TOPICS[i] for i in valid_part)
+        assert counts["A"] == 10 and counts["B"] == 6 and counts["C"] in (3, 4)
+    sizes = sorted(len(v) for _, v in folds)
+    assert sizes[-1] - sizes[0] <= 1
+    assert [v.tolist() for _, v in folds] == [
+        v.tolist() for _, v in stratified_kfold_indices(TOPICS, 5, seed=3)
+    ]
+    assert [v.tolist() for _, v in folds] != [
+        v.tolist() for _, v in stratified_kfold_indices(TOPICS, 5, seed=4)
+    ]

@@ -1,9 +1,12 @@
-"""Promotion on evidence: the challenger becomes champion only if it wins on rows neither saw.
+"""Promotion on evidence: the challenger becomes champion only if it wins beyond resampling noise.
 
-Both models are scored on the challenger's holdout rows minus any row the champion trained on.
-With fewer such rows than configured, promotion refuses and says why. The decision and both
-numbers are logged to the challenger's run. Moving `champion` keeps the old one as
-`previous-champion`, which `registry rollback` returns to.
+Both models are scored on the challenger's holdout rows minus any row the champion trained on. The
+challenger wins when the paired bootstrap 95 % interval of its per-row loss minus the champion's
+lies entirely below ``-evaluation.promotion_margin`` (:mod:`.intervals`); a point estimate alone
+never promotes. The first version has no champion: it must beat the global median of its own
+training answers the same way. With fewer rows than ``evaluation.min_promotion_rows`` (at least
+10) promotion refuses and says why. n, the difference and the interval are logged to the
+challenger's run. Moving `champion` keeps the old one as `previous-champion` (`registry rollback`).
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ import numpy as np
 from financemath_mlops import tracking
 from financemath_mlops.config import Settings
 from financemath_mlops.evaluation.evaluate import load_run_data, predict_records
-from financemath_mlops.evaluation.metrics import regression_metrics
+from financemath_mlops.evaluation.intervals import PairedDifference, paired_bootstrap
+from financemath_mlops.model.target import signed_log1p
 
 log = logging.getLogger(__name__)
+GLOBAL_MEDIAN = "the global median of its training answers"
 
 
 @dataclass(frozen=True)
@@ -31,12 +36,81 @@ class PromotionDecision:
     challenger_version: str
     champion_version: str | None
     challenger_score: float | None = None
-    champion_score: float | None = None
+    champion_score: float | None = None  # the comparator's: champion, or the global median
     n_rows: int = 0
+    interval: PairedDifference | None = None
+    comparator: str | None = None
 
     def line(self) -> str:
         verdict = "PROMOTED to champion" if self.promoted else "not promoted"
         return f"promotion: version {self.challenger_version} {verdict}: {self.reason}"
+
+
+def row_losses(predictions: np.ndarray, truths: np.ndarray, metric: str) -> np.ndarray:
+    """Per-row losses whose mean (median for median_ae) orders models as the metric does."""
+    if metric == "log_mae":
+        return np.abs(signed_log1p(predictions) - signed_log1p(truths))
+    if metric == "rmse":
+        return (predictions - truths) ** 2
+    return np.abs(predictions - truths)
+
+
+def judge(
+    challenger: np.ndarray, comparator: np.ndarray, truths: np.ndarray, settings: Settings
+) -> tuple[bool, PairedDifference, str]:
+    """Paired interval of challenger minus comparator; promoted only if it is all in favour."""
+    cfg = settings.evaluation
+    metric = cfg.promotion_metric
+    interval = paired_bootstrap(
+        row_losses(challenger, truths, metric),
+        row_losses(comparator, truths, metric),
+        samples=cfg.promotion_bootstrap,
+        seed=settings.training.seed,
+        statistic="median" if metric == "median_ae" else "mean",
+    )
+    wins = interval.favours_a(cfg.promotion_margin)
+    name = "squared error" if metric == "rmse" else metric
+    margin = f" beyond the margin {cfg.promotion_margin:g}" if cfg.promotion_margin else ""
+    text = (
+        f"{name} difference {interval.text(3)} (paired bootstrap {interval.confidence:.0%}, "
+        f"{cfg.promotion_bootstrap} resamples) on {interval.n} rows unseen by both: "
+        + (f"entirely in its favour{margin}" if wins else f"not entirely in its favour{margin}")
+    )
+    return wins, interval, text
+
+
+def _too_few(n: int, settings: Settings) -> str | None:
+    minimum = settings.evaluation.min_promotion_rows
+    if n >= minimum:
+        return None
+    return (
+        f"only {n} holdout rows are unseen by both models (minimum {minimum}); promote by hand "
+        "with `python -m financemath_mlops.registry promote VERSION` if you have other evidence"
+    )
+
+
+def _versus_global_median(settings: Settings, challenger: tracking.ModelRef) -> PromotionDecision:
+    """The first version: it must beat the global median of its training answers on its holdout."""
+    assert challenger.version and challenger.run_id
+    metric = settings.evaluation.promotion_metric
+    with tempfile.TemporaryDirectory(prefix="fmops-promo-") as tmp:
+        data = load_run_data(challenger.run_id, Path(tmp))
+    rows = data.holdout
+    refusal = _too_few(len(rows), settings)
+    if refusal:
+        return PromotionDecision(
+            False, f"there is no champion yet, and {refusal}", metric, challenger.version, None,
+            n_rows=len(rows), comparator=GLOBAL_MEDIAN,
+        )  # fmt: skip
+    truths = np.array([float(r["ground_truth"]) for r in rows])
+    predictions = predict_records(tracking.load_pyfunc(challenger.uri), rows)
+    median = np.full(len(rows), float(np.median(data.train_targets)))
+    wins, interval, text = judge(predictions, median, truths, settings)
+    return PromotionDecision(
+        wins, f"there is no champion yet; versus {GLOBAL_MEDIAN}: {text}", metric,
+        challenger.version, None, float(row_losses(predictions, truths, metric).mean()),
+        float(row_losses(median, truths, metric).mean()), len(rows), interval, GLOBAL_MEDIAN,
+    )  # fmt: skip
 
 
 def move_champion(name: str, version: str) -> None:
@@ -48,12 +122,12 @@ def move_champion(name: str, version: str) -> None:
 
 
 def decide(settings: Settings, challenger: tracking.ModelRef) -> PromotionDecision:
-    """Compare the challenger with the current champion (no side effects)."""
+    """Compare the challenger with the current champion, or the first one with the median."""
     assert challenger.name and challenger.version and challenger.run_id
     metric = settings.evaluation.promotion_metric
     champion = tracking.alias_version(challenger.name, tracking.CHAMPION)
     if champion is None:
-        return PromotionDecision(True, "there is no champion yet", metric, challenger.version, None)
+        return _versus_global_median(settings, challenger)
     if str(champion.version) == str(challenger.version):
         return PromotionDecision(
             False, "it already is the champion", metric, challenger.version, str(champion.version)
@@ -63,31 +137,27 @@ def decide(settings: Settings, challenger: tracking.ModelRef) -> PromotionDecisi
         theirs = load_run_data(champion.run_id, Path(tmp) / "champion")
     seen_by_champion = set(theirs.train_ids)
     rows = [r for r in mine.holdout if r["question_id"] not in seen_by_champion]
-    minimum = settings.evaluation.min_promotion_rows
-    if len(rows) < minimum:
+    label = f"champion v{champion.version}"
+    refusal = _too_few(len(rows), settings)
+    if refusal:
         return PromotionDecision(
-            False,
-            f"only {len(rows)} holdout rows are unseen by both models (minimum {minimum}); "
-            "promote by hand with `python -m financemath_mlops.registry promote VERSION` if you "
-            "have other evidence",
-            metric, challenger.version, str(champion.version), n_rows=len(rows),
+            False, refusal, metric, challenger.version, str(champion.version),
+            n_rows=len(rows), comparator=label,
         )  # fmt: skip
     truths = np.array([float(r["ground_truth"]) for r in rows])
-    scores = {}
-    for label, uri in (
-        ("challenger", challenger.uri),
-        ("champion", f"models:/{challenger.name}/{champion.version}"),
-    ):
-        predictions = predict_records(tracking.load_pyfunc(uri), rows)
-        scores[label] = regression_metrics(predictions, truths)[metric]
-    wins = scores["challenger"] < scores["champion"]
-    reason = (
-        f"{metric} {scores['challenger']:.4g} vs champion v{champion.version} "
-        f"{scores['champion']:.4g} on {len(rows)} rows unseen by both"
+    predictions = {
+        "challenger": predict_records(tracking.load_pyfunc(challenger.uri), rows),
+        "champion": predict_records(
+            tracking.load_pyfunc(f"models:/{challenger.name}/{champion.version}"), rows
+        ),
+    }
+    wins, interval, text = judge(
+        predictions["challenger"], predictions["champion"], truths, settings
     )
+    scores = {k: float(row_losses(v, truths, metric).mean()) for k, v in predictions.items()}
     return PromotionDecision(
-        wins, reason, metric, challenger.version, str(champion.version),
-        scores["challenger"], scores["champion"], len(rows),
+        wins, f"versus {label}: {text}", metric, challenger.version, str(champion.version),
+        scores["challenger"], scores["champion"], len(rows), interval, label,
     )  # fmt: skip
 
 
@@ -103,16 +173,21 @@ def promote_if_better(settings: Settings, challenger: tracking.ModelRef) -> Prom
                 "promotion.reason": decision.reason[:5000],
                 "promotion.metric": decision.metric,
                 "promotion.champion_version": str(decision.champion_version),
+                "promotion.comparator": str(decision.comparator),
             }
         )
-        if decision.challenger_score is not None and decision.champion_score is not None:
-            mlflow.log_metrics(
+        metrics = {"promotion_rows": float(decision.n_rows)}
+        if decision.interval is not None:
+            metrics.update(
                 {
-                    f"promotion_challenger_{decision.metric}": decision.challenger_score,
-                    f"promotion_champion_{decision.metric}": decision.champion_score,
-                    "promotion_rows": decision.n_rows,
+                    "promotion_difference": decision.interval.difference,
+                    "promotion_difference_low": decision.interval.low,
+                    "promotion_difference_high": decision.interval.high,
+                    f"promotion_challenger_{decision.metric}": float(decision.challenger_score),
+                    f"promotion_comparator_{decision.metric}": float(decision.champion_score),
                 }
             )
+        mlflow.log_metrics(metrics)
     if decision.promoted:
         assert challenger.name
         move_champion(challenger.name, decision.challenger_version)

@@ -8,7 +8,7 @@ import numpy as np
 
 from financemath_mlops.evaluation.metrics import regression_metrics
 from financemath_mlops.model.target import TargetTransform, forward, inverse
-from financemath_mlops.training.split import kfold_indices
+from financemath_mlops.training.split import kfold_indices, stratified_kfold_indices
 
 CV_METRICS = ("mae", "rmse", "median_ae", "log_mae", "accuracy")
 
@@ -57,13 +57,19 @@ def cross_validate(
     threads: int | None = None,
     topics: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """k-fold CV on the training rows: mean and std of each metric across folds.
+    """k-fold CV on the training rows: mean and sample std (ddof=1) of each metric across folds.
 
-    With ``topics``, the median baselines are scored on the same folds (``global_median_*``,
-    ``topic_median_*``), so the model's spread can be read against theirs.
+    With ``topics``, the folds are stratified by topic and the median baselines are scored on the
+    same folds (``global_median_*``, ``topic_median_*``), so the model's spread can be read
+    against theirs. The nested, repeated CV with intervals is the evaluation report's job.
     """
     per_fold: dict[str, list[float]] = {}
-    for train_idx, valid_idx in kfold_indices(len(target), folds, seed):
+    splits = (
+        kfold_indices(len(target), folds, seed)
+        if topics is None
+        else stratified_kfold_indices(list(topics), folds, seed)
+    )
+    for train_idx, valid_idx in splits:
         booster = fit_booster(
             features[train_idx], target[train_idx], params, transform, seed, threads
         )
@@ -78,5 +84,5 @@ def cross_validate(
     out: dict[str, float] = {"folds": float(len(per_fold["mae"]))}
     for name, values in per_fold.items():
         out[f"{name}_mean"] = float(np.mean(values))
-        out[f"{name}_std"] = float(np.std(values))
+        out[f"{name}_std"] = float(np.std(values, ddof=1))
     return out

@@ -1,4 +1,4 @@
-"""Deterministic holdout split, stratified by topic, and k-fold indices for cross-validation."""
+"""Deterministic holdout split and k-fold indices for cross-validation, both stratified by topic."""
 
 from __future__ import annotations
 
@@ -41,3 +41,27 @@ def kfold_indices(n: int, folds: int, seed: int) -> list[tuple[np.ndarray, np.nd
     return [
         (np.concatenate([p for j, p in enumerate(parts) if j != i]), parts[i]) for i in range(folds)
     ]
+
+
+def stratified_kfold_indices(
+    topics: Sequence[str | None], folds: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """k-fold (train_idx, valid_idx) pairs with each topic spread evenly over the folds.
+
+    Per topic (in sorted order) the rows are shuffled and dealt to the folds in turn, continuing
+    where the previous topic stopped, so fold sizes differ by at most one and a topic with n rows
+    has floor(n/k) or ceil(n/k) of them in every fold. Deterministic for (topics, folds, seed).
+    """
+    n = len(topics)
+    folds = max(2, min(folds, n))
+    rng = np.random.default_rng(seed)
+    labels = np.array([str(t) for t in topics])
+    assignment = np.empty(n, dtype=np.int64)
+    start = int(rng.integers(folds))
+    for topic in sorted(set(labels.tolist())):
+        members = np.flatnonzero(labels == topic)
+        members = members[rng.permutation(len(members))]
+        assignment[members] = (start + np.arange(len(members))) % folds
+        start = (start + len(members)) % folds
+    everything = np.arange(n)
+    return [(everything[assignment != i], everything[assignment == i]) for i in range(folds)]

@@ -1,0 +1,338 @@
+"""Render the evaluation report as ``docs/model-card.md`` and its plot (errors by answer range).
+
+Every figure in the card comes from the report dict (:mod:`.report`); the prose around them is
+written here so that the card, the tables and the plot change together when the code does.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from financemath_mlops.evaluation.evaluate import PUBLISHED_ACCURACY
+
+LABELS = {
+    "model": "**model (nested CV)**",
+    "global_median": "global median",
+    "topic_median": "topic median",
+    "numbers_median": "median of the numbers in the question and tables",
+}
+
+
+def _num(value: float) -> str:
+    if value is None or not math.isfinite(value):
+        return ""
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def _ci(d: dict[str, float] | None, digits: int = 2, scale: float = 1.0) -> str:
+    if d is None:
+        return "(n < 5)"
+    f = f"+.{digits}f"
+    return f"{d['difference'] * scale:{f}} [{d['low'] * scale:{f}}, {d['high'] * scale:{f}}]"
+
+
+def _verdict(d: dict[str, float]) -> str:
+    if d["high"] < 0:
+        return "model better"
+    if d["low"] > 0:
+        return "model worse"
+    return "not shown"
+
+
+def _acc_verdict(d: dict[str, float]) -> str:
+    if d["low"] > 0:
+        return "model better"
+    if d["high"] < 0:
+        return "model worse"
+    return "not shown"
+
+
+def main_table(r: dict[str, Any]) -> list[str]:
+    lines = [
+        "| predictor | n | MAE | RMSE | median AE | log-MAE (± sd over seeds) | accuracy |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, label in LABELS.items():
+        m = r["summary"][name]
+        lines.append(
+            f"| {label} | {m['n']} | {_num(m['mae'])} | {_num(m['rmse'])} | {_num(m['median_ae'])}"
+            f" | {m['log_mae']:.2f} ± {m['log_mae_std']:.2f} | {m['accuracy']:.1%} |"
+        )
+    c = r["chance_accuracy"]
+    lines.append(
+        f"| chance control: one number of another question | {r['input']['rows']} | | | | "
+        f"| {c['one_number']:.1%} |"
+    )
+    lines.append(
+        f"| chance control: any number of another question | {r['input']['rows']} | | | | "
+        f"| {c['any_number']:.1%} |"
+    )
+    lines.append(
+        f"| oracle copy: any number of the question itself | {r['input']['rows']} | | | | "
+        f"| {c['own_any_number']:.1%} |"
+    )
+    for name, acc in PUBLISHED_ACCURACY.items():
+        lines.append(
+            f"| {name} (published, reference programs' outputs) | 200 | | | | | {acc:.1%} |"
+        )
+    return lines
+
+
+def difference_table(r: dict[str, Any]) -> list[str]:
+    lines = [
+        "| model minus | log-MAE difference [95 % CI] | | median AE difference [95 % CI] "
+        "| accuracy difference (points) [95 % CI] |",
+        "|---|---|---|---|---|",
+    ]
+    for name, diffs in r["differences"].items():
+        lines.append(
+            f"| {LABELS[name]} | {_ci(diffs['log_mae'])} | {_verdict(diffs['log_mae'])} "
+            f"| {_ci(diffs['median_ae'], 1)} | {_ci(diffs['accuracy'], 1, 100)} |"
+        )
+    return lines
+
+
+def sweep_table(r: dict[str, Any]) -> list[str]:
+    lines = [
+        "| candidate (features / LightGBM setting) | repeated-CV log-MAE | minus global median "
+        "[95 % CI] | chosen by inner CV |",
+        "|---|---|---|---|",
+    ]
+    total = r["options"]["outer_fits"]
+    for s in r["sweep"]:
+        lines.append(
+            f"| {s['candidate']} | {s['log_mae']:.2f} ± {s['log_mae_std']:.2f} "
+            f"| {_ci(s['vs_global_median'])} | {s['chosen']}/{total} |"
+        )
+    return lines
+
+
+def range_table(r: dict[str, Any]) -> list[str]:
+    lines = [
+        "| answer range | n | model log-MAE | global median | topic median | numbers median "
+        "| model minus global median [95 % CI] | share of the model's log error |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for e in r["ranges"]:
+        lines.append(
+            f"| {e['range']} | {e['n']} | {e['model']:.2f} | {e['global_median']:.2f} "
+            f"| {e['topic_median']:.2f} | {e['numbers_median']:.2f} | {_ci(e['vs_global_median'])} "
+            f"| {e['share_of_model_error']:.0%} |"
+        )
+    return lines
+
+
+def topic_table(r: dict[str, Any]) -> list[str]:
+    lines = [
+        "| topic | n | model log-MAE | global median | topic median | numbers median "
+        "| model minus global median [95 % CI] |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for e in r["topics"]:
+        lines.append(
+            f"| {e['topic']} | {e['n']} | {e['model']:.2f} | {e['global_median']:.2f} "
+            f"| {e['topic_median']:.2f} | {e['numbers_median']:.2f} | {_ci(e['vs_global_median'])} |"
+        )
+    return lines
+
+
+def chosen_line(r: dict[str, Any]) -> str:
+    ranked = sorted(r["chosen"].items(), key=lambda kv: (-kv[1], kv[0]))
+    total = r["options"]["outer_fits"]
+    return ", ".join(f"{name} {count}/{total}" for name, count in ranked if count)
+
+
+def decision_text(r: dict[str, Any]) -> str:
+    """Whether the evidence moves the default feature set (the served model's) away from full."""
+    d = r["decision"]
+    if d["most_chosen"] == d["default"]:
+        return (
+            f"The inner CV chose the default (`{d['default']}`) most often, so the default config "
+            "stays as it is."
+        )
+    diff = d["most_chosen_minus_default"]
+    moved = diff["high"] < 0
+    return (
+        f"The inner CV chose `{d['most_chosen']}` most often. Its log-MAE minus the default's "
+        f"(`{d['default']}`), paired over the same rows: {_ci(diff)}. "
+        + (
+            "The whole interval is below zero: the evidence says to change the default."
+            if moved
+            else "The interval includes zero: the evidence does not say the choice matters, so "
+            "the default config (and the served model) keeps all 384 embedding dimensions and "
+            "the configured LightGBM setting."
+        )
+    )
+
+
+def render_card(r: dict[str, Any], plot_name: str) -> str:
+    """The whole card as markdown (deterministic for a report dict)."""
+    o = r["options"]
+    model = r["differences"]["global_median"]["log_mae"]
+    settings = r["lightgbm_settings"]
+    text = TEMPLATE.format(
+        rows=r["input"]["rows"],
+        file=r["input"]["file"],
+        sha=r["input"]["sha256"][:16],
+        folds=o["folds"],
+        seeds=o["seeds"],
+        inner=o["inner_folds"],
+        bootstrap=o["bootstrap"],
+        candidates=o["candidates"],
+        outer=o["outer_fits"],
+        main="\n".join(main_table(r)),
+        diffs="\n".join(difference_table(r)),
+        sweep="\n".join(sweep_table(r)),
+        ranges="\n".join(range_table(r)),
+        topics="\n".join(topic_table(r)),
+        chosen=chosen_line(r),
+        decision=decision_text(r),
+        plot=plot_name,
+        headline=_ci(model),
+        verdict=_verdict(model),
+        negatives=r["negative_answers"],
+        model_negative=r["model_negative_rows"],
+        configured=", ".join(f"{k} {v}" for k, v in settings["configured"].items()),
+        small=", ".join(f"{k} {v}" for k, v in settings["small"].items()),
+    )
+    return text
+
+
+def write_plot(r: dict[str, Any], path: Path) -> None:
+    """Grouped bars: log-MAE by answer range for the model and the baselines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ranges = r["ranges"]
+    names = list(LABELS)
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
+    for i, name in enumerate(names):
+        xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(ranges))]
+        label = LABELS[name].strip("*")
+        ax.bar(xs, [e[name] for e in ranges], width, label=label)
+    ax.set_xticks(range(len(ranges)))
+    ax.set_xticklabels([f"{e['range']}\n(n={e['n']})" for e in ranges], fontsize=8)
+    ax.set_ylabel("log-MAE (mean over seeds)")
+    ax.set_title("Out-of-fold error by answer range (repeated nested CV)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+
+
+TEMPLATE = """\
+# Model card: financemath-regressor
+
+<!-- Generated by `python -m financemath_mlops.evaluation report --input {file}`; do not edit by
+hand (tests/model/test_model_card.py checks it against the code). -->
+
+## What it is
+
+A LightGBM regressor that predicts the numeric answer of a FinanceMath question from the question
+text and its tables: MiniLM question embeddings (ONNX), table aggregates and question metadata
+([features.md](features.md)). It is logged to MLflow as a pyfunc that takes raw records
+(`question`, `tables`, `topic`) and carries the booster, the ONNX embedding bundle and the feature
+config, so serving needs no torch. Registered as `financemath-regressor` (real data) or
+`financemath-regressor-sample` (the synthetic sample); new versions get `@challenger`.
+
+**It is a reference pipeline model, not a finance solver.** A regressor over text features cannot
+do the arithmetic these questions need; with {rows} labelled questions it learns the rough magnitude
+of an answer at best. Read every figure below beside its baselines and intervals.
+
+## How the figures below are made
+
+- Input: `{file}` ({rows} labelled rows, sha256 `{sha}...`), read and validated by the ingestion
+  stage's code, turned into the production feature rows by the one feature function.
+- **Repeated, topic-stratified, nested cross-validation**: {folds} outer folds x {seeds} seeds
+  ({outer} outer fits). In every outer fold an inner {inner}-fold CV on the outer-training rows
+  alone chooses among {candidates} candidates (3 embedding forms x with/without the numbers median
+  as a feature x 2 LightGBM settings); only the chosen one is refitted and scored on the outer
+  fold. So the model's figures include the cost of choosing; nothing was tuned on the rows it is
+  scored on. Baselines are fitted on the same outer-training rows.
+- Each row gets one out-of-fold prediction per seed. Metrics are computed per seed over all rows,
+  then averaged over seeds (± their standard deviation, ddof=1). **Intervals** are paired
+  percentile bootstraps over rows ({bootstrap} resamples) of the per-row loss averaged over seeds:
+  the same resampled questions for the model and the baseline.
+- Metrics: MAE, RMSE, median absolute error, MAE on the signed-log1p scale (`log-MAE`; MAE and
+  RMSE are dominated by a handful of answers in the millions) and FinanceMath's tolerance accuracy
+  (within 0.15 %, or equal after rounding magnitudes up to 3 decimals, or off by a power of ten /
+  percent-vs-fraction; the magnitude rules ignore the sign, as the benchmark's do).
+
+## Main result
+
+{main}
+
+Model minus baseline, paired (negative log-MAE / median AE: the model is better; positive
+accuracy: the model is better):
+
+{diffs}
+
+**Reading it.** Against the global median the model's log-MAE difference is {headline}
+({verdict}). A claim that the model beats the medians needs the whole interval below zero; where
+it straddles zero, this data does not show a win. The median absolute error is the typical
+question's error: compare it with the medians' before believing the log-MAE.
+
+Tolerance accuracy: a regressor essentially never lands within 0.15 % of an exact answer. The
+chance controls show what the rule's forgiveness (sign, powers of ten, percent vs fraction) gives
+to numbers taken from an *unrelated* question; an accuracy is only evidence above them. The
+published LLM figures were scored against the outputs of the reference programs, which differ from
+the rounded `ground_truth` we score against on many rows; this project never executes
+`python_solution`, so it does not reproduce that scoring, and the two columns are not strictly
+comparable.
+
+## Where it errs: by answer range and sign
+
+![log-MAE by answer range]({plot})
+
+{ranges}
+
+{negatives} answers are negative; the model predicted a negative value for {model_negative} rows in
+at least one seed. The magnitude of the answer is what the features carry; its sign and its
+scale within a topic are mostly not.
+
+## Per topic
+
+{topics}
+
+The per-topic rows rest on few questions each; read the intervals, not the point estimates.
+
+## Feature sets and parameters (decided by the nested CV)
+
+MiniLM question embeddings stay part of the product; the CV decides their form: `full` (all 384
+dimensions), `pca` (16 principal components fitted on the training rows of each fold) or
+`similarity` (cosine similarity to the nearest training questions and their answers,
+leave-self-out on training rows), each with the 30 hand-built features, with or without the
+median of the question's numbers as a feature. LightGBM settings: `configured` ({configured})
+and `small` ({small}).
+
+The sweep: each candidate refitted on every outer fold. Picking the best row of this table after
+the fact would be optimistic; the nested figures above are the honest ones.
+
+{sweep}
+
+Chosen by the inner CV (out of {outer} outer folds): {chosen}.
+
+{decision}
+
+## Limits and intended use
+
+- For demonstrating and testing an MLOps pipeline on FinanceMath-shaped data, not for answering
+  finance questions. Do not use its predictions for decisions.
+- {rows} labelled questions; topics with a handful of rows are effectively unmodelled.
+- The synthetic sample (`make run`) says nothing about real-world quality: there the answers are
+  functions of the numbers in the text, and the model beats the median by a wide margin (the
+  model tier of the tests pins that).
+- Promotion in the pipeline uses the same kind of evidence: a challenger replaces the champion
+  only when the paired 95 % interval of the difference on holdout rows unseen by both lies
+  entirely in its favour (the first version: against the global median), on at least 10 rows.
+- The dataset (`yale-nlp/FinanceMath`, MIT licence, Zhao et al., ACL 2024) is English, exam-style
+  finance questions; nothing is known about behaviour on other text.
+"""

@@ -1,0 +1,253 @@
+"""The evaluation report: the model card's figures, computed from a labelled FinanceMath file.
+
+``python -m financemath_mlops.evaluation report --input FILE`` reads and validates the file (the
+ingestion stage's reader and validator), builds the production feature rows (the one feature
+function, MiniLM through the configured backend), runs repeated topic-stratified nested CV
+(:mod:`.nested`) and summarises it with paired bootstrap intervals (:mod:`.intervals`) against the
+baselines (:mod:`.baselines`). :mod:`.card` renders the result as ``docs/model-card.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from financemath_mlops.cli import StageError
+from financemath_mlops.config import Settings
+from financemath_mlops.evaluation.baselines import chance_accuracy, numbers_median, record_numbers
+from financemath_mlops.evaluation.intervals import paired_bootstrap
+from financemath_mlops.evaluation.metrics import financemath_correct, regression_metrics
+from financemath_mlops.evaluation.nested import (
+    BASELINES,
+    Candidate,
+    CVData,
+    log_errors,
+    repeated_nested_cv,
+)
+
+log = logging.getLogger(__name__)
+
+MIN_ROWS = 50
+EMBEDDING_DECIMALS = 5  # rounding makes the card reproducible across ONNX thread counts
+# The second LightGBM setting the inner CV may pick instead of the configured one: shallower.
+SMALL_SETTING = {
+    "objective": "l1",
+    "n_estimators": 100,
+    "learning_rate": 0.05,
+    "num_leaves": 4,
+    "min_child_samples": 20,
+    "subsample": 0.8,
+    "subsample_freq": 1,
+    "colsample_bytree": 0.5,
+    "reg_lambda": 5.0,
+}
+RANGES = (
+    ("y < 0", -math.inf, 0.0),
+    ("0 <= y < 1", 0.0, 1.0),
+    ("1 <= y < 100", 1.0, 100.0),
+    ("100 <= y < 10,000", 100.0, 1e4),
+    ("y >= 10,000", 1e4, math.inf),
+)
+
+
+@dataclass
+class ReportOptions:
+    folds: int = 5
+    seeds: int = 5
+    inner_folds: int = 3
+    bootstrap: int = 2000
+    jobs: int = 1
+
+
+def candidates() -> list[Candidate]:
+    return [
+        Candidate(form, numbers, setting)
+        for form in ("full", "pca", "similarity")
+        for numbers in (False, True)
+        for setting in ("configured", "small")
+    ]
+
+
+def load_labelled(path: Path) -> list[dict[str, Any]]:
+    """Validated records with an answer, in file order (the ingestion stage's reader)."""
+    from financemath_mlops.ingestion.sources import read_local_file
+    from financemath_mlops.ingestion.validate import validate_rows
+
+    if not path.is_file():
+        raise StageError(f"report input not found: {path}")
+    result = validate_rows(read_local_file(path), meta={"source": "local"}, ingested_at="-")
+    records = [r.model_dump(mode="json") for r in result.records]
+    labelled = [r for r in records if r.get("ground_truth") is not None]
+    if len(labelled) < MIN_ROWS:
+        raise StageError(
+            f"{path} has {len(labelled)} valid labelled rows ({len(result.rejects)} rejected); "
+            f"the report needs at least {MIN_ROWS}"
+        )
+    return labelled
+
+
+def cv_data(settings: Settings, records: list[dict[str, Any]]) -> CVData:
+    """Production feature rows for the records, split into hand features and embeddings."""
+    from financemath_mlops.features.build import embedding_key, load_embedder, record_input
+    from financemath_mlops.features.embedding_cache import embed_with_cache
+    from financemath_mlops.features.rows import N_HAND_FEATURES, feature_matrix
+
+    embedder, info = load_embedder(settings.features.embedding, settings)
+    questions = [str(r["question"]) for r in records]
+    cache = settings.paths.cache_dir / "embeddings"
+    vectors = np.asarray(embed_with_cache(embedder, questions, cache, embedding_key(info)).vectors)
+    matrix = feature_matrix([record_input(r) for r in records], vectors)
+    numbers = [record_numbers(r["question"], r.get("tables") or []) for r in records]
+    return CVData(
+        hand=matrix[:, :N_HAND_FEATURES],
+        embeddings=np.round(matrix[:, N_HAND_FEATURES:], EMBEDDING_DECIMALS),
+        numbers_median=numbers_median(numbers),
+        target=np.array([float(r["ground_truth"]) for r in records]),
+        topics=np.array([str(r["topic"]) for r in records]),
+    )
+
+
+def per_seed_metrics(predictions: np.ndarray, truths: np.ndarray) -> dict[str, float]:
+    """Each metric computed per seed over all rows, then mean (and std of log-MAE) over seeds."""
+    runs = [regression_metrics(p, truths) for p in predictions]
+    out = {k: float(np.mean([r[k] for r in runs])) for k in ("mae", "rmse", "median_ae")}
+    out.update({k: float(np.mean([r[k] for r in runs])) for k in ("log_mae", "accuracy")})
+    out["log_mae_std"] = (
+        float(np.std([r["log_mae"] for r in runs], ddof=1)) if len(runs) > 1 else 0.0
+    )
+    out["n"] = len(truths)
+    return out
+
+
+def row_losses(predictions: np.ndarray, truths: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-row losses averaged over seeds: log error, absolute error, miss rate."""
+    misses = np.array(
+        [
+            [not financemath_correct(p, t) for p, t in zip(row, truths, strict=True)]
+            for row in predictions
+        ]
+    )
+    return {
+        "log": log_errors(predictions, truths).mean(0),
+        "abs": np.abs(predictions - truths).mean(0),
+        "miss": misses.mean(0),
+    }
+
+
+def compare(
+    a: dict[str, np.ndarray], b: dict[str, np.ndarray], opts: ReportOptions, rows=None
+) -> dict[str, Any]:
+    """Paired differences A - B: log-MAE, median AE, accuracy (negative log/median: A better)."""
+    pick = (lambda v: v) if rows is None else (lambda v: v[rows])
+    seed = 0
+    log_diff = paired_bootstrap(pick(a["log"]), pick(b["log"]), opts.bootstrap, seed)
+    med_diff = paired_bootstrap(
+        pick(a["abs"]), pick(b["abs"]), opts.bootstrap, seed, statistic="median"
+    )
+    miss_diff = paired_bootstrap(pick(a["miss"]), pick(b["miss"]), opts.bootstrap, seed)
+    accuracy = {  # accuracy difference = -(miss difference)
+        "n": miss_diff.n,
+        "difference": -miss_diff.difference,
+        "low": -miss_diff.high,
+        "high": -miss_diff.low,
+        "confidence": miss_diff.confidence,
+    }
+    return {"log_mae": log_diff.as_dict(), "median_ae": med_diff.as_dict(), "accuracy": accuracy}
+
+
+def build_report(settings: Settings, path: Path, opts: ReportOptions) -> dict[str, Any]:
+    """Run the whole analysis; a JSON-ready dict the card is rendered from."""
+    started = time.perf_counter()
+    records = load_labelled(path)
+    data = cv_data(settings, records)
+    lgb_settings = {"configured": dict(settings.training.lightgbm), "small": SMALL_SETTING}
+    cands = candidates()
+    log.info("nested CV: %d candidates, %d folds x %d seeds", len(cands), opts.folds, opts.seeds)
+    cv = repeated_nested_cv(
+        cands, lgb_settings, data, opts.folds, opts.seeds, opts.inner_folds, opts.jobs,
+        progress=lambda done, total: log.info("outer fold %d/%d done", done, total),
+    )  # fmt: skip
+    preds, truths = cv["predictions"], data.target
+    losses = {name: row_losses(p, truths) for name, p in preds.items()}
+    summary = {name: per_seed_metrics(preds[name], truths) for name in ["model", *BASELINES]}
+    numbers = [record_numbers(r["question"], r.get("tables") or []) for r in records]
+    chance = chance_accuracy(numbers, truths)
+    differences = {b: compare(losses["model"], losses[b], opts) for b in BASELINES}
+    sweep = []
+    for c in cands:
+        m = per_seed_metrics(preds[c.name], truths)
+        sweep.append(
+            {
+                "candidate": c.name,
+                "embedding": c.embedding,
+                "numbers_median": c.numbers_median,
+                "setting": c.setting,
+                "log_mae": m["log_mae"],
+                "log_mae_std": m["log_mae_std"],
+                "vs_global_median": compare(losses[c.name], losses["global_median"], opts)[
+                    "log_mae"
+                ],
+                "chosen": cv["chosen"].count(c.name),
+            }
+        )
+    ranges = []
+    for label, low, high in RANGES:
+        rows = np.flatnonzero((truths >= low) & (truths < high))
+        entry: dict[str, Any] = {"range": label, "n": int(rows.size)}
+        for name in ["model", *BASELINES]:
+            entry[name] = float(losses[name]["log"][rows].mean()) if rows.size else math.nan
+        entry["share_of_model_error"] = float(
+            losses["model"]["log"][rows].sum() / losses["model"]["log"].sum()
+        )
+        entry["vs_global_median"] = (
+            compare(losses["model"], losses["global_median"], opts, rows)["log_mae"]
+            if rows.size >= 5
+            else None
+        )
+        ranges.append(entry)
+    topics = []
+    for topic in sorted(set(data.topics.tolist())):
+        rows = np.flatnonzero(data.topics == topic)
+        entry = {"topic": topic, "n": int(rows.size)}
+        for name in ["model", *BASELINES]:
+            entry[name] = float(losses[name]["log"][rows].mean())
+        entry["vs_global_median"] = compare(losses["model"], losses["global_median"], opts, rows)[
+            "log_mae"
+        ]
+        topics.append(entry)
+    chosen_counts = {c.name: cv["chosen"].count(c.name) for c in cands}
+    default = Candidate("full", False, "configured").name
+    favourite = max(cands, key=lambda c: (chosen_counts[c.name], c.name == default)).name
+    decision = {
+        "default": default,
+        "most_chosen": favourite,
+        "most_chosen_minus_default": compare(losses[favourite], losses[default], opts)["log_mae"],
+    }
+    never_negative = int((preds["model"] < 0).any(axis=0).sum())
+    return {
+        "input": {
+            "file": path.name,
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "rows": len(records),
+        },
+        "options": vars(opts) | {"candidates": len(cands), "outer_fits": opts.folds * opts.seeds},
+        "lightgbm_settings": lgb_settings,
+        "summary": summary,
+        "chance_accuracy": chance,
+        "differences": differences,
+        "sweep": sweep,
+        "chosen": chosen_counts,
+        "decision": decision,
+        "ranges": ranges,
+        "topics": topics,
+        "model_negative_rows": never_negative,
+        "negative_answers": int((truths < 0).sum()),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
