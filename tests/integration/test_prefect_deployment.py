@@ -136,6 +136,34 @@ def test_deployment_gets_nightly_scheduled_runs_on_a_real_server(
         assert run.parameters == {"source": "sample", "rows": 200}
 
 
+def test_deploy_adds_the_monitoring_schedule_and_the_retraining_trigger(
+    prefect_api: tuple[str, dict[str, str]],
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from financemath_mlops.flows import events
+
+    api_url, _ = prefect_api
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        with get_client(sync_client=True) as client:
+            client.create_work_pool(WorkPoolCreate(name=POOL + "-loop", type="process"))
+        retrain_id = deployment.deploy({}, work_pool=POOL + "-loop", monitoring_hours=3)
+        with get_client(sync_client=True) as client:
+            monitoring = client.read_deployment_by_name(
+                f"financemath-monitoring/{deployment.MONITORING_DEPLOYMENT}"
+            )
+            automations = client.read_automations_by_name(events.TRIGGER_NAME)
+    (schedule,) = monitoring.schedules
+    assert schedule.schedule.interval.total_seconds() == 3 * 3600
+    assert monitoring.entrypoint == deployment.MONITORING_ENTRYPOINT
+    (automation,) = automations  # re-deploying replaces it, never duplicates
+    assert automation.trigger.expect == {events.RETRAIN_REQUESTED}
+    (action,) = automation.actions
+    assert action.type == "run-deployment" and str(action.deployment_id) == retrain_id
+
+
 def test_deploy_refuses_a_missing_work_pool_with_the_command_to_create_it(
     prefect_api: tuple[str, dict[str, str]],
 ) -> None:
@@ -152,15 +180,23 @@ def test_deploy_refuses_a_missing_work_pool_with_the_command_to_create_it(
 def test_prefect_yaml_deploys_the_same_flow_with_prefect_deploy(
     prefect_api: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
+    from financemath_mlops.config import MonitoringSettings
+    from financemath_mlops.flows.events import trigger_spec
+
     spec = yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())
-    (entry,) = spec["deployments"]
+    entry, monitoring = spec["deployments"]
     assert entry["entrypoint"] == deployment.ENTRYPOINT
     assert entry["name"] == deployment.DEPLOYMENT_NAME
     assert entry["schedules"] == [{"cron": deployment.DEFAULT_CRON, "timezone": "UTC"}]
     assert entry["work_pool"]["name"] == deployment.DEFAULT_WORK_POOL
+    assert entry["triggers"] == [trigger_spec()]
+    assert monitoring["name"] == deployment.MONITORING_DEPLOYMENT
+    assert monitoring["entrypoint"] == deployment.MONITORING_ENTRYPOINT
+    assert monitoring["schedules"][0]["interval"] == MonitoringSettings().schedule_hours * 3600
 
     # `prefect deploy` itself, on a copy (it may offer to rewrite the file), into a test pool.
-    entry["work_pool"]["name"] = POOL + "-yaml"
+    for each in spec["deployments"]:
+        each["work_pool"]["name"] = POOL + "-yaml"
     copy = tmp_path / "prefect.yaml"
     copy.write_text(yaml.safe_dump(spec, sort_keys=False))
     _, env = prefect_api
@@ -182,3 +218,4 @@ def test_prefect_yaml_deploys_the_same_flow_with_prefect_deploy(
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "financemath-pipeline/nightly-retrain" in done.stdout
+    assert "financemath-monitoring/scheduled-monitoring" in done.stdout

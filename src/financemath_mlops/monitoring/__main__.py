@@ -20,9 +20,13 @@ examples:
   python -m financemath_mlops.monitoring performance --data labelled.jsonl \\
       --model-uri models:/financemath-regressor@champion
 
+  # every report so far (reports/index.jsonl), newest last
+  python -m financemath_mlops.monitoring history --kind drift --limit 20
+
 Reports go to reports/<UTC timestamp>/ (drift.html + drift.json, performance.html +
-performance.json); their numbers to reports/latest.json (shown by the service's /metrics) and to
-the MLflow experiment financemath-monitoring. Exit codes: 0 done, 1 dataset drift with
+performance.json); their numbers to reports/latest.json (shown by the service's /metrics), to
+the history reports/index.jsonl and to the MLflow experiment financemath-monitoring. Scheduled
+runs, and retraining when they find evidence: python -m financemath_mlops.flows.monitoring. Exit codes: 0 done, 1 dataset drift with
 --fail-on-drift, 2 bad input or configuration.
 """
 
@@ -46,7 +50,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = base_parser("python -m financemath_mlops.monitoring", __doc__ or "")
     parser.epilog = EPILOG
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{drift,performance}")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="{drift,performance,history}"
+    )
     drift = commands.add_parser(
         "drift",
         help="data drift: current inputs vs the model's training data (or any reference)",
@@ -83,12 +89,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", type=Path, help="labelled FinanceMath file (default: the run's holdout rows)"
     )
     _common(performance)
+    history = commands.add_parser(
+        "history",
+        help="the reports so far (reports/index.jsonl), newest last",
+        description="Headline numbers and folder of every drift and performance report.",
+    )
+    history.add_argument("--kind", choices=["drift", "performance"])
+    history.add_argument("--limit", type=int, default=20, help="entries shown (20)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
+    if args.command == "history":
+        from financemath_mlops.monitoring.history import history_table, read_history
+
+        settings = settings_from_args(args, {})
+        entries = read_history(settings.paths.reports_dir, args.kind, max(1, args.limit))
+        print(history_table(entries))
+        return 0
     settings = settings_from_args(args, {"mlflow": {"tracking_uri": args.tracking_uri}})
     from financemath_mlops.monitoring import run
 
@@ -97,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.drift_share is not None and not 0 < args.drift_share <= 1:
             raise MonitoringError(f"--drift-share must be in (0, 1], got {args.drift_share}")
-        outcome, files = run.run_drift(
+        done = run.run_drift(
             settings,
             run.DriftJob(
                 reference=args.reference,
@@ -112,10 +132,10 @@ def main(argv: list[str] | None = None) -> int:
                 publish=not args.no_publish,
             ),
         )
-        print(outcome.console(args.top))
-        print(f"  reports: {files['html']}  {files['json']}")
-        return 1 if args.fail_on_drift and outcome.dataset_drift else 0
-    outcome, files = run.run_performance(
+        print(done.outcome.console(args.top))
+        print(f"  reports: {done.files['html']}  {done.files['json']}")
+        return 1 if args.fail_on_drift and done.outcome.dataset_drift else 0
+    done = run.run_performance(
         settings,
         run.PerformanceJob(
             model_uri=args.model_uri,
@@ -125,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             publish=not args.no_publish,
         ),
     )
-    print(outcome.console())
-    print(f"  reports: {files['html']}  {files['json']}")
+    print(done.outcome.console())
+    print(f"  reports: {done.files['html']}  {done.files['json']}")
     return 0
 
 

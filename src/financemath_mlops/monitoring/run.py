@@ -1,7 +1,8 @@
 """The two report jobs end to end: resolve the model, load the inputs, report, publish, log.
 
-Publishing (``reports/latest.json``) and MLflow logging come after the report files are written;
-a tracking store that cannot be reached costs the MLflow run (with a warning), never the report.
+Publishing (``reports/latest.json``), the history (``reports/index.jsonl``) and MLflow logging
+come after the report files are written; a tracking store that cannot be reached costs the MLflow
+run (with a warning), never the report.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from financemath_mlops.config import Settings
-from financemath_mlops.monitoring.drift import DriftOutcome, compare, report_dir, write_drift_report
+from financemath_mlops.monitoring.drift import compare, report_dir, write_drift_report
+from financemath_mlops.monitoring.history import record_report
 from financemath_mlops.monitoring.inputs import (
     Featurizer,
     MonitoringError,
@@ -23,7 +25,6 @@ from financemath_mlops.monitoring.inputs import (
     training_features,
 )
 from financemath_mlops.monitoring.performance import (
-    PerformanceOutcome,
     assess,
     write_performance_report,
 )
@@ -48,6 +49,15 @@ class DriftJob:
 
 
 @dataclass
+class Done:
+    """One finished report: the outcome, its files, and the headline numbers it published."""
+
+    outcome: Any  # DriftOutcome | PerformanceOutcome
+    files: dict[str, Path]
+    numbers: dict[str, Any]
+
+
+@dataclass
 class PerformanceJob:
     model_uri: str | None = None
     data: Path | None = None  # None: the model run's holdout records
@@ -56,8 +66,8 @@ class PerformanceJob:
     publish: bool = True
 
 
-def run_drift(settings: Settings, job: DriftJob) -> tuple[DriftOutcome, dict[str, Path]]:
-    """Make, write, publish and log one drift report."""
+def run_drift(settings: Settings, job: DriftJob) -> Done:
+    """Make, write, publish, index and log one drift report."""
     cfg = monitoring_settings(settings)
     threshold = job.drift_share if job.drift_share is not None else cfg.drift_share_threshold
     current_path = job.current or settings.paths.predictions_dir
@@ -93,6 +103,7 @@ def run_drift(settings: Settings, job: DriftJob) -> tuple[DriftOutcome, dict[str
         "report": str(output),
     }
     numbers.pop("drifted_by_group")
+    record_report(settings.paths.reports_dir, "drift", numbers)
     if job.publish:
         publish_latest(settings.paths.reports_dir, "drift", numbers)
     if job.mlflow:
@@ -108,13 +119,11 @@ def run_drift(settings: Settings, job: DriftJob) -> tuple[DriftOutcome, dict[str
         }
         tags = {"reference": reference.source, "current": current.source, "report": output}
         _log_safely(settings, "drift", metrics, {**tags, **_model_tags(outcome.model)}, files)
-    return outcome, files
+    return Done(outcome, files, numbers)
 
 
-def run_performance(
-    settings: Settings, job: PerformanceJob
-) -> tuple[PerformanceOutcome, dict[str, Path]]:
-    """Make, write, publish and log one performance report."""
+def run_performance(settings: Settings, job: PerformanceJob) -> Done:
+    """Make, write, publish, index and log one performance report."""
     with tempfile.TemporaryDirectory(prefix="fmops-performance-") as tmp:
         work = Path(tmp)
         model = resolve_model(settings, job.model_uri, work)
@@ -122,19 +131,17 @@ def run_performance(
     output = job.output or report_dir(settings.paths.reports_dir)
     files = write_performance_report(outcome, output)
     training_mae = outcome.training.get("holdout", {}).get("mae")
+    numbers = {
+        **{k: outcome.metrics.get(k) for k in ("mae", "rmse", "log_mae", "accuracy")},
+        "rows": outcome.metrics.get("n"),
+        "training_mae": training_mae,
+        "training_log_mae": outcome.training.get("holdout", {}).get("log_mae"),
+        "model": outcome.model,
+        "report": str(output),
+    }
+    record_report(settings.paths.reports_dir, "performance", numbers)
     if job.publish:
-        publish_latest(
-            settings.paths.reports_dir,
-            "performance",
-            {
-                **{k: outcome.metrics.get(k) for k in ("mae", "rmse", "log_mae", "accuracy")},
-                "rows": outcome.metrics.get("n"),
-                "training_mae": training_mae,
-                "training_log_mae": outcome.training.get("holdout", {}).get("log_mae"),
-                "model": outcome.model,
-                "report": str(output),
-            },
-        )
+        publish_latest(settings.paths.reports_dir, "performance", numbers)
     if job.mlflow:
         metrics = {k: v for k, v in outcome.metrics.items() if isinstance(v, int | float)}
         metrics.update({f"evidently_{k}": v for k, v in outcome.evidently_metrics.items()})
@@ -142,7 +149,7 @@ def run_performance(
             metrics["training_holdout_mae"] = training_mae
         tags = {"data": outcome.data["source"], "report": output}
         _log_safely(settings, "performance", metrics, {**tags, **_model_tags(outcome.model)}, files)
-    return outcome, files
+    return Done(outcome, files, numbers)
 
 
 def _model_tags(model: dict[str, Any] | None) -> dict[str, Any]:
