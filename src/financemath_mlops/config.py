@@ -221,6 +221,11 @@ class MonitoringSettings(_Section):
     log_queue_size: int = Field(default=10_000, ge=1, description="entries waiting to be written")
     log_rotate_rows: int = Field(default=1_000, ge=1, description="rows per Parquet part file")
     log_rotate_seconds: float = Field(default=60.0, gt=0, description="max age of unwritten rows")
+    log_flush_interval_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="a kill -9 loses at most this window of logged predictions (0: no journal)",
+    )
     drift_share_threshold: float = Field(
         default=0.3, gt=0, le=1, description="dataset drift when this share of columns drifts"
     )

@@ -200,3 +200,40 @@ def test_settings_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("FMOPS_MONITORING__LOG_ROTATE_ROWS", "0")
     with pytest.raises(ConfigError, match="FMOPS_MONITORING__LOG_ROTATE_ROWS"):
         load_settings(None, {"paths": {"predictions_dir": tmp_path}})
+
+
+KILLED_WRITER = """
+import os, signal, sys, time
+import numpy as np
+from financemath_mlops.monitoring.prediction_log import PredictionLog, prediction_entries
+directory = sys.argv[1]
+log = PredictionLog(directory, rotate_rows=1000, rotate_seconds=3600, flush_seconds=0.2)
+rng = np.random.default_rng(0)
+model = {"name": "m", "version": "1", "alias": "champion", "run_id": "r"}
+for request in range(1511):
+    log.record_many(prediction_entries(f"req-{request}", model, [1.0], None,
+                                       rng.normal(size=(1, 400)), ["Accounting"]))
+while log._queue.qsize():  # the writer has taken every entry
+    time.sleep(0.01)
+time.sleep(1.0)  # > flush_seconds: the journal reached the OS
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_kill_9_loses_at_most_the_flush_interval(tmp_path: Path):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_WRITER, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == -9, done.stderr
+    assert len(read_prediction_log(tmp_path)) == 1000  # one part file; 511 only journaled
+    with PredictionLog(tmp_path) as restarted:  # recovers the dead writer's journal
+        restarted.flush()
+    frame = read_prediction_log(tmp_path)
+    assert len(frame) == 1511 and frame["request_id"].is_unique
+    assert not list(tmp_path.glob(".journal-*"))

@@ -10,6 +10,12 @@ and are unique per process (``predictions-<utc>-<pid>-<seq>.parquet``), so sever
 workers can share one directory. A write that fails (unwritable directory, full disk) drops that
 batch, counts it and logs a warning; it never raises into the service.
 
+Between part files the writer appends each entry to a hidden per-process journal
+(``.journal-<pid>-<token>.jsonl``) and hands it to the OS at least every ``flush_seconds``, so a
+kill -9 loses at most that window (plus entries still on the queue); the next log opened on the
+directory turns the journals of dead processes into part files. ``flush_seconds=0`` turns the
+journal off (a kill then loses everything not yet in a part file).
+
 Only the fields in :data:`ENTRY_FIELDS` and the feature values are stored: whatever else a caller
 puts in an entry (headers, API keys) is ignored by construction.
 """
@@ -17,10 +23,13 @@ puts in an entry (headers, API keys) is ignored by construction.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
 import os
 import queue
+import re
+import secrets
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -39,6 +48,8 @@ log = logging.getLogger(__name__)
 
 FILE_PREFIX = "predictions-"
 FILE_SUFFIX = ".parquet"
+JOURNAL_PREFIX = ".journal-"
+_JOURNAL_PID = re.compile(r"^\.journal-(\d+)-[0-9a-f]+\.jsonl$")
 ENTRY_FIELDS = (
     "request_id", "client_request_id", "item", "timestamp", "model_name", "model_version",
     "model_alias", "model_run_id", "topic", "prediction", "warnings",
@@ -152,15 +163,25 @@ class PredictionLog:
         max_queue: int = 10_000,
         rotate_rows: int = 1_000,
         rotate_seconds: float = 60.0,
+        flush_seconds: float = 1.0,
         features: str = "all",
         enabled: bool = True,
         listener: LogListener | None = None,
     ) -> None:
-        if max_queue < 1 or rotate_rows < 1 or not rotate_seconds > 0:
-            raise ValueError("max_queue and rotate_rows must be >= 1, rotate_seconds > 0")
+        if max_queue < 1 or rotate_rows < 1 or not rotate_seconds > 0 or flush_seconds < 0:
+            raise ValueError(
+                "max_queue and rotate_rows must be >= 1, rotate_seconds > 0, flush_seconds >= 0"
+            )
         self.directory = Path(directory)
         self.rotate_rows = rotate_rows
         self.rotate_seconds = float(rotate_seconds)
+        self.flush_seconds = float(flush_seconds)
+        self._journal: Any = None
+        self._journal_path = (
+            self.directory / f"{JOURNAL_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.jsonl"
+        )
+        self._unflushed_since: float | None = None
+        self._journal_warned = False
         self.feature_columns = logged_columns(features)
         self.schema = log_schema(self.feature_columns)
         self.enabled = enabled
@@ -190,6 +211,7 @@ class PredictionLog:
             max_queue=cfg.log_queue_size,
             rotate_rows=cfg.log_rotate_rows,
             rotate_seconds=cfg.log_rotate_seconds,
+            flush_seconds=cfg.log_flush_interval_s,
             features=cfg.log_features,
             enabled=cfg.prediction_log,
             listener=listener,
@@ -259,16 +281,22 @@ class PredictionLog:
     # --- writer thread -------------------------------------------------------------------------
 
     def _run(self) -> None:
+        self._recover_journals()
         buffer: list[Mapping[str, Any]] = []
         oldest = 0.0
         while True:
             timeout = None
             if buffer:
                 timeout = max(0.0, self.rotate_seconds - (time.monotonic() - oldest))
+            if self._unflushed_since is not None:
+                due = self.flush_seconds - (time.monotonic() - self._unflushed_since)
+                timeout = max(0.0, min(due, timeout if timeout is not None else due))
             try:
                 item = self._queue.get(timeout=timeout)
             except queue.Empty:
-                buffer = self._flush(buffer)
+                self._sync_journal()
+                if buffer and time.monotonic() - oldest >= self.rotate_seconds:
+                    buffer = self._flush(buffer)
                 continue
             if item is _STOP:
                 while True:  # entries queued by a record() that raced with close()
@@ -281,6 +309,7 @@ class PredictionLog:
                     elif late is not _STOP:
                         buffer.append(late)
                 self._flush(buffer)
+                self._close_journal()
                 return
             if isinstance(item, _FlushRequest):
                 buffer = self._flush(buffer)
@@ -289,10 +318,90 @@ class PredictionLog:
             if not buffer:
                 oldest = time.monotonic()
             buffer.append(item)
+            self._journal_entry(item)
             if len(buffer) >= self.rotate_rows:
                 buffer = self._flush(buffer)
 
-    def _flush(self, buffer: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    # --- the journal: what a kill -9 would otherwise take with it ------------------------------
+
+    def _journal_entry(self, entry: Mapping[str, Any]) -> None:
+        if not self.flush_seconds:
+            return
+        try:
+            if self._journal is None:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self._journal = self._journal_path.open("a", encoding="utf-8")
+            row = {name: entry.get(name) for name in ENTRY_FIELDS}
+            row["timestamp"] = _timestamp(entry.get("timestamp")).timestamp()
+            row["warnings"] = [str(w)[:MAX_TEXT] for w in (entry.get("warnings") or ())]
+            if self.feature_columns:
+                row["features"] = self._feature_row(entry.get("features")).tolist()
+            self._journal.write(json.dumps(row, default=str) + "\n")
+        except Exception as exc:  # the journal is a safety net: never lose the entry over it
+            self._journal_failed(exc)
+            return
+        if self._unflushed_since is None:
+            self._unflushed_since = time.monotonic()
+        if time.monotonic() - self._unflushed_since >= self.flush_seconds:
+            self._sync_journal()
+
+    def _sync_journal(self) -> None:
+        """Hand the journal to the OS: a killed process keeps it, only a power cut does not."""
+        if self._journal is not None and self._unflushed_since is not None:
+            try:
+                self._journal.flush()
+            except Exception as exc:
+                self._journal_failed(exc)
+        self._unflushed_since = None
+
+    def _reset_journal(self) -> None:
+        """Everything journaled is in a part file now (or counted as dropped)."""
+        if self._journal is not None:
+            try:
+                self._journal.seek(0)
+                self._journal.truncate()
+            except Exception as exc:
+                self._journal_failed(exc)
+        self._unflushed_since = None
+
+    def _close_journal(self) -> None:
+        try:
+            if self._journal is not None:
+                self._journal.close()
+            self._journal_path.unlink(missing_ok=True)
+        except Exception as exc:
+            self._journal_failed(exc)
+        self._journal = None
+
+    def _journal_failed(self, exc: Exception) -> None:
+        """Warn once: the part files (and their own warnings) still tell the real story."""
+        if not self._journal_warned:
+            self._journal_warned = True
+            log.warning("prediction log journal %s failed: %s", self._journal_path, exc)
+
+    def _recover_journals(self) -> None:
+        """Part files from the journals of processes that died (kill -9, OOM) before rotating."""
+        if not self.directory.is_dir():
+            return
+        for path in sorted(self.directory.glob(f"{JOURNAL_PREFIX}*.jsonl")):
+            match = _JOURNAL_PID.match(path.name)
+            if match is None or int(match.group(1)) == os.getpid() or _alive(int(match.group(1))):
+                continue
+            recovered = []
+            with path.open(encoding="utf-8", errors="replace") as handle:
+                for line in handle:
+                    try:
+                        recovered.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        continue  # the line being written when the process died
+            for start in range(0, len(recovered), self.rotate_rows):
+                self._flush(recovered[start : start + self.rotate_rows], journaled=False)
+            log.info("prediction log: recovered %d entries from %s", len(recovered), path)
+            path.unlink(missing_ok=True)
+
+    def _flush(
+        self, buffer: list[Mapping[str, Any]], journaled: bool = True
+    ) -> list[Mapping[str, Any]]:
         """Write the buffer as one part file; on any failure count the rows as dropped."""
         if not buffer:
             return []
@@ -304,7 +413,11 @@ class PredictionLog:
             self._drop(len(buffer), "write_error", error=exc)
             if self.listener is not None:
                 self.listener.write_error()
+            if journaled:
+                self._reset_journal()
             return []
+        if journaled:
+            self._reset_journal()
         with self._counts:
             self.written += len(buffer)
         if self.listener is not None:
@@ -379,6 +492,16 @@ class PredictionLog:
         if now - self._last_warning >= WARN_EVERY_S:
             self._last_warning = now
             log.warning("%s", message)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _text(value: Any) -> str | None:
