@@ -30,6 +30,7 @@ def write_config(workdir: Path) -> Path:
         "reports_dir": str(workdir / "reports"),
         "cache_dir": str(REPO_ROOT / ".cache"),
         "hf_cache_dir": str(REPO_ROOT / ".cache" / "hf"),
+        "serving_model_dir": str(workdir / "models" / "serving"),
     }
     config["mlflow"]["tracking_uri"] = f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}"
     config["mlflow"]["artifact_root"] = str(workdir / "mlruns" / "artifacts")
@@ -61,6 +62,14 @@ def test_flow_runs_the_pipeline_end_to_end_and_promotes_a_sample_champion(
     assert f"features:  {ROWS} rows -> {tmp_path / 'data' / 'processed'}" in out
     assert "model models:/financemath-regressor-sample/1" in out
     assert "promotion: there is no champion yet" in out
+    # The model to serve is exported as a folder, and the printed command serves that folder.
+    served = tmp_path / "models" / "serving"
+    assert f"exported:  {served} <- the champion: financemath-regressor-sample version 1" in out
+    assert re.search(rf"serve it:  \S*python\S* -m financemath_mlops.serving --model-uri {served}$",
+                     out, re.MULTILINE)  # fmt: skip
+    assert (served / "MLmodel").is_file()
+    meta = yaml.safe_load((served / "registered_model_meta").read_text())
+    assert meta == {"model_name": "financemath-regressor-sample", "model_version": "1"}
     # What Prefect recorded (its temporary server is gone; its database stays in PREFECT_HOME).
     with sqlite3.connect(tmp_path / "prefect" / "prefect.db") as db:
         flow_runs = db.execute("select state_name from flow_run").fetchall()
@@ -68,7 +77,8 @@ def test_flow_runs_the_pipeline_end_to_end_and_promotes_a_sample_champion(
         artifacts = db.execute("select key, data from artifact").fetchall()
     assert flow_runs == [("Completed",)]
     assert sorted(name.rsplit("-", 1)[0] for name in tasks) == [
-        "build-features", "evaluate-holdout", "ingest", "promote-if-better", "train-lightgbm"
+        "build-features", "evaluate-holdout", "export-served-model", "ingest",
+        "promote-if-better", "train-lightgbm",
     ]  # fmt: skip
     assert set(tasks.values()) == {"Completed"}
     ((key, data),) = artifacts
