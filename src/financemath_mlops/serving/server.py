@@ -3,15 +3,17 @@
 `python -m financemath_mlops.serving` is the one entry point (README, Dockerfile CMD, compose,
 the flow's printed command) and passes :func:`uvicorn_options`, so every deployment gets the
 same connection limits. Uvicorn alone closes idle keep-alive connections but lets a new
-connection wait forever for its request line and headers (idle sockets, slow-header clients);
-:class:`HeaderDeadline` closes any connection that has no request in progress once
-``serving.header_timeout_s`` has passed since it opened or since its last response. Bodies have
-their own deadline in the app (``BodyGuard``, 408).
+connection wait forever for its request line and headers (idle sockets, slow-header clients),
+and its default parser (httptools) takes headers of any size. :class:`HeaderDeadline` closes any
+connection that has no request in progress once ``serving.header_timeout_s`` has passed since it
+opened or since its last response, and answers 431 to a request head over
+:data:`MAX_HEAD_BYTES`. Bodies have their own deadline in the app (``BodyGuard``, 408).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import resource
 from typing import Any
@@ -23,6 +25,25 @@ from financemath_mlops.config import ServingSettings, load_settings
 log = logging.getLogger(__name__)
 
 FD_MARGIN = 64  # descriptors beyond the connections: model files, logs, the prediction log
+MAX_HEAD_BYTES = 64 * 1024  # request line + headers; real clients send well under 8 KB
+
+
+def _raw_error(status: int, reason: str, code: str, message: str) -> bytes:
+    """A complete response in the service's error shape, for answers given before the app runs."""
+    body = json.dumps({"error": {"code": code, "message": message, "details": None}}).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+_TOO_LARGE = _raw_error(
+    431,
+    "Request Header Fields Too Large",
+    "headers_too_large",
+    f"the request line and headers exceed {MAX_HEAD_BYTES} bytes",
+)
 _header_timeout_s: float | None = None
 
 
@@ -43,6 +64,7 @@ class _HeaderDeadlineMixin:
     """Close the connection if no request is in progress when the deadline passes."""
 
     _deadline: asyncio.TimerHandle | None = None
+    _head_bytes = 0
     loop: asyncio.AbstractEventLoop
     transport: asyncio.Transport
     cycle: Any
@@ -51,6 +73,16 @@ class _HeaderDeadlineMixin:
         super().connection_made(transport)  # type: ignore[misc]
         self._arm()
 
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to unparseable HTTP, in our error shape instead of plain text."""
+        if self.transport.is_closing():
+            return
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self.transport.write(_TOO_LARGE)
+        else:
+            self.transport.write(_raw_error(400, "Bad Request", "bad_request", msg[:200]))
+        self.transport.close()
+
     def on_response_complete(self) -> None:
         super().on_response_complete()  # type: ignore[misc]
         self._arm()
@@ -58,6 +90,9 @@ class _HeaderDeadlineMixin:
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)  # type: ignore[misc]
+
+    def _idle(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
 
     def _arm(self) -> None:
         self._disarm()
@@ -71,8 +106,7 @@ class _HeaderDeadlineMixin:
 
     def _expire(self) -> None:
         self._deadline = None
-        idle = self.cycle is None or self.cycle.response_complete
-        if idle and not self.transport.is_closing():
+        if self._idle() and not self.transport.is_closing():
             self.transport.close()
 
 
@@ -84,7 +118,25 @@ try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class HttpToolsHeaderDeadline(_HeaderDeadlineMixin, HttpToolsProtocol):
-        """uvicorn's httptools protocol (its default when installed) with the header deadline."""
+        """uvicorn's httptools protocol (its default when installed), with the header deadline
+        and a bound on the head (httptools has none; h11 has h11_max_incomplete_event_size)."""
+
+        def on_message_begin(self) -> None:
+            self._head_bytes = 0
+            super().on_message_begin()
+
+        def on_url(self, url: bytes) -> None:
+            self._grow_head(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._grow_head(len(name) + len(value) + 4)
+            super().on_header(name, value)
+
+        def _grow_head(self, size: int) -> None:
+            self._head_bytes += size
+            if self._head_bytes > MAX_HEAD_BYTES:  # httptools stops; send_400_response says 431
+                raise ValueError("request head too large")
 
     HeaderDeadline: type[asyncio.Protocol] = HttpToolsHeaderDeadline
 except ImportError:  # httptools is optional: uvicorn falls back to h11 the same way

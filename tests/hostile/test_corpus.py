@@ -1,0 +1,173 @@
+"""The hostile corpus against a real server: `python -m financemath_mlops.serving`, trained model.
+
+Every case of tests/hostile/corpus.py gets its expected status (never a 5xx) and a small body;
+then the defects of issue 12 that need more than one connection: /health keeps answering while
+the escaped-quote body is checked (1), idle sockets neither starve /health nor stay open (3),
+abandoned batches are not computed (3), and Python's own clients read the 413 (5). Deadlines are
+shortened (2-3 s) so the corpus stays fast; every wait has a generous bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import requests
+
+from tests.hostile.corpus import CASES, CLOSED, QUESTION, Case, post, send
+
+pytestmark = pytest.mark.integration
+
+HEADER_TIMEOUT_S = 2.0
+BODY_TIMEOUT_S = 3.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def port(trained_model: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """The trained model @champion behind the documented entry point, with short deadlines."""
+    workdir = tmp_path_factory.mktemp("hostile")
+    env = dict(trained_model.env)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env |= {
+        "FMOPS_SERVING__MODEL_NAME": trained_model.model_name,
+        "FMOPS_SERVING__ALIAS": "champion",
+        "FMOPS_SERVING__HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+        "FMOPS_SERVING__BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+        "FMOPS_SERVING__KEEP_ALIVE_S": str(HEADER_TIMEOUT_S),
+        "FMOPS_MONITORING__PREDICTION_LOG": "false",
+    }
+    chosen = free_port()
+    log_path = workdir / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "financemath_mlops.serving", "--port", str(chosen)],
+            env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert process.poll() is None, log_path.read_text(errors="replace")[-3000:]
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{chosen}/ready", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the server never became ready:\n" + log_path.read_text()[-3000:])
+        yield chosen
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+    assert "Traceback" not in log_path.read_text(errors="replace")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_each_hostile_request_gets_its_status(port: int, case: Case) -> None:
+    outcome = send(port, case.build())
+    assert outcome.status == case.expect, outcome.body[:300]
+    assert len(outcome.body) <= case.max_response_bytes
+    if case.expect is CLOSED:  # closed by the header deadline, not left open
+        assert outcome.seconds < HEADER_TIMEOUT_S + 10
+    elif case.expect >= 400 and outcome.body:
+        assert set(json.loads(outcome.body)) == {"error"}
+    if case.expect == 200:
+        answer = json.loads(outcome.body)
+        for item in answer.get("predictions", [answer]):
+            assert item["prediction"] is not None
+            assert len(item["warnings"]) <= 21  # 20, then one line that counts the rest
+
+
+def test_health_answers_while_the_escaped_quote_body_is_checked(port: int) -> None:
+    """Defect 1: the old regex held the event loop for ~30 min on this 1 MB body."""
+    raw = next(c for c in CASES if c.issue_defect == 1).build()
+    outcomes: list[Any] = []
+    attack = threading.Thread(target=lambda: outcomes.append(send(port, raw)))
+    attack.start()
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        while attack.is_alive() or not outcomes:
+            assert client.get("/health").status_code == 200  # raises on a 10 s stall
+            time.sleep(0.05)
+    attack.join(timeout=60)
+    assert outcomes[0].status == 400
+
+
+def test_idle_connections_neither_starve_health_nor_stay_open(port: int) -> None:
+    """Defect 3: 1,100 idle sockets used to exhaust the descriptors and /health with them."""
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(300)]
+    try:
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
+        for sock in idle:  # each is closed by the server, without an answer
+            assert sock.recv(1) == b""
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def metric(port: int, name: str) -> float:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_abandoned_batches_are_not_computed(port: int) -> None:
+    """Defect 3: work whose client hung up was still computed, delaying everyone after it."""
+    item = {"question": QUESTION, "tables": ["| Year | Cash flow |\n|---|---|\n| 1 | 50 |"]}
+    raw = post("/predict/batch", {"items": [item] * 64})
+    before = metric(port, "fmops_model_batch_size_count")
+    sockets = []
+    for _ in range(8):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        sock.sendall(raw)
+        sockets.append(sock)
+    time.sleep(1.0)  # all read and queued behind the pool's workers
+    for sock in sockets:
+        sock.close()
+    ok = httpx.post(f"http://127.0.0.1:{port}/predict", json={"question": QUESTION}, timeout=60)
+    assert ok.status_code == 200
+    computed = metric(port, "fmops_model_batch_size_count") - before - 1
+    assert computed < 8, f"{computed:.0f} of 8 abandoned batches were computed"
+
+
+@pytest.mark.parametrize("client", ["http.client", "requests"])
+def test_python_clients_read_the_413(port: int, client: str) -> None:
+    """Defect 5: clients that send the whole body before reading got a reset, not the 413."""
+    body = b'{"question": "' + b"a" * 5_000_000 + b'"}'
+    headers = {"Content-Type": "application/json"}
+    if client == "http.client":
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        connection.request("POST", "/predict", body=body, headers=headers)
+        response = connection.getresponse()
+        status, payload = response.status, response.read()
+        connection.close()
+    else:
+        answer = requests.post(f"http://127.0.0.1:{port}/predict", data=body, headers=headers, timeout=60)  # fmt: skip
+        status, payload = answer.status_code, answer.content
+    assert status == 413
+    assert json.loads(payload)["error"]["code"] == "payload_too_large"
+
+
+def test_the_corpus_covers_every_numbered_defect() -> None:
+    assert {c.issue_defect for c in CASES} >= {1, 2, 3, 4, 5}
