@@ -16,6 +16,7 @@ tools_test=(
   "promtool prometheus"
   "docker-compose docker-compose"
   "prometheus-alertmanager prometheus-alertmanager"
+  "chromium chromium"
 )
 tools_images=(
   "podman podman"

@@ -76,3 +76,10 @@ def test_the_docs_routes_stay_out_of_the_openapi_description(client):
     paths = client.get("/openapi.json").json()["paths"]
     assert not [p for p in paths if p.startswith(("/docs", "/redoc"))]
     assert "/predict" in paths
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_the_pages_forbid_images_from_other_hosts(client, page):
+    # ReDoc's bundle hard-codes a logo from cdn.redoc.ly: the policy keeps the browser from asking.
+    policy = client.get(page).headers["content-security-policy"]
+    assert policy.startswith("img-src 'self'") and "http" not in policy

@@ -29,6 +29,10 @@ ASSETS: dict[str, str] = {
 }
 # Swagger UI's online validator badge would fetch an image from swagger.io for non-local hosts.
 SWAGGER_UI_PARAMETERS = {"validatorUrl": None}
+# ReDoc's bundle hard-codes the "API docs by Redocly" logo from cdn.redoc.ly in its side menu (no
+# option turns it off). This policy stops the browser asking any other host for an image, so the
+# page never reaches outside, and the image hides itself when it cannot load.
+PAGE_HEADERS = {"Content-Security-Policy": "img-src 'self' data: blob:"}
 
 router = APIRouter(include_in_schema=False)
 
@@ -48,7 +52,7 @@ def _urls(request: Request) -> tuple[str, str, str]:
 @router.get("/docs")
 async def swagger_ui(request: Request) -> HTMLResponse:
     openapi_url, assets, icon = _urls(request)
-    return get_swagger_ui_html(
+    page = get_swagger_ui_html(
         openapi_url=openapi_url,
         title=f"{request.app.title} - Swagger UI",
         swagger_js_url=f"{assets}/swagger-ui-bundle.js",
@@ -56,18 +60,22 @@ async def swagger_ui(request: Request) -> HTMLResponse:
         swagger_favicon_url=icon,
         swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
     )
+    page.headers.update(PAGE_HEADERS)
+    return page
 
 
 @router.get("/redoc")
 async def redoc(request: Request) -> HTMLResponse:
     openapi_url, assets, icon = _urls(request)
-    return get_redoc_html(
+    page = get_redoc_html(
         openapi_url=openapi_url,
         title=f"{request.app.title} - ReDoc",
         redoc_js_url=f"{assets}/redoc.standalone.js",
         redoc_favicon_url=icon,
         with_google_fonts=False,
     )
+    page.headers.update(PAGE_HEADERS)
+    return page
 
 
 @router.get(ASSETS_PATH + "/{name}")
