@@ -192,7 +192,10 @@ def _adopt_plain_files(store: Path, targets: list[Path]) -> None:
     generation = store / f"g-{time.time_ns()}-{os.getpid()}-adopted"
     generation.mkdir()
     for target in plain:
-        os.link(target, generation / target.name)
+        try:
+            os.link(target, generation / target.name)
+        except OSError:  # no hard links on this file system
+            shutil.copy2(target, generation / target.name)
     _link(store / CURRENT, Path(generation.name))
     for target in plain:
         _link(target, Path(store.name) / CURRENT / target.name)
