@@ -203,7 +203,8 @@ def test_predict_returns_a_number_with_model_and_request_id(server: Server, reco
     assert response.status_code == 200, response.text
     body = response.json()
     assert math.isfinite(body["prediction"])
-    assert body["request_id"] == "client-id-42" == response.headers["x-request-id"]
+    assert body["request_id"] == response.headers["x-request-id"] != "client-id-42"  # ours
+    assert response.headers["x-client-request-id"] == "client-id-42"  # theirs, beside it
     assert body["model"]["alias"] == "champion"
     assert 0 < body["latency_ms"] < 10_000
     assert body["warnings"] == []

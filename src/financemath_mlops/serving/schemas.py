@@ -135,7 +135,10 @@ class PredictResponse(ItemPrediction):
 
     model: ModelIdentity
     latency_ms: float = Field(description="Time spent in the service for this request")
-    request_id: str = Field(description="Echoed X-Request-ID, or the one the service generated")
+    request_id: str = Field(
+        description="The service's id of this request (also the X-Request-ID header); a caller's "
+        "X-Request-ID comes back as X-Client-Request-ID"
+    )
 
 
 class BatchResponse(BaseModel):
