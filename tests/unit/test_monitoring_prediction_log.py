@@ -237,3 +237,12 @@ def test_kill_9_loses_at_most_the_flush_interval(tmp_path: Path):
     frame = read_prediction_log(tmp_path)
     assert len(frame) == 1511 and frame["request_id"].is_unique
     assert not list(tmp_path.glob(".journal-*"))
+
+
+def test_the_clients_request_id_is_stored_beside_ours(tmp_path: Path):
+    with PredictionLog(tmp_path, features="none") as log:
+        log.record_many(prediction_entries("ours-1", MODEL, [1.0], client_request_id="theirs"))
+        log.record_many(prediction_entries("ours-2", MODEL, [2.0]))
+    frame = read_prediction_log(tmp_path)
+    assert frame["request_id"].tolist() == ["ours-1", "ours-2"]
+    assert frame["client_request_id"].tolist() == ["theirs", None]
