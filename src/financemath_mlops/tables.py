@@ -91,6 +91,7 @@ _NUMBER_RE = re.compile(
     """,
     re.IGNORECASE | re.VERBOSE,
 )
+_ESCAPE_RE = re.compile(r"\\(.)")
 _DASHES = str.maketrans({"\u2212": "-", "\u2013": "-", "\ufe63": "-", "\uff0d": "-"})
 
 
@@ -111,7 +112,9 @@ def parse_number(text: str) -> tuple[float | None, str | None]:
     """
     if not isinstance(text, str):
         return None, None
-    cleaned = re.sub(r"\\(.)", r"\1", text.translate(_DASHES))
+    cleaned = text.translate(_DASHES)
+    if "\\" in cleaned:
+        cleaned = _ESCAPE_RE.sub(r"\1", cleaned)
     cleaned = " ".join(cleaned.split()).strip("*_ ")
     if not cleaned or len(cleaned) > _MAX_NUMBER_CHARS:
         return None, None
@@ -187,7 +190,12 @@ def _segments(text: str) -> list[tuple[list[str], list[str], list[str]]]:
     return segments
 
 
+_EMPTY_CELL = Cell(text="", value=None)  # shared by every empty and padding cell (never mutated)
+
+
 def _cell(text: str) -> Cell:
+    if not text:
+        return _EMPTY_CELL
     value, unit = parse_number(text)
     return Cell(text=text, value=value, unit=unit)
 
