@@ -18,12 +18,13 @@ ROWS ?= 1000
 INPUT ?=
 RUN_ARGS ?=
 
-.PHONY: run test test-images lint unit install lock clean help tools
+.PHONY: run test test-images test-loop lint unit install lock clean help tools
 
 help:
 	@echo "make run    - run the pipeline (SOURCE=sample|hf|local, INPUT=FILE, ROWS=N)"
 	@echo "make test   - the whole check suite (ruff, linters, pytest) - what CI runs"
 	@echo "make test-images - build the two images and run them (docker or podman, no registry needed)"
+	@echo "make test-loop - drifted traffic -> alert delivered -> retraining started, end to end (minutes)"
 	@echo "make lock   - refresh requirements/constraints.txt from the venv"
 	@echo "make clean  - remove generated data, mlruns, caches and reports (keeps .venv)"
 
@@ -55,6 +56,11 @@ lint: $(STAMP) tools
 
 test: lint
 	$(VENV)/bin/pytest
+
+# The operator's loop end to end (drifted traffic -> alert delivered -> retraining run created),
+# with real Prefect, Prometheus and Alertmanager processes: minutes, so not part of `make test`.
+test-loop: $(STAMP) tools
+	$(VENV)/bin/pytest -m loop tests/integration/test_operator_loop.py -s
 
 # Build both images and run them as production would (docker, else podman configured by
 # docker/podman/; air-gapped: a Python base from Debian packages). scripts/test_images.sh.

@@ -96,3 +96,16 @@ def test_prefect_yaml_carries_the_same_trigger():
     assert by_name["scheduled-monitoring"]["schedules"][0]["interval"] == (
         MonitoringSettings().schedule_hours * 3600
     )
+
+
+def test_retraining_is_requested_once_per_served_model(tmp_path: Path):
+    from financemath_mlops.flows.monitoring import RETRAIN_REQUEST_KIND, earlier_request
+
+    v1 = {"name": "financemath-regressor", "version": "1", "run_id": "a"}
+    assert earlier_request(tmp_path, v1) is None  # nothing asked yet
+    record_report(tmp_path, RETRAIN_REQUEST_KIND, {"model": v1, "reasons": ["drift: ..."]})
+    assert earlier_request(tmp_path, dict(v1))["model"] == v1  # same champion: already asked
+    v2 = {**v1, "version": "2", "run_id": "b"}
+    assert earlier_request(tmp_path, v2) is None  # a new champion may drift again
+    record_report(tmp_path, "drift", DRIFTED)  # other kinds in between do not matter
+    assert earlier_request(tmp_path, v1) is not None

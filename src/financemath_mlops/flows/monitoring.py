@@ -63,9 +63,14 @@ def performance_task(settings: Settings, data: Path) -> dict[str, Any] | None:
         return None
 
 
-def _same_model(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
-    keys = ("name", "version", "run_id")
-    return bool(a and b) and all((a or {}).get(k) == (b or {}).get(k) for k in keys)
+def earlier_request(reports_dir: Path, model: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The last retraining request if it was for this same model (then: do not ask again)."""
+    previous = read_history(reports_dir, RETRAIN_REQUEST_KIND, limit=1)
+    if not previous or not model:
+        return None
+    asked_for = previous[-1].get("model") or {}
+    same = all(asked_for.get(k) == model.get(k) for k in ("name", "version", "run_id"))
+    return previous[-1] if same else None
 
 
 @task(name="request-retraining", cache_policy=NO_CACHE)
@@ -76,12 +81,12 @@ def request_retraining(settings: Settings, verdicts: list[Verdict]) -> dict[str,
     logger = get_run_logger()
     reports = settings.paths.reports_dir
     model = next((v.numbers.get("model") for v in verdicts if v.numbers.get("model")), None)
-    previous = read_history(reports, RETRAIN_REQUEST_KIND, limit=1)
-    if previous and _same_model(previous[-1].get("model"), model):
+    previous = earlier_request(reports, model)
+    if previous is not None:
         logger.info(
             "retraining was already requested for this model at %s: not asking again until "
             "a new champion is served",
-            previous[-1].get("time"),
+            previous.get("time"),
         )
         return None
     reasons = [f"{v.kind}: {v.reason}" for v in verdicts]
