@@ -64,7 +64,8 @@ RUN python -c "import lightgbm, onnxruntime, tokenizers, financemath_mlops.servi
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
-CMD ["uvicorn", "financemath_mlops.serving.app:app", "--host", "0.0.0.0", "--port", "8000"]
+# The entry point owns the connection limits (header deadline, keep-alive, max connections).
+CMD ["python", "-m", "financemath_mlops.serving", "--host", "0.0.0.0", "--port", "8000"]
 
 # --- with-model: the same service with a model folder baked in (--target with-model) ------------
 # Last on purpose: builders without stage pruning (podman < 4.4) build every stage before the

@@ -171,7 +171,7 @@ def test_inference_image_is_the_serving_extra_in_a_venv_without_compiler_or_torc
     for compiler in ("gcc", "g++", "build-essential", "clang", "cmake"):
         assert compiler not in final_runs
     assert final.cmd == [
-        "uvicorn", "financemath_mlops.serving.app:app", "--host", "0.0.0.0", "--port", "8000",
+        "python", "-m", "financemath_mlops.serving", "--host", "0.0.0.0", "--port", "8000",
     ]  # fmt: skip
     assert final.healthcheck is not None and "/health" in " ".join(final.healthcheck)
     assert final.healthcheck[0] == "python"  # no curl in slim images
