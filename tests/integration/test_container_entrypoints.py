@@ -165,13 +165,67 @@ def run_healthcheck(test: list[str], container_port: int, port: int, env: dict[s
 # --- the inference image -------------------------------------------------------------------------
 
 
-def test_inference_cmd_with_the_compose_api_settings_serves_the_trained_model(
+def serving_command(command: list[str]) -> None:
+    """The image runs the service through uvicorn or our own entry point (which owns limits)."""
+    assert command[:2] == ["uvicorn", f"{SERVING_APP}:app"] or command[:3] == [
+        "python", "-m", "financemath_mlops.serving"
+    ], command  # fmt: skip
+
+
+def test_inference_cmd_with_the_compose_api_settings_serves_the_exported_folder(
     trained_model: TrainedModel, tmp_path: Path
 ) -> None:
-    """`docker compose up api`: the image CMD and HEALTHCHECK with the api service's environment,
+    """`docker compose up api` (default profile): the image CMD and HEALTHCHECK with the api
+    service's environment, serving the folder `make run` exports (mounted at /models/serving)
+    with no tracking server at all."""
+    require_serving_app()
+    from financemath_mlops import tracking
+
+    api = deploy_files.compose()["services"]["api"]
+    image = deploy_files.image(INFERENCE, api["build"]["target"])
+    assert "command" not in api  # the image CMD is what compose runs
+    compose_env = compose_environment(api)
+    assert compose_env["FMOPS_SERVING__MODEL_URI"] == "/models/serving"
+    tracking.configure(trained_model.settings)
+    folder = tmp_path / "models" / "serving"  # what the read-only bind mount shows
+    tracking.export_model(f"models:/{trained_model.model_name}/{trained_model.version}", folder)
+    port = free_port()
+    env = container_env(
+        image,
+        compose_env,
+        trained_model.env,
+        {
+            "FMOPS_SERVING__MODEL_URI": str(folder),
+            # No registry needed: a tracking server that is not there changes nothing.
+            "FMOPS_MLFLOW__TRACKING_URI": f"http://127.0.0.1:{free_port()}",
+        },
+    )
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "api.log"
+    command = on_local_port(image.cmd, 8000, port)
+    serving_command(command)
+    with running(command, env, image_workdir(tmp_path), log) as process:
+        wait_for(lambda: status(f"{base}/health") == 200, 120, "/health", process, log)
+        wait_for(lambda: status(f"{base}/ready") == 200, 120, "/ready", process, log)
+        run_healthcheck(api["healthcheck"]["test"], 8000, port, env)
+        response = httpx.post(f"{base}/predict", json=QUESTION, timeout=30)
+        assert response.status_code == 200, response.text
+        assert response.json()["model"]["name"] == trained_model.model_name
+        metrics = httpx.get(f"{base}/metrics", timeout=10).text
+    info = (
+        f'fmops_model_info{{alias="champion",name="{trained_model.model_name}",'
+        f'run_id="{trained_model.run_id}",version="{trained_model.version}"}} 1.0'
+    )
+    assert info in metrics
+
+
+def test_inference_cmd_with_the_compose_api_registry_settings_serves_the_champion(
+    trained_model: TrainedModel, tmp_path: Path
+) -> None:
+    """`docker compose --profile mlops up api-registry`: the same image following the registry,
     the tracking URI pointed at the test store (as FMOPS_MLFLOW__TRACKING_URI would be)."""
     require_serving_app()
-    api = deploy_files.compose()["services"]["api"]
+    api = deploy_files.compose()["services"]["api-registry"]
     image = deploy_files.image(INFERENCE, api["build"]["target"])
     assert "command" not in api  # the image CMD is what compose runs
     port = free_port()
@@ -189,7 +243,7 @@ def test_inference_cmd_with_the_compose_api_settings_serves_the_trained_model(
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "api.log"
     command = on_local_port(image.cmd, 8000, port)
-    assert command[:2] == ["uvicorn", f"{SERVING_APP}:app"]
+    serving_command(command)
     with running(command, env, image_workdir(tmp_path), log) as process:
         wait_for(lambda: status(f"{base}/health") == 200, 120, "/health", process, log)
         wait_for(lambda: status(f"{base}/ready") == 200, 120, "/ready", process, log)

@@ -160,9 +160,9 @@ class ServiceState:
     def _model_changed(self, model: LoadedModel) -> None:
         if self.metrics is not None:
             ref = model.ref
-            # A model folder has no alias of its own: the configured one says what it stands for.
-            alias = ref.alias or (self.serving.alias if ref.name else "")
-            self.metrics.set_model(ref.name or "", ref.version or "", alias, ref.run_id or "")
+            self.metrics.set_model(
+                ref.name or "", ref.version or "", ref.alias or "", ref.run_id or ""
+            )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -13,7 +13,7 @@ import logging
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -107,6 +107,9 @@ class ModelHolder:
             previous = self._current
             try:
                 ref = tracking.resolve(uri)
+                if ref.name and ref.alias is None and not uri.startswith(("models:/", "runs:/")):
+                    # A model folder has no alias of its own: the configured one says what it is.
+                    ref = replace(ref, alias=self.settings.serving.alias)
                 if previous is not None and previous.ref.uri == ref.uri:
                     return ReloadOutcome(False, previous, previous)
                 started = time.perf_counter()
@@ -132,6 +135,7 @@ class ModelHolder:
         return ReloadOutcome(True, model, previous)
 
     def _load(self, uri: str, ref: tracking.ModelRef) -> LoadedModel:
+        from_registry = uri.startswith(("models:/", "runs:/"))
         pyfunc = tracking.load_pyfunc(ref.uri)
         logged = pyfunc.unwrap_python_model().predictor
         predictor = logged if self.threads is None else with_threads(logged, self.threads)
@@ -145,7 +149,8 @@ class ModelHolder:
             predictor=predictor,
             source_uri=uri,
             loaded_at=datetime.now(UTC),
-            training_metrics=_training_metrics(ref.run_id),
+            # A folder needs no registry: its run's metrics are not worth waiting for a store.
+            training_metrics=_training_metrics(ref.run_id) if from_registry else {},
             concurrent_predictor=concurrent,
         )
 
