@@ -65,7 +65,7 @@ def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             args=CHROMIUM_FLAGS,
             viewport={"width": 1280, "height": 900},
         )
-        context.set_default_timeout(60_000)
+        context.set_default_timeout(120_000)  # a loaded 2-core machine
         try:
             yield context
         finally:
