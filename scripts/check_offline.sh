@@ -5,6 +5,9 @@
 #   check-jsonschema  the compose file against the compose spec,
 #                     .github/workflows/*.yml against GitHub's workflow schema (vendored schemas)
 #   promtool          `check config` / `check rules` on monitoring/prometheus (Debian prometheus)
+#   deploy/k8s        every kustomize overlay rendered and validated against the Kubernetes and
+#                     prometheus-operator schemas (scripts/k8s_check.py), checkov's Kubernetes
+#                     policies (scripts/k8s_policy.sh: its own venv, .venv/tools/checkov)
 # A missing tool fails the run with the command that installs it. Outside CI, SKIP_MISSING_TOOLS=1
 # turns that into a skip (said loudly); CI (CI=true) never skips.
 set -uo pipefail
@@ -92,6 +95,12 @@ if [ -f "$PROMETHEUS_DIR/prometheus.yml" ] || [ -f "$PROMETHEUS_DIR/alerts.yml" 
       check "promtool check rules" "$promtool" check rules "$PROMETHEUS_DIR/alerts.yml"
     fi
   fi
+fi
+
+# --- Kubernetes manifests ------------------------------------------------------------------------
+if [ -d deploy/k8s ]; then
+  check "k8s render + schemas" "$VENV_BIN/python" scripts/k8s_check.py
+  check "k8s policy (checkov)" env VENV_BIN="$VENV_BIN" bash scripts/k8s_policy.sh
 fi
 
 # --- Verdict -------------------------------------------------------------------------------------

@@ -155,6 +155,9 @@ def check(output: Path | None = None) -> list[str]:
     jsonschema.Draft7Validator.check_schema(template["variables"])
     job = fill_template(template)
     found += [f"prefect job template: {p}" for p in problems(job)]
+    if output is not None:  # the policy check reads these too
+        (output / "prefect-job.yaml").write_text(yaml.safe_dump(job), encoding="utf-8")
+        shutil.copyfile(PREFECT_OBJECTS, output / "prefect-pipeline.yaml")
     for doc in documents(PREFECT_OBJECTS.read_text(encoding="utf-8")):
         found += [f"prefect/pipeline.yaml: {p}" for p in problems(doc)]
     print(f"prefect: the work pool's Job and pipeline.yaml validated (Kubernetes {K8S_VERSION})")
