@@ -262,6 +262,29 @@ config, so serving needs no torch. Registered as `financemath-regressor` (real d
 do the arithmetic these questions need; with {rows} labelled questions it learns the rough magnitude
 of an answer at best. Read every figure below beside its baselines and intervals.
 
+## How the pipeline trains, evaluates and promotes it
+
+- Target: answers span about -5e5 to 5e6, so the booster fits `sign(y)·log1p(|y|)`
+  (`training.target_transform`) with the L1 objective, which on that scale optimises log-MAE.
+- Training (`python -m financemath_mlops.training`): rows without an answer are skipped; a seeded
+  holdout split stratified by topic (20 %) is made once; a topic-stratified k-fold CV on the
+  training rows is logged (mean ± sample std over folds, beside the median baselines on the same
+  folds); the final model fits on all training rows. The split ids, the training feature table
+  and the raw holdout records are stored in the MLflow run. LightGBM runs on one thread
+  (`training.threads: 1`): on a loaded 2-core machine that is much faster than two.
+- Evaluation (`python -m financemath_mlops.evaluation`) scores that run's holdout rows, never a
+  fresh split, beside the medians fitted on its training rows.
+- Promotion (`python -m financemath_mlops.promotion`): on the challenger's holdout rows that the
+  champion did not train on (at least `evaluation.min_promotion_rows`, which cannot be set below
+  10), the paired bootstrap 95 % interval of challenger-minus-champion loss (`promotion_metric`,
+  default log-MAE) must lie entirely below `-evaluation.promotion_margin` (default 0). The first
+  version must beat the global median of its training answers the same way. n, the difference
+  and the interval are logged on the challenger's run (`promotion_*` metrics and tags); a point
+  estimate alone never moves `@champion`.
+
+The pipeline's single holdout is small (about 40 rows on the real split); the figures below come
+from the evaluation report instead, which uses every labelled row.
+
 ## How the figures below are made
 
 - Input: `{file}` ({rows} labelled rows, sha256 `{sha}...`), read and validated by
@@ -351,9 +374,6 @@ Chosen by the inner CV (out of {outer} outer folds):
 - The synthetic sample (`make run`) says nothing about real-world quality: there the answers are
   functions of the numbers in the text, and the model beats the median by a wide margin (the
   model tier of the tests pins that).
-- Promotion in the pipeline uses the same kind of evidence: a challenger replaces the champion
-  only when the paired 95 % interval of the difference on holdout rows unseen by both lies
-  entirely in its favour (the first version: against the global median), on at least 10 rows.
 - The dataset (`yale-nlp/FinanceMath`, MIT licence, Zhao et al., ACL 2024) is English, exam-style
   finance questions; nothing is known about behaviour on other text.
 """
