@@ -31,16 +31,25 @@ def make_client(tmp: Path, **serving: object) -> TestClient:
     return TestClient(create_app(settings), raise_server_exceptions=False)
 
 
+def first_load_failed(test_client: TestClient) -> TestClient:
+    """Wait (bounded) for the background model load to give up once, as it must here."""
+    deadline = time.monotonic() + 60
+    while 'fmops_model_reloads_total{result="failed"}' not in test_client.get("/metrics").text:
+        assert time.monotonic() < deadline, "the first model load did not finish in 60 s"
+        time.sleep(0.05)
+    return test_client
+
+
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     with make_client(tmp_path_factory.mktemp("serving")) as test_client:
-        yield test_client
+        yield first_load_failed(test_client)
 
 
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     with make_client(tmp_path_factory.mktemp("serving-key"), api_key=KEY) as test_client:
-        yield test_client
+        yield first_load_failed(test_client)
 
 
 def error_of(response) -> dict:
