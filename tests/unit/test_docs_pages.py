@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from financemath_mlops.config import load_settings
 from financemath_mlops.serving.app import create_app
-from financemath_mlops.serving.docs_pages import ASSETS, assets_dir
+from financemath_mlops.serving.docs_pages import ASSETS, ASSETS_DIR
 
 URL_ATTRIBUTE = re.compile(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""")
 
@@ -34,7 +34,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
 
 def test_the_installed_package_ships_every_asset_the_pages_name():
     for name in ASSETS:
-        assert (assets_dir() / name).stat().st_size > 1000, name
+        assert (ASSETS_DIR / name).stat().st_size > 1000, name
 
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
@@ -61,7 +61,7 @@ def test_assets_come_with_their_media_type_and_a_cache_header(client):
     response = client.get("/docs-assets/swagger-ui-bundle.js")
     assert response.headers["content-type"].startswith("text/javascript")
     assert "max-age" in response.headers["cache-control"]
-    assert response.content == (assets_dir() / "swagger-ui-bundle.js").read_bytes()
+    assert response.content == (ASSETS_DIR / "swagger-ui-bundle.js").read_bytes()
     assert client.get("/docs-assets/swagger-ui.css").headers["content-type"].startswith("text/css")
 
 

@@ -34,12 +34,11 @@ SWAGGER_UI_PARAMETERS = {"validatorUrl": None}
 # page never reaches outside, and the image hides itself when it cannot load.
 PAGE_HEADERS = {"Content-Security-Policy": "img-src 'self' data: blob:"}
 
+# Where the installed fastapi-offline keeps them (a plain directory in its wheel). Resolved at
+# import, so an image without the package fails its import check instead of 500s on /docs.
+ASSETS_DIR = Path(str(resources.files("fastapi_offline").joinpath("static")))
+
 router = APIRouter(include_in_schema=False)
-
-
-def assets_dir() -> Path:
-    """Where the installed ``fastapi-offline`` keeps the files (a plain directory in its wheel)."""
-    return Path(str(resources.files("fastapi_offline").joinpath("static")))
 
 
 def _urls(request: Request) -> tuple[str, str, str]:
@@ -84,7 +83,7 @@ async def asset(name: str) -> FileResponse:
     if media_type is None:
         raise HTTPException(status_code=404)
     return FileResponse(
-        assets_dir() / name,
+        ASSETS_DIR / name,
         media_type=media_type,
         headers={"Cache-Control": "public, max-age=86400"},
     )
