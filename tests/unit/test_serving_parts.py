@@ -161,7 +161,7 @@ def test_model_errors_reach_the_caller():
 
 
 def test_load_failure_reasons_keep_sql_paths_and_credentials_for_the_log():
-    from financemath_mlops.serving.model_holder import _describe
+    from financemath_mlops.serving.model_holder import describe_failure
     from financemath_mlops.tracking import TrackingError
 
     sql = TrackingError(
@@ -169,10 +169,10 @@ def test_load_failure_reasons_keep_sql_paths_and_credentials_for_the_log():
         "model_versions\n[SQL: SELECT model_versions.name FROM model_versions WHERE name = ?]\n"
         "[parameters: ('m',)]\n(Background on this error at: https://sqlalche.me/e/20/e3q8)"
     )
-    public = _describe("models:/m@champion", sql)
+    public = describe_failure("models:/m@champion", sql)
     assert "SELECT" not in public and "sqlite3" not in public and "model_versions" not in public
     assert public.startswith("cannot resolve model models:/m@champion")
     path = TrackingError('cannot load model /srv/secret/m: no "MLmodel" at "/srv/secret/m"')
-    assert "/srv" not in _describe("/srv/secret/m", path)
+    assert "/srv" not in describe_failure("/srv/secret/m", path)
     creds = TrackingError("cannot reach http://user:pw@mlflow:5000/api")
-    assert "pw" not in _describe("models:/m@c", creds)
+    assert "pw" not in describe_failure("models:/m@c", creds)

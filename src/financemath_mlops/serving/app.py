@@ -32,6 +32,7 @@ from financemath_mlops.serving.model_holder import (
     ModelHolder,
     ModelLoadError,
     ReloadOutcome,
+    describe_failure,
     target_uri,
 )
 from financemath_mlops.serving.routes import router
@@ -114,7 +115,7 @@ class ServiceState:
                 log.warning("no model yet (/ready says 503), next try in %.0fs: %s", delay, exc)
             except tracking.TrackingError as exc:
                 assert self.holder is not None
-                self.holder.problem = str(exc)
+                self.holder.problem = describe_failure(target_uri(settings), exc)  # no paths
                 log.warning("no model yet (/ready says 503), next try in %.0fs: %s", delay, exc)
             except Exception as exc:
                 assert self.holder is not None

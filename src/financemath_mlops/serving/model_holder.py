@@ -115,7 +115,7 @@ class ModelHolder:
                 started = time.perf_counter()
                 model = self._load(uri, ref)
             except Exception as exc:
-                reason = _describe(uri, exc)
+                reason = describe_failure(uri, exc)
                 if previous is None:
                     self.problem = reason
                 log.error("%s", reason, exc_info=not isinstance(exc, tracking.TrackingError))
@@ -165,7 +165,7 @@ def _training_metrics(run_id: str | None) -> dict[str, float]:
         return {}
 
 
-def _describe(uri: str, exc: Exception) -> str:
+def describe_failure(uri: str, exc: Exception) -> str:
     """The reason /ready and a failed reload show: /ready is open to anyone, so no credentials,
     no file system paths and no database internals (SQL); the full error goes to the log."""
     if isinstance(exc, tracking.TrackingError):
