@@ -63,7 +63,13 @@ def background(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Background]
                 "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1",
             ],
             work / "mlflow",
-            cli_env(MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true"),
+            # telemetry off as in our images; no job runner (another process importing mlflow,
+            # which the UI page does not use)
+            cli_env(
+                MLFLOW_DISABLE_TELEMETRY="true",
+                DO_NOT_TRACK="true",
+                MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+            ),
             http_ok(f"http://127.0.0.1:{mlflow_port}/health"),
         )  # fmt: skip
         mlflow.base_url = f"http://127.0.0.1:{mlflow_port}"
