@@ -117,3 +117,17 @@ def test_committed_card_is_the_rendering_of_the_committed_results() -> None:
     report = json.loads(results.read_text(encoding="utf-8"))
     assert render_card(report, "model-card-errors.png") == card.read_text(encoding="utf-8")
     assert (REPO_ROOT / "docs" / "model-card-errors.png").is_file()
+
+
+def test_report_refuses_a_file_too_small_or_missing_with_a_reason(tmp_path, capsys) -> None:
+    from financemath_mlops.cli import run_main
+    from financemath_mlops.evaluation.__main__ import main
+    from tests.helpers import make_rows, write_json
+
+    small = write_json(tmp_path / "small.json", make_rows(5))
+    card = tmp_path / "card.md"
+    assert run_main(main, ["report", "--input", str(small), "--card", str(card)]) == 2
+    assert "5 valid labelled rows" in capsys.readouterr().err and not card.exists()
+    missing = tmp_path / "absent.json"
+    assert run_main(main, ["report", "--input", str(missing), "--card", str(card)]) == 2
+    assert "not found" in capsys.readouterr().err
