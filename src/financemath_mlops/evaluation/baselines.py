@@ -27,7 +27,7 @@ __all__ = [
     "with_fallback",
 ]
 
-MAX_NUMBERS = 2000  # per record: bounds the chance control's work on a huge table
+MAX_NUMBERS = 500  # per record (real rows: at most 50); bounds the chance control
 
 
 def record_numbers(question: str, tables: Sequence[str]) -> list[float]:
