@@ -443,3 +443,47 @@ def test_packaged_model_dir_has_what_the_export_needs() -> None:
     source = packaged_model_dir()
     for name in ("config.json", "tokenizer.json", "model.safetensors", "modules.json"):
         assert (source / name).is_file(), name
+
+
+class WeightsEmbedder(FakeEmbedder):
+    """Vectors that depend on the weight file too, as a real model's do."""
+
+    dim = 384
+
+    def __init__(self, weights: Path) -> None:
+        super().__init__()
+        self.salt = weights.read_bytes()
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls.append(list(texts))
+        rows = [
+            np.frombuffer(hashlib.shake_256(self.salt + t.encode()).digest(self.dim), np.uint8)
+            for t in texts
+        ]
+        return l2_normalize(np.array(rows, dtype=np.float32).reshape(len(texts), self.dim) + 1)
+
+
+def test_features_cache_misses_after_new_weights_under_the_same_revision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14 item 1: the features stage's key must see new weights when no commit pins them."""
+    from financemath_mlops.config import EmbeddingSettings, load_settings
+    from financemath_mlops.features import build, embeddings
+
+    model = tmp_path / "minilm"
+    model.mkdir()
+    weights = model / "model.safetensors"
+    monkeypatch.setattr(embeddings, "make_embedder", lambda *a, **k: WeightsEmbedder(weights))
+    cfg = EmbeddingSettings(local_path=model)
+    settings = load_settings(None)
+    rows = [{"question_id": "q1", "question": "What is the NPV?", "topic": "Accounting"}]
+    cache = tmp_path / "cache"
+    vectors = []
+    for content in (b"old weights", b"new weights"):
+        weights.write_bytes(content)
+        embedder, info = build.load_embedder(cfg, settings)
+        assert info["revision"] == "unknown"
+        table, stats = build.featurize_chunk(rows, embedder, info, cache)
+        assert (stats["hits"], stats["misses"]) == (0, 1)
+        vectors.append(np.array([table.column(c).to_pylist() for c in table.column_names[3:]]))
+    assert not np.allclose(vectors[0], vectors[1])

@@ -117,8 +117,18 @@ def record_input(row: dict[str, Any]) -> RecordInput:
 
 
 def embedding_key(info: dict[str, Any]) -> dict[str, str]:
-    """What makes two embeddings of the same text interchangeable."""
-    return {k: str(info[k]) for k in ("model_id", "revision", "source", "backend", "max_length")}
+    """What makes two embeddings of the same text interchangeable.
+
+    ``weights_sha256`` is in ``info`` when no commit pins the weights (see
+    :func:`~financemath_mlops.features.embeddings.embedding_cache_key`): new weights under the
+    same revision string must not reuse old vectors.
+    """
+    key = {k: str(info[k]) for k in ("model_id", "revision", "source", "backend", "max_length")}
+    key.update({k: str(info[k]) for k in _OPTIONAL_KEY_FIELDS if info.get(k) is not None})
+    return key
+
+
+_OPTIONAL_KEY_FIELDS = ("weights_sha256",)
 
 
 def featurize_chunk(
@@ -153,7 +163,11 @@ def _target(value: Any) -> float | None:
 
 def load_embedder(cfg: EmbeddingSettings, settings: Settings, show_progress: bool = False):
     """Resolve the model weights and build the configured embedding backend."""
-    from financemath_mlops.features.embeddings import make_embedder, resolve_model
+    from financemath_mlops.features.embeddings import (
+        embedding_cache_key,
+        make_embedder,
+        resolve_model,
+    )
 
     resolved = resolve_model(
         cfg.model_id,
@@ -178,13 +192,16 @@ def load_embedder(cfg: EmbeddingSettings, settings: Settings, show_progress: boo
         "max_length": cfg.max_length,
         "dim": embedder.dim,
     }
+    pinned = embedding_cache_key(resolved, cfg.backend, cfg.max_length)  # the one rule
+    if "weights_sha256" in pinned:
+        info["weights_sha256"] = pinned["weights_sha256"]
     return embedder, info
 
 
 def onnx_bundle(settings: Settings, info: dict[str, Any]) -> Path:
     """The ONNX embedding bundle for the model the features were built with (exported if needed)."""
     from financemath_mlops.features.embeddings import resolve_model
-    from financemath_mlops.features.onnx_export import ensure_onnx_bundle
+    from financemath_mlops.features.onnx_export import ensure_onnx_bundle, weights_sha256
 
     cfg = settings.features.embedding
     resolved = resolve_model(
@@ -198,6 +215,11 @@ def onnx_bundle(settings: Settings, info: dict[str, Any]) -> Path:
             f"the features were embedded with {info['model_id']} revision {info['revision']} "
             f"({info['source']}) but this machine resolves revision {resolved.revision} "
             f"({resolved.source}); re-run the features stage"
+        )
+    if info.get("weights_sha256") and weights_sha256(resolved.path) != info["weights_sha256"]:
+        raise FeatureError(
+            f"the weights of {info['model_id']} at {resolved.path} changed since the features "
+            "were embedded (sha256 differs); re-run the features stage"
         )
     return ensure_onnx_bundle(
         resolved, settings.paths.cache_dir / "onnx", max_length=int(info["max_length"])
