@@ -219,7 +219,7 @@ def test_drifted_traffic_raises_an_alert_that_is_delivered_and_starts_retraining
     prefect_up = httpx.get(f"{loop['prometheus']}/query", params={"query": 'up{job="prefect"}'})
     assert prefect_up.json()["data"]["result"][0]["value"][1] == "1"  # Prefect's /api/metrics
     print(
-        f"\noperator loop: burst of {BURST_ROWS} drifted rows -> drift report in "
+        f"\noperator loop: burst of {BURST_ROWS} drifted rows -> monitoring run done at "
         f"{report_done - started:.1f}s, alert delivered at {delivered_at - started:.1f}s, "
         f"retraining run created at {retrain_at - started:.1f}s (<= polling 0.25s)"
     )
