@@ -80,6 +80,9 @@ class EmbeddingSettings(_Section):
     batch_size: int = Field(default=32, ge=1, le=4096)
     threads: int | None = Field(default=None, ge=1, description="Default: all cores")
     max_length: int = Field(default=256, ge=8, le=512)
+    precision: Literal["fp32", "int8"] = Field(
+        default="fp32", description="ONNX bundle: fp32, or int8 (quantized once at export)"
+    )
 
 
 class FeatureSettings(_Section):
