@@ -53,13 +53,14 @@ bounded() { # bounded SECONDS CMD...: the command, never past the overall budget
   left=$(left_s)
   [ "$left" -gt 0 ] || die "out of time (IMAGES_TIMEOUT_S=$IMAGES_TIMEOUT_S)"
   [ "$limit" -lt "$left" ] || limit=$left
+  [ "$1" != engine ] || { shift; set -- "${ENGINE_CMD[@]}" "$@"; } # timeout runs commands only
   timeout --kill-after=10 "$limit" "$@"
 }
 
 # --- engine ---------------------------------------------------------------------------------------
 if command -v docker >/dev/null 2>&1 && timeout 20 docker info >/dev/null 2>&1; then
   ENGINE=docker
-  engine() { docker "$@"; }
+  ENGINE_CMD=(docker)
 else
   bash scripts/system_tools.sh images || die "podman, buildah, runc and mmdebstrap are needed"
   ENGINE=podman
@@ -67,8 +68,11 @@ else
   export CONTAINERS_STORAGE_CONF=$ROOT/docker/podman/storage.conf
   export TMPDIR=$WORK/tmp # buildah's scratch space
   mkdir -p "$WORK/storage" "$WORK/run" "$WORK/libpod"
-  engine() { podman --root "$WORK/storage" --runroot "$WORK/run" --tmpdir "$WORK/libpod" "$@"; }
+  ENGINE_CMD=(podman --root "$WORK/storage" --runroot "$WORK/run" --tmpdir "$WORK/libpod")
+  # Docker's image format: the OCI format has no HEALTHCHECK, and buildah would drop it.
+  export BUILDAH_FORMAT=docker
 fi
+engine() { "${ENGINE_CMD[@]}" "$@"; }
 log "engine: $ENGINE ($(engine --version))"
 record engine "$ENGINE"
 
@@ -78,10 +82,11 @@ cleanup() {
   log "cleaning up"
   engine ps -a --filter "name=$RUN_ID" --format '{{.Names}}' 2>/dev/null |
     while read -r name; do engine rm -f "$name" >/dev/null 2>&1; done
-  for image in "${IMAGES_MADE[@]}"; do engine rmi -f "$image" >/dev/null 2>&1; done
-  if [ "$ENGINE" = podman ]; then
-    engine system prune -a -f >/dev/null 2>&1 # build cache of this per-run store only
-    # overlay mounts of the per-run store, deepest first, before the folder goes
+  if [ "$ENGINE" = docker ]; then
+    for image in "${IMAGES_MADE[@]}"; do engine rmi -f "$image" >/dev/null 2>&1; done
+  else
+    # The per-run store goes whole (images, build cache, interrupted builds): first its overlay
+    # mounts, deepest first.
     awk -v w="$WORK" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r |
       while read -r mnt; do umount "$mnt" 2>/dev/null || umount -l "$mnt"; done
   fi
@@ -137,7 +142,8 @@ debian_base() { # a Python 3.11 image from Debian packages, tagged $1
     { tail -n 20 "$REPORT_DIR/base.log" >&2; die "mmdebstrap failed"; }
   # An imported root file system has no config: give it what python:3.11-slim sets.
   engine import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' "$WORK/base.tar" "$tag" >/dev/null
+    --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' "$WORK/base.tar" "$tag" \
+    >>"$REPORT_DIR/base.log" 2>&1
   rm -f "$WORK/base.tar"
   IMAGES_MADE+=("$tag")
   record base "debian-$suite-mmdebstrap"
@@ -168,6 +174,9 @@ if [ ! -f "$MODEL_DIR/MLmodel" ]; then
   [ -f "$MODEL_DIR/MLmodel" ] || die "make run did not export a model folder to $MODEL_DIR"
 fi
 MODEL_ABS=$(cd "$MODEL_DIR" && pwd)
+# The service runs as uid 10001: a folder only its owner may read cannot be served, mounted or baked.
+unreadable=$(find "$MODEL_ABS" \( -type d ! -perm -o=rx \) -o \( -type f ! -perm -o=r \) | head -n 3)
+[ -z "$unreadable" ] || die "$MODEL_DIR is not readable by other users (uid 10001 in the image): $unreadable"
 # The registry's name and version travel with an exported folder (MLflow's registered_model_meta).
 read -r MODEL_NAME MODEL_VERSION < <("$VENV_BIN/python" - "$MODEL_ABS" <<'EOF'
 import sys
@@ -246,9 +255,13 @@ check_inference() { # check_inference KEY IMAGE [RUN ARGS...]
   uid=$(engine exec "$name" sh -c 'awk "/^Uid:/ {print \$2}" /proc/1/status')
   [ "$uid" = 10001 ] || fail "$key: the server runs as uid $uid, not 10001"
   healthcheck "$name" || fail "$key: the HEALTHCHECK failed"
+  # The log is written in batches; a graceful stop writes what is queued (as a redeploy would).
+  engine stop -t 30 "$name" >/dev/null
+  rm -rf "$WORK/predictions"
+  engine cp "$name:/app/data/predictions" "$WORK/predictions"
   local logged
-  logged=$(engine exec "$name" sh -c 'find /app/data/predictions -type f -size +0 | wc -l')
-  [ "$logged" -gt 0 ] || fail "$key: no prediction log under /app/data/predictions"
+  logged=$("$VENV_BIN/python" -c 'import pathlib, sys, pyarrow.parquet as pq; print(sum(pq.ParquetFile(f).metadata.num_rows for f in pathlib.Path(sys.argv[1]).rglob("*.parquet")))' "$WORK/predictions")
+  [ "$logged" -ge 3 ] || fail "$key: the prediction log holds $logged of the 3 predictions"
   engine rm -f "$name" >/dev/null
   log "$key: /health /ready /predict /predict/batch /metrics, uid 10001, HEALTHCHECK, prediction log: checked"
 }
@@ -269,15 +282,16 @@ name=$RUN_ID-nomodel
 port=$(free_port)
 started=$(now_ms)
 engine run -d --name "$name" -p "127.0.0.1:$port:8000" \
-  -e FMOPS_MLFLOW__TRACKING_URI=http://10.255.255.1:5000 "$INFERENCE" >/dev/null
+  -e FMOPS_MLFLOW__TRACKING_URI=http://192.0.2.1:5000 "$INFERENCE" >/dev/null
 if wait_for_code "http://127.0.0.1:$port/health" 200 30 "$name"; then
   health_ms=$(($(now_ms) - started))
   record health_s.no_model "$(awk -v ms="$health_ms" 'BEGIN {printf "%.1f", ms / 1000}')"
   [ "$health_ms" -le 5000 ] || fail "no model: /health took $health_ms ms (limit 5000)"
   code=$(http_code "http://127.0.0.1:$port/ready")
   [ "$code" = 503 ] || fail "no model: /ready $code, not 503"
-  grep -qi 'reason\|detail' "$WORK/body" || fail "no model: /ready gives no reason: $(head -c 300 "$WORK/body")"
-  log "no model: /health in $health_ms ms, /ready $code: $(head -c 200 "$WORK/body")"
+  reason=$("$VENV_BIN/python" -c 'import json, sys; b = json.load(open(sys.argv[1])); print((b.get("error") or {}).get("message") or b.get("reason") or "")' "$WORK/body" 2>/dev/null || true)
+  [ -n "$reason" ] || fail "no model: /ready gives no reason: $(head -c 300 "$WORK/body")"
+  log "no model: /health in $health_ms ms, /ready $code: $reason"
 fi
 engine rm -f "$name" >/dev/null
 
