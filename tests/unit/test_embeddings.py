@@ -487,3 +487,68 @@ def test_features_cache_misses_after_new_weights_under_the_same_revision(
         assert (stats["hits"], stats["misses"]) == (0, 1)
         vectors.append(np.array([table.column(c).to_pylist() for c in table.column_names[3:]]))
     assert not np.allclose(vectors[0], vectors[1])
+
+
+# --- precision (issue 23) ----------------------------------------------------------------------
+
+
+def test_precision_is_part_of_the_bundle_and_cache_identity(tmp_path: Path) -> None:
+    resolved = ResolvedModel(tmp_path, DEFAULT_MODEL_ID, SHA, "hub")
+    fp32, int8 = (onnx_export.bundle_key(resolved, 256, p) for p in ("fp32", "int8"))
+    assert fp32 != int8 and "--int8--" in int8 and "--fp32--" in fp32
+    keys = [embedding_cache_key(resolved, "onnx", 256, p) for p in ("fp32", "int8")]
+    assert keys[0]["precision"] == "fp32" and keys[1]["precision"] == "int8"
+    with pytest.raises(ValueError, match="precision"):
+        onnx_export.bundle_key(resolved, 256, "int4")
+    with pytest.raises(ValueError, match="precision"):
+        embedding_cache_key(resolved, "onnx", 256, "fp16")
+
+
+def test_int8_bundle_is_quantized_from_the_fp32_bundle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[Path] = []
+    quantized: list[tuple[Path, Path]] = []
+    monkeypatch.setattr(onnx_export, "export_onnx_bundle", fake_export(calls))
+
+    def quantize(source: Path, out: Path) -> Path:
+        quantized.append((source, out))
+        config = {**onnx_export.read_bundle_config(source), "precision": "int8"}
+        for name in ("model.onnx", "tokenizer.json"):
+            (out / name).write_bytes((source / name).read_bytes())
+        (out / "embedding_config.json").write_text(json.dumps(config))
+        return out
+
+    monkeypatch.setattr(onnx_export, "quantize_bundle", quantize)
+    resolved = ResolvedModel(tmp_path, DEFAULT_MODEL_ID, SHA, "hub")
+    int8 = ensure_onnx_bundle(resolved, tmp_path / "onnx", 256, "int8")
+    fp32 = ensure_onnx_bundle(resolved, tmp_path / "onnx", 256, "fp32")
+    assert len(calls) == 1 and [q[0] for q in quantized] == [fp32]  # one export, one quantization
+    assert onnx_export.read_bundle_config(int8)["precision"] == "int8"
+    assert ensure_onnx_bundle(resolved, tmp_path / "onnx", 256, "int8") == int8
+    assert len(quantized) == 1
+
+
+def test_predictor_refuses_a_bundle_of_another_precision() -> None:
+    from financemath_mlops.features.rows import FEATURE_COLUMNS
+    from financemath_mlops.model.predictor import Predictor
+
+    class Bundle(FakeEmbedder):
+        def __init__(self, precision: str) -> None:
+            super().__init__()
+            self.precision = precision
+            self.config = {"model_id": "m", "max_length": 256, "precision": precision}
+
+    config = {
+        "feature_columns": list(FEATURE_COLUMNS),
+        "target_transform": "none",
+        "embedding": {"model_id": "m", "max_length": 256, "precision": "fp32"},
+    }
+    assert Predictor(None, Bundle("fp32"), config).embedder.precision == "fp32"
+    with pytest.raises(ValueError, match="precision: trained 'fp32', bundle 'int8'"):
+        Predictor(None, Bundle("int8"), config)
+    old = {**config, "embedding": {"model_id": "m", "max_length": 256}}  # before precisions
+    with pytest.raises(ValueError, match="precision"):
+        Predictor(None, Bundle("int8"), old)
+    with pytest.raises(ValueError, match="max_length"):
+        Predictor(None, Bundle("fp32"), {**config, "embedding": {"max_length": 128}})

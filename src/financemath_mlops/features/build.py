@@ -128,7 +128,7 @@ def embedding_key(info: dict[str, Any]) -> dict[str, str]:
     return key
 
 
-_OPTIONAL_KEY_FIELDS = ("weights_sha256",)
+_OPTIONAL_KEY_FIELDS = ("weights_sha256", "precision")
 
 
 def featurize_chunk(
@@ -183,6 +183,7 @@ def load_embedder(cfg: EmbeddingSettings, settings: Settings, show_progress: boo
         threads=cfg.threads,
         max_length=cfg.max_length,
         show_progress=show_progress,
+        precision=cfg.precision,
     )
     info = {
         "model_id": resolved.model_id,
@@ -190,9 +191,10 @@ def load_embedder(cfg: EmbeddingSettings, settings: Settings, show_progress: boo
         "source": resolved.source,
         "backend": cfg.backend,
         "max_length": cfg.max_length,
+        "precision": cfg.precision,
         "dim": embedder.dim,
     }
-    pinned = embedding_cache_key(resolved, cfg.backend, cfg.max_length)  # the one rule
+    pinned = embedding_cache_key(resolved, cfg.backend, cfg.max_length, cfg.precision)
     if "weights_sha256" in pinned:
         info["weights_sha256"] = pinned["weights_sha256"]
     return embedder, info
@@ -222,7 +224,10 @@ def onnx_bundle(settings: Settings, info: dict[str, Any]) -> Path:
             "were embedded (sha256 differs); re-run the features stage"
         )
     return ensure_onnx_bundle(
-        resolved, settings.paths.cache_dir / "onnx", max_length=int(info["max_length"])
+        resolved,
+        settings.paths.cache_dir / "onnx",
+        max_length=int(info["max_length"]),
+        precision=str(info.get("precision", "fp32")),  # manifests from before precisions: fp32
     )
 
 

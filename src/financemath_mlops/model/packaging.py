@@ -53,8 +53,11 @@ def input_example(records: list[dict[str, Any]]) -> Any:
     )
 
 
-def model_config(manifest: dict[str, Any], target_transform: str) -> dict[str, Any]:
-    return {
+def model_config(
+    manifest: dict[str, Any], target_transform: str, bundle: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``bundle``: the logged ONNX bundle's config; its precision must be the features' own."""
+    config = {
         "feature_version": manifest["feature_version"],
         "feature_columns": manifest["columns"],
         "target_transform": target_transform,
@@ -62,6 +65,12 @@ def model_config(manifest: dict[str, Any], target_transform: str) -> dict[str, A
         "served_embedding_backend": "onnx",
         "data": manifest.get("data", {}),
     }
+    if bundle is not None:
+        config["embedding_bundle"] = {
+            k: bundle.get(k)
+            for k in ("model_id", "precision", "max_length", "weights_sha256", "quantization")
+        }
+    return config
 
 
 def log_pyfunc(
@@ -75,16 +84,21 @@ def log_pyfunc(
     example: list[dict[str, Any]],
 ) -> Any:
     """Log the model in the active run and register it; returns MLflow's ModelInfo."""  # fmt: skip
+    import mlflow
     import mlflow.pyfunc
 
     from financemath_mlops.features.build import onnx_bundle
+    from financemath_mlops.features.onnx_export import read_bundle_config
 
     work_dir.mkdir(parents=True, exist_ok=True)
     booster_path = work_dir / BOOSTER_FILE
     booster.save_model(str(booster_path))
-    config_path = work_dir / CONFIG_FILE
-    config_path.write_text(json.dumps(model_config(manifest, target_transform), indent=2))
     bundle = onnx_bundle(settings, manifest["embedding"])
+    bundle_config = read_bundle_config(bundle)
+    config_path = work_dir / CONFIG_FILE
+    config = model_config(manifest, target_transform, bundle_config)
+    config_path.write_text(json.dumps(config, indent=2))
+    mlflow.set_tag("embedding_precision", bundle_config["precision"])
     return mlflow.pyfunc.log_model(
         name="model",
         # Models from code: MLflow stores this small file instead of a pickle.

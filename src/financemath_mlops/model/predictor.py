@@ -43,6 +43,13 @@ class Predictor:
                 "model was trained on other feature columns than this code builds "
                 f"(model feature_version {config.get('feature_version')}); retrain or pin the code"
             )
+        mismatch = bundle_mismatch(config.get("embedding") or {}, embedder)
+        if mismatch:
+            raise ValueError(
+                "the embedding bundle differs from the one the model was trained with ("
+                + "; ".join(mismatch)
+                + "); serve the model with the bundle logged beside it"
+            )
         self.booster = booster
         self.embedder = embedder
         self.config = config
@@ -83,6 +90,27 @@ class Predictor:
             inference_seconds=time.perf_counter() - started,
             features=matrix if keep_features else None,
         )
+
+
+def bundle_mismatch(trained: dict[str, Any], embedder: Any) -> list[str]:
+    """How ``embedder``'s bundle differs from the embedding the features were built with.
+
+    Precision above all: int8 vectors are not fp32 vectors (a model trained on one must not be
+    served the other). Manifests from before precisions existed mean fp32.
+    """
+    bundle = getattr(embedder, "config", None)
+    served = {"precision": getattr(embedder, "precision", "fp32")}
+    if isinstance(bundle, dict):
+        served |= {k: bundle.get(k) for k in ("model_id", "max_length", "weights_sha256")}
+    expected = {"precision": trained.get("precision", "fp32")}
+    expected |= {
+        k: trained[k] for k in ("model_id", "max_length", "weights_sha256") if k in trained
+    }
+    return [
+        f"{key}: trained {expected[key]!r}, bundle {served.get(key)!r}"
+        for key in expected
+        if key in served and str(served[key]) != str(expected[key])
+    ]
 
 
 def with_threads(predictor: Any, threads: int) -> Any:
