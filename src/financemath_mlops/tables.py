@@ -12,6 +12,7 @@ most :data:`MAX_WARNINGS` warnings plus a count. Serving, batch prediction and i
 parse through here, so all of them get the same bound (a ragged table once cost gigabytes).
 """
 
+import itertools
 import math
 import re
 
@@ -236,25 +237,29 @@ def _build(
     if not table_lines:
         warnings.append("no table rows found")
         return ParsedTable(header=[], rows=[], footnotes=footnotes, warnings=warnings, raw=raw)
-    lines = [_split_cells(line) for line in table_lines]
-    if _is_separator(lines[0]):
-        header, body = [""] * len(lines[0]), lines[1:]
+    first = _split_cells(table_lines[0])
+    if _is_separator(first):
+        header, body_start = [""] * len(first), 1
         warnings.append("no header row: table starts with a separator row")
-    elif len(lines) > 1 and _is_separator(lines[1]):
-        header, body = lines[0], lines[2:]
+    elif len(table_lines) > 1 and _is_separator(_split_cells(table_lines[1])):
+        header, body_start = first, 2
     else:
-        header, body = lines[0], lines[1:]
+        header, body_start = first, 1
         warnings.append("no separator row; first row used as header")
+    # Split lazily: once the budget is spent, the remaining lines are never touched.
+    body = (_split_cells(line) for line in itertools.islice(table_lines, body_start, None))
+    cut: list[str] = []  # shown after the capped warnings, so never hidden by the cap
+    allowed = budget.left
     if not budget.take(len(header)):
-        header, body = header[: budget.total], []
-        warnings.append(f"header cut to {len(header)} cells: {budget.note()}")
+        header, body = header[:allowed], iter(())
+        cut.append(f"header cut to {len(header)} cells: {budget.note()}")
     rows: list[list[Cell]] = []
     for cells in body:
         if _is_separator(cells):  # a divider inside the table (e.g. assets | liabilities)
             warnings.append(f"separator row after body row {len(rows)} ignored")
             continue
         if not budget.take(max(len(cells), len(header))):  # padding costs cells too
-            warnings.append(f"table cut after {len(rows)} body rows: {budget.note()}")
+            cut.append(f"table cut after {len(rows)} body rows: {budget.note()}")
             break
         if len(cells) != len(header):
             n = len(rows) + 1
@@ -266,7 +271,7 @@ def _build(
     elif not any(cell.value is not None for row in rows for cell in row):
         warnings.append("no numeric cells")
     return ParsedTable(
-        header=header, rows=rows, footnotes=footnotes, warnings=_capped(warnings), raw=raw
+        header=header, rows=rows, footnotes=footnotes, warnings=_capped(warnings) + cut, raw=raw
     )
 
 

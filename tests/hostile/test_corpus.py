@@ -100,6 +100,18 @@ def test_each_hostile_request_gets_its_status(port: int, case: Case) -> None:
             assert len(item["warnings"]) <= 21  # 20, then one line that counts the rest
 
 
+def test_error_details_list_twenty_problems_then_count_the_rest(port: int) -> None:
+    """Defect 4: every problem used to be listed (a 68.7 MB answer to a 1 MB body)."""
+    outcome = send(port, next(c for c in CASES if c.name == "64 invalid items").build())
+    error = json.loads(outcome.body)["error"]
+    assert outcome.status == 422
+    assert len(error["details"]) == 21
+    assert error["details"][-1] == {
+        "loc": [], "msg": "... and 44 more problems", "type": "more", "count": 44
+    }  # fmt: skip
+    assert error["message"].endswith("(and 61 more)")  # 3 shown in the message
+
+
 def test_health_answers_while_the_escaped_quote_body_is_checked(port: int) -> None:
     """Defect 1: the old regex held the event loop for ~30 min on this 1 MB body."""
     raw = next(c for c in CASES if c.issue_defect == 1).build()
