@@ -99,8 +99,10 @@ fi
 
 # --- Kubernetes manifests ------------------------------------------------------------------------
 if [ -d deploy/k8s ]; then
-  check "k8s render + schemas" "$VENV_BIN/python" scripts/k8s_check.py
-  check "k8s policy (checkov)" env VENV_BIN="$VENV_BIN" bash scripts/k8s_policy.sh
+  k8s_rendered=$(mktemp -d "${TMPDIR:-/tmp}/fmops-k8s.XXXXXX")
+  check "k8s render + schemas" "$VENV_BIN/python" scripts/k8s_check.py --output "$k8s_rendered"
+  check "k8s policy (checkov)" env VENV_BIN="$VENV_BIN" bash scripts/k8s_policy.sh "$k8s_rendered"
+  rm -rf "$k8s_rendered"
 fi
 
 # --- Verdict -------------------------------------------------------------------------------------

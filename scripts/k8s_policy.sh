@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Policy check of deploy/k8s with checkov's Kubernetes policies (run by scripts/check_offline.sh).
 #
-#   bash scripts/k8s_policy.sh
+#   bash scripts/k8s_policy.sh [RENDERED-DIR]   # default: render here (scripts/k8s_check.py --output)
 #
 # Renders every overlay plus the Prefect work pool's Job (scripts/k8s_check.py --output) and runs
 # checkov on them, offline (--skip-download: no Prisma Cloud guidelines or policies fetched).
@@ -24,9 +24,13 @@ if [ ! -x "$TOOL_VENV/bin/checkov" ] ||
     -c requirements/checkov-tool.txt "checkov==$CHECKOV_VERSION" >&2
 fi
 
-RENDERED=$(mktemp -d "${TMPDIR:-/tmp}/fmops-k8s-policy.XXXXXX")
-trap 'rm -rf "$RENDERED"' EXIT
-"$VENV_BIN/python" scripts/k8s_check.py --output "$RENDERED" >/dev/null
+if [ $# -ge 1 ]; then
+  RENDERED=$1
+else
+  RENDERED=$(mktemp -d "${TMPDIR:-/tmp}/fmops-k8s-policy.XXXXXX")
+  trap 'rm -rf "$RENDERED"' EXIT
+  "$VENV_BIN/python" scripts/k8s_check.py --output "$RENDERED" >/dev/null
+fi
 # No telemetry, no download, no upload; bounded: checkov reads a handful of local files.
 BC_SKIP_MAPPING=TRUE CHECKOV_RUN_SCA_PACKAGE_SCAN_V2=false timeout 300 \
   "$TOOL_VENV/bin/checkov" --directory "$RENDERED" --framework kubernetes --skip-download \
