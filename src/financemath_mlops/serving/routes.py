@@ -87,8 +87,11 @@ async def _while_connected(request: Request, work: Callable[[threading.Event], A
     the disconnect, or it comes when the response is complete.)
     """
     gone = threading.Event()
-    task = asyncio.ensure_future(work(gone))
     watcher = asyncio.ensure_future(_disconnected(request))
+    await asyncio.sleep(0)  # a client already gone is seen here, before any work starts
+    if watcher.done():
+        raise ApiError(499, "client_gone", "the client closed the connection before the answer")
+    task = asyncio.ensure_future(work(gone))
     try:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
