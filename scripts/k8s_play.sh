@@ -197,6 +197,9 @@ sleep 2 # the prediction log flushes every log_flush_interval_s (1 s)
 logged=$(engine exec "$CONTAINER" find /app/data/predictions -type f -size +0 | grep -vc 'k8s-play-probe' || true)
 [ "$logged" -gt 0 ] || fail "no prediction log under /app/data/predictions"
 log "uid/gid $uid_gid, root file system read-only, writable: $MOUNTS, prediction log files: $logged"
+rss_kib=$(engine exec "$CONTAINER" awk '/^VmRSS:/ {print $2}' /proc/1/status)
+log "server RSS in the pod after /predict: $((rss_kib / 1024)) MiB (the manifest requests $(
+  "$VENV_BIN/python" -c 'import sys, yaml; d = [x for x in yaml.safe_load_all(open(sys.argv[1])) if x and x["kind"] == "Deployment"][0]; print(d["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["memory"])' "$PLAYED"))"
 
 # --- down, and nothing left behind ------------------------------------------------------------------
 # (podman without systemd complains that it cannot remove healthcheck timers: harmless)
