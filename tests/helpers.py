@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import socket
+import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +56,55 @@ def cli_env(**extra: str) -> dict[str, str]:
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra)
     return env
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (tests bind their servers to loopback only)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running(command: list[str], env: dict[str, str], cwd: Path, log: Path) -> Iterator[Any]:
+    """A server in its own process group, stopped (by its pid) with everything it spawned."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        yield process
+    finally:
+        stop_process_group(process)
+
+
+def stop_process_group(process: Any, grace_s: float = 5) -> None:
+    """SIGTERM the process group, SIGKILL it after `grace_s` (test servers keep no state)."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=grace_s)
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str, process: Any, log: Path) -> None:
+    """Poll `check` until true; fail at once, with the log's tail, if the process exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"{what}: exited with {process.returncode}\n{tail(log)}")
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not ready after {timeout:.0f}s\n{tail(log)}")
+
+
+def tail(log: Path, chars: int = 4000) -> str:
+    return "--- log ---\n" + log.read_text(encoding="utf-8", errors="replace")[-chars:]

@@ -14,14 +14,8 @@ Both land their files in the bucket, which the test lists.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +24,7 @@ import httpx
 import pytest
 
 from tests.conftest import TrainedModel, pipeline_settings
-from tests.helpers import VENV_BIN, cli_env
+from tests.helpers import VENV_BIN, cli_env, free_port, running, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -45,50 +39,6 @@ QUESTION = {
     "tables": ["| item | value |\n|---|---:|\n| coupon | 5% |\n| face | $ 1,000 |"],
     "topic": "Accounting",
 }
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running(command: list[str], env: dict[str, str], cwd: Path, log: Path) -> Iterator[Any]:
-    """A server in its own process group, stopped with everything it spawned."""
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=5)  # test servers: no state worth a longer grace period
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=5)
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str, process: Any, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{what}: exited with {process.returncode}\n{tail(log)}")
-        with contextlib.suppress(Exception):
-            if check():
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not ready after {timeout:.0f}s\n{tail(log)}")
-
-
-def tail(log: Path) -> str:
-    return "--- log ---\n" + log.read_text(encoding="utf-8", errors="replace")[-4000:]
 
 
 @dataclass

@@ -57,7 +57,10 @@ def load_rows(settings: Settings) -> tuple[list[dict[str, Any]], Provenance]:
             raise SourceError(
                 "source 'local' needs a file: pass --path FILE (.json, .jsonl, .parquet)"
             )
-        return read_local_file(cfg.path), Provenance("local", str(cfg.path), None, None)
+        from financemath_mlops.ingestion.dvc_tracked import dvc_revision
+
+        rows = read_local_file(cfg.path)  # revision: the DVC version when DVC tracks the file
+        return rows, Provenance("local", str(cfg.path), None, dvc_revision(cfg.path))
     return read_hf_dataset(settings)
 
 

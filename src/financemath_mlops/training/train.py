@@ -75,6 +75,14 @@ class TrainingSummary:
         )
 
 
+def data_version(data: dict[str, Any]) -> str | None:
+    """One searchable name for the exact input: the DVC hash of a DVC-tracked local file
+    (`dvc:<md5>...`), the hub commit of the `hf` source, the generator seed of the sample."""
+    if data.get("source") == "sample":
+        return f"sample:{data.get('split')}"
+    return data.get("revision")
+
+
 def git_commit() -> str:
     try:
         done = subprocess.run(
@@ -184,6 +192,7 @@ def _params(settings: Settings, manifest: dict[str, Any]) -> dict[str, Any]:
         "data.dataset_id": data.get("dataset_id"),
         "data.split": data.get("split"),
         "data.revision": data.get("revision"),
+        "data.version": data_version(data),
     }
     params.update({f"lightgbm.{k}": v for k, v in cfg.lightgbm.items()})
     return params
@@ -206,6 +215,7 @@ def _log_run(
                 "mlflow.source.git.commit": git_commit(),
                 "stage": "training",
                 "data.source": str(manifest.get("data", {}).get("source")),
+                "data.version": str(data_version(manifest.get("data", {}))),
             }
         )
         mlflow.log_params(_params(settings, manifest))

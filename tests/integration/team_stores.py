@@ -1,0 +1,245 @@
+"""The team's stores for real, on 127.0.0.1: a throwaway PostgreSQL, an S3 API, `mlflow server`.
+
+PostgreSQL is Debian's server (`postgresql`, installed by scripts/system_tools.sh): `initdb` and
+`pg_ctl` refuse to run as root, so they run through `runuser -u postgres` in a temporary folder
+owned by that user. `moto_server` stands in for S3/MinIO (MinIO itself appears only in compose).
+Shared by test_team_stores.py (make test) and test_team_stores_slow.py (the slower journey).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers import REPO_ROOT, VENV_BIN, cli_env, free_port, running, wait_for
+
+BUCKET = "fmops-team"
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+PG_USER = "postgres"
+
+
+def postgres_bin(name: str) -> str | None:
+    """Debian keeps the server binaries in /usr/lib/postgresql/N/bin, off PATH."""
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return candidates[-1] if candidates else None
+
+
+def skip_unless_postgres() -> dict[str, str]:
+    tools = {name: postgres_bin(name) for name in ("initdb", "pg_ctl")}
+    missing = [name for name, path in tools.items() if path is None]
+    if missing:
+        pytest.skip(f"PostgreSQL server binaries missing ({missing}): apt-get install postgresql")
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        pytest.skip("running as root without runuser: initdb refuses root")
+    try:
+        import pwd
+
+        pwd.getpwnam(PG_USER)
+    except KeyError:
+        pytest.skip(f"no '{PG_USER}' system user (Debian's postgresql package creates it)")
+    if not (VENV_BIN / "moto_server").exists():
+        pytest.skip("moto_server not installed (the dev extra's moto[server])")
+    return {name: str(path) for name, path in tools.items()}
+
+
+def _as_postgres(command: list[str]) -> list[str]:
+    return ["runuser", "-u", PG_USER, "--", *command] if os.geteuid() == 0 else command
+
+
+@dataclass
+class Postgres:
+    port: int
+    folder: Path
+
+    def uri(self, database: str) -> str:
+        return f"postgresql://{PG_USER}@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(self.uri("postgres"), autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        return self.uri(name)
+
+
+@contextlib.contextmanager
+def throwaway_postgres() -> Iterator[Postgres]:
+    """initdb + pg_ctl start in a temp folder (trust auth on 127.0.0.1, no fsync); removed after."""
+    tools = skip_unless_postgres()
+    folder = Path(tempfile.mkdtemp(prefix="fmops-pg-"))
+    os.chmod(folder, 0o755)
+    if os.geteuid() == 0:
+        shutil.chown(folder, PG_USER, PG_USER)
+    data, log = folder / "data", folder / "postgres.log"
+    port = free_port()
+    run = lambda cmd: subprocess.run(  # noqa: E731
+        _as_postgres(cmd), check=True, capture_output=True, text=True, timeout=120, cwd=folder
+    )
+    try:
+        run(
+            [
+                tools["initdb"],
+                "-D",
+                str(data),
+                "-U",
+                PG_USER,
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]
+        )
+        options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60"
+        run(
+            [
+                tools["pg_ctl"],
+                "-D",
+                str(data),
+                "-l",
+                str(log),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        )
+        try:
+            yield Postgres(port, folder)
+        finally:
+            subprocess.run(
+                _as_postgres([tools["pg_ctl"], "-D", str(data), "-m", "fast", "-w", "stop"]),
+                capture_output=True, timeout=60, cwd=folder,
+            )  # fmt: skip
+    except subprocess.CalledProcessError as error:
+        raise AssertionError(f"{error.cmd} failed:\n{error.stdout}\n{error.stderr}") from error
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@dataclass
+class S3:
+    endpoint: str
+    client: Any  # boto3 S3 client
+
+    def keys(self, prefix: str) -> list[str]:
+        return self.keys_in(BUCKET, prefix)
+
+    def keys_in(self, bucket: str, prefix: str) -> list[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+@contextlib.contextmanager
+def moto_s3(workdir: Path) -> Iterator[S3]:
+    import boto3
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log = workdir / "moto.log"
+    command = [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+    with running(command, cli_env(**S3_ENV), workdir, log) as process:
+        client = boto3.client(
+            "s3", endpoint_url=endpoint, aws_access_key_id="testing",
+            aws_secret_access_key="testing", region_name="us-east-1",
+        )  # fmt: skip
+        wait_for(lambda: client.list_buckets() is not None, 60, "moto_server", process, log)
+        client.create_bucket(Bucket=BUCKET)
+        yield S3(endpoint, client)
+
+
+def server_env(s3: S3, **extra: str) -> dict[str, str]:
+    """What the tracking server (and only it) needs to reach the artefact bucket."""
+    return cli_env(
+        **S3_ENV,
+        MLFLOW_S3_ENDPOINT_URL=s3.endpoint,
+        MLFLOW_DISABLE_TELEMETRY="true",
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",  # as in docker-compose.yml
+        **extra,
+    )
+
+
+def client_env(tracking_uri: str, **extra: str) -> dict[str, str]:
+    """A team member's laptop: the tracking URI and nothing else (no S3 or database secrets)."""
+    env = cli_env(FMOPS_MLFLOW__TRACKING_URI=tracking_uri, MLFLOW_DISABLE_TELEMETRY="true", **extra)
+    for key in (*S3_ENV, "AWS_PROFILE", "AWS_SESSION_TOKEN", "MLFLOW_S3_ENDPOINT_URL"):
+        env.pop(key, None)
+    return env
+
+
+def mlflow_server_command(mlflow_bin: Path, backend_uri: str, port: int, prefix: str) -> list[str]:
+    """The command compose's `mlflow` service runs (docker/docker-compose.yml), on loopback."""
+    return [
+        str(mlflow_bin), "server",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
+        "--backend-store-uri", backend_uri,
+        "--serve-artifacts", "--artifacts-destination", f"s3://{BUCKET}/{prefix}",
+    ]  # fmt: skip
+
+
+@contextlib.contextmanager
+def mlflow_server(
+    mlflow_bin: Path, backend_uri: str, s3: S3, workdir: Path, prefix: str, name: str = "mlflow"
+) -> Iterator[str]:
+    port = free_port()
+    log = workdir / f"{name}.log"
+    command = mlflow_server_command(mlflow_bin, backend_uri, port, prefix)
+    with running(command, server_env(s3), workdir, log) as process:
+        uri = f"http://127.0.0.1:{port}"
+        wait_for(
+            lambda: httpx.get(f"{uri}/health", timeout=5).status_code == 200,
+            180, f"mlflow server ({mlflow_bin})", process, log,
+        )  # fmt: skip
+        yield uri
+
+
+def create_experiment(tracking_uri: str, name: str) -> str:
+    """Created on the server's side (as `mlflow experiments create` does): proxied location."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(name)
+    experiment_id = found.experiment_id if found else client.create_experiment(name)
+    location = client.get_experiment(experiment_id).artifact_location
+    assert location.startswith("mlflow-artifacts:"), location
+    return experiment_id
+
+
+def tool_venv(name: str, requirements: list[str], constraints: str) -> Path:
+    """A tool that cannot share the project's constraints, in its own venv beside the project's
+    (.venv/tools/NAME, as scripts/k8s_policy.sh does for checkov), installed once from PyPI."""
+    venv = VENV_BIN.parent / "tools" / name
+    stamp = venv / f".installed-{'+'.join(requirements)}"
+    if not stamp.is_file():
+        python = os.path.realpath(sys.executable)
+        subprocess.run([python, "-m", "venv", "--clear", str(venv)], check=True, timeout=300)
+        done = subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
+             "-c", str(REPO_ROOT / "requirements" / constraints), *requirements],
+            capture_output=True, text=True, timeout=1200,
+        )  # fmt: skip
+        if done.returncode != 0:
+            pytest.fail(f"pip install {requirements} into {venv} failed:\n{done.stderr[-3000:]}")
+        stamp.write_text("ok\n")
+    return venv / "bin"

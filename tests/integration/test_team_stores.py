@@ -1,0 +1,282 @@
+"""The team set-up, for real: MLflow on PostgreSQL with artefacts proxied to S3 (moto), driven
+through the whole pipeline and by two trainers at once.
+
+A slower journey (about 4 minutes on 2 cores: PostgreSQL, MLflow's schema migrations, model
+uploads), so it runs only with FMOPS_TEAM_STORES=1; `.ci/run` sets it:
+
+    FMOPS_TEAM_STORES=1 .venv/bin/pytest tests/integration/test_team_stores*.py
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import TrainedModel, pipeline_settings
+from tests.helpers import REPO_ROOT, VENV_BIN, free_port, running, wait_for
+from tests.integration.team_stores import (
+    S3,
+    Postgres,
+    client_env,
+    create_experiment,
+    mlflow_server,
+    moto_s3,
+    throwaway_postgres,
+)
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.environ.get("FMOPS_TEAM_STORES") != "1",
+        reason="the team-stores journey: FMOPS_TEAM_STORES=1 (.ci/run sets it)",
+    ),
+]
+
+EXPERIMENT = "financemath-team"
+QUESTION = {
+    "question": "A bond pays a 5% annual coupon on a $1,000 face value. What is the coupon?",
+    "tables": ["| item | value |\n|---|---:|\n| coupon | 5% |\n| face | $ 1,000 |"],
+    "topic": "Accounting",
+}
+# What every training run logs besides the model (training/train.py): a run missing one of
+# these was cut short.
+RUN_FILES = (
+    "feature_columns.json",
+    "split/train_ids.json",
+    "split/holdout_ids.json",
+    "model/MLmodel",
+)
+
+
+@dataclass
+class TeamStore:
+    tracking_uri: str
+    s3: S3
+    postgres: Postgres
+    backend_uri: str
+
+
+@pytest.fixture(scope="module")
+def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TeamStore]:
+    workdir = tmp_path_factory.mktemp("team-stores")
+    with throwaway_postgres() as postgres:
+        backend = postgres.create_database("mlflow")
+        with (
+            moto_s3(workdir) as s3,
+            mlflow_server(VENV_BIN / "mlflow", backend, s3, workdir, "artifacts") as uri,
+        ):
+            create_experiment(uri, EXPERIMENT)
+            yield TeamStore(uri, s3, postgres, backend)
+
+
+@pytest.fixture()
+def restore_mlflow_uris() -> Iterator[None]:
+    import mlflow
+
+    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    yield
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(registry)
+
+
+def copy_features(trained_model: TrainedModel, workdir: Path) -> Path:
+    """The session's ingested rows and features, so trainers here skip ingestion and features."""
+    shutil.copytree(trained_model.workdir / "data", workdir / "data")
+    return workdir
+
+
+def db_rows(postgres: Postgres, query: str, *args: object) -> list[tuple]:
+    import psycopg
+
+    with psycopg.connect(postgres.uri("mlflow")) as connection:
+        return connection.execute(query, args).fetchall()
+
+
+def run_files(tracking_uri: str, run_id: str) -> set[str]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found: set[str] = set()
+    pending = [""]
+    while pending and len(found) < 500:  # bounded walk of the run's artefact tree
+        for item in client.list_artifacts(run_id, pending.pop() or None):
+            (pending.append(item.path) if item.is_dir else found.add(item.path))
+    return found
+
+
+def serve_and_predict(model_uri: str, tracking_uri: str, workdir: Path) -> dict:
+    """The service on the laptop side: the tracking URI only, no S3 or database credentials."""
+    port = free_port()
+    env = client_env(tracking_uri, FMOPS_SERVING__MODEL_URI=model_uri)
+    base = f"http://127.0.0.1:{port}"
+    log = workdir / "api.log"
+    command = [
+        str(VENV_BIN / "python"), "-m", "financemath_mlops.serving",
+        "--model-uri", model_uri, "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+    (workdir / "api").mkdir(exist_ok=True)
+    with running(command, env, workdir / "api", log) as process:
+        wait_for(
+            lambda: httpx.get(f"{base}/ready", timeout=5).status_code == 200,
+            240, f"the service on {model_uri}", process, log,
+        )  # fmt: skip
+        response = httpx.post(f"{base}/predict", json=QUESTION, timeout=60)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+def test_postgres_store_trains_registers_evaluates_promotes_and_serves_the_champion(
+    trained_model: TrainedModel, team: TeamStore, tmp_path: Path, restore_mlflow_uris: None
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from financemath_mlops import tracking
+    from financemath_mlops.evaluation.evaluate import evaluate
+    from financemath_mlops.evaluation.promotion import promote_if_better
+    from financemath_mlops.training.train import train
+
+    settings = pipeline_settings(
+        copy_features(trained_model, tmp_path),
+        mlflow={
+            "tracking_uri": team.tracking_uri,
+            "experiment_name": EXPERIMENT,
+            "model_name": "team-postgres",
+        },
+    )
+    summary = train(settings)
+    name = summary.model_name  # the sample source adds its suffix
+    evaluate(settings, summary.model_uri)
+    decision = promote_if_better(settings, tracking.resolve(summary.model_uri))
+    if not decision.promoted:  # the evidence rule may decline; a person promotes with the CLI
+        done = subprocess.run(
+            [str(VENV_BIN / "python"), "-m", "financemath_mlops.registry", "--name", name,
+             "promote", summary.version],
+            env=client_env(team.tracking_uri), capture_output=True, text=True, timeout=300,
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    client = MlflowClient(tracking_uri=team.tracking_uri)
+    assert client.get_model_version_by_alias(name, "champion").version == summary.version
+    # The registry and the run really live in PostgreSQL, the files in the bucket.
+    rows = db_rows(
+        team.postgres, "SELECT version, run_id FROM model_versions WHERE name = %s", name
+    )
+    assert rows == [(int(summary.version), summary.run_id)]
+    aliases = db_rows(
+        team.postgres, "SELECT alias, version FROM registered_model_aliases WHERE name = %s", name
+    )
+    assert ("champion", int(summary.version)) in aliases
+    assert db_rows(
+        team.postgres,
+        "SELECT key FROM metrics WHERE run_uuid = %s AND key = 'holdout_log_mae'",
+        summary.run_id,
+    )
+    assert any(
+        summary.run_id in key and key.endswith("MLmodel") for key in team.s3.keys("artifacts/")
+    )
+
+    body = serve_and_predict(f"models:/{name}@champion", team.tracking_uri, tmp_path)
+    assert body["model"]["version"] == summary.version
+    assert isinstance(body["prediction"], float)
+
+
+SUMMARY_LINES = {
+    "run": re.compile(r"MLflow run: ([0-9a-f]{32})"),
+    "registered": re.compile(r"registered: (\S+) version (\d+) @challenger"),
+}
+
+
+def test_two_trainers_at_once_register_distinct_complete_versions(
+    trained_model: TrainedModel, team: TeamStore, tmp_path: Path
+) -> None:
+    """Two people (or a person and the nightly retrain) training at the same moment."""
+    from mlflow.tracking import MlflowClient
+
+    trainers = []
+    started = time.monotonic()
+    for who in ("alice", "bob"):
+        workdir = copy_features(trained_model, tmp_path / who)
+        env = client_env(
+            team.tracking_uri,
+            FMOPS_PATHS__CACHE_DIR=str(REPO_ROOT / ".cache"),
+            FMOPS_PATHS__HF_CACHE_DIR=str(REPO_ROOT / ".cache" / "hf"),
+        )
+        command = [
+            str(VENV_BIN / "python"), "-m", "financemath_mlops.training",
+            "--experiment", EXPERIMENT, "--model-name", "team-concurrent", "--cv-folds", "3",
+        ]  # fmt: skip
+        out = (workdir / "train.log").open("w")
+        trainers.append(
+            (
+                who,
+                workdir,
+                subprocess.Popen(
+                    command, env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT
+                ),
+            )
+        )
+    summaries: dict[str, tuple[str, str]] = {}
+    names: set[str] = set()
+    for who, workdir, process in trainers:
+        try:
+            process.wait(timeout=600)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        text = (workdir / "train.log").read_text()
+        assert process.returncode == 0, f"{who}:\n{text[-4000:]}"
+        found = {key: pattern.findall(text) for key, pattern in SUMMARY_LINES.items()}
+        assert len(found["run"]) == 1 and len(found["registered"]) == 1, text[-2000:]
+        summaries[who] = (found["run"][0], found["registered"][0][1])
+        names.add(found["registered"][0][0])
+    print(f"two concurrent trainers finished in {time.monotonic() - started:.0f}s: {summaries}")
+
+    assert len(names) == 1, names
+    name = names.pop()
+    client = MlflowClient(tracking_uri=team.tracking_uri)
+    (run_a, version_a), (run_b, version_b) = summaries.values()
+    assert version_a != version_b and run_a != run_b
+    # Each summary names its own version: the registry maps each version back to its own run.
+    assert client.get_model_version(name, version_a).run_id == run_a
+    assert client.get_model_version(name, version_b).run_id == run_b
+    assert sorted(v.version for v in client.search_model_versions(f"name='{name}'")) == sorted(
+        [version_a, version_b]
+    )
+    assert client.get_model_version_by_alias(name, "challenger").version in {version_a, version_b}
+    for run_id in (run_a, run_b):
+        files = run_files(team.tracking_uri, run_id)
+        missing = [f for f in RUN_FILES if f not in files]
+        assert not missing, f"run {run_id} lacks {missing}: {sorted(files)[:30]}"
+        assert client.get_run(run_id).info.status == "FINISHED"
+    for version in (version_a, version_b):
+        from mlflow.pyfunc import load_model
+
+        model = load_model(f"models:/{name}/{version}")  # complete enough to load and predict
+        import pandas as pd
+
+        assert len(model.predict(pd.DataFrame([QUESTION]))) == 1
+
+
+def test_laptop_sees_the_team_store_with_the_tracking_uri_alone(
+    team: TeamStore, tmp_path: Path
+) -> None:
+    """A newcomer's check (docs/deployment.md): list the registry through the server only."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mlflow", "experiments", "search"],
+        env=client_env(team.tracking_uri, MLFLOW_TRACKING_URI=team.tracking_uri),
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert EXPERIMENT in done.stdout
