@@ -17,6 +17,7 @@ tools_test=(
   "docker-compose docker-compose"
   "prometheus-alertmanager prometheus-alertmanager"
   "chromium chromium"
+  "pg_ctlcluster postgresql"  # the team-stores journey's PostgreSQL (initdb/pg_ctl are off PATH)
 )
 tools_images=(
   "podman podman"
