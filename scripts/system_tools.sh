@@ -24,6 +24,7 @@ tools_images=(
   "buildah buildah"
   "runc runc"
   "mmdebstrap mmdebstrap"
+  "catatonit catatonit" # the pause process of `podman kube play` pods (scripts/k8s_play.sh)
 )
 
 groups=("$@")
