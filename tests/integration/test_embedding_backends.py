@@ -249,3 +249,59 @@ def test_cache_with_a_real_backend(
     second = embed_with_cache(onnx_embedder, questions, tmp_path, key)
     assert first.misses == len(questions) and second.hits == len(questions)
     np.testing.assert_array_equal(second.vectors, first.vectors)
+
+
+# --- int8 (issue 23) ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def int8_embedder(
+    onnx_embedder: OnnxEmbedder, resolved: ResolvedModel, onnx_cache: Path
+) -> OnnxEmbedder:
+    embedder = make_embedder(
+        "onnx", resolved, onnx_cache_dir=onnx_cache, threads=2, precision="int8"
+    )
+    assert isinstance(embedder, OnnxEmbedder)
+    return embedder
+
+
+def test_int8_bundle_records_its_quantization_and_is_smaller(
+    int8_embedder: OnnxEmbedder, onnx_embedder: OnnxEmbedder, export_calls: list
+) -> None:
+    assert len(export_calls) == 1  # quantized from the fp32 export, not exported again
+    config = int8_embedder.config
+    assert (config["precision"], config["dtype"]) == ("int8", "float32")
+    assert onnx_embedder.precision == "fp32"
+    quantization = config["quantization"]
+    assert quantization["weight_type"] == "QInt8" and quantization["per_channel"] is True
+    assert quantization["check_min_cosine_to_fp32"] >= onnx_export.QUANTIZATION_MIN_COSINE
+    sizes = [(e.bundle_dir / "model.onnx").stat().st_size for e in (int8_embedder, onnx_embedder)]
+    assert sizes[0] < 0.35 * sizes[1], sizes
+
+
+def test_int8_vectors_stay_close_to_fp32_but_are_not_fp32(
+    int8_embedder: OnnxEmbedder, onnx_embedder: OnnxEmbedder
+) -> None:
+    path = SHARED_DATA / "validation.json"
+    if path.is_file():
+        questions = [str(row["question"]) for row in json.loads(path.read_text(encoding="utf-8"))]
+    else:
+        questions = finance_questions()
+    a, b = int8_embedder.embed(questions), onnx_embedder.embed(questions)
+    assert_unit_rows(a, len(questions))
+    cosine = (a.astype(np.float64) * b).sum(axis=1)
+    assert cosine.min() > 0.97 and cosine.mean() > 0.985, (cosine.min(), cosine.mean())
+    assert cosine.max() < 0.99999  # the vectors move: why the precision is in every key
+
+
+def test_int8_cache_entries_are_separate(
+    int8_embedder: OnnxEmbedder, onnx_embedder: OnnxEmbedder, resolved: ResolvedModel,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    texts = finance_questions()[:5]
+    fp32 = embedding_cache_key(resolved, "onnx", precision="fp32")
+    int8 = embedding_cache_key(resolved, "onnx", precision="int8")
+    embed_with_cache(onnx_embedder, texts, tmp_path, fp32)
+    result = embed_with_cache(int8_embedder, texts, tmp_path, int8)
+    assert result.misses == len(texts)
+    np.testing.assert_array_equal(result.vectors, int8_embedder.embed(texts))
