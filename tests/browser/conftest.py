@@ -51,9 +51,12 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """One headless Chromium with a fresh profile (``--user-data-dir``) for the whole tier."""
+    """One headless Chromium with a fresh profile (``--user-data-dir``) per test module.
+
+    Module scope: the browser and Playwright's event loop are gone before other tiers run.
+    """
     executable = chromium_path()
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
