@@ -4,8 +4,9 @@ Pages: the service's /docs (Swagger UI) and /redoc, an Evidently drift report ma
 monitoring command, and the MLflow UI page of a run on a tracking server. The three processes
 (uvicorn, ``mlflow server``, the drift command) start together in the background, so their
 start-up overlaps; each test waits only for the one it needs. Requests are recorded, never
-blocked: a request to another host fails the test, unless the page's own Content-Security-Policy
-stopped it inside the browser (then it never left the machine, and the test names it).
+blocked: a request to another host fails the test. On /redoc alone one exception is allowed: a
+request the page's own Content-Security-Policy stopped inside the browser (ReDoc's hard-coded
+Redocly logo), which never left the machine.
 """
 
 from __future__ import annotations
