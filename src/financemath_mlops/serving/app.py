@@ -162,8 +162,9 @@ class ServiceState:
         if self.metrics is not None:
             ref = model.ref
             self.metrics.set_model(
-                ref.name or "", ref.version or "", ref.alias or "", ref.run_id or ""
-            )
+                ref.name or "", ref.version or "", ref.alias or "", ref.run_id or "",
+                trained_at=model.trained_at,
+            )  # fmt: skip
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

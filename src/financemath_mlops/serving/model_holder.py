@@ -52,6 +52,7 @@ class LoadedModel:
     loaded_at: datetime
     training_metrics: dict[str, float]
     concurrent_predictor: Any = None  # same model, fewer ONNX threads: for overlapping calls
+    trained_at: float | None = None  # Unix time the model was logged (MLmodel utc_time_created)
 
     def identity(self) -> dict[str, str | None]:
         return {
@@ -152,7 +153,17 @@ class ModelHolder:
             # A folder needs no registry: its run's metrics are not worth waiting for a store.
             training_metrics=_training_metrics(ref.run_id) if from_registry else {},
             concurrent_predictor=concurrent,
+            trained_at=_created(pyfunc),
         )
+
+
+def _created(pyfunc: Any) -> float | None:
+    """When the model was logged (its MLmodel's UTC time): the model-age alert's clock."""
+    text = str(getattr(getattr(pyfunc, "metadata", None), "utc_time_created", "") or "")
+    try:
+        return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
 
 
 def _training_metrics(run_id: str | None) -> dict[str, float]:
