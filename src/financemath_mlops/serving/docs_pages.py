@@ -27,7 +27,8 @@ ASSETS: dict[str, str] = {
     "redoc.standalone.js": "text/javascript",
     "favicon.png": "image/png",
 }
-# Swagger UI's online validator badge would fetch an image from swagger.io for non-local hosts.
+# Swagger UI's online validator badge fetches an image from swagger.io for non-local hosts; our
+# BaseLayout does not show it today, and this keeps it off should the layout change.
 SWAGGER_UI_PARAMETERS = {"validatorUrl": None}
 # ReDoc's bundle hard-codes the "API docs by Redocly" logo from cdn.redoc.ly in its side menu (no
 # option turns it off). This policy stops the browser asking any other host for an image, so the
