@@ -65,9 +65,14 @@ def history_table(entries: list[dict[str, Any]]) -> str:
     """A plain-text table of index entries for the console."""
     if not entries:
         return "no reports yet"
-    lines = [f"{'time':25} {'kind':11} {'headline':44} report"]
+    lines = [f"{'time':25} {'kind':15} {'headline':44} report"]
     for e in entries:
-        if e.get("kind") == "drift":
+        if e.get("kind") == "retrain-request":
+            model = e.get("model") or {}
+            headline = f"{model.get('name')} v{model.get('version')}: " + "; ".join(
+                e.get("reasons") or []
+            )
+        elif e.get("kind") == "drift":
             headline = (
                 f"share {e.get('share', 0):.0%} of {e.get('columns')} columns, "
                 f"drift={e.get('dataset_drift')}, rows {e.get('current_rows')}"
@@ -77,9 +82,8 @@ def history_table(entries: list[dict[str, Any]]) -> str:
                 f"log-MAE {_num(e.get('log_mae'))} (training {_num(e.get('training_log_mae'))}), "
                 f"rows {e.get('rows')}"
             )
-        lines.append(
-            f"{e.get('time', ''):25} {e.get('kind', ''):11} {headline:44} {e.get('report')}"
-        )
+        report = e.get("report") or e.get("event_id") or ""
+        lines.append(f"{e.get('time', ''):25} {e.get('kind', ''):15} {headline:44} {report}")
     return "\n".join(lines)
 
 
