@@ -163,6 +163,8 @@ def test_a_real_prometheus_loads_our_config_and_rules_and_scrapes_the_service(
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")
     config["rule_files"] = [str(PROMETHEUS_DIR / "alerts.yml")]
     config["scrape_configs"][0]["static_configs"][0]["targets"] = [f"127.0.0.1:{service['port']}"]
+    config["scrape_configs"] = config["scrape_configs"][:1]  # the service only: no compose names
+    config.pop("alerting")  # Alertmanager: tests/integration/test_operator_loop.py
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     process = spawn(
@@ -190,7 +192,7 @@ def test_a_real_prometheus_loads_our_config_and_rules_and_scrapes_the_service(
         )  # fmt: skip
         assert target["labels"]["job"] == "financemath-api" and target["health"] == "up"
         assert float(query("fmops_model_ready")[0]["value"][1]) == 1.0
-        rules = wait_for(rules_evaluated, 30, "the alert rules to be evaluated", process)
+        rules = wait_for(rules_evaluated, 90, "the alert rules to be evaluated", process)
         names = {r["name"] for r in rules}
         assert {"FinanceMathHighErrorRate", "FinanceMathHighLatencyP99", "FinanceMathInputDrift",
                 "FinanceMathModelNotReady"} <= names  # fmt: skip
@@ -203,3 +205,16 @@ def test_a_real_prometheus_loads_our_config_and_rules_and_scrapes_the_service(
         ) from None
     finally:
         stop(process)
+
+
+def test_the_service_exports_when_its_model_was_trained(service):
+    """The model-age alert's clock: the served model's MLmodel creation time, not 0 (unknown)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    (value,) = [
+        s.value
+        for family in text_string_to_metric_families(service["metrics"])
+        for s in family.samples
+        if s.name == "fmops_model_trained_timestamp_seconds"
+    ]
+    assert time.time() - 86400 < value <= time.time()  # trained by this session's fixture
