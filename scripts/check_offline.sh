@@ -7,7 +7,7 @@
 #   promtool          `check config` / `check rules` on monitoring/prometheus (Debian prometheus)
 #   deploy/k8s        every kustomize overlay rendered and validated against the Kubernetes and
 #                     prometheus-operator schemas (scripts/k8s_check.py), checkov's Kubernetes
-#                     policies (scripts/k8s_policy.sh: its own venv, .venv/tools/checkov)
+#                     policies (scripts/k8s_policy.sh: its own venv in a per-user tool cache)
 # A missing tool fails the run with the command that installs it. Outside CI, SKIP_MISSING_TOOLS=1
 # turns that into a skip (said loudly); CI (CI=true) never skips.
 set -uo pipefail

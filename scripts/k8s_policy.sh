@@ -7,21 +7,26 @@
 # checkov on them, offline (--skip-download: no Prisma Cloud guidelines or policies fetched).
 # Every failed check fails the run; the only exceptions are `checkov.io/skipN` annotations on the
 # object itself, each with its reason (deploy/k8s/base/inference-deployment.yaml, the overlays).
-# checkov pins boto3 and friends exactly, so it lives in its own venv inside the project's
-# (.venv/tools/checkov), installed on first use from requirements/checkov-tool.txt.
+# checkov pins boto3 and friends exactly, so it lives in its own venv, installed on first use
+# from requirements/checkov-tool.txt into a per-user tool cache keyed by that file's hash (as
+# pre-commit keeps its hook envs): a fresh clone on the same machine reuses it, a changed pin
+# gets a new one. CHECKOV_VENV overrides the location.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV_BIN=${VENV_BIN:-.venv/bin}
 CHECKOV_VERSION=3.3.30
-TOOL_VENV=$(dirname "$VENV_BIN")/tools/checkov
+PINS=requirements/checkov-tool.txt
+pins_hash=$(sha256sum "$PINS" | cut -c1-12)
+TOOL_VENV=${CHECKOV_VENV:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/financemath-mlops/checkov-$CHECKOV_VERSION-$pins_hash}
 
-if [ ! -x "$TOOL_VENV/bin/checkov" ] ||
-  [ "$("$TOOL_VENV/bin/checkov" --version 2>/dev/null)" != "$CHECKOV_VERSION" ]; then
-  echo "installing checkov $CHECKOV_VERSION into $TOOL_VENV (once)" >&2
+if [ ! -f "$TOOL_VENV/.complete" ]; then # only a finished install is ever used
+  echo "installing checkov $CHECKOV_VERSION into $TOOL_VENV (once; a few minutes)" >&2
   python_bin=$("$VENV_BIN/python" -c 'import sys; print(sys.executable)')
+  mkdir -p "$(dirname "$TOOL_VENV")"
   "$python_bin" -m venv --clear "$TOOL_VENV"
   timeout 900 "$TOOL_VENV/bin/pip" install -q --disable-pip-version-check \
-    -c requirements/checkov-tool.txt "checkov==$CHECKOV_VERSION" >&2
+    -c "$PINS" "checkov==$CHECKOV_VERSION" >&2
+  touch "$TOOL_VENV/.complete"
 fi
 
 if [ $# -ge 1 ]; then
