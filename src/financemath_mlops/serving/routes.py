@@ -37,7 +37,7 @@ router = APIRouter()
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     described = {
-        400: "Body is not UTF-8, not JSON, or nested too deeply",
+        400: "Body is not UTF-8, not JSON, nested too deeply, or holds too many values",
         401: "API key missing or wrong (only when serving.api_key is set)",
         404: "Not found",
         413: "Body larger than serving.max_body_bytes",
