@@ -350,4 +350,5 @@ for key, value in rows:
     print(f"{key:<34} {value}")
 print(f"(written to {folder / 'results.json'})")
 EOF
+[ "$ENGINE" != podman ] || PODMAN_OPTS="--root $WORK/storage --runroot $WORK/run --tmpdir $WORK/libpod" VENV_BIN=$VENV_BIN bash scripts/k8s_play.sh "$BAKED" || fail "podman kube play of deploy/k8s/overlays/dev (scripts/k8s_play.sh)"
 [ "$FAILED" = 0 ]
