@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,16 +24,19 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from tests.helpers import REPO_ROOT, VENV_BIN, cli_env, free_port, running, wait_for
 
-BUCKET = "fmops-team"
+BUCKET = "financemath-mlflow"  # the compose default (FMOPS_MLFLOW_BUCKET)
+COMPOSE_FILE = REPO_ROOT / "docker" / "docker-compose.yml"
 S3_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 PG_USER = "postgres"
+MLFLOW_USER = "mlflow"  # the compose default (POSTGRES_USER)
 
 
 def postgres_bin(name: str) -> str | None:
@@ -77,7 +82,12 @@ class Postgres:
         import psycopg
 
         with psycopg.connect(self.uri("postgres"), autocommit=True) as connection:
-            connection.execute(f'CREATE DATABASE "{name}"')
+            exists = connection.execute(
+                "SELECT 1 FROM pg_roles WHERE rolname = %s", (MLFLOW_USER,)
+            ).fetchone()
+            if not exists:
+                connection.execute(f'CREATE ROLE "{MLFLOW_USER}" LOGIN')
+            connection.execute(f'CREATE DATABASE "{name}" OWNER "{MLFLOW_USER}"')
         return self.uri(name)
 
 
@@ -169,17 +179,6 @@ def moto_s3(workdir: Path) -> Iterator[S3]:
         yield S3(endpoint, client)
 
 
-def server_env(s3: S3, **extra: str) -> dict[str, str]:
-    """What the tracking server (and only it) needs to reach the artefact bucket."""
-    return cli_env(
-        **S3_ENV,
-        MLFLOW_S3_ENDPOINT_URL=s3.endpoint,
-        MLFLOW_DISABLE_TELEMETRY="true",
-        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",  # as in docker-compose.yml
-        **extra,
-    )
-
-
 def client_env(tracking_uri: str, **extra: str) -> dict[str, str]:
     """A team member's laptop: the tracking URI and nothing else (no S3 or database secrets)."""
     env = cli_env(FMOPS_MLFLOW__TRACKING_URI=tracking_uri, MLFLOW_DISABLE_TELEMETRY="true", **extra)
@@ -188,28 +187,50 @@ def client_env(tracking_uri: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def mlflow_server_command(mlflow_bin: Path, backend_uri: str, port: int, prefix: str) -> list[str]:
-    """The command compose's `mlflow` service runs (docker/docker-compose.yml), on loopback."""
-    return [
-        str(mlflow_bin), "server",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
-        "--backend-store-uri", backend_uri,
-        "--serve-artifacts", "--artifacts-destination", f"s3://{BUCKET}/{prefix}",
-    ]  # fmt: skip
+def compose_mlflow(
+    mlflow_bin: Path, postgres: Postgres, database: str, s3: S3, port: int, workdir: Path
+) -> tuple[list[str], dict[str, str]]:
+    """Compose's `mlflow` command and environment (docker/docker-compose.yml, defaults taken),
+    pointed at this PostgreSQL and S3 API instead of the `postgres` and `minio` services."""
+    service = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))["services"]["mlflow"]
+    defaults = lambda word: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(word))  # noqa: E731
+    local = {
+        "0.0.0.0": "127.0.0.1",
+        "--port=5000": f"--port={port}",
+        "@postgres:5432/mlflow": f"@127.0.0.1:{postgres.port}/{database}",
+        "/tmp/mlflow-metrics": str(workdir / "mlflow-metrics"),
+        "http://minio:9000": s3.endpoint,
+    }
+    command = []
+    for word in service["command"]:
+        word = defaults(word)
+        for old, new in local.items():
+            word = word.replace(old, new)
+        command.append(word)
+    assert command[:2] == ["mlflow", "server"], command
+    command[0] = str(mlflow_bin)
+    env = cli_env(MLFLOW_DISABLE_TELEMETRY="true")
+    for key, value in (service.get("environment") or {}).items():
+        if value is not None:
+            env[key] = local.get(defaults(value), defaults(value))
+    # The pass-through secrets (docker/.env): moto's keys; PostgreSQL here trusts 127.0.0.1.
+    env.update(S3_ENV, PGPASSWORD="unused-with-trust-auth")
+    return command, env
 
 
 @contextlib.contextmanager
 def mlflow_server(
-    mlflow_bin: Path, backend_uri: str, s3: S3, workdir: Path, prefix: str, name: str = "mlflow"
+    mlflow_bin: Path, postgres: Postgres, database: str, s3: S3, workdir: Path, name: str = "mlflow"
 ) -> Iterator[str]:
+    """The compose `mlflow` service's command, run on 127.0.0.1 by `mlflow_bin`'s MLflow."""
     port = free_port()
     log = workdir / f"{name}.log"
-    command = mlflow_server_command(mlflow_bin, backend_uri, port, prefix)
-    with running(command, server_env(s3), workdir, log) as process:
+    command, env = compose_mlflow(mlflow_bin, postgres, database, s3, port, workdir)
+    with running(command, env, workdir, log) as process:
         uri = f"http://127.0.0.1:{port}"
         wait_for(
             lambda: httpx.get(f"{uri}/health", timeout=5).status_code == 200,
-            180, f"mlflow server ({mlflow_bin})", process, log,
+            240, f"mlflow server ({mlflow_bin})", process, log,
         )  # fmt: skip
         yield uri
 
@@ -227,10 +248,14 @@ def create_experiment(tracking_uri: str, name: str) -> str:
 
 
 def tool_venv(name: str, requirements: list[str], constraints: str) -> Path:
-    """A tool that cannot share the project's constraints, in its own venv beside the project's
-    (.venv/tools/NAME, as scripts/k8s_policy.sh does for checkov), installed once from PyPI."""
-    venv = VENV_BIN.parent / "tools" / name
-    stamp = venv / f".installed-{'+'.join(requirements)}"
+    """A tool that cannot share the project's constraints, in its own venv in the per-user tool
+    cache keyed by its pins (as scripts/k8s_policy.sh keeps checkov), installed once from PyPI;
+    only a finished install (its stamp written last) is used."""
+    pins = (REPO_ROOT / "requirements" / constraints).read_bytes()
+    key = hashlib.sha256(pins + " ".join(requirements).encode()).hexdigest()[:12]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    venv = cache / "financemath-mlops" / f"{name}-{key}"
+    stamp = venv / ".installed"
     if not stamp.is_file():
         python = os.path.realpath(sys.executable)
         subprocess.run([python, "-m", "venv", "--clear", str(venv)], check=True, timeout=300)

@@ -42,7 +42,7 @@ HEAVY = ("torch", "sentence-transformers", "prefect", "evidently")
 SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
 OUR_IMAGES = ("financemath-mlops/inference", "financemath-mlops/pipeline")
 # Variables our services may take besides FMOPS_*: those of the tools they run.
-THIRD_PARTY_ENV = ("MLFLOW_", "AWS_", "PREFECT_", "HF_TOKEN")
+THIRD_PARTY_ENV = ("MLFLOW_", "AWS_", "PREFECT_", "HF_TOKEN", "PGPASSWORD")
 
 
 @pytest.fixture(scope="module")
@@ -342,6 +342,39 @@ def test_compose_default_stack_and_mlops_profile(services: dict[str, Any]) -> No
     mlops = {name for name, s in services.items() if "mlops" in s.get("profiles", [])}
     assert default == {"api", "prometheus", "alertmanager", "grafana"}
     assert {"mlflow", "prefect-server", "prefect-worker"} <= mlops
+
+
+def test_compose_mlops_profile_keeps_team_stores_in_postgres_and_minio(
+    services: dict[str, Any],
+) -> None:
+    """MLflow on PostgreSQL, artefacts proxied to MinIO (bucket made first), from the pipeline
+    image; every credential passes through from docker/.env, which git ignores."""
+    mlflow = services["mlflow"]
+    assert mlflow["image"].startswith("financemath-mlops/pipeline")
+    command = " ".join(mlflow["command"])
+    assert "--backend-store-uri=postgresql://" in command and "@postgres:5432/" in command
+    assert "--serve-artifacts" in command and "--artifacts-destination=s3://" in command
+    assert mlflow["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert mlflow["depends_on"] == {
+        "postgres": {"condition": "service_healthy"},
+        "minio-buckets": {"condition": "service_completed_successfully"},
+    }
+    assert services["minio-buckets"]["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert "mc mb --ignore-existing" in services["minio-buckets"]["command"][0]
+    for name in ("postgres", "minio", "minio-buckets", "mlflow"):
+        assert services[name]["profiles"] == ["mlops"]
+        for key, value in (services[name].get("environment") or {}).items():
+            if any(word in key for word in SECRET_WORDS):
+                assert value is None, f"{name}: {key} must pass through from docker/.env"
+    example = (REPO_ROOT / "docker" / ".env.example").read_text(encoding="utf-8")
+    needed = {
+        k
+        for n in ("postgres", "minio", "mlflow")
+        for k, v in services[n]["environment"].items()
+        if v is None
+    }
+    assert needed <= {line.split("=")[0] for line in example.splitlines() if "=" in line}
+    assert "/docker/.env" in (REPO_ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()
 
 
 def test_compose_services_have_health_checks_and_no_host_networking(
