@@ -307,11 +307,22 @@ def test_compose_mlflow_command_starts_a_tracking_server_that_proxies_artifacts(
     tmp_path: Path,
 ) -> None:
     service = deploy_files.compose()["services"]["mlflow"]
-    image = deploy_files.image(deploy_files.compose_dockerfile(service), service["build"]["target"])
+    image = deploy_files.image(
+        deploy_files.compose_dockerfile(service), service["build"].get("target")
+    )
     port = free_port()
-    command = on_local_port(service["command"], 5000, port)
-    assert command[:2] == ["mlflow", "server"]
     app = image_workdir(tmp_path)
+    # The same flags on SQLite and a folder: PostgreSQL and an S3 API run for real in the
+    # team-stores journey (tests/integration/test_team_stores.py).
+    local_stores = {
+        "--backend-store-uri": f"sqlite:///{app / 'mlruns' / 'mlflow.db'}",
+        "--artifacts-destination": str(app / "mlruns" / "artifacts"),
+    }
+    command = [
+        f"{flag}={local_stores[flag]}" if (flag := word.split("=")[0]) in local_stores else word
+        for word in on_local_port(service["command"], 5000, port)
+    ]
+    assert command[:2] == ["mlflow", "server"]
     env = container_env(image, compose_environment(service))
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "mlflow.log"
