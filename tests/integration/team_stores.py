@@ -239,7 +239,7 @@ def create_experiment(tracking_uri: str, name: str) -> str:
     """Created on the server's side (as `mlflow experiments create` does): proxied location."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     found = client.get_experiment_by_name(name)
     experiment_id = found.experiment_id if found else client.create_experiment(name)
     location = client.get_experiment(experiment_id).artifact_location

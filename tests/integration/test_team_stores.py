@@ -105,7 +105,7 @@ def db_rows(postgres: Postgres, query: str, *args: object) -> list[tuple]:
 def run_files(tracking_uri: str, run_id: str) -> set[str]:
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     found: set[str] = set()
     pending = [""]
     while pending and len(found) < 500:  # bounded walk of the run's artefact tree
@@ -166,7 +166,7 @@ def test_postgres_store_trains_registers_evaluates_promotes_and_serves_the_champ
         )  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
 
-    client = MlflowClient(tracking_uri=team.tracking_uri)
+    client = MlflowClient(tracking_uri=team.tracking_uri, registry_uri=team.tracking_uri)
     assert client.get_model_version_by_alias(name, "champion").version == summary.version
     # The registry and the run really live in PostgreSQL, the files in the bucket.
     rows = db_rows(
@@ -198,9 +198,10 @@ SUMMARY_LINES = {
 
 
 def test_two_trainers_at_once_register_distinct_complete_versions(
-    trained_model: TrainedModel, team: TeamStore, tmp_path: Path
+    trained_model: TrainedModel, team: TeamStore, tmp_path: Path, restore_mlflow_uris: None
 ) -> None:
     """Two people (or a person and the nightly retrain) training at the same moment."""
+    import mlflow
     from mlflow.tracking import MlflowClient
 
     trainers = []
@@ -244,7 +245,7 @@ def test_two_trainers_at_once_register_distinct_complete_versions(
 
     assert len(names) == 1, names
     name = names.pop()
-    client = MlflowClient(tracking_uri=team.tracking_uri)
+    client = MlflowClient(tracking_uri=team.tracking_uri, registry_uri=team.tracking_uri)
     (run_a, version_a), (run_b, version_b) = summaries.values()
     assert version_a != version_b and run_a != run_b
     # Each summary names its own version: the registry maps each version back to its own run.
@@ -259,6 +260,8 @@ def test_two_trainers_at_once_register_distinct_complete_versions(
         missing = [f for f in RUN_FILES if f not in files]
         assert not missing, f"run {run_id} lacks {missing}: {sorted(files)[:30]}"
         assert client.get_run(run_id).info.status == "FINISHED"
+    mlflow.set_tracking_uri(team.tracking_uri)
+    mlflow.set_registry_uri(team.tracking_uri)
     for version in (version_a, version_b):
         from mlflow.pyfunc import load_model
 

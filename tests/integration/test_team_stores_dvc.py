@@ -130,7 +130,10 @@ def test_dvc_push_then_pull_in_another_clone_restores_the_bytes_and_the_run_name
         for line in out.splitlines()
         if "MLflow run: " in line
     )
-    run = MlflowClient(tracking_uri=stage_env["FMOPS_MLFLOW__TRACKING_URI"]).get_run(run_id)
+    run = MlflowClient(
+        tracking_uri=stage_env["FMOPS_MLFLOW__TRACKING_URI"],
+        registry_uri=stage_env["FMOPS_MLFLOW__TRACKING_URI"],
+    ).get_run(run_id)
     assert run.data.params["data.version"] == expected
     assert run.data.params["data.revision"] == expected
     assert run.data.tags["data.version"] == expected
