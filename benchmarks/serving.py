@@ -7,6 +7,8 @@ Same requests (synthetic FinanceMath questions with their tables) in one run, fo
   (c) mlflow    `mlflow models serve --env-manager local` on the same registered model (ONNX pyfunc)
   (d) torch     `mlflow models serve` on a pyfunc of the same booster that embeds with
                 sentence-transformers on torch (the setup most users would have)
+  (e) floor_int8, ours_int8   (a) and (b) for a model trained and served with the int8 ONNX
+                embedding bundle (same data, same store; ``--precisions fp32`` skips them)
 
 Load comes from `wrk` (Debian package) with a Lua POST script, pinned with `taskset` to the last
 core; p50/p95/p99 latency and requests/s at each concurrency, peak RSS of each server (with its
@@ -15,7 +17,7 @@ children), cold start to ready and RSS after warm-up. Results go to
 
     python benchmarks/serving.py                      # trains a small model into a temp store
     python benchmarks/serving.py --model-uri models:/financemath-regressor/3 \
-        --tracking-uri sqlite:///mlruns/mlflow.db
+        --tracking-uri sqlite:///mlruns/mlflow.db --precisions fp32
 """
 
 from __future__ import annotations
@@ -51,7 +53,18 @@ TARGETS = {
     "overhead_at_most_half_of_mlflow": "(ours p50 - floor) <= 0.5 x (mlflow p50 - floor), c=1",
     "rps_c32_at_least_2x_torch": "ours requests/s at c=32 >= 2 x torch-pyfunc requests/s",
     "p99_c32_under_4x_p50": "ours p99 at c=32 < 4 x ours p50 at c=32",
+    "int8_floor_p50_c1_at_most_0.6x_fp32": "floor_int8 p50 at c=1 <= 0.6 x floor (fp32) p50",
+    "int8_rps_c32_at_least_1.5x_fp32": "ours_int8 requests/s at c=32 >= 1.5 x ours (fp32)",
+    "int8_rps_c32_at_least_5x_torch": "ours_int8 requests/s at c=32 >= 5 x torch-pyfunc",
+    "int8_rps_c32_at_least_2.5x_mlflow": "ours_int8 requests/s at c=32 >= 2.5 x mlflow (fp32)",
 }
+# (target key, numerator setup, denominator setup, concurrency, metric, bound, at least?)
+INT8_RATIOS = (
+    ("int8_floor_p50_c1_at_most_0.6x_fp32", "floor_int8", "floor", 1, "p50_ms", 0.6, False),
+    ("int8_rps_c32_at_least_1.5x_fp32", "ours_int8", "ours", 32, "rps", 1.5, True),
+    ("int8_rps_c32_at_least_5x_torch", "ours_int8", "torch", 32, "rps", 5.0, True),
+    ("int8_rps_c32_at_least_2.5x_mlflow", "ours_int8", "mlflow", 32, "rps", 2.5, True),
+)
 
 
 # --- (d): the pyfunc most users would write -------------------------------------------------
@@ -104,8 +117,11 @@ def save_torch_pyfunc(predictor: Any, dst: Path) -> Path:
 # --- model and requests -----------------------------------------------------------------------
 
 
-def train_model(workdir: Path) -> tuple[str, str]:
-    """Train on the synthetic sample into a temp SQLite store; returns (model URI, tracking URI)."""
+def train_model(workdir: Path, precision: str = "fp32") -> tuple[str, str]:
+    """Train on the synthetic sample into a temp SQLite store; returns (model URI, tracking URI).
+
+    Every precision trains on the same data into the same store (``workdir/mlruns``).
+    """
     from financemath_mlops import tracking
     from financemath_mlops.config import load_settings
     from financemath_mlops.features.build import build_features
@@ -113,19 +129,21 @@ def train_model(workdir: Path) -> tuple[str, str]:
     from financemath_mlops.training.train import train
 
     tracking_uri = f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}"
+    data = workdir / precision
     settings = load_settings(
         REPO_ROOT / "configs" / "default.yaml",
         {
             "paths": {
-                "raw_dir": workdir / "data" / "raw",
-                "interim_dir": workdir / "data" / "interim",
-                "processed_dir": workdir / "data" / "processed",
-                "predictions_dir": workdir / "data" / "predictions",
-                "reports_dir": workdir / "reports",
+                "raw_dir": data / "data" / "raw",
+                "interim_dir": data / "data" / "interim",
+                "processed_dir": data / "data" / "processed",
+                "predictions_dir": data / "data" / "predictions",
+                "reports_dir": data / "reports",
                 "cache_dir": REPO_ROOT / ".cache",
                 "hf_cache_dir": REPO_ROOT / ".cache" / "hf",
             },
             "ingestion": {"source": "sample", "rows": 300, "seed": 3},
+            "features": {"embedding": {"backend": "onnx", "precision": precision}},
             "mlflow": {
                 "tracking_uri": tracking_uri,
                 "artifact_root": str(workdir / "mlruns" / "artifacts"),
@@ -355,6 +373,15 @@ def evaluate_targets(results: dict[str, Any]) -> dict[str, Any]:
     if torch_c32 and "c32" in ours:
         ratio = ours["c32"]["rps"] / torch_c32
         out["rps_c32_at_least_2x_torch"] = {"value": round(ratio, 2), "met": ratio >= 2.0}
+    for key, top, bottom, concurrency, metric, bound, at_least in INT8_RATIOS:
+        a = results.get(top, {}).get(f"c{concurrency}", {}).get(metric)
+        b = results.get(bottom, {}).get(f"c{concurrency}", {}).get(metric)
+        if a and b:
+            ratio = a / b
+            out[key] = {
+                "value": round(ratio, 2),
+                "met": ratio >= bound if at_least else ratio <= bound,
+            }
     if "c32" in ours:
         ratio = ours["c32"]["p99_ms"] / ours["c32"]["p50_ms"]
         out["p99_c32_under_4x_p50"] = {"value": round(ratio, 2), "met": ratio < 4.0}
@@ -373,7 +400,15 @@ def table(results: dict[str, Any], concurrency: list[int]) -> str:
         f"{'setup':<21} {'conc':>4} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'req/s':>8} "
         f"{'errors':>6} {'peak RSS MB':>11} {'cold start s':>12}"
     ]
-    for name in ("floor", "floor_serving_session", "ours", "mlflow", "torch"):
+    for name in (
+        "floor",
+        "floor_int8",
+        "floor_serving_session",
+        "ours",
+        "ours_int8",
+        "mlflow",
+        "torch",
+    ):
         result = results.get(name)
         if not result:
             continue
@@ -422,6 +457,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=100, help="requests before measuring")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--skip", nargs="*", default=[], choices=["ours", "mlflow", "torch"])
+    parser.add_argument(
+        "--precisions", nargs="+", default=["fp32", "int8"], choices=["fp32", "int8"],
+        help="embedding bundles to train and serve (fp32 is the baseline; always first)",
+    )  # fmt: skip
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     return parser.parse_args(argv)
 
@@ -435,22 +474,28 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     with tempfile.TemporaryDirectory(prefix="fmops-bench-") as tmp_name:
         tmp = Path(tmp_name)
+        models: dict[str, str] = {}
         if args.model_uri:
-            model_uri = args.model_uri
+            models["fp32"] = args.model_uri
             tracking_uri = args.tracking_uri or os.environ.get(
                 "MLFLOW_TRACKING_URI", "sqlite:///mlruns/mlflow.db"
             )
-        else:
-            print("training a small model into a temporary store ...", flush=True)
-            model_uri, tracking_uri = train_model(tmp)
+        precisions = [p for p in ("fp32", "int8") if p in args.precisions and p not in models]
+        for precision in precisions:
+            print(f"training a small {precision} model into a temporary store ...", flush=True)
+            models[precision], tracking_uri = train_model(tmp, precision)
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
-        print(f"model {model_uri} ({tracking_uri})", flush=True)
-        results = run_all(args, model_uri, tracking_uri, tmp)
+        print(f"models {models} ({tracking_uri})", flush=True)
+        sizes = {p: model_sizes(uri, tmp / f"download-{p}") for p, uri in models.items()}
+        results = run_all(args, models["fp32"], tracking_uri, tmp, models.get("int8"))
+    model_uri = models["fp32"]
     report = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine(load_at_start),
         "model_uri": model_uri,
+        "model_uris": models,
+        "model_sizes_mb": sizes,
         "setup": {
             "duration_s": args.duration,
             "rounds": args.rounds,
@@ -490,9 +535,30 @@ class Target:
     port: int
 
 
-def run_all(args: argparse.Namespace, model_uri: str, tracking_uri: str, tmp: Path) -> dict:
+def model_sizes(model_uri: str, dst: Path) -> dict[str, float]:
+    """MB of the logged model folder and of its embedding bundle (what an image copies)."""
+    from mlflow.artifacts import download_artifacts
+
+    folder = Path(download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
+
+    def mb(path: Path) -> float:
+        return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6, 1)
+
+    bundles = [p.parent for p in folder.rglob("embedding_config.json")]
+    return {"model_folder": mb(folder), "embedding_bundle": mb(bundles[0]) if bundles else 0.0}
+
+
+def run_all(
+    args: argparse.Namespace,
+    model_uri: str,
+    tracking_uri: str,
+    tmp: Path,
+    int8_uri: str | None = None,
+) -> dict:
     """Start every server (one after the other, for clean cold starts), then measure them in
-    turns at each concurrency, so a change in background load hits all of them alike."""
+    turns at each concurrency, so a change in background load hits all of them alike.
+
+    ``int8_uri``: the same model trained with int8 embeddings; adds floor_int8 and ours_int8."""
     requests = sample_requests(args.requests, args.seed)
     ours_bodies = [json.dumps(r) for r in requests]
     mlflow_bodies = [json.dumps({"dataframe_records": [r]}) for r in requests]
@@ -505,14 +571,22 @@ def run_all(args: argparse.Namespace, model_uri: str, tracking_uri: str, tmp: Pa
     )
     print("(a) floor: loading the predictor in process", flush=True)
     floor, predictor = measure_floor(model_uri, requests)
+    floors = [("floor", floor["predictor"])]
+    if int8_uri:
+        floor_int8, int8_predictor = measure_floor(int8_uri, requests)
+        assert int8_predictor.embedder.precision == "int8", int8_predictor.embedder.precision
+        floors.append(("floor_int8", int8_predictor))
     targets = []
-    if "ours" not in args.skip:
+    served = [("ours", model_uri, "(b) ours")]
+    if int8_uri:
+        served.append(("ours_int8", int8_uri, "(e) ours, int8 embedding bundle"))
+    for name, uri, title in served if "ours" not in args.skip else []:
         port = free_port()
         command = [str(VENV_BIN / "python"), "-m", "uvicorn", "financemath_mlops.serving.app:app",
                    "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
                    "--no-access-log"]  # fmt: skip
-        ours_env = {**env, "FMOPS_SERVING__MODEL_URI": model_uri}
-        targets.append(Target("ours", "(b) ours: uvicorn financemath_mlops.serving.app:app",
+        ours_env = {**env, "FMOPS_SERVING__MODEL_URI": uri}
+        targets.append(Target(name, f"{title}: uvicorn financemath_mlops.serving.app:app",
                               command, ours_env, "/ready", "/predict", ours_bodies, port))  # fmt: skip
     if "mlflow" not in args.skip:
         port = free_port()
@@ -535,6 +609,9 @@ def run_all(args: argparse.Namespace, model_uri: str, tracking_uri: str, tmp: Pa
 
     tuned = with_threads(floor["predictor"], os.cpu_count() or 1)
     results: dict[str, Any] = {"floor": floor, "floor_serving_session": {}}
+    if int8_uri:
+        results["floor_int8"] = floor_int8
+    floors.append(("floor_serving_session", tuned))
     with contextlib.ExitStack() as stack:
         for target in targets:
             print(target.title, flush=True)
@@ -555,10 +632,7 @@ def run_all(args: argparse.Namespace, model_uri: str, tracking_uri: str, tmp: Pa
             print(f"  round {round_number}/{args.rounds}", flush=True)
             for concurrency in args.concurrency:
                 if concurrency == 1:
-                    for name, each in (
-                        ("floor", floor["predictor"]),
-                        ("floor_serving_session", tuned),
-                    ):
+                    for name, each in floors:
                         cell = measure_floor_c1(each, requests)
                         runs.setdefault((name, 1), []).append(cell)
                         print(f"    {name} c=1: {cell}", flush=True)
@@ -570,7 +644,8 @@ def run_all(args: argparse.Namespace, model_uri: str, tracking_uri: str, tmp: Pa
                     print(f"    {target.name} c={concurrency}: {cell}", flush=True)
         for (name, concurrency), cells in runs.items():
             results[name][f"c{concurrency}"] = median_cell(cells)
-    floor.pop("predictor", None)
+    for name, _ in floors:
+        results[name].pop("predictor", None)
     for facts in results.values():
         facts.pop("pid", None)
     return results
