@@ -58,7 +58,7 @@ def test_store_of_the_previous_mlflow_minor_upgrades_and_still_serves_its_champi
 
     previous = tool_venv(
         "mlflow-previous",
-        [f"mlflow=={PREVIOUS}", "psycopg[binary]", "boto3"],
+        [f"mlflow=={PREVIOUS}", "psycopg[binary]", "boto3", "prometheus-flask-exporter"],
         "mlflow-previous-tool.txt",
     )
     done = subprocess.run(
