@@ -7,6 +7,7 @@ the reference the ONNX path must reproduce.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
 import subprocess
@@ -28,6 +29,7 @@ from financemath_mlops.features.embeddings import (
     make_embedder,
     resolve_model,
 )
+from tests.conftest import pipeline_settings
 
 pytestmark = pytest.mark.slow
 
@@ -305,3 +307,45 @@ def test_int8_cache_entries_are_separate(
     result = embed_with_cache(int8_embedder, texts, tmp_path, int8)
     assert result.misses == len(texts)
     np.testing.assert_array_equal(result.vectors, int8_embedder.embed(texts))
+
+
+def test_int8_model_serves_its_training_rows_and_refuses_an_fp32_bundle(
+    resolved: ResolvedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parity for int8: features, training and the logged model all use the int8 bundle."""
+    import pandas as pd
+
+    from financemath_mlops import tracking
+    from financemath_mlops.features.build import ID_COLUMN, build_features, columns_path_for
+    from financemath_mlops.features.rows import FEATURE_COLUMNS, RecordInput
+    from financemath_mlops.ingestion import ingest
+    from financemath_mlops.model.predictor import Predictor
+    from financemath_mlops.training.train import train
+
+    for name in [n for n in os.environ if n.startswith(("FMOPS_", "MLFLOW_"))]:
+        monkeypatch.delenv(name)
+    settings = pipeline_settings(
+        tmp_path, rows=120, features={"embedding": {"backend": "onnx", "precision": "int8"}}
+    )
+    ingest(settings)
+    build_features(settings, show_progress=False)
+    manifest = json.loads(columns_path_for(settings.features_output).read_text())
+    assert manifest["embedding"]["precision"] == "int8"
+    summary = train(settings)
+    tracking.configure(settings)
+    predictor = tracking.load_pyfunc(summary.model_uri).unwrap_python_model().predictor
+    assert predictor.embedder.precision == "int8"
+    assert predictor.config["embedding_bundle"]["quantization"]["per_channel"] is True
+
+    lines = settings.ingestion_output.read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines if line.strip()][:6]
+    inputs = [RecordInput(r["question"], tuple(r["tables"]), r["topic"]) for r in records]
+    served = np.vstack([predictor.predict([x], keep_features=True).features for x in inputs])
+    table = pd.read_parquet(settings.features_output).set_index(ID_COLUMN)
+    trained = table.loc[[r["question_id"] for r in records], list(FEATURE_COLUMNS)].to_numpy()
+    assert np.array_equal(np.isnan(served), np.isnan(trained))
+    assert np.nanmax(np.abs(served - trained)) < 1e-5
+
+    fp32 = make_embedder("onnx", resolved, onnx_cache_dir=settings.paths.cache_dir / "onnx")
+    with pytest.raises(ValueError, match="precision: trained 'int8', bundle 'fp32'"):
+        Predictor(predictor.booster, fp32, predictor.config)

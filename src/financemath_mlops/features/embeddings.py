@@ -299,6 +299,11 @@ class OnnxEmbedder:
         self.dim = int(self.config["dim"])
         self.max_length = int(self.config["max_length"])
         self.precision = str(self.config["precision"])
+        if self.precision == "int8":
+            # Dynamic quantization scales activations per tensor, i.e. over the whole batch
+            # (padding included): a question's vector would depend on its batch neighbours and
+            # training rows would differ from served ones (measured 0.02). One text per run.
+            self.batch_size = 1
         self._pad_id = int(self.config.get("pad_token_id", 0))
         self._output = str(self.config.get("output", OUTPUT_NAME))
         options = ort.SessionOptions()
