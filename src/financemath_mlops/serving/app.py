@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -64,6 +65,8 @@ class ServiceState:
         self.metrics: ServiceMetrics | None = None
         self.prediction_log: PredictionLog | None = None
         self._reloader: asyncio.Task[None] | None = None
+        self._configure_lock = threading.Lock()
+        self._configured = False
 
     @property
     def serving(self) -> ServingSettings:
@@ -103,12 +106,8 @@ class ServiceState:
 
         serving = settings.serving
         delay = 1.0
-        configured = False
         while True:
             try:
-                if not configured:  # imports mlflow (seconds): off the event loop
-                    await anyio.to_thread.run_sync(tracking.configure, settings)
-                    configured = True
                 await self.reload()
                 break
             except ModelLoadError as exc:
@@ -141,12 +140,25 @@ class ServiceState:
         """Re-resolve and (if changed) load the model on a worker thread; counts the result."""
         assert self.holder is not None and self.metrics is not None
         try:
-            outcome = await anyio.to_thread.run_sync(self.holder.load)
+            outcome = await anyio.to_thread.run_sync(self._configure_and_load)
         except ModelLoadError:
             self.metrics.model_reloads.labels("failed").inc()
             raise
         self.metrics.model_reloads.labels("loaded" if outcome.changed else "unchanged").inc()
         return outcome
+
+    def _configure_and_load(self) -> ReloadOutcome:
+        """On a worker thread. MLflow is imported (seconds) and configured once, under a lock:
+        two threads importing it at once (the background load and POST /admin/reload) can see
+        its modules half-initialised (ImportError from its circular imports)."""
+        from financemath_mlops import tracking
+
+        assert self.holder is not None and self.settings is not None
+        with self._configure_lock:
+            if not self._configured:
+                tracking.configure(self.settings)
+                self._configured = True
+        return self.holder.load()
 
     async def _reload_every(self, seconds: float) -> None:
         while True:
