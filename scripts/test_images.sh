@@ -33,6 +33,7 @@ START_S=$SECONDS
 WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/fmops-images.XXXXXX")
 mkdir -p "$REPORT_DIR" "$WORK/tmp"
 : >"$REPORT_DIR/results.tsv"
+: >"$REPORT_DIR/engine.log"
 IMAGES_MADE=()
 FAILED=0
 
@@ -111,7 +112,7 @@ build() { # build KEY TAG ARGS...: timed, log under reports/images/
   shift 2
   started=$SECONDS
   log "building $key ($tag)"
-  if ! bounded 900 engine build --network=host -t "$tag" "$@" >"$REPORT_DIR/build-$key.log" 2>&1; then
+  if ! bounded "$IMAGES_TIMEOUT_S" engine build --network=host -t "$tag" "$@" >"$REPORT_DIR/build-$key.log" 2>&1; then
     tail -n 30 "$REPORT_DIR/build-$key.log" >&2
     die "build of $key failed (log: reports/images/build-$key.log)"
   fi
@@ -230,7 +231,8 @@ check_inference() { # check_inference KEY IMAGE [RUN ARGS...]
   port=$(free_port)
   base=http://127.0.0.1:$port
   started=$(now_ms)
-  engine run -d --name "$name" -p "127.0.0.1:$port:8000" "$@" "$image" >/dev/null
+  # (podman without systemd logs that it cannot schedule health checks: engine.log)
+  engine run -d --name "$name" -p "127.0.0.1:$port:8000" "$@" "$image" >/dev/null 2>>"$REPORT_DIR/engine.log"
   wait_for_code "$base/ready" 200 240 "$name" || return 0
   ready_ms=$(($(now_ms) - started))
   record "ready_s.$key" "$(awk -v ms="$ready_ms" 'BEGIN {printf "%.1f", ms / 1000}')"
@@ -262,7 +264,7 @@ check_inference() { # check_inference KEY IMAGE [RUN ARGS...]
   local logged
   logged=$("$VENV_BIN/python" -c 'import pathlib, sys, pyarrow.parquet as pq; print(sum(pq.ParquetFile(f).metadata.num_rows for f in pathlib.Path(sys.argv[1]).rglob("*.parquet")))' "$WORK/predictions")
   [ "$logged" -ge 3 ] || fail "$key: the prediction log holds $logged of the 3 predictions"
-  engine rm -f "$name" >/dev/null
+  engine rm -f "$name" >/dev/null 2>>"$REPORT_DIR/engine.log"
   log "$key: /health /ready /predict /predict/batch /metrics, uid 10001, HEALTHCHECK, prediction log: checked"
 }
 
@@ -282,7 +284,7 @@ name=$RUN_ID-nomodel
 port=$(free_port)
 started=$(now_ms)
 engine run -d --name "$name" -p "127.0.0.1:$port:8000" \
-  -e FMOPS_MLFLOW__TRACKING_URI=http://192.0.2.1:5000 "$INFERENCE" >/dev/null
+  -e FMOPS_MLFLOW__TRACKING_URI=http://192.0.2.1:5000 "$INFERENCE" >/dev/null 2>>"$REPORT_DIR/engine.log"
 if wait_for_code "http://127.0.0.1:$port/health" 200 30 "$name"; then
   health_ms=$(($(now_ms) - started))
   record health_s.no_model "$(awk -v ms="$health_ms" 'BEGIN {printf "%.1f", ms / 1000}')"
@@ -293,7 +295,7 @@ if wait_for_code "http://127.0.0.1:$port/health" 200 30 "$name"; then
   [ -n "$reason" ] || fail "no model: /ready gives no reason: $(head -c 300 "$WORK/body")"
   log "no model: /health in $health_ms ms, /ready $code: $reason"
 fi
-engine rm -f "$name" >/dev/null
+engine rm -f "$name" >/dev/null 2>>"$REPORT_DIR/engine.log"
 
 # --- the pipeline image ---------------------------------------------------------------------------
 PIPELINE=localhost/financemath-mlops/pipeline:$RUN_ID
@@ -323,7 +325,7 @@ else
   port=$(free_port)
   started=$(now_ms)
   engine run -d --name "$name" -p "127.0.0.1:$port:4200" "$PIPELINE" \
-    prefect server start --host 0.0.0.0 --port 4200 >/dev/null
+    prefect server start --host 0.0.0.0 --port 4200 >/dev/null 2>>"$REPORT_DIR/engine.log"
   if wait_for_code "http://127.0.0.1:$port/api/health" 200 180 "$name"; then
     record ready_s.prefect_server "$(awk -v ms="$(($(now_ms) - started))" 'BEGIN {printf "%.1f", ms / 1000}')"
     code=$(curl -s -L -o "$WORK/body" -w '%{http_code}' --max-time 30 -H 'accept: text/html' "http://127.0.0.1:$port/")
@@ -332,7 +334,7 @@ else
     [ "$uid" = 10001 ] || fail "pipeline: prefect server runs as uid $uid, not 10001"
     log "pipeline: Prefect API and UI ($code) answer, uid $uid"
   fi
-  engine rm -f "$name" >/dev/null
+  engine rm -f "$name" >/dev/null 2>>"$REPORT_DIR/engine.log"
 fi
 
 # --- report ---------------------------------------------------------------------------------------
