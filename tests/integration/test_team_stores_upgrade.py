@@ -19,6 +19,7 @@ import pytest
 from tests.conftest import TrainedModel, pipeline_settings
 from tests.helpers import VENV_BIN
 from tests.integration.team_stores import (
+    MLFLOW_USER,
     Postgres,
     client_env,
     create_experiment,
@@ -67,7 +68,10 @@ def test_store_of_the_previous_mlflow_minor_upgrades_and_still_serves_its_champi
     assert PREVIOUS in done.stdout, done.stdout + done.stderr
     tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     with throwaway_postgres() as postgres, moto_s3(tmp_path) as s3:
-        backend = postgres.create_database("legacy")
+        postgres.create_database("legacy")
+        # As the server's own role: run as a superuser, the upgrade's new tables would belong to
+        # it and the server would get "permission denied" on them.
+        backend = f"postgresql://{MLFLOW_USER}@127.0.0.1:{postgres.port}/legacy"
         with mlflow_server(
             previous / "mlflow", postgres, "legacy", s3, tmp_path, "mlflow-previous"
         ) as uri:
