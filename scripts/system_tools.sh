@@ -53,7 +53,8 @@ mapfile -t packages < <(printf '%s\n' "${missing_pkgs[@]}" | sort -u)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing system tools (${missing_cmds[*]}): apt-get install ${packages[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
-  if { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${packages[@]}"; } \
+  if { apt-get -o DPkg::Lock::Timeout=300 update -qq \
+    && apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${packages[@]}"; } \
     >/tmp/fmops-apt.log 2>&1; then
     still=()
     for cmd in "${missing_cmds[@]}"; do command -v "$cmd" >/dev/null 2>&1 || still+=("$cmd"); done

@@ -239,6 +239,7 @@ def export_model(uri: str, dst: Path) -> ModelRef:
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.new-", dir=dst.parent))
+    staging.chmod(0o755)  # mkdtemp makes it 0700: a container's uid 10001 must read the mount
     try:
         mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=str(staging))
         if not (staging / "MLmodel").is_file():

@@ -106,6 +106,9 @@ def test_an_exported_model_folder_serves_without_the_registry(trained_model, tmp
     ref = tracking.export_model(uri, folder)
     assert (ref.name, ref.version) == (trained_model.model_name, trained_model.version)
     assert (folder / "MLmodel").is_file()
+    # Readable by others: a container runs as uid 10001 on a folder made by the host's user.
+    assert folder.stat().st_mode & 0o005 == 0o005
+    assert all(p.stat().st_mode & 0o004 for p in folder.rglob("*"))
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")], "staging left"
     # Exporting again replaces the folder whole (no leftovers of the previous copy).
     (folder / "stale.txt").write_text("from an older export")
