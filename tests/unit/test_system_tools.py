@@ -21,7 +21,7 @@ def script_with_group(tmp_path: Path, entries: list[str]) -> Path:
     """A copy of the script whose `test` group lists `entries` (tools that cannot exist)."""
     text = SCRIPT.read_text(encoding="utf-8")
     start = text.index("tools_test=(")
-    end = text.index(")", start)
+    end = text.index("\n)\n", start) + 1
     group = "tools_test=(\n" + "".join(f'  "{e}"\n' for e in entries)
     copy = tmp_path / "scripts" / "system_tools.sh"
     copy.parent.mkdir()
