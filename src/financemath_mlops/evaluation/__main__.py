@@ -48,11 +48,12 @@ def report_main(argv: list[str]) -> int:
     setup_logging(args.log_level)
     settings = settings_from_args(args, {})
     from financemath_mlops.atomic import write_json
-    from financemath_mlops.evaluation.card import render_card, write_plot
+    from financemath_mlops.evaluation.card import precision_evidence, render_card, write_plot
     from financemath_mlops.evaluation.report import ReportOptions, build_report
 
     opts = ReportOptions(args.folds, args.seeds, args.inner_folds, args.bootstrap, args.jobs)
     report = build_report(settings, args.input, opts)
+    report["embedding_precision"] = precision_evidence(Path("benchmarks/results"))
     plot = args.plot or args.card.with_name(f"{args.card.stem}-errors.png")
     results = args.results or args.card.with_suffix(".json")
     write_plot(report, plot)

@@ -6,6 +6,7 @@ written here so that the card, the tables and the plot change together when the 
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,65 @@ def decision_text(r: dict[str, Any]) -> str:
     )
 
 
+PRECISION_FILES = ("embedding_precision.json", "serving-int8.json")
+
+
+def precision_evidence(results_dir: Path) -> dict[str, Any] | None:
+    """What benchmarks/embedding_precision.py and benchmarks/serving.py measured of the int8
+    embedding bundle (quality and speed), carried into the report so the card states the choice."""
+    try:
+        quality, speed = (
+            json.loads((results_dir / name).read_text(encoding="utf-8")) for name in PRECISION_FILES
+        )
+    except (OSError, ValueError):
+        return None
+    return {
+        "margin": quality["margin"],
+        "cv": quality["cv"],
+        "bootstrap": quality["bootstrap"],
+        "difference": quality["int8_minus_fp32"]["model"]["log_mae"],
+        "no_loss_beyond_margin": quality["no_loss_beyond_margin"],
+        "speed": {k: v for k, v in speed["targets"].items() if k.startswith("int8_")},
+        "sizes_mb": speed.get("model_sizes_mb", {}),
+    }
+
+
+def precision_text(p: dict[str, Any] | None) -> str:
+    if p is None:
+        return "Not measured for this card (`benchmarks/embedding_precision.py`)."
+    d, speed = p["difference"], p["speed"]
+    lines = [
+        "The served embedding is the fp32 ONNX export of all-MiniLM-L6-v2 "
+        "(`features.embedding.precision`). An int8 bundle (onnxruntime `quantize_dynamic`, "
+        "per-channel int8 weights, quantized once at export, one question per run) was compared "
+        f"with the same repeated nested CV ({p['cv']['folds']} folds x {p['cv']['seeds']} seeds, "
+        f"inner {p['cv']['inner_folds']}), the same folds for both: int8 minus fp32 log-MAE "
+        f"{_ci(d, 3)} (paired bootstrap, {p['bootstrap']} resamples).",
+        "",
+        "| speed target (same benchmark run) | measured | met |",
+        "| --- | --- | --- |",
+    ]
+    for target in speed.values():
+        lines.append(
+            f"| {target['target']} | {target['value']} | {'yes' if target['met'] else 'no'} |"
+        )
+    keep = p["no_loss_beyond_margin"]
+    lines += [
+        "",
+        f"The default switches to int8 only if that interval lies within +/-{p['margin']} and "
+        "throughput improves at least 1.5x. "
+        + (
+            "It does: the card's model would be served with int8 embeddings."
+            if keep
+            else f"The interval reaches beyond +/-{p['margin']}, so a loss of that size cannot be "
+            "excluded and **the default stays fp32** (set `features.embedding.precision: int8` "
+            "to trade that risk for speed; a model is always served with the bundle it was "
+            "trained with)."
+        ),
+    ]
+    return "\n".join(lines)
+
+
 def render_card(r: dict[str, Any], plot_name: str) -> str:
     """The whole card as markdown (deterministic for a report dict)."""
     o = r["options"]
@@ -203,6 +263,7 @@ def render_card(r: dict[str, Any], plot_name: str) -> str:
         topics="\n".join(topic_table(r)),
         chosen=chosen_line(r),
         decision=decision_text(r),
+        precision=precision_text(r.get("embedding_precision")),
         plot=plot_name,
         headline=_ci(model),
         verdict=_verdict(model),
@@ -365,6 +426,10 @@ Chosen by the inner CV (out of {outer} outer folds):
 {chosen}
 
 {decision}
+
+## Embedding precision (fp32 or int8)
+
+{precision}
 
 ## Limits and intended use
 
