@@ -18,7 +18,7 @@ ROWS ?= 1000
 INPUT ?=
 RUN_ARGS ?=
 
-.PHONY: run test test-images test-loop test-card lint unit install lock clean help tools
+.PHONY: run test test-images test-loop test-card test-team-stores lint unit install lock clean help tools
 
 help:
 	@echo "make run    - run the pipeline (SOURCE=sample|hf|local, INPUT=FILE, ROWS=N)"
@@ -26,6 +26,7 @@ help:
 	@echo "make test-images - build the two images and run them (docker or podman, no registry needed)"
 	@echo "make test-loop - drifted traffic -> alert delivered -> retraining started, end to end (minutes)"
 	@echo "make test-card - the model card equals what the evaluation report computes from the real file (minutes)"
+	@echo "make test-team-stores - MLflow on PostgreSQL + S3, two trainers at once, MLflow upgrade, DVC round trip (minutes)"
 	@echo "make lock   - refresh requirements/constraints.txt from the venv"
 	@echo "make clean  - remove generated data, mlruns, caches and reports (keeps .venv)"
 
@@ -68,6 +69,13 @@ test-loop: $(STAMP) tools
 # skipped, saying so, when that file is absent. Regenerate the card: docs/model-card.md says how.
 test-card: $(STAMP)
 	FMOPS_CARD_TEST=1 $(VENV)/bin/pytest tests/model/test_model_card.py -q -p no:cacheprovider
+
+# The team stores against real servers: MLflow on a throwaway PostgreSQL with S3 artefacts (moto),
+# two trainers at once, a store of the previous MLflow minor version upgraded, a DVC round trip.
+# Minutes, and DVC / the previous MLflow install into their own tool venvs on first use.
+test-team-stores: $(STAMP) tools
+	FMOPS_TEAM_STORES=1 $(VENV)/bin/pytest -p no:cacheprovider tests/integration/test_team_stores.py \
+	  tests/integration/test_team_stores_dvc.py tests/integration/test_team_stores_upgrade.py
 
 # Build both images and run them as production would (docker, else podman configured by
 # docker/podman/; air-gapped: a Python base from Debian packages). scripts/test_images.sh.
