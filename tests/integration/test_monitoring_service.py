@@ -184,12 +184,15 @@ def test_a_real_prometheus_loads_our_config_and_rules_and_scrapes_the_service(
         return rules if rules and all(r["health"] != "unknown" for r in rules) else None
 
     try:
-        target = wait_for(
-            lambda: httpx.get(f"{api}/targets", timeout=5).json()["data"]["activeTargets"][0]
-            if query('up{job="financemath-api"} == 1')
-            else None,
-            60, "Prometheus to scrape the service", process,
-        )  # fmt: skip
+
+        def api_target() -> dict[str, Any] | None:
+            if not query('up{job="financemath-api"} == 1'):
+                return None
+            targets = httpx.get(f"{api}/targets", timeout=5).json()["data"]["activeTargets"]
+            ours = [t for t in targets if t.get("labels", {}).get("job") == "financemath-api"]
+            return ours[0] if ours else None
+
+        target = wait_for(api_target, 60, "Prometheus to scrape the service", process)
         assert target["labels"]["job"] == "financemath-api" and target["health"] == "up"
         assert float(query("fmops_model_ready")[0]["value"][1]) == 1.0
         rules = wait_for(rules_evaluated, 90, "the alert rules to be evaluated", process)
@@ -197,7 +200,7 @@ def test_a_real_prometheus_loads_our_config_and_rules_and_scrapes_the_service(
         assert {"FinanceMathHighErrorRate", "FinanceMathHighLatencyP99", "FinanceMathInputDrift",
                 "FinanceMathModelNotReady"} <= names  # fmt: skip
         assert all(r["health"] == "ok" for r in rules), [r.get("lastError") for r in rules]
-        firing = {a["labels"]["alertname"] for a in query("ALERTS")}
+        firing = {a["metric"]["alertname"] for a in query("ALERTS")}
         assert not firing & {"FinanceMathModelNotReady", "FinanceMathServiceDown"}
     except AssertionError as exc:
         raise AssertionError(
