@@ -18,7 +18,7 @@ ROWS ?= 1000
 INPUT ?=
 RUN_ARGS ?=
 
-.PHONY: run test test-images test-loop test-card test-team-stores lint unit install lock clean help tools
+.PHONY: run test test-images test-loop test-card test-team-stores test-browser lint unit install lock clean help tools
 
 help:
 	@echo "make run    - run the pipeline (SOURCE=sample|hf|local, INPUT=FILE, ROWS=N)"
@@ -27,6 +27,7 @@ help:
 	@echo "make test-loop - drifted traffic -> alert delivered -> retraining started, end to end (minutes)"
 	@echo "make test-card - the model card equals what the evaluation report computes from the real file (minutes)"
 	@echo "make test-team-stores - MLflow on PostgreSQL + S3, two trainers at once, MLflow upgrade, DVC round trip (minutes)"
+	@echo "make test-browser - /docs, /redoc, a drift report and the MLflow UI in headless Chromium, offline"
 	@echo "make lock   - refresh requirements/constraints.txt from the venv"
 	@echo "make clean  - remove generated data, mlruns, caches and reports (keeps .venv)"
 
@@ -63,6 +64,12 @@ test: lint
 # with real Prefect, Prometheus and Alertmanager processes: minutes, so not part of `make test`.
 test-loop: $(STAMP) tools
 	$(VENV)/bin/pytest -m loop tests/integration/test_operator_loop.py -s
+
+# Every page a user opens (/docs, /redoc, an Evidently report, the MLflow UI) in Debian's headless
+# Chromium, checking that no request leaves the host: about a minute, so not in `make test`.
+test-browser: $(STAMP)
+	bash scripts/system_tools.sh browser
+	$(VENV)/bin/pytest -m browser tests/browser -p no:cacheprovider
 
 # The committed docs/model-card.md is what the evaluation report (repeated nested CV) computes
 # from the real validation file beside the checkout (../shared/data/financemath/validation.json);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The system tools that `make test` (and `make test-images`) need, and how to get them.
 #
-#   bash scripts/system_tools.sh [GROUP...]     # groups: test (default), images
+#   bash scripts/system_tools.sh [GROUP...]     # groups: test (default), browser, images
 #
 # Each line of a group is "COMMAND DEBIAN-PACKAGE". A tool already on PATH (or in the venv) is
 # left alone. Missing tools are installed once, quietly, with apt-get when running as root on
@@ -16,8 +16,10 @@ tools_test=(
   "promtool prometheus"
   "docker-compose docker-compose"
   "prometheus-alertmanager prometheus-alertmanager"
-  "chromium chromium"
   "pg_ctlcluster postgresql"  # the team-stores journey's PostgreSQL (initdb/pg_ctl are off PATH)
+)
+tools_browser=(
+  "chromium chromium"
 )
 tools_images=(
   "podman podman"
