@@ -25,7 +25,7 @@ PYTHON_IMAGE=${PYTHON_IMAGE:-docker.io/library/python:3.11-slim-bookworm}
 TORCH_INDEX_URL=${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 MODEL_DIR=${MODEL_DIR:-models/serving}
-IMAGES_TIMEOUT_S=${IMAGES_TIMEOUT_S:-900}
+IMAGES_TIMEOUT_S=${IMAGES_TIMEOUT_S:-1500}
 REPORT_DIR=$ROOT/reports/images
 RUN_ID=fmops-test-$$
 START_S=$SECONDS
