@@ -30,7 +30,8 @@ _TEMP_PID = re.compile(r"\.(\d+)\.[0-9a-f]{8}")
 CURRENT = "current"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs (a leftover file's writer, say)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -45,7 +46,7 @@ def _remove_stale_temps(target: Path) -> None:
     prefix = f".{target.name}"
     for leftover in target.parent.glob(f".{glob_escape(target.name)}.*.tmp"):
         match = _TEMP_PID.match(leftover.name, len(prefix))
-        if match and int(match.group(1)) != os.getpid() and not _pid_alive(int(match.group(1))):
+        if match and int(match.group(1)) != os.getpid() and not pid_alive(int(match.group(1))):
             log.info("removing %s, left by an interrupted run", leftover)
             leftover.unlink(missing_ok=True)
 

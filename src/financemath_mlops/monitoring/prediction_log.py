@@ -42,6 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from financemath_mlops.atomic import pid_alive
 from financemath_mlops.features.rows import FEATURE_COLUMNS, N_HAND_FEATURES
 
 log = logging.getLogger(__name__)
@@ -385,7 +386,11 @@ class PredictionLog:
             return
         for path in sorted(self.directory.glob(f"{JOURNAL_PREFIX}*.jsonl")):
             match = _JOURNAL_PID.match(path.name)
-            if match is None or int(match.group(1)) == os.getpid() or _alive(int(match.group(1))):
+            if (
+                match is None
+                or int(match.group(1)) == os.getpid()
+                or pid_alive(int(match.group(1)))
+            ):
                 continue
             recovered = []
             with path.open(encoding="utf-8", errors="replace") as handle:
@@ -492,16 +497,6 @@ class PredictionLog:
         if now - self._last_warning >= WARN_EVERY_S:
             self._last_warning = now
             log.warning("%s", message)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _text(value: Any) -> str | None:
