@@ -14,11 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from financemath_mlops import errors
 from financemath_mlops.config import ConfigError, Settings, load_settings
-
-
-class StageError(RuntimeError):
-    """An expected failure with a message for people: what went wrong and what to do next."""
 
 
 def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -64,7 +61,7 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
     """Run a stage's main; expected errors print one clear line and exit non-zero (no traceback)."""
     try:
         return main(argv)
-    except (ConfigError, StageError) as exc:
+    except (ConfigError, errors.StageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

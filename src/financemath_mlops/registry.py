@@ -7,13 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from financemath_mlops.cli import (
-    StageError,
-    base_parser,
-    run_main,
-    settings_from_args,
-    setup_logging,
-)
+from financemath_mlops.cli import base_parser, run_main, settings_from_args, setup_logging
+from financemath_mlops.errors import StageError
 
 EPILOG = """\
 examples:

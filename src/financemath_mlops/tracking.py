@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from financemath_mlops.cli import StageError
 from financemath_mlops.config import SAMPLE_MODEL_SUFFIX, Settings
+from financemath_mlops.errors import StageError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from financemath_mlops import tracking
-from financemath_mlops.cli import StageError
+from financemath_mlops.errors import StageError
 from financemath_mlops.ingestion.synthetic import generate_sample
 from financemath_mlops.model.packaging import input_example
 from financemath_mlops.predict.batch import BatchSummary, predict_file

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from financemath_mlops.cli import StageError
+from financemath_mlops.errors import StageError
 from tests.integration.test_serving import free_port, metric_value, server_env, stop_process
 
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from financemath_mlops.cli import StageError
 from financemath_mlops.config import Settings
+from financemath_mlops.errors import StageError
 from financemath_mlops.evaluation.baselines import chance_accuracy, numbers_median, record_numbers
 from financemath_mlops.evaluation.intervals import paired_bootstrap
 from financemath_mlops.evaluation.metrics import financemath_correct, regression_metrics

@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from financemath_mlops.atomic import atomic_path, write_json
-from financemath_mlops.cli import StageError
 from financemath_mlops.config import EmbeddingSettings, Settings
+from financemath_mlops.errors import StageError
 from financemath_mlops.features.rows import (
     FEATURE_COLUMNS,
     FEATURE_VERSION,

@@ -12,7 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from financemath_mlops.cli import StageError, base_parser, run_main, setup_logging
+from financemath_mlops.cli import base_parser, run_main, setup_logging
+from financemath_mlops.errors import StageError
 
 EPILOG = """\
 examples:

@@ -18,7 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from financemath_mlops.cli import StageError
+from financemath_mlops.errors import StageError
 from financemath_mlops.flows.events import retrain_trigger
 
 DEPLOYMENT_NAME = "nightly-retrain"

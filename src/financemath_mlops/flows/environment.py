@@ -10,7 +10,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from financemath_mlops.cli import StageError
+from financemath_mlops.errors import StageError
 
 PREFECT_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",

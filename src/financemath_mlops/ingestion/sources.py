@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from financemath_mlops.cli import StageError
 from financemath_mlops.config import Settings
+from financemath_mlops.errors import StageError
 from financemath_mlops.ingestion.jsonl import (
     ERROR,
     UNPARSEABLE,

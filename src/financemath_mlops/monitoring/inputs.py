@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from financemath_mlops.cli import StageError
 from financemath_mlops.config import Settings
+from financemath_mlops.errors import StageError
 from financemath_mlops.features.rows import FEATURE_COLUMNS, N_HAND_FEATURES
 
 log = logging.getLogger(__name__)

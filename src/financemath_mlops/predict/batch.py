@@ -29,8 +29,8 @@ import pyarrow.parquet as pq
 
 from financemath_mlops import tracking
 from financemath_mlops.atomic import atomic_path, atomic_writer
-from financemath_mlops.cli import StageError
 from financemath_mlops.config import Settings
+from financemath_mlops.errors import StageError
 from financemath_mlops.features.rows import TOPICS, RecordInput
 from financemath_mlops.ingestion.sources import LOCAL_SUFFIXES
 

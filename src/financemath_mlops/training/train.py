@@ -21,8 +21,8 @@ import numpy as np
 
 from financemath_mlops import tracking
 from financemath_mlops.atomic import write_json, write_jsonl
-from financemath_mlops.cli import StageError
 from financemath_mlops.config import Settings
+from financemath_mlops.errors import StageError
 from financemath_mlops.features.build import (
     ID_COLUMN,
     TARGET_COLUMN,
