@@ -7,12 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from financemath_mlops.evaluation.metrics import (
+from financemath_mlops.model.target import forward, inverse, signed_expm1, signed_log1p
+from financemath_mlops.scoring import (
     financemath_correct,
     regression_metrics,
     tolerance_accuracy,
 )
-from financemath_mlops.model.target import forward, inverse, signed_expm1, signed_log1p
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from financemath_mlops.evaluation.metrics import regression_metrics
 from financemath_mlops.monitoring.evidently_adapter import drift_report, regression_report
+from financemath_mlops.scoring import regression_metrics
 
 N = 300
 

@@ -14,10 +14,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from financemath_mlops.evaluation.metrics import financemath_correct
 from financemath_mlops.features.rows import question_numbers
+from financemath_mlops.scoring import financemath_correct, median_baselines
 from financemath_mlops.tables import parse_tables
-from financemath_mlops.training.fit import median_baselines
 
 __all__ = [
     "chance_accuracy",

@@ -19,9 +19,8 @@ import numpy as np
 from financemath_mlops import tracking
 from financemath_mlops.atomic import write_json
 from financemath_mlops.config import Settings
-from financemath_mlops.evaluation.metrics import regression_metrics
 from financemath_mlops.features.build import TARGET_COLUMN, TOPIC_COLUMN, columns_path_for
-from financemath_mlops.training.fit import median_baselines
+from financemath_mlops.scoring import median_baselines, regression_metrics
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,6 @@ from financemath_mlops.config import Settings
 from financemath_mlops.errors import StageError
 from financemath_mlops.evaluation.baselines import chance_accuracy, numbers_median, record_numbers
 from financemath_mlops.evaluation.intervals import paired_bootstrap
-from financemath_mlops.evaluation.metrics import financemath_correct, regression_metrics
 from financemath_mlops.evaluation.nested import (
     BASELINES,
     Candidate,
@@ -31,6 +30,7 @@ from financemath_mlops.evaluation.nested import (
     log_errors,
     repeated_nested_cv,
 )
+from financemath_mlops.scoring import financemath_correct, regression_metrics
 
 log = logging.getLogger(__name__)
 

@@ -111,9 +111,9 @@ def assess(model: ModelContext, data: Path | None, work: Path) -> PerformanceOut
     import pandas as pd
 
     from financemath_mlops import tracking
-    from financemath_mlops.evaluation.metrics import regression_metrics
     from financemath_mlops.model.packaging import input_example
     from financemath_mlops.monitoring.evidently_adapter import regression_report
+    from financemath_mlops.scoring import regression_metrics
 
     records, where = load_labelled(model, data, work)
     pyfunc = tracking.load_pyfunc(model.ref.uri)

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from financemath_mlops.evaluation.metrics import regression_metrics
 from financemath_mlops.model.target import TargetTransform, forward, inverse
+from financemath_mlops.scoring import median_baselines, regression_metrics
 from financemath_mlops.training.split import kfold_indices, stratified_kfold_indices
 
 CV_METRICS = ("mae", "rmse", "median_ae", "log_mae", "accuracy")
@@ -33,18 +33,6 @@ def fit_booster(
 
 def predict_booster(booster: Any, features: np.ndarray, transform: TargetTransform) -> np.ndarray:
     return inverse(booster.predict(features), transform)
-
-
-def median_baselines(
-    train_target: np.ndarray, train_topics: np.ndarray, topics: np.ndarray
-) -> dict[str, np.ndarray]:
-    """Global median and per-topic median of the training targets (unseen topic: global)."""
-    global_median = float(np.median(train_target))
-    per_topic = {t: float(np.median(train_target[train_topics == t])) for t in set(train_topics)}
-    return {
-        "global_median": np.full(len(topics), global_median),
-        "topic_median": np.array([per_topic.get(t, global_median) for t in topics]),
-    }
 
 
 def cross_validate(

@@ -1,4 +1,9 @@
-"""Regression metrics and FinanceMath's own tolerance accuracy (pure functions over arrays)."""
+"""How a prediction is scored: FinanceMath's tolerance rule, regression metrics and the median
+baselines (pure functions over arrays).
+
+One floor below the stages: training scores its CV folds with it and evaluation its holdout,
+so neither stage imports the other for a metric.
+"""
 
 from __future__ import annotations
 
@@ -76,4 +81,16 @@ def regression_metrics(predictions: Sequence[float], truths: Sequence[float]) ->
         "median_ae": float(np.median(errors)),
         "log_mae": float(np.mean(np.abs(signed_log1p(pred) - signed_log1p(true)))),
         "accuracy": tolerance_accuracy(pred, true),
+    }
+
+
+def median_baselines(
+    train_target: np.ndarray, train_topics: np.ndarray, topics: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Global median and per-topic median of the training targets (unseen topic: global)."""
+    global_median = float(np.median(train_target))
+    per_topic = {t: float(np.median(train_target[train_topics == t])) for t in set(train_topics)}
+    return {
+        "global_median": np.full(len(topics), global_median),
+        "topic_median": np.array([per_topic.get(t, global_median) for t in topics]),
     }
