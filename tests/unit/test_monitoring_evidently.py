@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from financemath_mlops.monitoring.drift import DriftOutcome
 from financemath_mlops.monitoring.evidently_adapter import drift_report, regression_report
 from financemath_mlops.scoring import regression_metrics
 
@@ -40,6 +41,12 @@ def shifted_report(reference: pd.DataFrame):
     return drift_report(reference, current, ["amount", "words", "sparse"], ["flag"], 0.5, "ks")
 
 
+def table_verdict(result, threshold: float) -> DriftOutcome:
+    """The adapter's columns through the verdict the report uses (monitoring/drift.py)."""
+    columns = [{"column": c.column, "detected": c.detected} for c in result.columns]
+    return DriftOutcome({}, {}, columns, result.skipped, threshold, {})
+
+
 def test_drift_is_detected_on_the_shifted_numeric_column_only(shifted_report):
     by_column = {c.column: c for c in shifted_report.columns}
     assert list(by_column) == ["amount", "words", "sparse", "flag"]
@@ -47,13 +54,15 @@ def test_drift_is_detected_on_the_shifted_numeric_column_only(shifted_report):
     assert by_column["amount"].method == "K-S p_value" and by_column["amount"].threshold == 0.05
     assert not any(by_column[c].detected for c in ("words", "sparse", "flag"))
     assert by_column["flag"].kind == "cat" and by_column["amount"].kind == "num"
-    assert shifted_report.drifted == 1 and shifted_report.share == 0.25
-    assert not shifted_report.dataset_drift  # 25% < the 50% asked for
+    verdict = table_verdict(shifted_report, 0.5)
+    assert verdict.drifted == 1 and verdict.share == 0.25
+    assert not verdict.dataset_drift  # 25% < the 50% asked for
 
 
 def test_identical_data_shows_no_drift(reference: pd.DataFrame):
     result = drift_report(reference, reference.copy(), ["amount", "words", "sparse"], ["flag"])
-    assert result.drifted == 0 and result.share == 0.0 and not result.dataset_drift
+    verdict = table_verdict(result, 0.5)
+    assert verdict.drifted == 0 and verdict.share == 0.0 and not verdict.dataset_drift
     assert all(c.score == pytest.approx(1.0) for c in result.columns)  # p-values
 
 

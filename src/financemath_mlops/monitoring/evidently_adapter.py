@@ -39,24 +39,15 @@ class ColumnDrift:
 
 @dataclass
 class DriftResult:
-    """Drift per column and for the whole table; ``snapshot`` saves the HTML and the raw JSON."""
+    """Drift per column; ``snapshot`` saves the HTML and the raw JSON.
+
+    The verdict for the whole table (share of drifted columns against a threshold) is
+    :class:`~financemath_mlops.monitoring.drift.DriftOutcome`'s, not repeated here.
+    """
 
     columns: list[ColumnDrift]
     skipped: dict[str, str]
-    drift_share_threshold: float
     snapshot: Any = field(repr=False, default=None)
-
-    @property
-    def drifted(self) -> int:
-        return sum(c.detected for c in self.columns)
-
-    @property
-    def share(self) -> float:
-        return self.drifted / len(self.columns) if self.columns else 0.0
-
-    @property
-    def dataset_drift(self) -> bool:
-        return bool(self.columns) and self.share >= self.drift_share_threshold
 
     def save_html(self, path: Path) -> None:
         self.snapshot.save_html(str(path))
@@ -151,7 +142,7 @@ def drift_report(
         )
     order = {name: i for i, name in enumerate(keep)}
     results.sort(key=lambda c: order.get(c.column, len(order)))
-    return DriftResult(results, skipped, drift_share, snapshot)
+    return DriftResult(results, skipped, snapshot)
 
 
 def regression_report(
