@@ -209,7 +209,7 @@ def child_features(config: Path) -> None:
 
 def child_stages(config: Path) -> None:
     """The flow's five stages, called directly (what the flow's tasks call), timed."""
-    from financemath_mlops import tracking
+    from financemath_mlops import runs
     from financemath_mlops.config import load_settings
     from financemath_mlops.evaluation.evaluate import evaluate
     from financemath_mlops.evaluation.promotion import promote_if_better
@@ -235,8 +235,8 @@ def child_stages(config: Path) -> None:
     with timed("evaluation"):
         evaluate(settings, trained.model_uri)
     with timed("promotion"):
-        tracking.configure(settings)
-        promote_if_better(settings, tracking.resolve(trained.model_uri))
+        runs.configure(settings)
+        promote_if_better(settings, runs.resolve(trained.model_uri))
     print(json.dumps(times))
 
 

@@ -122,7 +122,7 @@ def train_model(workdir: Path, precision: str = "fp32") -> tuple[str, str]:
 
     Every precision trains on the same data into the same store (``workdir/mlruns``).
     """
-    from financemath_mlops import tracking
+    from financemath_mlops import runs
     from financemath_mlops.config import load_settings
     from financemath_mlops.features.build import build_features
     from financemath_mlops.ingestion import ingest
@@ -154,7 +154,7 @@ def train_model(workdir: Path, precision: str = "fp32") -> tuple[str, str]:
     ingest(settings)
     build_features(settings, show_progress=False)
     summary = train(settings)
-    tracking.set_alias(summary.model_name, tracking.CHAMPION, summary.version)
+    runs.set_alias(summary.model_name, runs.CHAMPION, summary.version)
     return summary.model_uri, tracking_uri
 
 
@@ -306,10 +306,10 @@ def warm_up(url: str, bodies: list[str], n: int) -> None:
 
 def measure_floor(model_uri: str, requests: list[dict[str, Any]]) -> tuple[dict, Any]:
     """Load the served model in process (its load time is reported too)."""
-    from financemath_mlops import tracking
+    from financemath_mlops import runs
 
     started = time.perf_counter()
-    predictor = tracking.load_pyfunc(model_uri).unwrap_python_model().predictor
+    predictor = runs.load_pyfunc(model_uri).unwrap_python_model().predictor
     return {"load_s": round(time.perf_counter() - started, 2), "predictor": predictor}, predictor
 
 

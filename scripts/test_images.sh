@@ -184,7 +184,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from financemath_mlops.tracking import REGISTERED_META
+from financemath_mlops.runs import REGISTERED_META
 
 meta_file = Path(sys.argv[1]) / REGISTERED_META
 meta = yaml.safe_load(meta_file.read_text()) if meta_file.is_file() else {}

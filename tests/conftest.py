@@ -80,7 +80,7 @@ def pipeline_settings(workdir: Path, rows: int = 300, seed: int = 11, **extra: A
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
     """Ingest -> features -> train -> evaluate (promotes the first model to champion)."""
-    from financemath_mlops import tracking
+    from financemath_mlops import runs
     from financemath_mlops.evaluation.evaluate import evaluate
     from financemath_mlops.evaluation.promotion import promote_if_better
     from financemath_mlops.features.build import build_features
@@ -95,7 +95,7 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
         build_features(settings, show_progress=False)
         summary = train(settings)
         evaluate(settings, summary.model_uri)
-        promote_if_better(settings, tracking.resolve(summary.model_uri))
+        promote_if_better(settings, runs.resolve(summary.model_uri))
     finally:
         os.environ.update(saved)
     env = cli_env(

@@ -36,16 +36,16 @@ def main(argv: list[str] | None = None) -> int:
             }
         },
     )
-    from financemath_mlops import tracking
+    from financemath_mlops import runs
     from financemath_mlops.evaluation.evaluate import default_model_name
     from financemath_mlops.evaluation.promotion import promote_if_better
 
-    tracking.configure(settings)
+    runs.configure(settings)
     uri = settings.evaluation.model_uri
-    uri = uri or f"models:/{default_model_name(settings)}@{tracking.CHALLENGER}"
-    ref = tracking.resolve(uri)
+    uri = uri or f"models:/{default_model_name(settings)}@{runs.CHALLENGER}"
+    ref = runs.resolve(uri)
     if ref.name is None:
-        raise tracking.TrackingError(f"{uri} is not a registered model version")
+        raise runs.TrackingError(f"{uri} is not a registered model version")
     decision = promote_if_better(settings, ref)
     print(decision.line())
     return 0

@@ -20,9 +20,9 @@ examples:
 
 
 def list_table(name: str) -> str:
-    from financemath_mlops import tracking
+    from financemath_mlops import runs
 
-    versions = tracking.list_versions(name)
+    versions = runs.list_versions(name)
     if not versions:
         return f"no versions of {name} are registered"
     lines = [
@@ -30,7 +30,7 @@ def list_table(name: str) -> str:
         f"  {'version':>7}  {'aliases':<30}{'holdout log-MAE':>16}{'cv log-MAE':>12}  run",
     ]
     for v in versions:
-        metrics = tracking.run_metrics(v.run_id) if v.run_id else {}
+        metrics = runs.run_metrics(v.run_id) if v.run_id else {}
         lines.append(
             f"  {v.version:>7}  {','.join(v.aliases) or '-':<30}"
             f"{metrics.get('holdout_log_mae', float('nan')):>16.3f}"
@@ -42,16 +42,16 @@ def list_table(name: str) -> str:
 def export_served_model(settings: Any, model_name: str, fallback_uri: str) -> dict[str, Any]:
     """Export the champion of `model_name` to paths.serving_model_dir; with no champion yet (the
     evidence did not promote anything), export `fallback_uri` (the challenger) and say so."""
-    from financemath_mlops import tracking
+    from financemath_mlops import runs
 
-    tracking.configure(settings)
-    champion = tracking.alias_version(model_name, tracking.CHAMPION)
+    runs.configure(settings)
+    champion = runs.alias_version(model_name, runs.CHAMPION)
     if champion is not None:
-        uri, role = f"models:/{model_name}@{tracking.CHAMPION}", "the champion"
+        uri, role = f"models:/{model_name}@{runs.CHAMPION}", "the champion"
     else:
         uri, role = fallback_uri, "the challenger (nothing is promoted yet)"
     folder = Path(settings.paths.serving_model_dir)
-    ref = tracking.export_model(uri, folder)
+    ref = runs.export_model(uri, folder)
     return {
         "folder": str(folder),
         "model_uri": uri,
@@ -80,31 +80,31 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     settings = settings_from_args(args, {"mlflow": {"tracking_uri": args.tracking_uri}})
-    from financemath_mlops import tracking
+    from financemath_mlops import runs
     from financemath_mlops.evaluation.promotion import move_champion
 
-    tracking.configure(settings, create_store=False)  # never an empty registry by mistake
+    runs.configure(settings, create_store=False)  # never an empty registry by mistake
     name = args.name or settings.mlflow.model_name
     if args.command == "list":
         print(list_table(name))
     elif args.command == "export":
         uri = f"models:/{name}/{args.version}" if args.version else f"models:/{name}@{args.alias}"
-        ref = tracking.export_model(uri, args.to or settings.paths.serving_model_dir)
+        ref = runs.export_model(uri, args.to or settings.paths.serving_model_dir)
         print(f"{uri} (version {ref.version}) -> {ref.uri}")
         print(f"serve it: python -m financemath_mlops.serving --model-uri {ref.uri}")
     elif args.command == "promote":
-        if not any(str(v.version) == str(args.version) for v in tracking.list_versions(name)):
+        if not any(str(v.version) == str(args.version) for v in runs.list_versions(name)):
             raise StageError(f"{name} has no version {args.version}")
         move_champion(name, args.version)
         print(f"{name}: champion -> version {args.version}")
     else:
-        previous = tracking.alias_version(name, tracking.PREVIOUS_CHAMPION)
+        previous = runs.alias_version(name, runs.PREVIOUS_CHAMPION)
         if previous is None:
             raise StageError(f"{name} has no previous champion to roll back to")
-        current = tracking.alias_version(name, tracking.CHAMPION)
-        tracking.set_alias(name, tracking.CHAMPION, previous.version)
+        current = runs.alias_version(name, runs.CHAMPION)
+        runs.set_alias(name, runs.CHAMPION, previous.version)
         if current is not None:
-            tracking.set_alias(name, tracking.PREVIOUS_CHAMPION, current.version)
+            runs.set_alias(name, runs.PREVIOUS_CHAMPION, current.version)
         print(
             f"{name}: champion -> version {previous.version} (was {getattr(current, 'version', None)})"
         )

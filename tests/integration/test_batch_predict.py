@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from financemath_mlops import tracking
+from financemath_mlops import runs
 from financemath_mlops.errors import StageError
 from financemath_mlops.ingestion.synthetic import generate_sample
 from financemath_mlops.model.packaging import input_example
@@ -96,8 +96,8 @@ def test_local_and_dask_predictions_agree_and_equal_the_pyfunc(
     assert by_local["warnings"].map(list).tolist() == by_dask["warnings"].tolist()
 
     # The very model, called through MLflow on the same records, gives the same numbers.
-    tracking.configure(trained_model.settings)
-    pyfunc = tracking.load_pyfunc(CHAMPION_URI)
+    runs.configure(trained_model.settings)
+    pyfunc = runs.load_pyfunc(CHAMPION_URI)
     records = generate_sample(rows=GOOD_ROWS, seed=SEED)
     reference = pyfunc.predict(input_example(records))["prediction"].to_numpy()
     np.testing.assert_allclose(by_local["prediction"], reference, rtol=1e-9)

@@ -179,16 +179,16 @@ def test_inference_cmd_with_the_compose_api_settings_serves_the_exported_folder(
     service's environment, serving the folder `make run` exports (mounted at /models/serving)
     with no tracking server at all."""
     require_serving_app()
-    from financemath_mlops import tracking
+    from financemath_mlops import runs
 
     api = deploy_files.compose()["services"]["api"]
     image = deploy_files.image(INFERENCE, api["build"]["target"])
     assert "command" not in api  # the image CMD is what compose runs
     compose_env = compose_environment(api)
     assert compose_env["FMOPS_SERVING__MODEL_URI"] == "/models/serving"
-    tracking.configure(trained_model.settings)
+    runs.configure(trained_model.settings)
     folder = tmp_path / "models" / "serving"  # what the read-only bind mount shows
-    tracking.export_model(f"models:/{trained_model.model_name}/{trained_model.version}", folder)
+    runs.export_model(f"models:/{trained_model.model_name}/{trained_model.version}", folder)
     port = free_port()
     env = container_env(
         image,
@@ -261,7 +261,7 @@ def test_inference_with_model_target_serves_a_baked_model_folder(
 ) -> None:
     """`--target with-model`: the folder `mlflow artifacts download` writes, served by path."""
     require_serving_app()
-    from financemath_mlops import tracking
+    from financemath_mlops import runs
 
     model_dir = tmp_path / "models" / "serving"
     download = subprocess.run(
@@ -276,9 +276,9 @@ def test_inference_with_model_target_serves_a_baked_model_folder(
     assert download.returncode == 0, download.stderr[-3000:]
     assert (model_dir / "MLmodel").is_file(), "the Dockerfile's MLmodel check would fail"
     try:
-        tracking.resolve(str(model_dir))
-    except tracking.TrackingError as exc:
-        pytest.skip(f"tracking.resolve does not accept a local model folder yet: {exc}")
+        runs.resolve(str(model_dir))
+    except runs.TrackingError as exc:
+        pytest.skip(f"runs.resolve does not accept a local model folder yet: {exc}")
 
     baked = deploy_files.image(INFERENCE, "with-model")
     assert baked.env["FMOPS_SERVING__MODEL_URI"] == "/opt/model"

@@ -315,7 +315,7 @@ def test_int8_model_serves_its_training_rows_and_refuses_an_fp32_bundle(
     """Parity for int8: features, training and the logged model all use the int8 bundle."""
     import pandas as pd
 
-    from financemath_mlops import tracking
+    from financemath_mlops import runs
     from financemath_mlops.features.build import ID_COLUMN, build_features, columns_path_for
     from financemath_mlops.features.rows import FEATURE_COLUMNS, RecordInput
     from financemath_mlops.ingestion import ingest
@@ -332,8 +332,8 @@ def test_int8_model_serves_its_training_rows_and_refuses_an_fp32_bundle(
     manifest = json.loads(columns_path_for(settings.features_output).read_text())
     assert manifest["embedding"]["precision"] == "int8"
     summary = train(settings)
-    tracking.configure(settings)
-    predictor = tracking.load_pyfunc(summary.model_uri).unwrap_python_model().predictor
+    runs.configure(settings)
+    predictor = runs.load_pyfunc(summary.model_uri).unwrap_python_model().predictor
     assert predictor.embedder.precision == "int8"
     assert predictor.config["embedding_bundle"]["quantization"]["per_channel"] is True
 

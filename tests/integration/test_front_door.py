@@ -98,12 +98,12 @@ def server_env_without_model(workdir: Path, tracking_uri: str) -> dict[str, str]
 
 
 def test_an_exported_model_folder_serves_without_the_registry(trained_model, tmp_path):
-    from financemath_mlops import tracking
+    from financemath_mlops import runs
 
-    tracking.configure(trained_model.settings)
+    runs.configure(trained_model.settings)
     folder = tmp_path / "models" / "serving"
     uri = f"models:/{trained_model.model_name}/{trained_model.version}"
-    ref = tracking.export_model(uri, folder)
+    ref = runs.export_model(uri, folder)
     assert (ref.name, ref.version) == (trained_model.model_name, trained_model.version)
     assert (folder / "MLmodel").is_file()
     # Readable by others: a container runs as uid 10001 on a folder made by the host's user.
@@ -112,7 +112,7 @@ def test_an_exported_model_folder_serves_without_the_registry(trained_model, tmp
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")], "staging left"
     # Exporting again replaces the folder whole (no leftovers of the previous copy).
     (folder / "stale.txt").write_text("from an older export")
-    tracking.export_model(uri, folder)
+    runs.export_model(uri, folder)
     assert not (folder / "stale.txt").exists()
 
     # Served from the folder with a tracking server that cannot answer: no registry needed, and

@@ -89,13 +89,13 @@ def monitoring_env(trained_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 def log_predictions(trained_model, directory: Path, rows: list[dict[str, Any]]) -> int:
     """What the service does per request: predict with features kept, record the entries."""
-    from financemath_mlops import tracking
+    from financemath_mlops import runs
     from financemath_mlops.features.rows import RecordInput
     from financemath_mlops.monitoring.prediction_log import PredictionLog, prediction_entries
 
-    tracking.configure(trained_model.settings)
-    ref = tracking.resolve(f"models:/{trained_model.model_name}@champion")
-    predictor = tracking.load_pyfunc(ref.uri).unwrap_python_model().predictor
+    runs.configure(trained_model.settings)
+    ref = runs.resolve(f"models:/{trained_model.model_name}@champion")
+    predictor = runs.load_pyfunc(ref.uri).unwrap_python_model().predictor
     records = [RecordInput(r["question"], tuple(r["tables"]), r["topic"]) for r in rows]
     identity = {"name": ref.name, "version": ref.version, "alias": "champion", "run_id": ref.run_id}
     with PredictionLog(directory, rotate_rows=50) as log:
@@ -144,7 +144,7 @@ def test_drift_on_the_prediction_log_against_the_models_training_data(
 def test_performance_on_the_holdout_reproduces_the_training_time_metrics(
     trained_model, monitoring_env: Path, capsys
 ):
-    from financemath_mlops import tracking
+    from financemath_mlops import runs
     from financemath_mlops.monitoring.__main__ import main
     from financemath_mlops.monitoring.publish import latest_report_metrics
 
@@ -154,7 +154,7 @@ def test_performance_on_the_holdout_reproduces_the_training_time_metrics(
     (report,) = (monitoring_env / "reports").glob("2*/")
     data = json.loads((report / "performance.json").read_text())
     assert (report / "performance.html").is_file()
-    run_metrics = tracking.run_metrics(trained_model.run_id)
+    run_metrics = runs.run_metrics(trained_model.run_id)
     assert data["metrics"]["n"] == run_metrics["holdout_n"]
     assert data["metrics"]["mae"] == pytest.approx(run_metrics["holdout_mae"], rel=1e-6)
     assert data["evidently_metrics"]["mae"] == pytest.approx(data["metrics"]["mae"], rel=1e-9)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from financemath_mlops import tracking
+from financemath_mlops import runs
 from financemath_mlops.evaluation.promotion import GLOBAL_MEDIAN, promote_if_better
 from tests.conftest import TrainedModel
 
@@ -42,18 +42,18 @@ def test_an_identical_challenger_is_not_promoted(
     shutil.copy(source, copy)  # a copy of the store: the session's registry stays as it is
     settings = trained_model.settings.model_copy(deep=True)
     settings.mlflow.tracking_uri = f"sqlite:///{copy}"
-    tracking.configure(settings)
+    runs.configure(settings)
     try:
         version = mlflow.register_model(
             f"runs:/{trained_model.run_id}/model", trained_model.model_name
         ).version
         decision = promote_if_better(
-            settings, tracking.resolve(f"models:/{trained_model.model_name}/{version}")
+            settings, runs.resolve(f"models:/{trained_model.model_name}/{version}")
         )
         assert not decision.promoted
         assert decision.interval is not None and decision.interval.difference == 0.0
         assert decision.n_rows >= 10 and "not entirely in its favour" in decision.reason
-        champion = tracking.alias_version(trained_model.model_name, tracking.CHAMPION)
+        champion = runs.alias_version(trained_model.model_name, runs.CHAMPION)
         assert str(champion.version) == trained_model.version
     finally:
-        tracking.configure(trained_model.settings)
+        runs.configure(trained_model.settings)

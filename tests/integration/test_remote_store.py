@@ -132,7 +132,7 @@ def test_direct_s3_artifact_root_trains_registers_and_loads(
 ) -> None:
     import pandas as pd
 
-    from financemath_mlops import tracking
+    from financemath_mlops import runs
 
     for key, value in {**S3_ENV, "MLFLOW_S3_ENDPOINT_URL": remote_store.s3_endpoint}.items():
         monkeypatch.setenv(key, value)
@@ -143,9 +143,9 @@ def test_direct_s3_artifact_root_trains_registers_and_loads(
     )  # fmt: skip
     assert summary.tracking_uri == remote_store.tracking_uri
 
-    ref = tracking.resolve(f"models:/{summary.model_name}@challenger")
+    ref = runs.resolve(f"models:/{summary.model_name}@challenger")
     assert ref.version == summary.version and ref.run_id == summary.run_id
-    model = tracking.load_pyfunc(ref.uri)
+    model = runs.load_pyfunc(ref.uri)
     prediction = model.predict(pd.DataFrame([{**QUESTION}]))
     assert len(prediction) == 1
 

@@ -408,14 +408,14 @@ def test_serving_features_and_predictions_match_training(server: Server, trained
     """Same record -> same feature row as the training table, and the pyfunc's prediction."""
     import pandas as pd
 
-    from financemath_mlops import tracking
+    from financemath_mlops import runs
     from financemath_mlops.config import ServingSettings
     from financemath_mlops.features.build import ID_COLUMN
     from financemath_mlops.serving.model_holder import ModelHolder
 
     uri = f"models:/{trained_model.model_name}/{trained_model.version}"
     settings = trained_model.settings.model_copy(update={"serving": ServingSettings(model_uri=uri)})
-    tracking.configure(settings)
+    runs.configure(settings)
     sample = [r for r in records if r["tables"]][:3] + [r for r in records if not r["tables"]][:2]
     model = ModelHolder(settings).load().model
     inputs = [RecordInput(r["question"], tuple(r["tables"]), r["topic"]) for r in sample]
@@ -429,7 +429,7 @@ def test_serving_features_and_predictions_match_training(server: Server, trained
     diff = np.nanmax(np.abs(served_rows - trained_rows))
     assert diff < 1e-5, f"serving feature rows differ from training by up to {diff}"
 
-    pyfunc = tracking.load_pyfunc(uri)
+    pyfunc = runs.load_pyfunc(uri)
     with server.client(headers={"X-API-Key": API_KEY}) as client:
         for record in sample:
             body = request_body(record)

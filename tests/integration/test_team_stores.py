@@ -140,7 +140,7 @@ def test_postgres_store_trains_registers_evaluates_promotes_and_serves_the_champ
 ) -> None:
     from mlflow.tracking import MlflowClient
 
-    from financemath_mlops import tracking
+    from financemath_mlops import runs
     from financemath_mlops.evaluation.evaluate import evaluate
     from financemath_mlops.evaluation.promotion import promote_if_better
     from financemath_mlops.training.train import train
@@ -156,7 +156,7 @@ def test_postgres_store_trains_registers_evaluates_promotes_and_serves_the_champ
     summary = train(settings)
     name = summary.model_name  # the sample source adds its suffix
     evaluate(settings, summary.model_uri)
-    decision = promote_if_better(settings, tracking.resolve(summary.model_uri))
+    decision = promote_if_better(settings, runs.resolve(summary.model_uri))
     if not decision.promoted:  # the evidence rule may decline; a person promotes with the CLI
         done = subprocess.run(
             [str(VENV_BIN / "python"), "-m", "financemath_mlops.registry", "--name", name,

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from financemath_mlops import tracking
+from financemath_mlops import runs
 from financemath_mlops.features.build import ID_COLUMN, feature_values, read_features
 from financemath_mlops.features.rows import FEATURE_COLUMNS
 from financemath_mlops.model.target import inverse
@@ -53,27 +53,27 @@ def test_run_records_params_lineage_and_cv_metrics(trained_model: TrainedModel, 
 def test_run_artifacts_carry_split_reference_table_and_holdout(
     trained_model: TrainedModel, tmp_path: Path
 ) -> None:
-    tracking.configure(trained_model.settings)
+    runs.configure(trained_model.settings)
     run_id = trained_model.run_id
-    columns = json.loads(tracking.download(run_id, "feature_columns.json", tmp_path).read_text())
+    columns = json.loads(runs.store.download(run_id, "feature_columns.json", tmp_path).read_text())
     assert columns["columns"] == list(FEATURE_COLUMNS)
-    train_ids = json.loads(tracking.download(run_id, "split/train_ids.json", tmp_path).read_text())
+    train_ids = json.loads(runs.store.download(run_id, "split/train_ids.json", tmp_path).read_text())
     holdout_ids = json.loads(
-        tracking.download(run_id, "split/holdout_ids.json", tmp_path).read_text()
+        runs.store.download(run_id, "split/holdout_ids.json", tmp_path).read_text()
     )
     assert not set(train_ids) & set(holdout_ids)
     reference = pd.read_parquet(
-        tracking.download(run_id, "data/training_features.parquet", tmp_path)
+        runs.store.download(run_id, "data/training_features.parquet", tmp_path)
     )
     assert sorted(reference[ID_COLUMN]) == sorted(train_ids)
-    holdout = tracking.download(run_id, "data/holdout_records.jsonl", tmp_path)
+    holdout = runs.store.download(run_id, "data/holdout_records.jsonl", tmp_path)
     holdout_rows = [json.loads(line) for line in holdout.read_text().splitlines()]
     assert sorted(r["question_id"] for r in holdout_rows) == sorted(holdout_ids)
     assert all(r["ground_truth"] is not None for r in holdout_rows)
 
 
 def test_registered_version_has_aliases(trained_model: TrainedModel, client) -> None:
-    for alias in (tracking.CHALLENGER, tracking.CHAMPION):
+    for alias in (runs.CHALLENGER, runs.CHAMPION):
         version = client.get_model_version_by_alias(trained_model.model_name, alias)
         assert str(version.version) == trained_model.version
         assert version.run_id == trained_model.run_id
@@ -85,8 +85,8 @@ def test_champion_loads_and_predicts_like_the_in_memory_model_from_raw_records(
 ) -> None:
     from financemath_mlops.evaluation.evaluate import predict_records
 
-    tracking.configure(trained_model.settings)
-    model = tracking.load_pyfunc(f"models:/{trained_model.model_name}@champion")
+    runs.configure(trained_model.settings)
+    model = runs.load_pyfunc(f"models:/{trained_model.model_name}@champion")
     predictor = model.unwrap_python_model().predictor
     rows = [json.loads(line) for line in trained_model.ingested_path.read_text().splitlines()]
     rows = rows[:25]

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from financemath_mlops import tracking
+from financemath_mlops import runs
 from financemath_mlops.features.build import (
     ID_COLUMN,
     TARGET_COLUMN,
@@ -53,11 +53,11 @@ def test_same_seed_gives_same_split_cv_metrics_and_predictions(
 def test_holdout_rows_never_reach_the_training_table(
     trained_model: TrainedModel, tmp_path: Path
 ) -> None:
-    tracking.configure(trained_model.settings)
+    runs.configure(trained_model.settings)
     run_id = trained_model.run_id
-    holdout = json.loads(tracking.download(run_id, "split/holdout_ids.json", tmp_path).read_text())
+    holdout = json.loads(runs.store.download(run_id, "split/holdout_ids.json", tmp_path).read_text())
     train_table = pd.read_parquet(
-        tracking.download(run_id, "data/training_features.parquet", tmp_path)
+        runs.store.download(run_id, "data/training_features.parquet", tmp_path)
     )
     assert holdout
     assert not set(holdout) & set(train_table[ID_COLUMN])

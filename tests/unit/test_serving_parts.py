@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from financemath_mlops import tracking
+from financemath_mlops import runs
 from financemath_mlops.config import ServingSettings
 from financemath_mlops.features.rows import RecordInput
 from financemath_mlops.serving.inference import InferencePool, pool_size
@@ -126,7 +126,7 @@ class _StubPredictor:
 
 
 def _model(predictor) -> LoadedModel:
-    ref = tracking.ModelRef("models:/m/1", "m", "1", None, "run")
+    ref = runs.ModelRef("models:/m/1", "m", "1", None, "run")
     return LoadedModel(ref, predictor, "models:/m/1", datetime.now(UTC), {})
 
 
@@ -162,7 +162,7 @@ def test_model_errors_reach_the_caller():
 
 def test_load_failure_reasons_keep_sql_paths_and_credentials_for_the_log():
     from financemath_mlops.serving.model_holder import describe_failure
-    from financemath_mlops.tracking import TrackingError
+    from financemath_mlops.runs import TrackingError
 
     sql = TrackingError(
         "cannot resolve model models:/m@champion: (sqlite3.OperationalError) no such table: "

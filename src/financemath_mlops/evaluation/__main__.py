@@ -93,14 +93,14 @@ def main(argv: list[str] | None = None) -> int:
             "mlflow": {"tracking_uri": args.tracking_uri},
         },
     )
-    from financemath_mlops import tracking
+    from financemath_mlops import runs
     from financemath_mlops.evaluation.evaluate import evaluate, report_table
     from financemath_mlops.evaluation.promotion import promote_if_better
 
     report = evaluate(settings)
     print(report_table(report))
     if settings.evaluation.promote:
-        ref = tracking.resolve(report["model"]["uri"])
+        ref = runs.resolve(report["model"]["uri"])
         if ref.name is None:
             print("promotion: skipped (the model URI is not a registered model)")
         else:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from financemath_mlops import tracking
+from financemath_mlops import runs
 from financemath_mlops.atomic import write_json
 from financemath_mlops.config import Settings
 from financemath_mlops.features.build import TARGET_COLUMN, TOPIC_COLUMN, columns_path_for
@@ -47,7 +47,7 @@ def default_model_name(settings: Settings) -> str:
     source = None
     if manifest_path.is_file():
         source = json.loads(manifest_path.read_text(encoding="utf-8")).get("data", {}).get("source")
-    return tracking.model_name_for(settings, source)
+    return runs.model_name_for(settings, source)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -57,9 +57,9 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 def load_run_data(run_id: str, work: Path) -> RunData:
     import pandas as pd
 
-    holdout = read_jsonl(tracking.download(run_id, HOLDOUT_RECORDS, work))
-    train = pd.read_parquet(tracking.download(run_id, TRAINING_FEATURES, work))
-    train_ids = json.loads(tracking.download(run_id, TRAIN_IDS, work).read_text())
+    holdout = read_jsonl(runs.store.download(run_id, HOLDOUT_RECORDS, work))
+    train = pd.read_parquet(runs.store.download(run_id, TRAINING_FEATURES, work))
+    train_ids = json.loads(runs.store.download(run_id, TRAIN_IDS, work).read_text())
     return RunData(
         holdout=holdout,
         train_topics=train[TOPIC_COLUMN].astype(str).tolist(),
@@ -100,18 +100,18 @@ def evaluate(settings: Settings, model_uri: str | None = None) -> dict[str, Any]
     import mlflow
 
     started = time.perf_counter()
-    tracking.configure(settings)
+    runs.configure(settings)
     uri = model_uri or settings.evaluation.model_uri
-    uri = uri or f"models:/{default_model_name(settings)}@{tracking.CHALLENGER}"
-    ref = tracking.resolve(uri)
+    uri = uri or f"models:/{default_model_name(settings)}@{runs.CHALLENGER}"
+    ref = runs.resolve(uri)
     assert ref.run_id is not None
     with tempfile.TemporaryDirectory(prefix="fmops-eval-") as tmp:
         data = load_run_data(ref.run_id, Path(tmp))
-    model = tracking.load_pyfunc(ref.uri)
+    model = runs.load_pyfunc(ref.uri)
     truths = np.array([float(r["ground_truth"]) for r in data.holdout])
     topics = [str(r["topic"]) for r in data.holdout]
     predictions = predict_records(model, data.holdout)
-    run_metrics = tracking.run_metrics(ref.run_id)
+    run_metrics = runs.run_metrics(ref.run_id)
     cv = {k.removeprefix("cv_"): v for k, v in run_metrics.items() if k.startswith("cv_")}
     report: dict[str, Any] = {
         "model": {"uri": uri, "name": ref.name, "version": ref.version, "run_id": ref.run_id},

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from financemath_mlops import tracking
+from financemath_mlops import runs
 from financemath_mlops.config import Settings
 from financemath_mlops.evaluation.evaluate import load_run_data, predict_records
 from financemath_mlops.evaluation.intervals import PairedDifference, paired_bootstrap
@@ -89,7 +89,7 @@ def _too_few(n: int, settings: Settings) -> str | None:
     )
 
 
-def _versus_global_median(settings: Settings, challenger: tracking.ModelRef) -> PromotionDecision:
+def _versus_global_median(settings: Settings, challenger: runs.ModelRef) -> PromotionDecision:
     """The first version: it must beat the global median of its training answers on its holdout."""
     assert challenger.version and challenger.run_id
     metric = settings.evaluation.promotion_metric
@@ -103,7 +103,7 @@ def _versus_global_median(settings: Settings, challenger: tracking.ModelRef) -> 
             n_rows=len(rows), comparator=GLOBAL_MEDIAN,
         )  # fmt: skip
     truths = np.array([float(r["ground_truth"]) for r in rows])
-    predictions = predict_records(tracking.load_pyfunc(challenger.uri), rows)
+    predictions = predict_records(runs.load_pyfunc(challenger.uri), rows)
     median = np.full(len(rows), float(np.median(data.train_targets)))
     wins, interval, text = judge(predictions, median, truths, settings)
     return PromotionDecision(
@@ -115,17 +115,17 @@ def _versus_global_median(settings: Settings, challenger: tracking.ModelRef) -> 
 
 def move_champion(name: str, version: str) -> None:
     """Point `champion` at version, keeping the current one as `previous-champion`."""
-    current = tracking.alias_version(name, tracking.CHAMPION)
+    current = runs.alias_version(name, runs.CHAMPION)
     if current is not None and str(current.version) != str(version):
-        tracking.set_alias(name, tracking.PREVIOUS_CHAMPION, current.version)
-    tracking.set_alias(name, tracking.CHAMPION, version)
+        runs.set_alias(name, runs.PREVIOUS_CHAMPION, current.version)
+    runs.set_alias(name, runs.CHAMPION, version)
 
 
-def decide(settings: Settings, challenger: tracking.ModelRef) -> PromotionDecision:
+def decide(settings: Settings, challenger: runs.ModelRef) -> PromotionDecision:
     """Compare the challenger with the current champion, or the first one with the median."""
     assert challenger.name and challenger.version and challenger.run_id
     metric = settings.evaluation.promotion_metric
-    champion = tracking.alias_version(challenger.name, tracking.CHAMPION)
+    champion = runs.alias_version(challenger.name, runs.CHAMPION)
     if champion is None:
         return _versus_global_median(settings, challenger)
     if str(champion.version) == str(challenger.version):
@@ -146,9 +146,9 @@ def decide(settings: Settings, challenger: tracking.ModelRef) -> PromotionDecisi
         )  # fmt: skip
     truths = np.array([float(r["ground_truth"]) for r in rows])
     predictions = {
-        "challenger": predict_records(tracking.load_pyfunc(challenger.uri), rows),
+        "challenger": predict_records(runs.load_pyfunc(challenger.uri), rows),
         "champion": predict_records(
-            tracking.load_pyfunc(f"models:/{challenger.name}/{champion.version}"), rows
+            runs.load_pyfunc(f"models:/{challenger.name}/{champion.version}"), rows
         ),
     }
     wins, interval, text = judge(
@@ -161,7 +161,7 @@ def decide(settings: Settings, challenger: tracking.ModelRef) -> PromotionDecisi
     )  # fmt: skip
 
 
-def promote_if_better(settings: Settings, challenger: tracking.ModelRef) -> PromotionDecision:
+def promote_if_better(settings: Settings, challenger: runs.ModelRef) -> PromotionDecision:
     """Decide, log the decision to the challenger's run, and move the alias when it wins."""
     import mlflow
 

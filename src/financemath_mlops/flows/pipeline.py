@@ -75,11 +75,11 @@ def evaluate_task(settings: Settings, model_uri: str) -> dict[str, Any]:
 
 @task(name="promote-if-better", cache_policy=NO_CACHE)
 def promote_task(settings: Settings, model_uri: str) -> dict[str, Any]:
-    from financemath_mlops import tracking
+    from financemath_mlops import runs
     from financemath_mlops.evaluation.promotion import promote_if_better
 
-    tracking.configure(settings)
-    decision = promote_if_better(settings, tracking.resolve(model_uri))
+    runs.configure(settings)
+    decision = promote_if_better(settings, runs.resolve(model_uri))
     get_run_logger().info(decision.line())
     return {"promoted": decision.promoted, "reason": decision.reason}
 

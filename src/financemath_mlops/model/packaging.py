@@ -82,8 +82,12 @@ def log_pyfunc(
     work_dir: Path,
     registered_model_name: str,
     example: list[dict[str, Any]],
+    name: str = "model",
 ) -> Any:
-    """Log the model in the active run and register it; returns MLflow's ModelInfo."""  # fmt: skip
+    """Log the model in the active run as `name` and register it; returns MLflow's ModelInfo.
+
+    ``example``: raw records for MLflow's input example (none when empty).
+    """
     import mlflow
     import mlflow.pyfunc
 
@@ -100,7 +104,7 @@ def log_pyfunc(
     config_path.write_text(json.dumps(config, indent=2))
     mlflow.set_tag("embedding_precision", bundle_config["precision"])
     return mlflow.pyfunc.log_model(
-        name="model",
+        name=name,
         # Models from code: MLflow stores this small file instead of a pickle.
         python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
         artifacts={

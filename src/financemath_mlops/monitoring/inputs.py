@@ -78,14 +78,14 @@ def default_model_uri(settings: Settings) -> str:
 
 
 def resolve_model(settings: Settings, uri: str | None, work: Path) -> ModelContext:
-    from financemath_mlops import tracking
+    from financemath_mlops import runs
 
-    tracking.configure(settings)
+    runs.configure(settings)
     uri = uri or default_model_uri(settings)
-    ref = tracking.resolve(uri)
+    ref = runs.resolve(uri)
     if ref.run_id is None:
         raise MonitoringError(f"model {uri} has no MLflow run to read its training data from")
-    manifest = json.loads(tracking.download(ref.run_id, COLUMNS_ARTIFACT, work).read_text())
+    manifest = json.loads(runs.store.download(ref.run_id, COLUMNS_ARTIFACT, work).read_text())
     return ModelContext(uri, ref, manifest)
 
 
@@ -93,9 +93,9 @@ def training_features(model: ModelContext, work: Path) -> ReportInput:
     """The model's reference: the training feature table its run recorded."""
     import pandas as pd
 
-    from financemath_mlops import tracking
+    from financemath_mlops import runs
 
-    path = tracking.download(model.ref.run_id, TRAINING_FEATURES, work)
+    path = runs.store.download(model.ref.run_id, TRAINING_FEATURES, work)
     frame = pd.read_parquet(path)
     check_feature_frame(frame, f"{TRAINING_FEATURES} of run {model.ref.run_id}")
     return ReportInput(

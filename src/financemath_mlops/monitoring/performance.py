@@ -85,9 +85,9 @@ def load_labelled(model: ModelContext, data: Path | None, work: Path) -> tuple[l
         except SourceError as exc:
             raise MonitoringError(str(exc)) from None
         return labelled_records(rows, str(data)), str(data)
-    from financemath_mlops import tracking
+    from financemath_mlops import runs
 
-    path = tracking.download(model.ref.run_id, HOLDOUT_RECORDS, work)
+    path = runs.store.download(model.ref.run_id, HOLDOUT_RECORDS, work)
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
     where = f"the holdout records of run {model.ref.run_id}"
     return labelled_records(rows, where), where
@@ -110,13 +110,13 @@ def assess(model: ModelContext, data: Path | None, work: Path) -> PerformanceOut
     """Predict the labelled records with the model and build the report."""
     import pandas as pd
 
-    from financemath_mlops import tracking
+    from financemath_mlops import runs
     from financemath_mlops.model.packaging import input_example
     from financemath_mlops.monitoring.evidently_adapter import regression_report
     from financemath_mlops.scoring import regression_metrics
 
     records, where = load_labelled(model, data, work)
-    pyfunc = tracking.load_pyfunc(model.ref.uri)
+    pyfunc = runs.load_pyfunc(model.ref.uri)
     predictions = np.asarray(pyfunc.predict(input_example(records))["prediction"], dtype=float)
     truths = np.array([float(r["ground_truth"]) for r in records])
     frame = pd.DataFrame({"target": truths, "prediction": predictions})
@@ -127,7 +127,7 @@ def assess(model: ModelContext, data: Path | None, work: Path) -> PerformanceOut
         data={"source": where, "rows": len(records)},
         metrics=ours,
         evidently_metrics=evidently.metrics,
-        training=training_metrics(tracking.run_metrics(model.ref.run_id)),
+        training=training_metrics(runs.run_metrics(model.ref.run_id)),
         evidently=evidently,
     )
 

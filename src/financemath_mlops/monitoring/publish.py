@@ -121,10 +121,10 @@ def log_to_mlflow(
     """One run in the monitoring experiment with the report's numbers and files; its id."""
     import mlflow
 
-    from financemath_mlops import tracking
+    from financemath_mlops import runs
     from financemath_mlops.monitoring.settings import monitoring_settings
 
-    uri = tracking.configure(settings)
+    uri = runs.configure(settings)
     name = monitoring_settings(settings).experiment_name
     existing = mlflow.get_experiment_by_name(name)
     if existing is not None:
@@ -134,7 +134,7 @@ def log_to_mlflow(
         # which every client can reach; a local artifact_root would not be.
         experiment_id = mlflow.create_experiment(name)
     else:
-        experiment_id = tracking.ensure_experiment(
+        experiment_id = runs.store.ensure_experiment(
             settings.model_copy(
                 update={"mlflow": settings.mlflow.model_copy(update={"experiment_name": name})}
             )

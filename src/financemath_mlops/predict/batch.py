@@ -27,7 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from financemath_mlops import tracking
+from financemath_mlops import runs
 from financemath_mlops.atomic import atomic_path, atomic_writer
 from financemath_mlops.config import Settings
 from financemath_mlops.errors import StageError
@@ -230,8 +230,8 @@ class BatchModel:
 
 
 def load_batch_model(settings: Settings, uri: str, threads: int | None) -> BatchModel:
-    tracking.configure(settings)
-    return BatchModel(tracking.load_pyfunc(uri), threads)
+    runs.configure(settings)
+    return BatchModel(runs.load_pyfunc(uri), threads)
 
 
 def predict_rows(
@@ -337,8 +337,8 @@ def predict_file(
         )
     started = time.perf_counter()
     uri = model_uri or default_model_uri(settings)
-    tracking.configure(settings)
-    ref = tracking.resolve(uri)  # pin the version: an alias moving mid-run changes nothing
+    runs.configure(settings)
+    ref = runs.resolve(uri)  # pin the version: an alias moving mid-run changes nothing
     summary = BatchSummary(
         input=input_path,
         output=output_path,

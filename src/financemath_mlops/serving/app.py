@@ -76,14 +76,14 @@ class ServiceState:
         return self.serving.max_body_bytes
 
     async def start(self) -> None:
-        from financemath_mlops import tracking
+        from financemath_mlops import runs
 
         settings = self.given_settings or load_settings()
         self.settings = settings
         _ensure_logging()
         serving = settings.serving
-        tracking.limit_http_requests(serving.mlflow_timeout_s, serving.mlflow_retries)
-        tracking.require_store(settings, target_uri(settings))  # refuse, never create it empty
+        runs.limit_http_requests(serving.mlflow_timeout_s, serving.mlflow_retries)
+        runs.require_store(settings, target_uri(settings))  # refuse, never create it empty
         self.metrics = ServiceMetrics(settings.paths.reports_dir)
         self.prediction_log = PredictionLog.from_settings(
             settings, listener=self.metrics.prediction_log
@@ -102,7 +102,7 @@ class ServiceState:
 
     async def _load_then_refresh(self, settings: Settings) -> None:
         """First load with back-off until it succeeds, then the periodic reload (if any)."""
-        from financemath_mlops import tracking
+        from financemath_mlops import runs
 
         serving = settings.serving
         delay = 1.0
@@ -112,7 +112,7 @@ class ServiceState:
                 break
             except ModelLoadError as exc:
                 log.warning("no model yet (/ready says 503), next try in %.0fs: %s", delay, exc)
-            except tracking.TrackingError as exc:
+            except runs.TrackingError as exc:
                 assert self.holder is not None
                 self.holder.problem = describe_failure(target_uri(settings), exc)  # no paths
                 log.warning("no model yet (/ready says 503), next try in %.0fs: %s", delay, exc)
@@ -151,12 +151,12 @@ class ServiceState:
         """On a worker thread. MLflow is imported (seconds) and configured once, under a lock:
         two threads importing it at once (the background load and POST /admin/reload) can see
         its modules half-initialised (ImportError from its circular imports)."""
-        from financemath_mlops import tracking
+        from financemath_mlops import runs
 
         assert self.holder is not None and self.settings is not None
         with self._configure_lock:
             if not self._configured:
-                tracking.configure(self.settings)
+                runs.configure(self.settings)
                 self._configured = True
         return self.holder.load()
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from financemath_mlops import tracking
+from financemath_mlops import runs
 from financemath_mlops.config import Settings
 from financemath_mlops.features.rows import RecordInput
 from financemath_mlops.model.predictor import with_threads
@@ -46,7 +46,7 @@ class ModelLoadError(RuntimeError):
 class LoadedModel:
     """A model ready to serve, with what the registry and the run say about it."""
 
-    ref: tracking.ModelRef
+    ref: runs.ModelRef
     predictor: Any
     source_uri: str
     loaded_at: datetime
@@ -107,7 +107,7 @@ class ModelHolder:
         with self._lock:
             previous = self._current
             try:
-                ref = tracking.resolve(uri)
+                ref = runs.resolve(uri)
                 if ref.name and ref.alias is None and not uri.startswith(("models:/", "runs:/")):
                     # A model folder has no alias of its own: the configured one says what it is.
                     ref = replace(ref, alias=self.settings.serving.alias)
@@ -119,7 +119,7 @@ class ModelHolder:
                 reason = describe_failure(uri, exc)
                 if previous is None:
                     self.problem = reason
-                log.error("%s", reason, exc_info=not isinstance(exc, tracking.TrackingError))
+                log.error("%s", reason, exc_info=not isinstance(exc, runs.TrackingError))
                 raise ModelLoadError(reason) from None
             self._current = model
             self.problem = None
@@ -135,9 +135,9 @@ class ModelHolder:
             self.on_change(model)
         return ReloadOutcome(True, model, previous)
 
-    def _load(self, uri: str, ref: tracking.ModelRef) -> LoadedModel:
+    def _load(self, uri: str, ref: runs.ModelRef) -> LoadedModel:
         from_registry = uri.startswith(("models:/", "runs:/"))
-        pyfunc = tracking.load_pyfunc(ref.uri)
+        pyfunc = runs.load_pyfunc(ref.uri)
         logged = pyfunc.unwrap_python_model().predictor
         predictor = logged if self.threads is None else with_threads(logged, self.threads)
         concurrent = predictor
@@ -170,7 +170,7 @@ def _training_metrics(run_id: str | None) -> dict[str, float]:
     if not run_id:
         return {}
     try:
-        return {k: float(v) for k, v in tracking.run_metrics(run_id).items()}
+        return {k: float(v) for k, v in runs.run_metrics(run_id).items()}
     except Exception as exc:  # metrics are informative; a missing run must not block serving
         log.warning("could not read training metrics of run %s: %s", run_id, exc)
         return {}
@@ -179,7 +179,7 @@ def _training_metrics(run_id: str | None) -> dict[str, float]:
 def describe_failure(uri: str, exc: Exception) -> str:
     """The reason /ready and a failed reload show: /ready is open to anyone, so no credentials,
     no file system paths and no database internals (SQL); the full error goes to the log."""
-    if isinstance(exc, tracking.TrackingError):
+    if isinstance(exc, runs.TrackingError):
         text = _DB_DETAILS.split(str(exc), maxsplit=1)[0].rstrip(" :(")
         text = text.splitlines()[0] if text else type(exc).__name__
     else:

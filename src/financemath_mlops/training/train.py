@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from financemath_mlops import tracking
+from financemath_mlops import runs
 from financemath_mlops.atomic import write_json, write_jsonl
 from financemath_mlops.config import Settings
 from financemath_mlops.errors import StageError
@@ -70,7 +70,7 @@ class TrainingSummary:
                 f"  CV global-median baseline: log-MAE {self.cv['global_median_log_mae_mean']:.3f}"
                 f" ± {self.cv['global_median_log_mae_std']:.3f}",
                 f"  MLflow run: {self.run_id} ({self.tracking_uri})",
-                f"  registered: {self.model_name} version {self.version} @{tracking.CHALLENGER}",
+                f"  registered: {self.model_name} version {self.version} @{runs.CHALLENGER}",
             ]
         )
 
@@ -145,17 +145,17 @@ def train(settings: Settings) -> TrainingSummary:
     booster = fit_booster(x_train, y_train, cfg.lightgbm, cfg.target_transform, cfg.seed, threads)
     holdout_records = load_raw_records(settings.features_input, set(holdout_ids))
 
-    tracking_uri = tracking.configure(settings)
-    experiment_id = tracking.ensure_experiment(settings)
+    tracking_uri = runs.configure(settings)
+    experiment_id = runs.store.ensure_experiment(settings)
     data_meta = manifest.get("data", {})
-    model_name = tracking.model_name_for(settings, data_meta.get("source"))
+    model_name = runs.model_name_for(settings, data_meta.get("source"))
     with tempfile.TemporaryDirectory(prefix="fmops-train-") as tmp_name:
         tmp = Path(tmp_name)
         run_id, version, model_uri = _log_run(
             settings, experiment_id, model_name, tmp, booster, manifest, train_frame,
             train_ids, holdout_ids, holdout_records, cv, skipped,
         )  # fmt: skip
-    tracking.set_alias(model_name, tracking.CHALLENGER, version)
+    runs.set_alias(model_name, runs.CHALLENGER, version)
     summary = TrainingSummary(
         run_id=run_id,
         experiment_id=experiment_id,
@@ -169,7 +169,7 @@ def train(settings: Settings) -> TrainingSummary:
         seconds=time.perf_counter() - started,
         tracking_uri=tracking_uri,
     )
-    log.info("registered %s version %s as @%s", model_name, version, tracking.CHALLENGER)
+    log.info("registered %s version %s as @%s", model_name, version, runs.CHALLENGER)
     return summary
 
 

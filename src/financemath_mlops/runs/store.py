@@ -1,7 +1,8 @@
-"""Our one adapter around MLflow: tracking set-up, the registry (aliases) and run artefacts.
+"""The MLflow store: point the client at it, resolve model URIs, download artefacts, export.
 
-MLflow's API moved a lot (stages -> aliases, artifact_path -> name, file store deprecation); every
-call the project makes to it goes through here, so an upgrade touches this module only.
+MLflow's API moved a lot (stages -> aliases, artifact_path -> name, file store deprecation); the
+`runs` package is the one place the project calls it (besides the logged model in `model/`), so an
+upgrade touches this package only. What the names in a run mean lives in :mod:`.contract`.
 """
 
 from __future__ import annotations
@@ -13,14 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from financemath_mlops.config import SAMPLE_MODEL_SUFFIX, Settings
+from financemath_mlops.config import Settings
 from financemath_mlops.errors import StageError
+from financemath_mlops.runs.contract import version_uri
 
 log = logging.getLogger(__name__)
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-PREVIOUS_CHAMPION = "previous-champion"
 REGISTERED_META = "registered_model_meta"  # written by MLflow when it downloads a models:/ URI
 _STAGES = {"production", "staging", "archived", "none"}
 
@@ -103,11 +102,15 @@ def client() -> Any:
     return MlflowClient()
 
 
-def ensure_experiment(settings: Settings) -> str:
-    """Create the experiment on first use (artefacts under the configured root); returns its id."""
+def ensure_experiment(settings: Settings, name: str | None = None) -> str:
+    """Create the experiment (default: mlflow.experiment_name) on first use; returns its id.
+
+    Artefacts go under mlflow.artifact_root when set; unset, the tracking server chooses (e.g. its
+    proxied mlflow-artifacts: store).
+    """
     import mlflow
 
-    name = settings.mlflow.experiment_name
+    name = name or settings.mlflow.experiment_name
     try:
         experiment = mlflow.get_experiment_by_name(name)
     except Exception as exc:  # every backend raises its own type when unreachable
@@ -117,7 +120,7 @@ def ensure_experiment(settings: Settings) -> str:
     if experiment is not None:
         return experiment.experiment_id
     root = settings.mlflow.artifact_root
-    if not root:  # let a tracking server choose (e.g. its proxied mlflow-artifacts: store)
+    if not root:
         return mlflow.create_experiment(name)
     location = root if _is_uri(root) else Path(root).resolve().as_uri()
     return mlflow.create_experiment(name, artifact_location=location)
@@ -126,38 +129,6 @@ def ensure_experiment(settings: Settings) -> str:
 def _is_uri(value: str) -> bool:
     """`s3://b/x`, `mlflow-artifacts:/x`, `file:///x` are URIs; `mlruns/artifacts` is a path."""
     return bool(re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]+:", value))
-
-
-def model_name_for(settings: Settings, data_source: str | None) -> str:
-    """Runs on the synthetic sample register under <name>-sample, so demos never touch a champion."""
-    name = settings.mlflow.model_name
-    if data_source == "sample" and not name.endswith(SAMPLE_MODEL_SUFFIX):
-        return name + SAMPLE_MODEL_SUFFIX
-    return name
-
-
-def set_alias(name: str, alias: str, version: str | int) -> None:
-    client().set_registered_model_alias(name, alias, str(version))
-
-
-def alias_version(name: str, alias: str) -> Any | None:
-    """The ModelVersion behind an alias, or None when the alias (or the model) does not exist."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client().get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
-
-
-def list_versions(name: str) -> list[Any]:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        versions = client().search_model_versions(f"name='{name}'")
-    except MlflowException as exc:
-        raise TrackingError(f"cannot list versions of {name}: {exc}") from None
-    return sorted(versions, key=lambda v: int(v.version))
 
 
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<ref>[^/]+))$")
@@ -211,8 +182,9 @@ def resolve(uri: str) -> ModelRef:
             version = latest[0]
     except MlflowException as exc:
         raise TrackingError(f"cannot resolve model {uri}: {exc.message}") from None
-    pinned = f"models:/{name}/{version.version}"
-    return ModelRef(pinned, name, str(version.version), alias, version.run_id)
+    return ModelRef(
+        version_uri(name, version.version), name, str(version.version), alias, version.run_id
+    )
 
 
 def _registered_meta(model_dir: Path) -> tuple[str | None, str | None]:

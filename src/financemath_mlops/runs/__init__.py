@@ -1,0 +1,111 @@
+"""The MLflow run contract: the one place (with `model/`) that talks to MLflow.
+
+A run is what training leaves behind and every later stage reads: its artefacts, its registered
+model and the aliases that pick a version. Stages call this package (``from financemath_mlops
+import runs``) and never name an artefact path or build a ``models:/`` URI.
+
+- :mod:`.contract`      artefact names, aliases, the served / challenger / pinned model URIs
+- :mod:`.store`         configure the client, resolve a URI, download, export the served model
+- :mod:`.aliases`       set the challenger, move the champion, roll back
+- :mod:`.training_run`  log a training run and load its data back
+- :mod:`.predict`       predict raw records with the model at a URI
+- :mod:`.results`       evaluation and promotion on the run; monitoring reports as runs
+"""
+
+from financemath_mlops.runs.aliases import (
+    alias_version,
+    list_versions,
+    move_champion,
+    rollback_champion,
+    set_alias,
+    set_challenger,
+)
+from financemath_mlops.runs.contract import (
+    CHALLENGER,
+    CHAMPION,
+    PREVIOUS_CHAMPION,
+    alias_uri,
+    challenger_uri,
+    model_name_for,
+    served_model_uri,
+    trained_model_name,
+    version_uri,
+)
+from financemath_mlops.runs.predict import RecordModel, load_model, predict_records
+from financemath_mlops.runs.results import (
+    log_monitoring_report,
+    record_evaluation,
+    record_promotion,
+)
+from financemath_mlops.runs.store import (
+    REGISTERED_META,
+    ModelRef,
+    TrackingError,
+    client,
+    configure,
+    export_model,
+    limit_http_requests,
+    load_pyfunc,
+    local_store_path,
+    require_store,
+    resolve,
+    run_metrics,
+)
+from financemath_mlops.runs.training_run import (
+    LoggedModel,
+    RunData,
+    TrainingRunContent,
+    load_feature_manifest,
+    load_holdout_records,
+    load_run_data,
+    load_run_data_in_tmp,
+    load_split_ids,
+    load_training_features,
+    log_training_run,
+)
+
+__all__ = [
+    "CHALLENGER",
+    "CHAMPION",
+    "PREVIOUS_CHAMPION",
+    "REGISTERED_META",
+    "LoggedModel",
+    "ModelRef",
+    "RecordModel",
+    "RunData",
+    "TrackingError",
+    "TrainingRunContent",
+    "alias_uri",
+    "alias_version",
+    "challenger_uri",
+    "client",
+    "configure",
+    "export_model",
+    "limit_http_requests",
+    "list_versions",
+    "load_feature_manifest",
+    "load_holdout_records",
+    "load_model",
+    "load_pyfunc",
+    "load_run_data",
+    "load_run_data_in_tmp",
+    "load_split_ids",
+    "load_training_features",
+    "local_store_path",
+    "log_monitoring_report",
+    "log_training_run",
+    "model_name_for",
+    "move_champion",
+    "predict_records",
+    "record_evaluation",
+    "record_promotion",
+    "require_store",
+    "resolve",
+    "rollback_champion",
+    "run_metrics",
+    "served_model_uri",
+    "set_alias",
+    "set_challenger",
+    "trained_model_name",
+    "version_uri",
+]

@@ -1,0 +1,72 @@
+"""The names a run is made of: artefact paths, registry aliases and model URIs.
+
+Training writes these artefacts and every later stage reads them back, so they are spelled once,
+here. Stages never build a ``models:/`` URI themselves: they ask for the served model, the
+challenger or a pinned version, and get the same string everywhere. Pure: no MLflow import.
+"""
+
+from __future__ import annotations
+
+from financemath_mlops.config import SAMPLE_MODEL_SUFFIX, Settings
+
+# Registry aliases: training sets `challenger`; promotion moves `champion` and keeps the one it
+# replaced as `previous-champion` (what `registry rollback` returns to).
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS_CHAMPION = "previous-champion"
+
+# Artefacts of a training run (paths inside the run).
+MODEL_IN_RUN = "model"  # the raw-record pyfunc
+FEATURE_MANIFEST = "feature_columns.json"  # the features stage's manifest (columns, embedding)
+TRAIN_IDS = "split/train_ids.json"
+HOLDOUT_IDS = "split/holdout_ids.json"
+TRAINING_FEATURES = "data/training_features.parquet"  # monitoring's reference
+HOLDOUT_RECORDS = "data/holdout_records.jsonl"  # raw records the model never saw
+EVALUATION_DIR = "evaluation"  # the evaluation stage's metrics file, added later
+# Artefacts of a monitoring run (one run per report, in the monitoring experiment).
+REPORT_DIR = "report"
+
+
+def alias_uri(name: str, alias: str) -> str:
+    return f"models:/{name}@{alias}"
+
+
+def version_uri(name: str, version: str | int) -> str:
+    """A pinned version: what an alias resolves to, so a moving alias changes nothing mid-run."""
+    return f"models:/{name}/{version}"
+
+
+def served_model_uri(settings: Settings) -> str:
+    """The model in service: serving.model_uri, else models:/<serving.model_name>@<serving.alias>.
+
+    Serving, batch prediction and monitoring all default to it.
+    """
+    serving = settings.serving
+    return serving.model_uri or alias_uri(serving.model_name, serving.alias)
+
+
+def model_name_for(settings: Settings, data_source: str | None) -> str:
+    """Runs on the synthetic sample register under <name>-sample, so demos never touch a champion."""
+    name = settings.mlflow.model_name
+    if data_source == "sample" and not name.endswith(SAMPLE_MODEL_SUFFIX):
+        return name + SAMPLE_MODEL_SUFFIX
+    return name
+
+
+def trained_model_name(settings: Settings) -> str:
+    """The name training registers the current feature table under (its manifest's data source)."""
+    import json
+
+    from financemath_mlops.features.build import columns_path_for
+
+    manifest_path = columns_path_for(settings.features_output)
+    source = None
+    if manifest_path.is_file():
+        source = json.loads(manifest_path.read_text(encoding="utf-8")).get("data", {}).get("source")
+    return model_name_for(settings, source)
+
+
+def challenger_uri(settings: Settings) -> str:
+    """What evaluation and promotion judge by default: evaluation.model_uri, else the challenger
+    training registered last for the current feature table."""
+    return settings.evaluation.model_uri or alias_uri(trained_model_name(settings), CHALLENGER)
