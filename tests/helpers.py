@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -12,7 +13,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
+
+import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "financemath"
@@ -58,6 +62,24 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def run_ok(
+    command: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command to its end (bounded by `timeout`); fail with its output unless it exits 0."""
+    done = subprocess.run(
+        command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, (
+        f"{' '.join(map(str, command))} exited with {done.returncode} in {cwd or Path.cwd()}:\n"
+        f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    )
+    return done
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now (tests bind their servers to loopback only)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -65,21 +87,42 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@contextlib.contextmanager
-def running(command: list[str], env: dict[str, str], cwd: Path, log: Path) -> Iterator[Any]:
-    """A server in its own process group, stopped (by its pid) with everything it spawned."""
+def load_script(name: str) -> ModuleType:
+    """A module of scripts/ (not a package: loaded by path)."""
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+def start_process(
+    command: list[str], env: dict[str, str] | None, cwd: Path, log: Path
+) -> subprocess.Popen[bytes]:
+    """`command` in its own process group (so that stop_process_group stops all it spawns),
+    its output in `log`; `env=None` inherits this process's environment."""
+    cwd.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
-        process = subprocess.Popen(
+        return subprocess.Popen(
             command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
+
+
+@contextlib.contextmanager
+def running(
+    command: list[str], env: dict[str, str] | None, cwd: Path, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A server in its own process group, stopped (by its pid) with everything it spawned."""
+    process = start_process(command, env, cwd, log)
     try:
         yield process
     finally:
         stop_process_group(process)
 
 
-def stop_process_group(process: Any, grace_s: float = 5) -> None:
+def stop_process_group(process: subprocess.Popen[Any], grace_s: float = 20) -> None:
     """SIGTERM the process group, SIGKILL it after `grace_s` (test servers keep no state)."""
     if process.poll() is not None:
         return
@@ -90,21 +133,45 @@ def stop_process_group(process: Any, grace_s: float = 5) -> None:
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=grace_s)
+        process.wait(timeout=5)
 
 
-def wait_for(check: Callable[[], bool], timeout: float, what: str, process: Any, log: Path) -> None:
-    """Poll `check` until true; fail at once, with the log's tail, if the process exits."""
+# What a check may raise while a server is still starting (connection refused, a 5xx body
+# without the expected keys): retried, not reported. Anything else fails the test at once.
+NOT_YET = (httpx.HTTPError, OSError, KeyError, IndexError, ValueError)
+
+
+def wait_for(
+    check: Callable[[], Any],
+    timeout: float,
+    what: str,
+    process: subprocess.Popen[Any] | None = None,
+    log: Path | None = None,
+    *,
+    retry_on: tuple[type[BaseException], ...] = NOT_YET,
+    interval: float = 0.2,
+) -> Any:
+    """Poll `check` until it returns something truthy, and return that; fail at once if
+    `process` exits, and say why with the tail of `log` (bounded by `timeout`)."""
     deadline = time.monotonic() + timeout
+    last: BaseException | None = None
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{what}: exited with {process.returncode}\n{tail(log)}")
-        with contextlib.suppress(Exception):
-            if check():
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not ready after {timeout:.0f}s\n{tail(log)}")
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"{what}: exited with {process.returncode}{tail(log)}")
+        try:
+            result = check()
+        except retry_on as exc:
+            last = exc
+        else:
+            if result:
+                return result
+        time.sleep(interval)
+    because = f" (last: {last!r})" if last is not None else ""
+    raise AssertionError(f"{what}: not done after {timeout:.0f}s{because}{tail(log)}")
 
 
-def tail(log: Path, chars: int = 4000) -> str:
-    return "--- log ---\n" + log.read_text(encoding="utf-8", errors="replace")[-chars:]
+def tail(log: Path | None, chars: int = 4000) -> str:
+    """The end of a process's log, for a failure message ('' without a log)."""
+    if log is None or not log.exists():
+        return ""
+    return "\n--- log ---\n" + log.read_text(encoding="utf-8", errors="replace")[-chars:]

@@ -26,8 +26,8 @@ import pytest
 
 from financemath_mlops.features.rows import RecordInput, hand_features
 from financemath_mlops.ingestion.synthetic import generate_sample
-from tests.browser.processes import Started, free_port, http_ok, start, stop_process
-from tests.helpers import VENV_BIN, cli_env
+from tests.browser.processes import Started, http_ok, start
+from tests.helpers import VENV_BIN, cli_env, free_port, stop_process_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 PlaywrightTimeout = pytest.importorskip("playwright.sync_api").TimeoutError
@@ -115,7 +115,7 @@ def background(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Background]
         yield Background(service, mlflow, drift, drift_dir)
     finally:
         for process in started:
-            stop_process(process.process)
+            stop_process_group(process.process)
 
 
 def assert_nothing_left_the_host(log: Any, origin: str, allow_csp_blocked: bool = False) -> None:

@@ -1,66 +1,18 @@
-"""Real Alertmanager processes for the tests, and the webhook receiver they deliver to."""
+"""Alertmanager for the tests: our config pointed at a webhook receiver the test runs."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import socket
-import subprocess
 import threading
 import time
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 
 from tests.helpers import REPO_ROOT
 
 ALERTMANAGER_CONFIG = REPO_ROOT / "monitoring" / "alertmanager" / "alertmanager.yml"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def spawn(command: list[str], env: dict[str, str] | None, workdir: Path, name: str):
-    with (workdir / f"{name}.log").open("wb") as log:
-        return subprocess.Popen(
-            command, env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stopped with its children
-        )  # fmt: skip
-
-
-def stop(process: subprocess.Popen[Any]) -> None:
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=5)
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, process=None) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"{what}: the process exited with {process.returncode}")
-        with contextlib.suppress(httpx.HTTPError, OSError, KeyError, IndexError, ValueError):
-            result = check()
-            if result:
-                return result
-        time.sleep(0.25)
-    raise AssertionError(f"{what}: not done after {timeout:.0f}s")
 
 
 class WebhookReceiver:

@@ -36,6 +36,16 @@ S3_ENV = {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 PG_USER = "postgres"
+# The team-stores journey's marks: minutes of PostgreSQL and MLflow migrations, so it runs only
+# when asked (`.ci/run` and `make test-team-stores` set FMOPS_TEAM_STORES=1).
+JOURNEY = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.environ.get("FMOPS_TEAM_STORES") != "1",
+        reason="the team-stores journey: FMOPS_TEAM_STORES=1 (.ci/run sets it)",
+    ),
+]
 MLFLOW_USER = "mlflow"  # the compose default (POSTGRES_USER)
 
 

@@ -11,14 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.alerting import (
-    WebhookReceiver,
-    alertmanager_config,
-    free_port,
-    spawn,
-    stop,
-    wait_for,
-)
+from tests.helpers import free_port, start_process, stop_process_group, wait_for
+from tests.integration.alerting import WebhookReceiver, alertmanager_config
 
 pytestmark = pytest.mark.integration
 
@@ -35,21 +29,20 @@ def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     receiver.thread.start()
     (work / "alertmanager.yml").write_text(alertmanager_config(receiver.url))
     port = free_port()
-    process = spawn(
+    log = work / "alertmanager.log"
+    process = start_process(
         [binary, f"--config.file={work / 'alertmanager.yml'}", f"--storage.path={work / 'data'}",
          "--cluster.listen-address=", f"--web.listen-address=127.0.0.1:{port}",
          "--log.level=warn"],
-        None, work, "alertmanager",
+        None, work, log,
     )  # fmt: skip
     api = f"http://127.0.0.1:{port}/api/v2"
     try:
         wait_for(lambda: httpx.get(f"{api}/status", timeout=2).status_code == 200, 60,
-                 "Alertmanager to start", process)  # fmt: skip
+                 "Alertmanager to start", process, log)  # fmt: skip
         yield {"api": api, "receiver": receiver}
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{(work / 'alertmanager.log').read_text()[-2000:]}") from None
     finally:
-        stop(process)
+        stop_process_group(process)
         receiver.server.shutdown()
         receiver.server.server_close()
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.helpers import REPO_ROOT, cli_env
+from tests.helpers import REPO_ROOT, cli_env, run_ok
 
 pytestmark = pytest.mark.integration
 
@@ -47,15 +46,8 @@ def test_flow_runs_the_pipeline_end_to_end_and_promotes_a_sample_champion(
     env = cli_env(PREFECT_HOME=str(tmp_path / "prefect"))
     env.pop("PREFECT_API_URL", None)  # the temporary server, as on a first run
     command = [sys.executable, "-m", "financemath_mlops.flows", "--config", str(config)]
-    done = subprocess.run(
-        [*command, "--source", "sample", "--rows", str(ROWS)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    done = run_ok([*command, "--source", "sample", "--rows", str(ROWS)], env=env, cwd=tmp_path,
+                  timeout=400)  # fmt: skip
     out = done.stdout
     assert "pipeline finished in" in out
     assert f"ingested:  {ROWS} rows ->" in out and "(0 rejected)" in out

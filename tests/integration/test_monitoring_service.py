@@ -7,17 +7,12 @@ with our alert rules.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +22,7 @@ import yaml
 
 from financemath_mlops.monitoring.publish import publish_latest
 from financemath_mlops.serving.schemas import EXAMPLE_RECORD
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, free_port, start_process, stop_process_group, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -35,49 +30,6 @@ PROMETHEUS_DIR = REPO_ROOT / "monitoring" / "prometheus"
 DASHBOARD = REPO_ROOT / "monitoring" / "grafana" / "dashboards" / "financemath.json"
 METRIC = re.compile(r"\b(fmops_[a-z0-9_]+)")
 MONITORING_PREFIXES = ("fmops_drift_", "fmops_performance_", "fmops_prediction_log_")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def stop(process: subprocess.Popen[Any]) -> None:
-    """Stop a process this test started (its own session) and wait for it."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=5)
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, process=None) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"{what}: the process exited with {process.returncode}")
-        with contextlib.suppress(httpx.HTTPError, OSError, KeyError, IndexError, ValueError):
-            result = check()
-            if result:
-                return result
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not done after {timeout:.0f}s")
-
-
-def spawn(command: list[str], env: dict[str, str] | None, workdir: Path, name: str):
-    log = (workdir / f"{name}.log").open("wb")
-    process = subprocess.Popen(
-        command, env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
-    log.close()
-    return process
 
 
 def rule_metrics() -> set[str]:
@@ -117,10 +69,10 @@ def service(trained_model, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         FMOPS_CONFIG=str(REPO_ROOT / "configs" / "default.yaml"),
     )
     port = free_port()
-    process = spawn(
+    process = start_process(
         [sys.executable, "-m", "uvicorn", "financemath_mlops.serving.app:app",
          "--host", "127.0.0.1", "--port", str(port)],
-        env, workdir, "uvicorn",
+        env, workdir, workdir / "uvicorn.log",
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
@@ -135,7 +87,7 @@ def service(trained_model, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{(workdir / 'uvicorn.log').read_text()[-3000:]}") from None
     finally:
-        stop(process)
+        stop_process_group(process)
 
 
 def live_series(text: str) -> set[str]:
@@ -167,11 +119,11 @@ def test_a_real_prometheus_loads_our_config_and_rules_and_scrapes_the_service(
     config.pop("alerting")  # Alertmanager: tests/integration/test_operator_loop.py
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
-    process = spawn(
+    process = start_process(
         [binary, f"--config.file={tmp_path / 'prometheus.yml'}",
          f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}",
          "--log.level=warn"],
-        None, tmp_path, "prometheus",
+        None, tmp_path, tmp_path / "prometheus.log",
     )  # fmt: skip
     api = f"http://127.0.0.1:{port}/api/v1"
 
@@ -207,7 +159,7 @@ def test_a_real_prometheus_loads_our_config_and_rules_and_scrapes_the_service(
             f"{exc}\n{(tmp_path / 'prometheus.log').read_text()[-3000:]}"
         ) from None
     finally:
-        stop(process)
+        stop_process_group(process)
 
 
 def test_the_service_exports_when_its_model_was_trained(service):

@@ -24,17 +24,17 @@ import httpx
 import pytest
 import yaml
 
-from financemath_mlops.flows import deployment
 from financemath_mlops.ingestion.synthetic import generate_sample
-from tests.helpers import REPO_ROOT, VENV_BIN
-from tests.integration.alerting import (
-    WebhookReceiver,
-    alertmanager_config,
+from tests.helpers import (
+    REPO_ROOT,
+    VENV_BIN,
     free_port,
-    spawn,
-    stop,
+    start_process,
+    stop_process_group,
     wait_for,
 )
+from tests.integration.alerting import WebhookReceiver, alertmanager_config
+from tests.integration.prefect_server import QUIET_SERVER_ENV, deploy_to_new_pool, flow_runs_of
 
 # Minutes on a loaded 2-core machine: its own journey, `make test-loop` (not in `make test`).
 pytestmark = [pytest.mark.integration, pytest.mark.loop]
@@ -44,16 +44,9 @@ POOL = "financemath-loop-pool"
 BURST_ROWS = 120  # 12 batch requests of 10 records
 SHIFTED_TOPICS = {"Accounting": 5, "Risk Management": 3, "Market Analysis & Economics": 1}
 PREFECT_ENV = {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_SERVER_UI_ENABLED": "false",
-    "PREFECT_API_ENABLE_METRICS": "true",
-    "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
-    "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false",
-    "PREFECT_SERVER_SERVICES_FOREMAN_ENABLED": "false",
-    "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_ENABLED": "false",
-    "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "false",
-    "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
-    "PREFECT_LOGGING_LEVEL": "WARNING",
+    **QUIET_SERVER_ENV,
+    "PREFECT_API_ENABLE_METRICS": "true",  # Prometheus scrapes it
+    "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",  # only the trigger creates runs
 }
 
 
@@ -84,23 +77,27 @@ def loop(trained_model, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
         "FMOPS_MONITORING__LOG_ROTATE_SECONDS": "1",
     }
     service_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
+    def start(name: str, env: dict[str, str] | None, command: list[str]) -> subprocess.Popen[Any]:
+        processes.append(start_process(command, env, work, work / f"{name}.log"))
+        return processes[-1]
+
     try:
-        processes.append(spawn(
+        prefect = start("prefect", prefect_env,
             [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
-             "--port", str(ports["prefect"])], prefect_env, work, "prefect",
-        ))  # fmt: skip
-        processes.append(spawn(
+             "--port", str(ports["prefect"])],
+        )  # fmt: skip
+        service = start("uvicorn", service_env,
             [sys.executable, "-m", "uvicorn", "financemath_mlops.serving.app:app",
-             "--host", "127.0.0.1", "--port", str(ports["api"])], service_env, work, "uvicorn",
-        ))  # fmt: skip
+             "--host", "127.0.0.1", "--port", str(ports["api"])],
+        )  # fmt: skip
 
         (work / "alertmanager.yml").write_text(alertmanager_config(receiver.url))
-        processes.append(spawn(
+        start("alertmanager", None,
             [alertmanager_bin, f"--config.file={work / 'alertmanager.yml'}",
              f"--storage.path={work / 'am-data'}", "--cluster.listen-address=",
              f"--web.listen-address=127.0.0.1:{ports['alertmanager']}", "--log.level=warn"],
-            None, work, "alertmanager",
-        ))  # fmt: skip
+        )  # fmt: skip
 
         config = yaml.safe_load((MONITORING / "prometheus" / "prometheus.yml").read_text())
         config["global"].update(scrape_interval="1s", evaluation_interval="1s")
@@ -114,14 +111,12 @@ def loop(trained_model, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
         jobs["prefect"]["static_configs"] = [{"targets": [f"127.0.0.1:{ports['prefect']}"]}]
         config["scrape_configs"] = [jobs["financemath-api"], jobs["prefect"]]
         (work / "prometheus.yml").write_text(yaml.safe_dump(config))
-        processes.append(spawn(
+        start("prometheus", None,
             [prometheus_bin, f"--config.file={work / 'prometheus.yml'}",
              f"--storage.tsdb.path={work / 'tsdb'}", "--log.level=warn",
              f"--web.listen-address=127.0.0.1:{ports['prometheus']}"],
-            None, work, "prometheus",
-        ))  # fmt: skip
+        )  # fmt: skip
 
-        prefect, service = processes[0], processes[1]
         wait_for(lambda: httpx.get(f"{api_url}/health", timeout=2).status_code == 200, 180,
                  "the Prefect server to start", prefect)  # fmt: skip
         api = f"http://127.0.0.1:{ports['api']}"
@@ -138,34 +133,9 @@ def loop(trained_model, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
         raise AssertionError(f"{exc}\n{logs}") from None
     finally:
         for process in reversed(processes):
-            stop(process)
+            stop_process_group(process)
         receiver.server.shutdown()
         receiver.server.server_close()
-
-
-def deploy_retraining(prefect_api: str) -> str:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with temporary_settings(updates={PREFECT_API_URL: prefect_api}):
-        with get_client(sync_client=True) as client:
-            client.create_work_pool(WorkPoolCreate(name=POOL, type="process"))
-        return deployment.deploy({"source": "sample", "rows": 200}, work_pool=POOL)
-
-
-def retraining_runs(prefect_api: str, deployment_id: str) -> list[Any]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with (
-        temporary_settings(updates={PREFECT_API_URL: prefect_api}),
-        get_client(sync_client=True) as client,
-    ):
-        return client.read_flow_runs(
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
-        )
 
 
 def drifted_batches() -> list[dict[str, Any]]:
@@ -176,8 +146,8 @@ def drifted_batches() -> list[dict[str, Any]]:
 
 
 def test_drifted_traffic_raises_an_alert_that_is_delivered_and_starts_retraining(loop):
-    retrain_id = deploy_retraining(loop["prefect_api"])
-    assert retraining_runs(loop["prefect_api"], retrain_id) == []  # no schedule fires here
+    retrain_id = deploy_to_new_pool(loop["prefect_api"], POOL, {"source": "sample", "rows": 200})
+    assert flow_runs_of(loop["prefect_api"], retrain_id) == []  # no schedule fires here
 
     started = time.monotonic()
     with httpx.Client(base_url=loop["api"], timeout=60) as client:
@@ -205,7 +175,7 @@ def test_drifted_traffic_raises_an_alert_that_is_delivered_and_starts_retraining
     delivered_at, alert = wait_for(lambda: loop["receiver"].alert("FinanceMathInputDrift"), 120,
                                    "Alertmanager to deliver FinanceMathInputDrift")  # fmt: skip
     assert alert["labels"]["job"] == "financemath-api" and alert["labels"]["severity"] == "warning"
-    runs = wait_for(lambda: retraining_runs(loop["prefect_api"], retrain_id), 120,
+    runs = wait_for(lambda: flow_runs_of(loop["prefect_api"], retrain_id), 120,
                     "the retraining trigger to create a flow run")  # fmt: skip
     retrain_at = time.monotonic()
     (run,) = runs  # once: the trigger fired for the one request

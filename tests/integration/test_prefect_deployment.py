@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,32 +11,20 @@ import pytest
 import yaml
 
 from financemath_mlops.flows import deployment
-from tests.helpers import REPO_ROOT, VENV_BIN, cli_env
+from tests.helpers import REPO_ROOT, VENV_BIN, cli_env, free_port, run_ok, running, wait_for
+from tests.integration.prefect_server import QUIET_SERVER_ENV, deploy_to_new_pool, flow_runs_of
 
 pytestmark = pytest.mark.integration
 
 POOL = "financemath-test-pool"
 SERVER_START_TIMEOUT_S = 120
 SCHEDULE_TIMEOUT_S = 60
-# Quick scheduling, nothing the test does not need: the UI, analytics, late-run marking.
+# Quick scheduling: the scheduler looks at new deployments every second or two.
 SERVER_ENV = {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_SERVER_UI_ENABLED": "false",
+    **QUIET_SERVER_ENV,
     "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
     "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "1",
-    "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false",
-    "PREFECT_SERVER_SERVICES_FOREMAN_ENABLED": "false",
-    "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_ENABLED": "false",
-    "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "false",
-    "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
-    "PREFECT_LOGGING_LEVEL": "WARNING",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -52,71 +35,33 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     api_url = f"http://127.0.0.1:{port}/api"
     env = cli_env(PREFECT_HOME=str(home), **SERVER_ENV)
     env.pop("PREFECT_API_URL", None)
-    log_path = home / "server.log"
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(
-            [
-                str(VENV_BIN / "prefect"),
-                "server",
-                "start",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stop it and its children together
-        )
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"prefect server exited early:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"prefect server not healthy:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+    log = home / "server.log"
+    command = [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
+               "--port", str(port)]  # fmt: skip
+    with running(command, env, home, log) as server:
+        wait_for(
+            lambda: httpx.get(f"{api_url}/health", timeout=2).status_code == 200,
+            SERVER_START_TIMEOUT_S, "prefect server to be healthy", server, log, interval=0.5,
+        )  # fmt: skip
         yield api_url, {**env, "PREFECT_API_URL": api_url}
-    finally:
-        with_group = os.getpgid(server.pid)
-        os.killpg(with_group, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(with_group, signal.SIGKILL)
-            server.wait(timeout=10)
 
 
 def test_deployment_gets_nightly_scheduled_runs_on_a_real_server(
     prefect_api: tuple[str, dict[str, str]],
 ) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     api_url, _ = prefect_api
-    with temporary_settings(updates={PREFECT_API_URL: api_url}):
-        with get_client(sync_client=True) as client:
-            client.create_work_pool(WorkPoolCreate(name=POOL, type="process"))
-        deployment_id = deployment.deploy({"source": "sample", "rows": 200}, work_pool=POOL)
-        with get_client(sync_client=True) as client:
-            found = client.read_deployment(deployment_id)
-            deadline = time.monotonic() + SCHEDULE_TIMEOUT_S
-            while True:
-                runs = client.read_flow_runs(
-                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[found.id]))
-                )
-                if runs or time.monotonic() > deadline:
-                    break
-                time.sleep(1)
-            flow = client.read_flow(found.flow_id)
+    deployment_id = deploy_to_new_pool(api_url, POOL, {"source": "sample", "rows": 200})
+    runs = wait_for(lambda: flow_runs_of(api_url, deployment_id), SCHEDULE_TIMEOUT_S,
+                    "the scheduler to create the nightly runs", interval=1)  # fmt: skip
+    with (
+        temporary_settings(updates={PREFECT_API_URL: api_url}),
+        get_client(sync_client=True) as client,
+    ):
+        found = client.read_deployment(deployment_id)
+        flow = client.read_flow(found.flow_id)
 
     assert flow.name == "financemath-pipeline"
     assert found.name == deployment.DEPLOYMENT_NAME
@@ -140,21 +85,20 @@ def test_deploy_adds_the_monitoring_schedule_and_the_retraining_trigger(
     prefect_api: tuple[str, dict[str, str]],
 ) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from financemath_mlops.flows import events
 
     api_url, _ = prefect_api
-    with temporary_settings(updates={PREFECT_API_URL: api_url}):
-        with get_client(sync_client=True) as client:
-            client.create_work_pool(WorkPoolCreate(name=POOL + "-loop", type="process"))
-        retrain_id = deployment.deploy({}, work_pool=POOL + "-loop", monitoring_hours=3)
-        with get_client(sync_client=True) as client:
-            monitoring = client.read_deployment_by_name(
-                f"financemath-monitoring/{deployment.MONITORING_DEPLOYMENT}"
-            )
-            automations = client.read_automations_by_name(events.TRIGGER_NAME)
+    retrain_id = deploy_to_new_pool(api_url, POOL + "-loop", {}, monitoring_hours=3)
+    with (
+        temporary_settings(updates={PREFECT_API_URL: api_url}),
+        get_client(sync_client=True) as client,
+    ):
+        monitoring = client.read_deployment_by_name(
+            f"financemath-monitoring/{deployment.MONITORING_DEPLOYMENT}"
+        )
+        automations = client.read_automations_by_name(events.TRIGGER_NAME)
     (schedule,) = monitoring.schedules
     assert schedule.schedule.interval.total_seconds() == 3 * 3600
     assert monitoring.entrypoint == deployment.MONITORING_ENTRYPOINT
@@ -201,21 +145,12 @@ def test_prefect_yaml_deploys_the_same_flow_with_prefect_deploy(
     copy.write_text(yaml.safe_dump(spec, sort_keys=False))
     _, env = prefect_api
     prefect = str(VENV_BIN / "prefect")
-    subprocess.run(
-        [prefect, "work-pool", "create", POOL + "-yaml", "--type", "process"],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=60,
+    run_ok(
+        [prefect, "work-pool", "create", POOL + "-yaml", "--type", "process"], env=env, timeout=60
     )
-    done = subprocess.run(
+    done = run_ok(
         [prefect, "--no-prompt", "deploy", "--all", "--prefect-file", str(copy)],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        env=env, cwd=REPO_ROOT, timeout=120,
+    )  # fmt: skip
     assert "financemath-pipeline/nightly-retrain" in done.stdout
     assert "financemath-monitoring/scheduled-monitoring" in done.stdout

@@ -10,36 +10,20 @@ project's constraints). Part of the team-stores journey (FMOPS_TEAM_STORES=1).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
-from tests.helpers import REPO_ROOT, VENV_BIN, cli_env, write_json
-from tests.integration.team_stores import S3_ENV, moto_s3, tool_venv
+from tests.helpers import REPO_ROOT, VENV_BIN, cli_env, run_ok, write_json
+from tests.integration.team_stores import JOURNEY, S3_ENV, moto_s3, tool_venv
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        os.environ.get("FMOPS_TEAM_STORES") != "1",
-        reason="the team-stores journey: FMOPS_TEAM_STORES=1 (.ci/run sets it)",
-    ),
-]
+pytestmark = JOURNEY
 DATA_BUCKET = "financemath-data"  # the bucket of the committed .dvc/config
 
 
 def sh(command: list[str], cwd: Path, env: dict[str, str], timeout: float = 300) -> str:
-    done = subprocess.run(
-        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
-    assert done.returncode == 0, (
-        f"{' '.join(command)} in {cwd}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    )
-    return done.stdout
+    return run_ok(command, env=env, cwd=cwd, timeout=timeout).stdout
 
 
 def git(cwd: Path, env: dict[str, str], *args: str) -> str:

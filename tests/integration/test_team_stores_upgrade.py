@@ -10,15 +10,13 @@ Part of the team-stores journey (FMOPS_TEAM_STORES=1).
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
-
-import pytest
 
 from tests.conftest import TrainedModel, pipeline_settings
 from tests.helpers import VENV_BIN
 from tests.integration.team_stores import (
+    JOURNEY,
     MLFLOW_USER,
     Postgres,
     client_env,
@@ -30,14 +28,7 @@ from tests.integration.team_stores import (
 )
 from tests.integration.test_team_stores import copy_features, serve_and_predict
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        os.environ.get("FMOPS_TEAM_STORES") != "1",
-        reason="the team-stores journey: FMOPS_TEAM_STORES=1 (.ci/run sets it)",
-    ),
-]
+pytestmark = JOURNEY
 PREVIOUS = "3.16.1"  # the minor before the lock's mlflow==3.17.2
 
 

@@ -8,9 +8,7 @@ these tests pin what the linters cannot know about this project.
 from __future__ import annotations
 
 import fnmatch
-import importlib.util
 import re
-import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -20,18 +18,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.helpers import REPO_ROOT
-
-
-def load_script(name: str):
-    """A module of scripts/ (not a package: loaded by path)."""
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
+from tests.helpers import REPO_ROOT, load_script
 
 deploy_files = load_script("deploy_files")
 extra_requirements = load_script("extra_requirements").requirements

@@ -9,24 +9,12 @@ tests pin what a schema cannot know. The real run is scripts/k8s_play.sh (make t
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-import sys
 
 import pytest
 import yaml
 
-from tests.helpers import REPO_ROOT
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
+from tests.helpers import REPO_ROOT, load_script
 
 k8s_check = load_script("k8s_check")
 k8s_prometheusrule = load_script("k8s_prometheusrule")
