@@ -122,10 +122,9 @@ def log_to_mlflow(
     import mlflow
 
     from financemath_mlops import runs
-    from financemath_mlops.monitoring.settings import monitoring_settings
 
     uri = runs.configure(settings)
-    name = monitoring_settings(settings).experiment_name
+    name = settings.monitoring.experiment_name
     existing = mlflow.get_experiment_by_name(name)
     if existing is not None:
         experiment_id = existing.experiment_id

@@ -29,7 +29,6 @@ from financemath_mlops.monitoring.performance import (
     write_performance_report,
 )
 from financemath_mlops.monitoring.publish import log_to_mlflow, publish_latest
-from financemath_mlops.monitoring.settings import monitoring_settings
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +67,7 @@ class PerformanceJob:
 
 def run_drift(settings: Settings, job: DriftJob) -> Done:
     """Make, write, publish, index and log one drift report."""
-    cfg = monitoring_settings(settings)
+    cfg = settings.monitoring
     threshold = job.drift_share if job.drift_share is not None else cfg.drift_share_threshold
     current_path = job.current or settings.paths.predictions_dir
     for path in (job.reference, current_path):  # fail before any slow step
