@@ -184,7 +184,9 @@ def moto_s3(workdir: Path) -> Iterator[S3]:
             "s3", endpoint_url=endpoint, aws_access_key_id="testing",
             aws_secret_access_key="testing", region_name="us-east-1",
         )  # fmt: skip
-        wait_for(lambda: client.list_buckets() is not None, 60, "moto_server", process, log)
+        # botocore's connection errors are no OSError: retry any error while moto starts.
+        wait_for(lambda: client.list_buckets() is not None, 60, "moto_server", process, log,
+                 retry_on=(Exception,))  # fmt: skip
         client.create_bucket(Bucket=BUCKET)
         yield S3(endpoint, client)
 

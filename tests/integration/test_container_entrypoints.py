@@ -10,17 +10,10 @@ can show (apt packages, file ownership, the base image) is checked by CI's image
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +21,7 @@ import httpx
 import pytest
 
 from tests.conftest import TrainedModel
-from tests.helpers import REPO_ROOT, VENV_BIN, cli_env
+from tests.helpers import REPO_ROOT, VENV_BIN, cli_env, free_port, load_script, running, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -42,15 +35,6 @@ QUESTION = {
 }
 
 
-def load_script(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 deploy_files = load_script("deploy_files")
 
 
@@ -60,12 +44,6 @@ def require_serving_app() -> None:
 
 
 # --- running a container command on this machine -------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def on_local_port(command: list[str], container_port: int, port: int) -> list[str]:
@@ -111,44 +89,6 @@ def image_workdir(tmp_path: Path) -> Path:
     return app
 
 
-@contextlib.contextmanager
-def running(command: list[str], env: dict[str, str], cwd: Path, log: Path) -> Iterator[Any]:
-    """Start a command in its own process group; stop it and everything it spawned on exit."""
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=5)
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str, process: Any, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{what}: exited with {process.returncode}\n{tail(log)}")
-        with contextlib.suppress(httpx.HTTPError, OSError):
-            if check():
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not done after {timeout:.0f}s\n{tail(log)}")
-
-
-def tail(log: Path, chars: int = 4000) -> str:
-    return "--- log ---\n" + log.read_text(encoding="utf-8", errors="replace")[-chars:]
-
-
 def status(url: str) -> int:
     return httpx.get(url, timeout=5).status_code
 
@@ -172,6 +112,27 @@ def serving_command(command: list[str]) -> None:
     ], command  # fmt: skip
 
 
+def serve_as_compose_does(
+    service: dict[str, Any], image: Any, env: dict[str, str], tmp_path: Path
+) -> tuple[dict[str, Any], str]:
+    """The image CMD on a free local port: /health, then /ready, then the compose service's
+    healthcheck and one /predict; returns that prediction's body and the /metrics text."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "api.log"
+    command = on_local_port(image.cmd, 8000, port)
+    serving_command(command)
+    with running(command, env, image_workdir(tmp_path), log) as process:
+        wait_for(lambda: status(f"{base}/health") == 200, 120, "/health", process, log)
+        wait_for(lambda: status(f"{base}/ready") == 200, 120, "/ready", process, log)
+        run_healthcheck(service["healthcheck"]["test"], 8000, port, env)
+        response = httpx.post(f"{base}/predict", json=QUESTION, timeout=30)
+        assert response.status_code == 200, response.text
+        metrics = httpx.get(f"{base}/metrics", timeout=10)
+        assert metrics.status_code == 200
+    return response.json(), metrics.text
+
+
 def test_inference_cmd_with_the_compose_api_settings_serves_the_exported_folder(
     trained_model: TrainedModel, tmp_path: Path
 ) -> None:
@@ -189,7 +150,6 @@ def test_inference_cmd_with_the_compose_api_settings_serves_the_exported_folder(
     runs.configure(trained_model.settings)
     folder = tmp_path / "models" / "serving"  # what the read-only bind mount shows
     runs.export_model(f"models:/{trained_model.model_name}/{trained_model.version}", folder)
-    port = free_port()
     env = container_env(
         image,
         compose_env,
@@ -200,18 +160,8 @@ def test_inference_cmd_with_the_compose_api_settings_serves_the_exported_folder(
             "FMOPS_MLFLOW__TRACKING_URI": f"http://127.0.0.1:{free_port()}",
         },
     )
-    base = f"http://127.0.0.1:{port}"
-    log = tmp_path / "api.log"
-    command = on_local_port(image.cmd, 8000, port)
-    serving_command(command)
-    with running(command, env, image_workdir(tmp_path), log) as process:
-        wait_for(lambda: status(f"{base}/health") == 200, 120, "/health", process, log)
-        wait_for(lambda: status(f"{base}/ready") == 200, 120, "/ready", process, log)
-        run_healthcheck(api["healthcheck"]["test"], 8000, port, env)
-        response = httpx.post(f"{base}/predict", json=QUESTION, timeout=30)
-        assert response.status_code == 200, response.text
-        assert response.json()["model"]["name"] == trained_model.model_name
-        metrics = httpx.get(f"{base}/metrics", timeout=10).text
+    body, metrics = serve_as_compose_does(api, image, env, tmp_path)
+    assert body["model"]["name"] == trained_model.model_name
     info = (
         f'fmops_model_info{{alias="champion",name="{trained_model.model_name}",'
         f'run_id="{trained_model.run_id}",version="{trained_model.version}"}} 1.0'
@@ -228,7 +178,6 @@ def test_inference_cmd_with_the_compose_api_registry_settings_serves_the_champio
     api = deploy_files.compose()["services"]["api-registry"]
     image = deploy_files.image(INFERENCE, api["build"]["target"])
     assert "command" not in api  # the image CMD is what compose runs
-    port = free_port()
     env = container_env(
         image,
         compose_environment(api),
@@ -240,20 +189,9 @@ def test_inference_cmd_with_the_compose_api_registry_settings_serves_the_champio
         },
     )
     assert env["FMOPS_SERVING__RELOAD_INTERVAL_S"] == "60"  # compose's setting is in force
-    base = f"http://127.0.0.1:{port}"
-    log = tmp_path / "api.log"
-    command = on_local_port(image.cmd, 8000, port)
-    serving_command(command)
-    with running(command, env, image_workdir(tmp_path), log) as process:
-        wait_for(lambda: status(f"{base}/health") == 200, 120, "/health", process, log)
-        wait_for(lambda: status(f"{base}/ready") == 200, 120, "/ready", process, log)
-        run_healthcheck(api["healthcheck"]["test"], 8000, port, env)
-        response = httpx.post(f"{base}/predict", json=QUESTION, timeout=30)
-        assert response.status_code == 200, response.text
-        body = response.json()
-        assert isinstance(body["prediction"], float)
-        assert body["model"]["name"] == trained_model.model_name
-        assert status(f"{base}/metrics") == 200
+    body, _ = serve_as_compose_does(api, image, env, tmp_path)
+    assert isinstance(body["prediction"], float)
+    assert body["model"]["name"] == trained_model.model_name
 
 
 def test_inference_with_model_target_serves_a_baked_model_folder(

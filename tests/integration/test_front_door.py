@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,34 +15,27 @@ import httpx
 import pytest
 
 from financemath_mlops.errors import StageError
-from tests.integration.test_serving import free_port, metric_value, server_env, stop_process
+from tests.helpers import cli_env, free_port, start_process, stop_process_group, wait_for
+from tests.integration.test_serving import metric_value, server_env
 
 
 def spawn_service(env: dict[str, str], workdir: Path, *args: str) -> tuple[Any, str, Path]:
     """`python -m financemath_mlops.serving` (the README's serve command) on a free port."""
     port = free_port()
     log_path = workdir / "service.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "financemath_mlops.serving", "--port", str(port), *args],
-            env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    command = [sys.executable, "-m", "financemath_mlops.serving", "--port", str(port), *args]
+    process = start_process(command, env, workdir, log_path)
     return process, f"http://127.0.0.1:{port}", log_path
 
 
 def poll(url: str, until: Any, timeout: float, process: Any, log_path: Path) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"service exited:\n{log_path.read_text()[-3000:]}"
-        try:
-            last = httpx.get(url, timeout=5)
-            if until(last):
-                return last
-        except httpx.HTTPError as exc:
-            last = exc
-        time.sleep(0.1)
-    raise AssertionError(f"{url}: last {last!r} after {timeout}s\n{log_path.read_text()[-3000:]}")
+    """The first answer of `url` that `until` accepts (the service must stay up meanwhile)."""
+
+    def accepted() -> httpx.Response | None:
+        response = httpx.get(url, timeout=5)
+        return response if until(response) else None
+
+    return wait_for(accepted, timeout, f"GET {url}", process, log_path, interval=0.1)
 
 
 @pytest.fixture()
@@ -80,12 +72,10 @@ def test_health_answers_while_the_tracking_server_hangs(tmp_path, silent_trackin
         assert "no model is loaded" in failed.json()["error"]["message"]
         assert httpx.get(f"{base}/health", timeout=5).status_code == 200
     finally:
-        stop_process(process)
+        stop_process_group(process)
 
 
 def server_env_without_model(workdir: Path, tracking_uri: str) -> dict[str, str]:
-    from tests.helpers import cli_env
-
     return cli_env(
         FMOPS_MLFLOW__TRACKING_URI=tracking_uri,
         FMOPS_SERVING__MODEL_NAME="financemath-regressor",
@@ -129,7 +119,7 @@ def test_an_exported_model_folder_serves_without_the_registry(trained_model, tmp
         assert httpx.post(f"{base}/predict", json=body, timeout=30).status_code == 200
         metrics = httpx.get(f"{base}/metrics", timeout=5).text
     finally:
-        stop_process(process)
+        stop_process_group(process)
     info = {"name": trained_model.model_name, "version": trained_model.version}
     assert metric_value(metrics, "fmops_model_info", alias="champion", **info) == 1
 

@@ -80,7 +80,9 @@ def remote_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemoteSto
         running(server, env, workdir, mlflow_log) as mlflow_process,  # starts meanwhile
     ):
         s3 = boto3.client("s3", endpoint_url=s3_endpoint, **_boto_credentials())
-        wait_for(lambda: s3.list_buckets() is not None, 30, "moto_server", moto_process, moto_log)
+        # botocore's connection errors are no OSError: retry any error while moto starts.
+        wait_for(lambda: s3.list_buckets() is not None, 30, "moto_server", moto_process, moto_log,
+                 retry_on=(Exception,))  # fmt: skip
         s3.create_bucket(Bucket=BUCKET)
         tracking_uri = f"http://127.0.0.1:{mlflow_port}"
         wait_for(
@@ -96,17 +98,6 @@ def _boto_credentials() -> dict[str, str]:
         "aws_secret_access_key": S3_ENV["AWS_SECRET_ACCESS_KEY"],
         "region_name": S3_ENV["AWS_DEFAULT_REGION"],
     }
-
-
-@pytest.fixture()
-def restore_mlflow_uris() -> Iterator[None]:
-    """Training sets MLflow's process-wide URIs: put them back for the tests that follow."""
-    import mlflow
-
-    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    yield
-    mlflow.set_tracking_uri(tracking)
-    mlflow.set_registry_uri(registry)
 
 
 def train_on_remote(

@@ -10,16 +10,13 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +28,7 @@ import pytest
 
 from financemath_mlops.features.rows import FEATURE_COLUMNS, RecordInput
 from financemath_mlops.serving.schemas import EXAMPLE_RECORD
+from tests.helpers import free_port, start_process, stop_process_group, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -42,39 +40,6 @@ FUZZ_EXAMPLES = 150
 
 
 # --- servers ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def stop_process(process: subprocess.Popen[Any]) -> None:
-    """Stop a process we started and everything it spawned (its own process group)."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=15)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=5)
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str, process=None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"{what}: the process exited with {process.returncode}")
-        try:
-            if check():
-                return
-        except (httpx.HTTPError, OSError):
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not done after {timeout:.0f}s")
 
 
 @dataclass
@@ -97,17 +62,13 @@ def start_server(
     """`uvicorn ...:app` on a free port, or `python -m financemath_mlops.serving` for workers > 1;
     returns once `wait` answers 200 (the model loads in the background: /ready, not /health)."""
     port = free_port()
-    workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"{name}.log"
     if workers == 1:
         command = ["-m", "uvicorn", "financemath_mlops.serving.app:app", "--log-level", "info"]
     else:
         command = ["-m", "financemath_mlops.serving", "--workers", str(workers)]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, *command, "--host", "127.0.0.1", "--port", str(port)],
-            env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    command = [sys.executable, *command, "--host", "127.0.0.1", "--port", str(port)]
+    process = start_process(command, env, workdir, log_path)
     server = Server(f"http://127.0.0.1:{port}", port, process, log_path)
     try:
         wait_for(
@@ -115,10 +76,11 @@ def start_server(
             120,
             f"uvicorn ({name}) to answer {wait}",
             process,
+            log_path,
         )
-    except AssertionError as exc:
-        stop_process(process)
-        raise AssertionError(f"{exc}\n--- server log ---\n{server.log()[-4000:]}") from None
+    except AssertionError:
+        stop_process_group(process)
+        raise
     return server
 
 
@@ -141,7 +103,7 @@ def server(trained_model: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
     )
     started = start_server(env, tmp_path_factory.mktemp("serving"), "main")
     yield started
-    stop_process(started.process)
+    stop_process_group(started.process)
 
 
 @pytest.fixture(scope="module")
@@ -394,7 +356,7 @@ def test_metrics_add_up_over_several_workers(trained_model, tmp_path, auth):
             assert response.status_code == 200
         text = httpx.get(f"{server.base_url}/metrics").text
     finally:
-        stop_process(server.process)
+        stop_process_group(server.process)
     ok = {"endpoint": "/predict", "method": "POST", "status": "200"}
     assert metric_value(text, "fmops_http_requests_total", **ok) == 12
     assert metric_value(text, "fmops_embedding_duration_seconds_count") == 12
@@ -548,11 +510,11 @@ def test_a_real_prometheus_scrapes_the_request_counter(server: Server, tmp_path,
             """
         )
     )
-    log = (tmp_path / "prometheus.log").open("wb")
-    process = subprocess.Popen(
+    log = tmp_path / "prometheus.log"
+    process = start_process(
         [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
          f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path,
+        None, tmp_path, log,
     )  # fmt: skip
     api = f"http://127.0.0.1:{port}/api/v1/query"
     query = 'sum(fmops_http_requests_total{endpoint="/predict",status="200"})'
@@ -567,7 +529,9 @@ def test_a_real_prometheus_scrapes_the_request_counter(server: Server, tmp_path,
     try:
         with server.client(headers=auth) as client:  # the series exists once /predict answered
             assert client.post("/predict", json=EXAMPLE_RECORD).status_code == 200
-        wait_for(lambda: scraped() is not None, 60, "Prometheus to scrape the service", process)
+        wait_for(
+            lambda: scraped() is not None, 60, "Prometheus to scrape the service", process, log
+        )
         before = scraped()
         assert before is not None
         with server.client(headers=auth) as client:
@@ -575,8 +539,7 @@ def test_a_real_prometheus_scrapes_the_request_counter(server: Server, tmp_path,
                 assert client.post("/predict", json=EXAMPLE_RECORD).status_code == 200
         wait_for(lambda: (scraped() or 0) >= before + 5, 30, "the scraped counter to go up")
     finally:
-        stop_process(process)
-        log.close()
+        stop_process_group(process)
 
 
 # --- start without a model, then reload -----------------------------------------------------
@@ -591,7 +554,7 @@ def empty_server(
     env = server_env(trained_model, model_name=name, alias="live", api_key=API_KEY)
     started = start_server(env, tmp_path_factory.mktemp("serving-empty"), "empty", wait="/health")
     yield started, name
-    stop_process(started.process)
+    stop_process_group(started.process)
     from mlflow import MlflowClient
 
     client = MlflowClient(trained_model.tracking_uri, trained_model.tracking_uri)

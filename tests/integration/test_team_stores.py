@@ -9,7 +9,6 @@ uploads), so it runs only with FMOPS_TEAM_STORES=1; `.ci/run` sets it:
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -25,6 +24,7 @@ import pytest
 from tests.conftest import TrainedModel, pipeline_settings
 from tests.helpers import REPO_ROOT, VENV_BIN, free_port, running, wait_for
 from tests.integration.team_stores import (
+    JOURNEY,
     S3,
     Postgres,
     client_env,
@@ -34,14 +34,7 @@ from tests.integration.team_stores import (
     throwaway_postgres,
 )
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        os.environ.get("FMOPS_TEAM_STORES") != "1",
-        reason="the team-stores journey: FMOPS_TEAM_STORES=1 (.ci/run sets it)",
-    ),
-]
+pytestmark = JOURNEY
 
 EXPERIMENT = "financemath-team"
 QUESTION = {
@@ -77,16 +70,6 @@ def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TeamStore]:
         ):
             create_experiment(uri, EXPERIMENT)
             yield TeamStore(uri, s3, postgres, backend)
-
-
-@pytest.fixture()
-def restore_mlflow_uris() -> Iterator[None]:
-    import mlflow
-
-    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    yield
-    mlflow.set_tracking_uri(tracking)
-    mlflow.set_registry_uri(registry)
 
 
 def copy_features(trained_model: TrainedModel, workdir: Path) -> Path:
