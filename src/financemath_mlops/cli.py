@@ -18,10 +18,11 @@ from financemath_mlops import errors
 from financemath_mlops.config import ConfigError, Settings, load_settings
 
 
-def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
+def base_parser(prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description=description,
+        epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -53,8 +54,43 @@ def setup_logging(level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def settings_from_args(args: argparse.Namespace, overrides: dict[str, Any]) -> Settings:
-    return load_settings(args.config, overrides)
+def setting_flags(parser: argparse.ArgumentParser, section: str) -> Callable[..., None]:
+    """A function that adds flags overriding settings of `section`: the flag and the setting it
+    feeds are declared together. `--cv-folds` feeds `<section>.cv_folds` unless `key=` names
+    another (dotted for a subsection: `key="embedding.threads"`). Left out, a flag overrides
+    nothing (the environment, the YAML or the default stands)."""
+
+    def add(flag: str, *, key: str | None = None, **options: Any) -> None:
+        name = flag.lstrip("-").replace("-", "_")
+        if "action" not in options and "choices" not in options:
+            options.setdefault("metavar", name.upper())
+        parser.add_argument(flag, dest=f"{section}.{key or name}", default=None, **options)
+
+    return add
+
+
+def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The nested overrides of every `setting_flags` flag that was given."""
+    overrides: dict[str, Any] = {}
+    for dest, value in vars(args).items():
+        if "." not in dest or value is None:
+            continue
+        *sections, key = dest.split(".")
+        node = overrides
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[key] = value
+    return overrides
+
+
+def parse_stage_args(
+    parser: argparse.ArgumentParser, argv: list[str] | None
+) -> tuple[argparse.Namespace, Settings]:
+    """Parse the command line, configure logging, and load the settings (YAML, env, then the
+    `setting_flags` flags), the same way for every stage."""
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    return args, load_settings(args.config, flag_overrides(args))
 
 
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
