@@ -112,33 +112,32 @@ def sweep_table(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-def range_table(r: dict[str, Any]) -> list[str]:
+def _breakdown_table(entries: list[dict[str, Any]], key: str, label: str, share: bool) -> list[str]:
+    """The model's log-MAE beside the three medians' per group (answer range or topic), with the
+    paired interval against the global median; `share`: each group's part of the model's error."""
+    header = (
+        f"| {label} | n | model log-MAE | global median | topic median | numbers median "
+        "| model minus global median [95 % CI] |"
+    )
     lines = [
-        "| answer range | n | model log-MAE | global median | topic median | numbers median "
-        "| model minus global median [95 % CI] | share of the model's log error |",
-        "|---|---|---|---|---|---|---|---|",
+        header + (" share of the model's log error |" if share else ""),
+        "|---" * (7 + share) + "|",
     ]
-    for e in r["ranges"]:
-        lines.append(
-            f"| {e['range']} | {e['n']} | {e['model']:.2f} | {e['global_median']:.2f} "
-            f"| {e['topic_median']:.2f} | {e['numbers_median']:.2f} | {_ci(e['vs_global_median'])} "
-            f"| {e['share_of_model_error']:.0%} |"
+    for e in entries:
+        row = (
+            f"| {e[key]} | {e['n']} | {e['model']:.2f} | {e['global_median']:.2f} "
+            f"| {e['topic_median']:.2f} | {e['numbers_median']:.2f} | {_ci(e['vs_global_median'])} |"
         )
+        lines.append(row + (f" {e['share_of_model_error']:.0%} |" if share else ""))
     return lines
+
+
+def range_table(r: dict[str, Any]) -> list[str]:
+    return _breakdown_table(r["ranges"], "range", "answer range", share=True)
 
 
 def topic_table(r: dict[str, Any]) -> list[str]:
-    lines = [
-        "| topic | n | model log-MAE | global median | topic median | numbers median "
-        "| model minus global median [95 % CI] |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for e in r["topics"]:
-        lines.append(
-            f"| {e['topic']} | {e['n']} | {e['model']:.2f} | {e['global_median']:.2f} "
-            f"| {e['topic_median']:.2f} | {e['numbers_median']:.2f} | {_ci(e['vs_global_median'])} |"
-        )
-    return lines
+    return _breakdown_table(r["topics"], "topic", "topic", share=False)
 
 
 def settings_table(settings: dict[str, dict[str, Any]]) -> list[str]:
