@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -52,64 +53,61 @@ def _acc_verdict(d: dict[str, float]) -> str:
     return "not shown"
 
 
+def _table(header: str, rows: Iterable[str]) -> list[str]:
+    """A markdown table: the header row, its separator (one cell per column), then `rows`."""
+    return [header, "|---" * (header.count("|") - 1) + "|", *rows]
+
+
 def main_table(r: dict[str, Any]) -> list[str]:
-    lines = [
-        "| predictor | n | MAE | RMSE | median AE | log-MAE (± sd over seeds) | accuracy |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for name, label in LABELS.items():
         m = r["summary"][name]
-        lines.append(
+        rows.append(
             f"| {label} | {m['n']} | {_num(m['mae'])} | {_num(m['rmse'])} | {_num(m['median_ae'])}"
             f" | {m['log_mae']:.2f} ± {m['log_mae_std']:.2f} | {m['accuracy']:.1%} |"
         )
-    c = r["chance_accuracy"]
-    lines.append(
-        f"| chance control: one number of another question | {r['input']['rows']} | | | | "
-        f"| {c['one_number']:.1%} |"
+    c, n = r["chance_accuracy"], r["input"]["rows"]
+    rows.append(
+        f"| chance control: one number of another question | {n} | | | | | {c['one_number']:.1%} |"
     )
-    lines.append(
-        f"| chance control: any number of another question | {r['input']['rows']} | | | | "
-        f"| {c['any_number']:.1%} |"
+    rows.append(
+        f"| chance control: any number of another question | {n} | | | | | {c['any_number']:.1%} |"
     )
-    lines.append(
-        f"| oracle copy: any number of the question itself | {r['input']['rows']} | | | | "
-        f"| {c['own_any_number']:.1%} |"
+    rows.append(
+        f"| oracle copy: any number of the question itself | {n} | | | | | {c['own_any_number']:.1%} |"
     )
     for name, acc in PUBLISHED_ACCURACY.items():
-        lines.append(
+        rows.append(
             f"| {name} (published, reference programs' outputs) | 200 | | | | | {acc:.1%} |"
         )
-    return lines
+    return _table(
+        "| predictor | n | MAE | RMSE | median AE | log-MAE (± sd over seeds) | accuracy |", rows
+    )
 
 
 def difference_table(r: dict[str, Any]) -> list[str]:
-    lines = [
+    return _table(
         "| model minus | log-MAE difference [95 % CI] | | median AE difference [95 % CI] "
         "| accuracy difference (points) [95 % CI] |",
-        "|---|---|---|---|---|",
-    ]
-    for name, diffs in r["differences"].items():
-        lines.append(
+        (
             f"| {LABELS[name]} | {_ci(diffs['log_mae'])} | {_verdict(diffs['log_mae'])} "
             f"| {_ci(diffs['median_ae'], 1)} | {_ci(diffs['accuracy'], 1, 100)} |"
-        )
-    return lines
+            for name, diffs in r["differences"].items()
+        ),
+    )
 
 
 def sweep_table(r: dict[str, Any]) -> list[str]:
-    lines = [
+    total = r["options"]["outer_fits"]
+    return _table(
         "| candidate (features / LightGBM setting) | repeated-CV log-MAE | minus global median "
         "[95 % CI] | chosen by inner CV |",
-        "|---|---|---|---|",
-    ]
-    total = r["options"]["outer_fits"]
-    for s in r["sweep"]:
-        lines.append(
+        (
             f"| {s['candidate']} | {s['log_mae']:.2f} ± {s['log_mae_std']:.2f} "
             f"| {_ci(s['vs_global_median'])} | {s['chosen']}/{total} |"
-        )
-    return lines
+            for s in r["sweep"]
+        ),
+    )
 
 
 def _breakdown_table(entries: list[dict[str, Any]], key: str, label: str, share: bool) -> list[str]:
@@ -119,17 +117,15 @@ def _breakdown_table(entries: list[dict[str, Any]], key: str, label: str, share:
         f"| {label} | n | model log-MAE | global median | topic median | numbers median "
         "| model minus global median [95 % CI] |"
     )
-    lines = [
+    return _table(
         header + (" share of the model's log error |" if share else ""),
-        "|---" * (7 + share) + "|",
-    ]
-    for e in entries:
-        row = (
+        (
             f"| {e[key]} | {e['n']} | {e['model']:.2f} | {e['global_median']:.2f} "
             f"| {e['topic_median']:.2f} | {e['numbers_median']:.2f} | {_ci(e['vs_global_median'])} |"
-        )
-        lines.append(row + (f" {e['share_of_model_error']:.0%} |" if share else ""))
-    return lines
+            + (f" {e['share_of_model_error']:.0%} |" if share else "")
+            for e in entries
+        ),
+    )
 
 
 def range_table(r: dict[str, Any]) -> list[str]:
