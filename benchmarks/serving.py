@@ -315,9 +315,9 @@ def measure_floor(model_uri: str, requests: list[dict[str, Any]]) -> tuple[dict,
 
 def measure_floor_c1(predictor: Any, requests: list[dict[str, Any]], passes: int = 3) -> dict:
     """The predictor called in process, one record at a time: the latency floor."""
-    from financemath_mlops.features.rows import RecordInput
+    from financemath_mlops.records import RecordInput
 
-    records = [RecordInput(r["question"], tuple(r["tables"]), r["topic"]) for r in requests]
+    records = [RecordInput.from_mapping(r) for r in requests]
     for record in records[:50]:
         predictor.predict([record])
     latencies = []

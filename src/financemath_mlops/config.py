@@ -85,19 +85,38 @@ class EmbeddingSettings(_Section):
     )
 
 
-class FeatureSettings(_Section):
+class ExecutorSettings(_Section):
+    """Where partitions run (executors.py); the features stage and batch prediction each set it."""
+
+    executor: Literal["local", "dask"] = Field(
+        default="local", description="local: in this process; dask: on the cluster at dask_address"
+    )
+    dask_address: str = Field(
+        default="local-cluster",
+        description="'local-cluster' or a scheduler address tcp://host:port",
+    )
+    dask_workers: int = Field(default=2, ge=1, description="worker processes for local-cluster")
+
+
+class FeatureSettings(ExecutorSettings):
     input: Path | None = Field(default=None, description="Default: <interim_dir>/financemath.jsonl")
     output: Path | None = Field(
         default=None, description="Default: <processed_dir>/finance_math_features.parquet"
     )
     embedding: EmbeddingSettings = EmbeddingSettings()
-    executor: Literal["local", "dask"] = "local"
-    dask_address: str = Field(
-        default="local-cluster",
-        description="'local-cluster' or a scheduler address tcp://host:port",
-    )
-    dask_workers: int = Field(default=2, ge=1)
     partition_rows: int = Field(default=2000, ge=1)
+
+
+class PredictSettings(ExecutorSettings):
+    """Batch prediction (`python -m financemath_mlops.predict`)."""
+
+    model_uri: str | None = Field(
+        default=None, description="Default: the served model (serving.model_uri or name + alias)"
+    )
+    batch_rows: int = Field(default=2000, ge=1, description="rows per batch / Dask partition")
+    threads: int | None = Field(
+        default=None, ge=1, description="embedding threads; default: all cores, 1 per Dask worker"
+    )
 
 
 class TrainingSettings(_Section):
@@ -278,6 +297,7 @@ class Settings(BaseSettings):
     mlflow: MLflowSettings = MLflowSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
     serving: ServingSettings = ServingSettings()
+    predict: PredictSettings = PredictSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
 
     # Derived paths: one place that knows the defaults.

@@ -2,12 +2,14 @@
 
 `FinanceMathRecord` is the contract for one benchmark row as it arrives (from the hub, a file or the
 synthetic generator). `IngestedRecord` is what ingestion writes: the same fields plus the parsed
-tables and provenance metadata.
+tables and provenance metadata. `RecordInput` is what a model scores: question, tables, topic.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -75,3 +77,31 @@ class IngestedRecord(FinanceMathRecord):
 
     parsed_tables: list[ParsedTable] = Field(default_factory=list)
     meta: RecordMeta
+
+
+@dataclass(frozen=True)
+class RecordInput:
+    """What a feature row (and so a prediction) is built from: question, raw markdown tables, topic."""
+
+    question: str
+    tables: Sequence[str] = field(default_factory=tuple)
+    topic: str | None = None
+
+    @classmethod
+    def from_mapping(cls, row: Mapping[str, Any]) -> RecordInput:
+        """The one way from a record-shaped mapping (a JSON row, a DataFrame row, ``dict(model)``).
+
+        Missing, null or NaN tables (pandas fills empty cells with NaN) are no tables, a lone
+        string is one table, an array is a tuple of text; a topic that is not text is no topic.
+        """
+        tables = row.get("tables")
+        if tables is None or isinstance(tables, float):
+            tables = ()
+        elif isinstance(tables, str):
+            tables = (tables,)
+        topic = row.get("topic")
+        return cls(
+            question=str(row["question"]),
+            tables=tuple(str(t) for t in tables),
+            topic=topic if isinstance(topic, str) else None,
+        )

@@ -63,7 +63,7 @@ def predicted(
     """The same file predicted in-process (local executor) and by the CLI on a Dask cluster."""
     out = tmp_path_factory.mktemp("predictions")
     settings = trained_model.settings.model_copy(deep=True)
-    settings.features.partition_rows = BATCH_ROWS
+    settings.predict.batch_rows = BATCH_ROWS
     local = predict_file(settings, input_file, out / "local.parquet", CHAMPION_URI)
     dask_output = out / "dask.jsonl"
     cli = [sys.executable, "-m", "financemath_mlops.predict", "--input", str(input_file)]
@@ -138,7 +138,7 @@ def test_parquet_and_json_inputs_give_the_same_predictions_as_jsonl(
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "questions.parquet")
     (tmp_path / "questions.json").write_text(json.dumps(rows))
     settings = trained_model.settings.model_copy(deep=True)
-    settings.features.partition_rows = 8  # several Parquet batches
+    settings.predict.batch_rows = 8  # several Parquet batches
     expected = pd.read_parquet(predicted.local.output).head(30)
     for name in ("questions.parquet", "questions.json"):
         summary = predict_file(
@@ -157,7 +157,7 @@ def test_duplicate_ids_across_batches_are_rejected(
     source = tmp_path / "dups.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))
     settings = trained_model.settings.model_copy(deep=True)
-    settings.features.partition_rows = 4
+    settings.predict.batch_rows = 4
     summary = predict_file(settings, source, tmp_path / "out.jsonl", CHAMPION_URI)
     assert (summary.predicted, summary.rejected) == (6, 1)
     (reject,) = [json.loads(line) for line in summary.rejects_path.read_text().splitlines()]

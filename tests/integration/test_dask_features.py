@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from financemath_mlops.features import distributed
+from financemath_mlops import executors
 from financemath_mlops.features.build import FeatureError, build_features
 from financemath_mlops.ingestion import ingest
 from tests.conftest import pipeline_settings
@@ -80,7 +80,7 @@ def test_dask_features_equal_local_features_in_order_and_value(workdir: Path) ->
 def test_unreachable_scheduler_is_a_clear_error(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(distributed, "CONNECT_TIMEOUT_S", 1)
+    monkeypatch.setattr(executors, "CONNECT_TIMEOUT_S", 1)
     settings = settings_for(workdir, "nowhere", executor="dask", dask_address="tcp://127.0.0.1:9")
     with pytest.raises(
         FeatureError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9"

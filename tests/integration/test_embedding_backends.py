@@ -317,9 +317,10 @@ def test_int8_model_serves_its_training_rows_and_refuses_an_fp32_bundle(
 
     from financemath_mlops import runs
     from financemath_mlops.features.build import ID_COLUMN, build_features, columns_path_for
-    from financemath_mlops.features.rows import FEATURE_COLUMNS, RecordInput
+    from financemath_mlops.features.rows import FEATURE_COLUMNS
     from financemath_mlops.ingestion import ingest
     from financemath_mlops.model.predictor import Predictor
+    from financemath_mlops.records import RecordInput
     from financemath_mlops.training.train import train
 
     for name in [n for n in os.environ if n.startswith(("FMOPS_", "MLFLOW_"))]:
@@ -339,7 +340,7 @@ def test_int8_model_serves_its_training_rows_and_refuses_an_fp32_bundle(
 
     lines = settings.ingestion_output.read_text(encoding="utf-8").splitlines()
     records = [json.loads(line) for line in lines if line.strip()][:6]
-    inputs = [RecordInput(r["question"], tuple(r["tables"]), r["topic"]) for r in records]
+    inputs = [RecordInput.from_mapping(r) for r in records]
     served = np.vstack([predictor.predict([x], keep_features=True).features for x in inputs])
     table = pd.read_parquet(settings.features_output).set_index(ID_COLUMN)
     trained = table.loc[[r["question_id"] for r in records], list(FEATURE_COLUMNS)].to_numpy()

@@ -18,8 +18,8 @@ import pytest
 from financemath_mlops.atomic import set_store, write_json
 from financemath_mlops.cli import run_main
 from financemath_mlops.ingestion.__main__ import main as ingestion_main
-from financemath_mlops.ingestion.sources import SourceError
-from financemath_mlops.predict.batch import _Validator, read_input_batches
+from financemath_mlops.ingestion.sources import SourceError, read_local_batches
+from financemath_mlops.ingestion.validate import RowValidator, validate_rows
 from tests.helpers import cli_env, make_rows
 
 GOOD = make_rows(3)
@@ -306,7 +306,8 @@ def test_temp_files_of_killed_writers_are_removed_by_the_next_write(isolated_env
     assert not stale.exists() and mine.exists()
 
 
-def test_batch_prediction_reader_has_the_same_fixes(tmp_path: Path) -> None:
+def test_streaming_reader_and_validator_have_the_same_fixes(tmp_path: Path) -> None:
+    """Batch prediction reads through read_local_batches and validates batch by batch."""
     path = tmp_path / "in.jsonl"
     path.write_bytes(
         BOM
@@ -317,9 +318,11 @@ def test_batch_prediction_reader_has_the_same_fixes(tmp_path: Path) -> None:
             b'{"question_id": "u", "question": "caf\xe9", "topic": "A"}\n',
         )
     )
-    rows = [row for batch in read_input_batches(path, 2) for row in batch]
-    records, rejects = _Validator(path)(rows)
-    assert [r["question_id"] for r in records] == ["t-0", "t-1", "t-2"]
+    validator = RowValidator({"source": "predict", "dataset_id": str(path)})
+    results = [validator.validate(batch) for batch in read_local_batches(path, 2)]
+    records = [record for result in results for record in result.records]
+    rejects = [reject for result in results for reject in result.rejects]
+    assert [r.question_id for r in records] == ["t-0", "t-1", "t-2"]
     reasons = [r.reason for r in rejects]
     assert "lone surrogate" in reasons[0]
     assert "nested deeper" in reasons[1] and "not valid UTF-8" in reasons[2]
@@ -327,4 +330,20 @@ def test_batch_prediction_reader_has_the_same_fixes(tmp_path: Path) -> None:
         json.dumps(reject.to_json(), ensure_ascii=False).encode("utf-8")
     path.write_bytes(b"\n")
     with pytest.raises(SourceError, match="holds no rows"):
-        list(read_input_batches(path, 2))
+        list(read_local_batches(path, 2))
+
+
+@pytest.mark.parametrize("batch_rows", [1, 2, 3])
+def test_validating_in_batches_equals_validating_the_whole_input(batch_rows: int) -> None:
+    rows: list[Any] = [*make_rows(4), {**GOOD[1], "question": "again?"}, "text", GOOD[0]]
+    meta = {"source": "test"}
+    whole = validate_rows(rows, meta, ingested_at="2026-01-01T00:00:00+00:00")
+    validator = RowValidator(meta, ingested_at="2026-01-01T00:00:00+00:00")
+    parts = [validator.validate(rows[i : i + batch_rows]) for i in range(0, len(rows), batch_rows)]
+    assert [r for p in parts for r in p.records] == whole.records
+    assert [r.to_json() for p in parts for r in p.rejects] == [r.to_json() for r in whole.rejects]
+    assert [(r.row, r.reason) for r in whole.rejects] == [
+        (4, "duplicate question_id (first seen at row 1)"),
+        (5, "row is a str, not an object"),
+        (6, "duplicate question_id (first seen at row 0)"),
+    ]

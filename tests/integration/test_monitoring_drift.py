@@ -90,13 +90,13 @@ def monitoring_env(trained_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def log_predictions(trained_model, directory: Path, rows: list[dict[str, Any]]) -> int:
     """What the service does per request: predict with features kept, record the entries."""
     from financemath_mlops import runs
-    from financemath_mlops.features.rows import RecordInput
     from financemath_mlops.monitoring.prediction_log import PredictionLog, prediction_entries
+    from financemath_mlops.records import RecordInput
 
     runs.configure(trained_model.settings)
     ref = runs.resolve(f"models:/{trained_model.model_name}@champion")
     predictor = runs.load_pyfunc(ref.uri).unwrap_python_model().predictor
-    records = [RecordInput(r["question"], tuple(r["tables"]), r["topic"]) for r in rows]
+    records = [RecordInput.from_mapping(r) for r in rows]
     identity = {"name": ref.name, "version": ref.version, "alias": "champion", "run_id": ref.run_id}
     with PredictionLog(directory, rotate_rows=50) as log:
         for start in range(0, len(records), 8):  # requests of up to 8 records

@@ -12,7 +12,6 @@ from financemath_mlops.features.rows import (
     FEATURE_COLUMNS,
     FEATURE_DOCS,
     N_HAND_FEATURES,
-    RecordInput,
     feature_matrix,
     feature_row,
     metadata_features,
@@ -20,6 +19,7 @@ from financemath_mlops.features.rows import (
     table_aggregates,
     topic_column,
 )
+from financemath_mlops.records import RecordInput
 from financemath_mlops.tables import parse_tables
 
 TABLE = "| item | 2023 | 2024 |\n|---|---:|---:|\n| sales | $ 1,000 | $ 1,500 |\n| margin | 20% | (10) |"

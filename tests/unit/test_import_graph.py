@@ -21,7 +21,6 @@ SRC = REPO_ROOT / "src" / PACKAGE
 
 # Circles being broken in the issue-14 work, each named with who removes it. Empty when done.
 KNOWN_CIRCLES: dict[frozenset[str], str] = {
-    frozenset({"features.build", "features.distributed"}): "H14-batch: an executors module",
     frozenset(
         {"features.embedding_cache", "features.embeddings", "features.onnx_export"}
     ): "H14-circles: an embedder protocol one floor down",

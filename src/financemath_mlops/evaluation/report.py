@@ -95,15 +95,16 @@ def load_labelled(path: Path) -> list[dict[str, Any]]:
 
 def cv_data(settings: Settings, records: list[dict[str, Any]]) -> CVData:
     """Production feature rows for the records, split into hand features and embeddings."""
-    from financemath_mlops.features.build import embedding_key, load_embedder, record_input
+    from financemath_mlops.features.build import embedding_key, load_embedder
     from financemath_mlops.features.embedding_cache import embed_with_cache
     from financemath_mlops.features.rows import N_HAND_FEATURES, feature_matrix
+    from financemath_mlops.records import RecordInput
 
     embedder, info = load_embedder(settings.features.embedding, settings)
     questions = [str(r["question"]) for r in records]
     cache = settings.paths.cache_dir / "embeddings"
     vectors = np.asarray(embed_with_cache(embedder, questions, cache, embedding_key(info)).vectors)
-    matrix = feature_matrix([record_input(r) for r in records], vectors)
+    matrix = feature_matrix([RecordInput.from_mapping(r) for r in records], vectors)
     numbers = [record_numbers(r["question"], r.get("tables") or []) for r in records]
     return CVData(
         hand=matrix[:, :N_HAND_FEATURES],

@@ -4,12 +4,21 @@ Streams the input in chunks and writes one Parquet row group per chunk, so memor
 the data grows. Embeddings come from the configured backend through an on-disk cache keyed by
 model id, revision, weight source, backend and text hash, so a re-run on unchanged input reuses
 them. The output is written atomically.
+
+Chunks run on the configured executor (:mod:`financemath_mlops.executors`): in this process, or
+on a Dask cluster where each worker builds the embedder once (one compute thread per worker unless
+``embedding.threads`` says otherwise) and the tables come back in input order. A ``tcp://``
+cluster needs the ONNX bundle and the embedding cache on a filesystem its workers share.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
 import json
 import logging
+import pickle
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,12 +32,15 @@ import pyarrow.parquet as pq
 from financemath_mlops.atomic import atomic_path, write_json
 from financemath_mlops.config import EmbeddingSettings, Settings
 from financemath_mlops.errors import StageError
-from financemath_mlops.features.rows import (
-    FEATURE_COLUMNS,
-    FEATURE_VERSION,
-    RecordInput,
-    feature_matrix,
+from financemath_mlops.executors import (
+    ExecutorError,
+    Partition,
+    WorkerCached,
+    map_in_order,
+    model_loads,
 )
+from financemath_mlops.features.rows import FEATURE_COLUMNS, FEATURE_VERSION, feature_matrix
+from financemath_mlops.records import RecordInput
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +122,6 @@ def read_jsonl_chunks(path: Path, chunk_rows: int) -> Iterator[list[dict[str, An
         yield chunk
 
 
-def record_input(row: dict[str, Any]) -> RecordInput:
-    return RecordInput(
-        question=str(row["question"]), tables=tuple(row.get("tables") or ()), topic=row.get("topic")
-    )
-
-
 def embedding_key(info: dict[str, Any]) -> dict[str, str]:
     """What makes two embeddings of the same text interchangeable.
 
@@ -145,7 +151,7 @@ def featurize_chunk(
     else:
         vectors = embedder.embed(questions)
     warnings: list[list[str]] = []
-    matrix = feature_matrix([record_input(r) for r in rows], vectors, warnings)
+    matrix = feature_matrix([RecordInput.from_mapping(r) for r in rows], vectors, warnings)
     stats["warnings"] = sum(1 for w in warnings if w)
     columns: dict[str, Any] = {
         ID_COLUMN: [str(r[ID_COLUMN]) for r in rows],
@@ -241,9 +247,9 @@ def data_provenance(source: Path) -> dict[str, Any]:
 
 
 def build_features(settings: Settings, show_progress: bool = True) -> FeatureSummary:
-    """Run the features stage with the configured executor."""
-    source = settings.features_input
-    output = settings.features_output
+    """Run the features stage on the configured executor: the same table either way."""
+    cfg = settings.features
+    source, output = settings.features_input, settings.features_output
     if not source.is_file():
         raise FeatureError(
             f"features input not found: {source}; run `python -m financemath_mlops.ingestion` "
@@ -251,28 +257,65 @@ def build_features(settings: Settings, show_progress: bool = True) -> FeatureSum
         )
     if source.stat().st_size == 0:
         raise FeatureError(f"features input is empty: {source}")
-    if settings.features.executor == "dask":
-        from financemath_mlops.features.distributed import build_features_dask
-
-        return build_features_dask(settings)
     started = time.perf_counter()
-    embedder, info = load_embedder(settings.features.embedding, settings, show_progress)
-    cache_dir = settings.paths.cache_dir / "embeddings"
-    totals = {"rows": 0, "labelled": 0, "hits": 0, "misses": 0, "warnings": 0}
-    with atomic_path(output, suffix=".parquet") as tmp:
-        with pq.ParquetWriter(tmp, output_schema()) as writer:
-            for chunk in read_jsonl_chunks(source, settings.features.partition_rows):
-                table, stats = featurize_chunk(chunk, embedder, info, cache_dir)
+    on_dask = cfg.executor == "dask"
+    if on_dask:  # resolve and export the model once, here: workers only load a ready bundle
+        embed_cfg = cfg.embedding.model_copy(update={"threads": cfg.embedding.threads or 1})
+        embedder, info = load_embedder(embed_cfg, settings)
+        recipe = pickle.dumps(embedder)  # paths and options; it builds its session on load
+        key = "embedder-" + hashlib.sha256(recipe).hexdigest()
+        shared: Any = WorkerCached(key, functools.partial(pickle.loads, recipe))
+    else:
+        shared, info = load_embedder(cfg.embedding, settings, show_progress)
+    task = functools.partial(
+        featurize_chunk, info=info, cache_dir=settings.paths.cache_dir / "embeddings"
+    )
+    totals = dict.fromkeys(("rows", "labelled", "hits", "misses", "warnings"), 0)
+    stats: dict[str, Any] = {}
+    done: list[Partition] = []
+    chunks = read_jsonl_chunks(source, cfg.partition_rows)
+    try:
+        with (
+            atomic_path(output, suffix=".parquet") as tmp,
+            pq.ParquetWriter(tmp, output_schema()) as writer,
+            contextlib.closing(map_in_order(cfg, task, chunks, shared, stats)) as results,
+        ):
+            for result in results:
+                (table, counts), result.value = result.value, None
                 writer.write_table(table)
+                done.append(result)
                 totals["rows"] += table.num_rows
                 totals["labelled"] += table.num_rows - table.column(TARGET_COLUMN).null_count
-                for key in ("hits", "misses", "warnings"):
-                    totals[key] += stats[key]
-                log.info("featurized %d rows", totals["rows"])
-        if totals["rows"] == 0:
-            raise FeatureError(f"features input has no records: {source}")
-    summary = finish_features(output, source, info, totals, started)
-    log.info("wrote %d feature rows to %s", summary.rows, output)
+                for name in ("hits", "misses", "warnings"):
+                    totals[name] += counts[name]
+                log.info(
+                    "partition %d: %d rows on %s in %.1fs%s (%d rows done)",
+                    result.index,
+                    table.num_rows,
+                    result.worker,
+                    result.seconds,
+                    " (model loaded)" if result.built else "",
+                    totals["rows"],
+                )
+            if totals["rows"] == 0:
+                raise FeatureError(f"features input has no records: {source}")
+    except ExecutorError as exc:
+        raise FeatureError(str(exc)) from None
+    extra: dict[str, Any] = {}
+    if on_dask:
+        startup = stats["ready_at"] - started
+        extra = {
+            "executor": "dask",
+            "dask_address": cfg.dask_address,
+            "workers": stats["workers"],
+            "partitions": len(done),
+            "model_loads": model_loads(done),
+            "startup_seconds": startup,
+            "partitions_wall_seconds": time.perf_counter() - stats["ready_at"],
+            "compute_seconds": sum(r.seconds for r in done),
+        }
+    summary = finish_features(output, source, info, totals, started, extra)
+    log.info("wrote %d feature rows to %s (%s executor)", summary.rows, output, cfg.executor)
     return summary
 
 

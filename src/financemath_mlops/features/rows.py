@@ -12,10 +12,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
+from financemath_mlops.records import RecordInput
 from financemath_mlops.tables import ParsedTable, parse_tables
 
 FEATURE_VERSION = 1
@@ -73,15 +73,6 @@ _NUMBER = re.compile(r"(?<![\w.])[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\w.])[-+
 _PERCENT = re.compile(r"%|\bper ?cent\b", re.IGNORECASE)
 _CURRENCY = re.compile(r"[$€£¥₹]|\b(?:USD|EUR|GBP|JPY|CHF|CAD|AUD|dollars?|euros?)\b", re.I)
 _YEARS = re.compile(r"\byears?\b|\bannual(?:ly)?\b", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class RecordInput:
-    """What a feature row is built from: the question, its raw markdown tables and the topic."""
-
-    question: str
-    tables: Sequence[str] = field(default_factory=tuple)
-    topic: str | None = None
 
 
 def table_aggregates(tables: Sequence[ParsedTable]) -> dict[str, float]:

@@ -18,7 +18,7 @@ from typing import Any
 from financemath_mlops.atomic import atomic_set, dump_jsonl
 from financemath_mlops.config import Settings
 from financemath_mlops.ingestion.sources import Provenance, SourceError, load_rows
-from financemath_mlops.ingestion.validate import validate_rows
+from financemath_mlops.ingestion.validate import rejects_path_for, validate_rows, write_rejects
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +51,6 @@ class IngestionSummary:
         return "\n".join(lines)
 
 
-def rejects_path_for(output: Path) -> Path:
-    """`financemath.jsonl` -> `financemath.rejects.jsonl`, beside it."""
-    return output.with_name(f"{output.stem}.rejects{output.suffix or '.jsonl'}")
-
-
 def manifest_path_for(output: Path) -> Path:
     """`financemath.jsonl` -> `financemath.manifest.json`, beside it."""
     return output.with_name(f"{output.stem}.manifest.json")
@@ -82,7 +77,7 @@ def ingest(settings: Settings) -> IngestionSummary:
         with paths[output].open("w", encoding="utf-8") as handle:
             written = dump_jsonl(handle, (r.model_dump(mode="json") for r in result.records))
         with paths[rejects].open("w", encoding="utf-8") as handle:
-            dump_jsonl(handle, (r.to_json() for r in result.rejects))
+            write_rejects(handle, result.rejects)
         summary = IngestionSummary(
             output=output,
             rejects_path=rejects,

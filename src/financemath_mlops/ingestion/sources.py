@@ -7,6 +7,8 @@ that a user can fix raise :class:`SourceError` with the fix in the message.
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from financemath_mlops.records import REQUIRED_COLUMNS
 log = logging.getLogger(__name__)
 
 LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
+WHOLE_FILE = sys.maxsize  # batch_rows that reads a file as one batch
 
 
 class SourceError(StageError):
@@ -65,10 +68,41 @@ def load_rows(settings: Settings) -> tuple[list[dict[str, Any]], Provenance]:
 
 
 def read_local_file(path: Path) -> list[dict[str, Any]]:
-    """A FinanceMath JSON array, JSONL or Parquet file, chosen by extension."""
+    """A FinanceMath JSON array, JSONL or Parquet file, chosen by extension, read whole."""
+    rows = [row for batch in read_local_batches(path, WHOLE_FILE) for row in batch]
+    log.info("read %d rows from %s", len(rows), path)
+    return rows
+
+
+def read_local_batches(path: Path, batch_rows: int) -> Iterator[list[Any]]:
+    """The one reader of local files: raw rows in batches of ``batch_rows``, in file order.
+
+    JSONL and Parquet are streamed, so memory stays flat however large the file; a JSON array is
+    one document and is read whole. The first batch must look like FinanceMath (all of it when
+    the caller reads the file in one batch); a file with no rows, or one that cannot be read, is
+    a :class:`SourceError` that names it.
+    """
     path = Path(path)
+    suffix = check_local_file(path)
+    first = True
+    try:
+        for batch in _batches(path, suffix, batch_rows):
+            if first:
+                check_shape(batch, str(path))
+                first = False
+            yield batch
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceError(f"cannot read {path}: {exc}") from None
+    if first:
+        raise SourceError(f"{path} holds no rows: nothing to read")
+
+
+def check_local_file(path: Path) -> str:
+    """The file's type (its lower-case suffix), or a SourceError saying what to pass instead."""
     if not path.exists():
-        raise SourceError(f"input file not found: {path}")
+        raise SourceError(
+            f"input file not found: {path}; pass a FinanceMath .json, .jsonl or .parquet"
+        )
     if not path.is_file():
         raise SourceError(f"input path is not a file: {path}")
     suffix = path.suffix.lower()
@@ -76,20 +110,24 @@ def read_local_file(path: Path) -> list[dict[str, Any]]:
         raise SourceError(
             f"unsupported file type {suffix!r} for {path}: use one of {LOCAL_SUFFIXES}"
         )
-    try:
-        if suffix == ".parquet":
-            rows = _read_parquet(path)
-        elif suffix == ".jsonl":
-            rows = list(iter_jsonl(path))
-        else:
-            rows = _read_json_array(path)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SourceError(f"cannot read {path}: {exc}") from None
-    check_shape(rows, str(path))
-    if not rows:
-        raise SourceError(f"{path} holds no rows: nothing to ingest")
-    log.info("read %d rows from %s", len(rows), path)
-    return rows
+    return suffix
+
+
+def _batches(path: Path, suffix: str, batch_rows: int) -> Iterator[list[Any]]:
+    if suffix == ".json":
+        rows = _read_json_array(path)
+        for start in range(0, len(rows), batch_rows):
+            yield rows[start : start + batch_rows]
+        return
+    stream = iter_jsonl(path) if suffix == ".jsonl" else _parquet_rows(path, batch_rows)
+    batch: list[Any] = []
+    for row in stream:
+        batch.append(row)
+        if len(batch) >= batch_rows:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def check_shape(rows: list[Any], where: str) -> None:
@@ -123,14 +161,14 @@ def _read_json_array(path: Path) -> list[Any]:
     return data
 
 
-def _read_parquet(path: Path) -> list[dict[str, Any]]:
+def _parquet_rows(path: Path, batch_rows: int) -> Iterator[dict[str, Any]]:
     import pyarrow.parquet as pq
 
-    try:
-        table = pq.read_table(path)
-    except Exception as exc:  # pyarrow raises several unrelated types for bad files
+    try:  # pyarrow raises several unrelated types for bad files
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=min(batch_rows, 65_536)):
+            yield from batch.to_pylist()
+    except Exception as exc:
         raise SourceError(f"{path} is not a readable Parquet file: {exc}") from None
-    return table.to_pylist()
 
 
 def read_hf_dataset(settings: Settings) -> tuple[list[dict[str, Any]], Provenance]:

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from pydantic import ValidationError
 
+from financemath_mlops.atomic import dump_jsonl
 from financemath_mlops.ingestion.jsonl import ERROR, MAX_DEPTH, UNPARSEABLE
 from financemath_mlops.records import FinanceMathRecord, IngestedRecord, RecordMeta
 from financemath_mlops.tables import parse_tables
@@ -49,11 +52,32 @@ def validate_rows(
     rows: list[Any], meta: dict[str, Any], ingested_at: str | None = None
 ) -> ValidationResult:
     """Validate rows in order; the first occurrence of a question_id wins, later ones are rejected."""
-    stamp = ingested_at or datetime.now(UTC).isoformat(timespec="seconds")
-    record_meta = RecordMeta(ingested_at=stamp, **meta)
-    result = ValidationResult(read=len(rows))
-    first_seen: dict[str, int] = {}
-    for number, row in enumerate(rows):
+    return RowValidator(meta, ingested_at).validate(rows)
+
+
+class RowValidator:
+    """Validates one input, whole or batch by batch, with the same result either way.
+
+    Rows are numbered from the start of the input, and ``seen`` (question_id -> row of its first
+    occurrence) spans every batch, so a duplicate is rejected whichever batch it lands in.
+    """
+
+    def __init__(self, meta: dict[str, Any], ingested_at: str | None = None) -> None:
+        stamp = ingested_at or datetime.now(UTC).isoformat(timespec="seconds")
+        self.meta = RecordMeta(ingested_at=stamp, **meta)
+        self.seen: dict[str, int] = {}
+        self.rows = 0
+
+    def validate(self, rows: list[Any]) -> ValidationResult:
+        result = ValidationResult(read=len(rows))
+        for number, row in enumerate(rows, start=self.rows):
+            record = self._record(number, row, result.rejects)
+            if record is not None:
+                result.records.append(record)
+        self.rows += len(rows)
+        return result
+
+    def _record(self, number: int, row: Any, rejects: list[Reject]) -> IngestedRecord | None:
         qid = _question_id(row)
         try:
             if not isinstance(row, dict):
@@ -67,24 +91,31 @@ def validate_rows(
         except ValidationError as exc:
             errors = [_error_json(err) for err in exc.errors()]
             reason = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-            result.rejects.append(Reject(number, qid, reason, errors, row))
+            rejects.append(Reject(number, qid, reason, errors, row))
             log.warning("rejected row %d (%s): %s", number, qid or "no id", reason)
-            continue
+            return None
         except TypeError as exc:
-            result.rejects.append(Reject(number, qid, str(exc), [], row))
+            rejects.append(Reject(number, qid, str(exc), [], row))
             log.warning("rejected row %d: %s", number, exc)
-            continue
-        if record.question_id in first_seen:
-            reason = f"duplicate question_id (first seen at row {first_seen[record.question_id]})"
-            result.rejects.append(Reject(number, record.question_id, reason, [], row))
+            return None
+        first = self.seen.setdefault(record.question_id, number)
+        if first != number:
+            reason = f"duplicate question_id (first seen at row {first})"
+            rejects.append(Reject(number, record.question_id, reason, [], row))
             log.warning("rejected row %d (%s): %s", number, record.question_id, reason)
-            continue
-        first_seen[record.question_id] = number
+            return None
         parsed = parse_tables(record.tables)
-        result.records.append(
-            IngestedRecord(**record.model_dump(), parsed_tables=parsed, meta=record_meta)
-        )
-    return result
+        return IngestedRecord(**record.model_dump(), parsed_tables=parsed, meta=self.meta)
+
+
+def rejects_path_for(output: Path) -> Path:
+    """`financemath.jsonl` -> `financemath.rejects.jsonl`, beside it (whatever the output's type)."""
+    return output.with_name(f"{output.stem}.rejects.jsonl")
+
+
+def write_rejects(handle: IO[str], rejects: Iterable[Reject]) -> int:
+    """Rejects as JSON lines (ingestion and batch prediction write the same format)."""
+    return dump_jsonl(handle, (reject.to_json() for reject in rejects))
 
 
 def row_problem(row: Any) -> str | None:

@@ -12,29 +12,14 @@ from typing import Any
 
 import mlflow.pyfunc
 
-from financemath_mlops.features.rows import RecordInput
+from financemath_mlops.records import RecordInput
 
 INPUT_COLUMNS = ("question", "tables", "topic")
 
 
 def records_from_frame(frame: Any) -> list[RecordInput]:
     """DataFrame rows (question, tables: list[str] | None, topic | None) -> RecordInput."""
-    records = []
-    for row in frame.to_dict(orient="records"):
-        tables = row.get("tables")
-        if tables is None or (isinstance(tables, float) and tables != tables):
-            tables = ()
-        elif isinstance(tables, str):
-            tables = (tables,)
-        topic = row.get("topic")
-        records.append(
-            RecordInput(
-                question=str(row["question"]),
-                tables=tuple(str(t) for t in tables),
-                topic=topic if isinstance(topic, str) else None,
-            )
-        )
-    return records
+    return [RecordInput.from_mapping(row) for row in frame.to_dict(orient="records")]
 
 
 class FinanceMathPyfunc(mlflow.pyfunc.PythonModel):

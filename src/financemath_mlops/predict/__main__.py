@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from financemath_mlops.cli import base_parser, run_main, settings_from_args, setup_logging
+from financemath_mlops.cli import base_parser, parse_stage_args, run_main, setting_flags
 
 EPILOG = """\
 examples:
@@ -18,45 +18,29 @@ examples:
 The input is a FinanceMath JSON array, JSONL or Parquet file; invalid rows go to
 <output stem>.rejects.jsonl with their reasons. The output (Parquet or JSONL, by extension) has
 question_id, prediction, model_name, model_version and warnings per record. The model defaults to
-models:/<serving.model_name>@<serving.alias> in the configured MLflow store.
-Environment: FMOPS_MLFLOW__TRACKING_URI, FMOPS_FEATURES__EXECUTOR, ...
+predict.model_uri, else the served model (serving.model_uri or models:/<serving.model_name>@<serving.alias>)
+in the configured MLflow store. Settings: the `predict` section.
+Environment: FMOPS_MLFLOW__TRACKING_URI, FMOPS_PREDICT__EXECUTOR, FMOPS_PREDICT__BATCH_ROWS, ...
 """
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser("python -m financemath_mlops.predict", __doc__ or "")
-    parser.epilog = EPILOG
+    parser = base_parser("python -m financemath_mlops.predict", __doc__ or "", EPILOG)
     parser.add_argument(
         "--input", type=Path, required=True, help="FinanceMath .json/.jsonl/.parquet"
     )
     parser.add_argument("--output", type=Path, required=True, help="predictions .parquet or .jsonl")
-    parser.add_argument(
-        "--model-uri", help="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/ID/model"
-    )
-    parser.add_argument("--executor", choices=["local", "dask"])
-    parser.add_argument("--dask-address", help="'local-cluster' or tcp://scheduler:8786")
-    parser.add_argument("--workers", type=int, help="worker processes for local-cluster")
-    parser.add_argument("--batch-rows", type=int, help="rows per batch / Dask partition")
-    parser.add_argument(
-        "--threads", type=int, help="embedding threads (default: all cores; 1 per Dask worker)"
-    )
-    args = parser.parse_args(argv)
-    setup_logging(args.log_level)
-    settings = settings_from_args(
-        args,
-        {
-            "features": {
-                "executor": args.executor,
-                "dask_address": args.dask_address,
-                "dask_workers": args.workers,
-                "partition_rows": args.batch_rows,
-                "embedding": {"threads": args.threads},
-            }
-        },
-    )
+    predict = setting_flags(parser, "predict")
+    predict("--model-uri", help="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/ID/model")
+    predict("--executor", choices=["local", "dask"])
+    predict("--dask-address", help="'local-cluster' or tcp://scheduler:8786")
+    predict("--workers", key="dask_workers", type=int, help="worker processes for local-cluster")
+    predict("--batch-rows", type=int, help="rows per batch / Dask partition")
+    predict("--threads", type=int, help="embedding threads (default: all cores; 1 per Dask worker)")
+    args, settings = parse_stage_args(parser, argv)
     from financemath_mlops.predict.batch import predict_file
 
-    print(predict_file(settings, args.input, args.output, args.model_uri).table())
+    print(predict_file(settings, args.input, args.output).table())
     return 0
 
 

@@ -19,17 +19,13 @@ from typing import Any
 
 from financemath_mlops import runs
 from financemath_mlops.config import Settings
-from financemath_mlops.features.rows import RecordInput
 from financemath_mlops.model.predictor import with_threads
+from financemath_mlops.records import RecordInput
 from financemath_mlops.serving.schemas import EXAMPLE_RECORD
 
 log = logging.getLogger(__name__)
 
-WARMUP_RECORD = RecordInput(
-    question=EXAMPLE_RECORD["question"],
-    tables=tuple(EXAMPLE_RECORD["tables"]),
-    topic=EXAMPLE_RECORD["topic"],
-)
+WARMUP_RECORD = RecordInput.from_mapping(EXAMPLE_RECORD)
 _CREDENTIALS = re.compile(r"://[^/@\s]+@")
 # An absolute path (not the path part of a URI such as models:/name or http://host/path).
 _PATH = re.compile(r"(?<![\w:/.])(?:/[^\s'\"(),;:]+)+")
