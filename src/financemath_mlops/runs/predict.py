@@ -41,17 +41,9 @@ class RecordModel:
         if not records:
             return RecordPredictions([], [])
         if self.predictor is not None:
-            from financemath_mlops.features.rows import RecordInput
+            from financemath_mlops.records import RecordInput
 
-            inputs = [
-                RecordInput(
-                    question=str(r["question"]),
-                    tables=tuple(str(t) for t in r.get("tables") or ()),
-                    topic=r["topic"] if isinstance(r.get("topic"), str) else None,
-                )
-                for r in records
-            ]
-            prediction = self.predictor.predict(inputs)
+            prediction = self.predictor.predict([RecordInput.from_mapping(r) for r in records])
             return RecordPredictions(
                 [float(v) for v in prediction.values], [list(w) for w in prediction.warnings]
             )
