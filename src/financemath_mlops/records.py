@@ -19,6 +19,16 @@ from financemath_mlops.tables import ParsedTable
 SCHEMA_VERSION = 1
 REQUIRED_COLUMNS = ("question_id", "question", "topic")
 KNOWN_COLUMNS = ("question_id", "question", "tables", "python_solution", "ground_truth", "topic")
+# FinanceMath's seven topics: features one-hot them, the synthetic generator draws from them.
+TOPICS: tuple[str, ...] = (
+    "Accounting",
+    "Asset Classes & Derivatives",
+    "Corporate & Securities Issuance",
+    "Market Analysis & Economics",
+    "Portfolio Management & Strategy",
+    "Quantitative Analysis & Valuation",
+    "Risk Management",
+)
 
 NonEmptyStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 

@@ -15,20 +15,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from financemath_mlops.records import RecordInput
+from financemath_mlops.records import TOPICS, RecordInput
 from financemath_mlops.tables import ParsedTable, parse_tables
 
 FEATURE_VERSION = 1
 EMBEDDING_DIM = 384
-TOPICS = (
-    "Accounting",
-    "Asset Classes & Derivatives",
-    "Corporate & Securities Issuance",
-    "Market Analysis & Economics",
-    "Portfolio Management & Strategy",
-    "Quantitative Analysis & Valuation",
-    "Risk Management",
-)
 
 
 def topic_column(topic: str) -> str:

@@ -22,17 +22,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-__all__ = ["TEMPLATES", "TOPICS", "Problem", "Template"]
+from financemath_mlops.records import TOPICS
 
-TOPICS: tuple[str, ...] = (
-    "Accounting",
-    "Asset Classes & Derivatives",
-    "Corporate & Securities Issuance",
-    "Market Analysis & Economics",
-    "Portfolio Management & Strategy",
-    "Quantitative Analysis & Valuation",
-    "Risk Management",
-)
+__all__ = ["TEMPLATES", "TOPICS", "Problem", "Template"]
 
 
 @dataclass(frozen=True)
