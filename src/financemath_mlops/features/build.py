@@ -169,13 +169,10 @@ def _target(value: Any) -> float | None:
 
 def load_embedder(cfg: EmbeddingSettings, settings: Settings, show_progress: bool = False):
     """Resolve the model weights and build the configured embedding backend."""
-    from financemath_mlops.features.embeddings import (
-        embedding_cache_key,
-        make_embedder,
-        resolve_model,
-    )
+    from financemath_mlops.features.embeddings import embedding_cache_key, make_embedder
+    from financemath_mlops.features.weights import resolve_weights
 
-    resolved = resolve_model(
+    resolved = resolve_weights(
         cfg.model_id,
         revision=cfg.revision,
         local_path=cfg.local_path,
@@ -208,11 +205,11 @@ def load_embedder(cfg: EmbeddingSettings, settings: Settings, show_progress: boo
 
 def onnx_bundle(settings: Settings, info: dict[str, Any]) -> Path:
     """The ONNX embedding bundle for the model the features were built with (exported if needed)."""
-    from financemath_mlops.features.embeddings import resolve_model
     from financemath_mlops.features.onnx_export import ensure_onnx_bundle, weights_sha256
+    from financemath_mlops.features.weights import resolve_weights
 
     cfg = settings.features.embedding
-    resolved = resolve_model(
+    resolved = resolve_weights(
         info["model_id"],
         revision=cfg.revision,
         local_path=cfg.local_path,

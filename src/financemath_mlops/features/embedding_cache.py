@@ -19,16 +19,25 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol, runtime_checkable
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from financemath_mlops.features.embeddings import Embedder
 
 logger = logging.getLogger(__name__)
 
 REQUIRED_KEY_FIELDS = ("model_id", "revision", "source", "backend")
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """What every embedding backend provides (and all the cache needs of one)."""
+
+    backend: str
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 array of shape (len(texts), dim) with L2-normalised rows."""
+        ...
 
 
 @dataclass(frozen=True)

