@@ -189,14 +189,13 @@ def test_entries_after_close_are_counted_as_dropped(tmp_path: Path):
 
 def test_settings_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from financemath_mlops.config import ConfigError, load_settings
-    from financemath_mlops.monitoring.settings import monitoring_settings
 
     monkeypatch.setenv("FMOPS_MONITORING__PREDICTION_LOG", "false")
     monkeypatch.setenv("FMOPS_MONITORING__LOG_FEATURES", "hand")
     settings = load_settings(None, {"paths": {"predictions_dir": tmp_path}})
     log = PredictionLog.from_settings(settings)
     assert not log.enabled and log.feature_columns == FEATURE_COLUMNS[:N_HAND_FEATURES]
-    assert monitoring_settings(settings).log_features == "hand"
+    assert settings.monitoring.log_features == "hand"
     monkeypatch.setenv("FMOPS_MONITORING__LOG_ROTATE_ROWS", "0")
     with pytest.raises(ConfigError, match="FMOPS_MONITORING__LOG_ROTATE_ROWS"):
         load_settings(None, {"paths": {"predictions_dir": tmp_path}})

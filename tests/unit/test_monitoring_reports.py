@@ -143,7 +143,7 @@ def test_what_the_service_imports_from_monitoring_pulls_in_nothing_heavy():
     code = (
         "import sys\n"
         "import financemath_mlops.monitoring.metrics, financemath_mlops.monitoring.prediction_log\n"
-        "import financemath_mlops.monitoring.settings\n"
+        "import financemath_mlops.config\n"
         "heavy = ('evidently', 'torch', 'sentence_transformers', 'prefect', 'mlflow')\n"
         "print([m for m in heavy if m in sys.modules])\n"
     )

@@ -2,7 +2,6 @@
 
 Modules (each small, each importable alone):
 
-- :mod:`.settings`: the monitoring knobs (``FMOPS_MONITORING__*``).
 - :mod:`.prediction_log`: the service's append-only Parquet log of predictions (background writer).
 - :mod:`.evidently_adapter`: the only module that imports Evidently (0.7 API).
 - :mod:`.embedding_drift`: a drift signal for the 384-dim embeddings (PCA + permutation test).

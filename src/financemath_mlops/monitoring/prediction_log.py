@@ -204,9 +204,7 @@ class PredictionLog:
     @classmethod
     def from_settings(cls, settings: Any, listener: LogListener | None = None) -> PredictionLog:
         """The log configured by ``paths.predictions_dir`` and ``FMOPS_MONITORING__*``."""
-        from financemath_mlops.monitoring.settings import monitoring_settings
-
-        cfg = monitoring_settings(settings)
+        cfg = settings.monitoring
         return cls(
             settings.paths.predictions_dir,
             max_queue=cfg.log_queue_size,
