@@ -241,12 +241,17 @@ def test_onnx_embedder_pickles(onnx_embedder: OnnxEmbedder) -> None:
     np.testing.assert_array_equal(clone.embed(texts), onnx_embedder.embed(texts))
 
 
-def test_allow_spinning_false_reaches_the_session_and_survives_pickling(
-    onnx_embedder: OnnxEmbedder,
-) -> None:
-    """The serving option (model/predictor.with_threads): idle ONNX threads sleep, same vectors."""
+def test_serving_threads_let_idle_onnx_threads_sleep(onnx_embedder: OnnxEmbedder) -> None:
+    """with_threads (serving.inference_threads) builds OnnxEmbedder(allow_spinning=False): the
+    option reaches the session, survives pickling and leaves the vectors as they were."""
+    from financemath_mlops.features.rows import FEATURE_COLUMNS
+    from financemath_mlops.model.predictor import Predictor, with_threads
+
     key = "session.intra_op.allow_spinning"
-    quiet = OnnxEmbedder(onnx_embedder.bundle_dir, threads=2, allow_spinning=False)
+    config = {"feature_columns": list(FEATURE_COLUMNS), "target_transform": "none"}
+    served = with_threads(Predictor(None, onnx_embedder, config), 3)
+    quiet = served.embedder
+    assert isinstance(quiet, OnnxEmbedder) and quiet.threads == 3 and not quiet.allow_spinning
     assert quiet._session.get_session_options().get_session_config_entry(key) == "0"
     assert not onnx_embedder._session.get_session_options().has_session_config_entry(key)
     clone = pickle.loads(pickle.dumps(quiet))

@@ -117,7 +117,7 @@ def with_threads(predictor: Any, threads: int) -> Any:
     """The same model with its ONNX session limited to ``threads`` (serving.inference_threads).
 
     The logged pyfunc builds its embedder with onnxruntime's default thread count; rebuild the
-    embedder from the same bundle. A non-ONNX embedder is kept as it is.
+    embedder from the same bundle, with ``allow_spinning=False``. A non-ONNX embedder is kept.
     """
     from financemath_mlops.features.embeddings import OnnxEmbedder
 
@@ -127,31 +127,6 @@ def with_threads(predictor: Any, threads: int) -> Any:
     if not isinstance(embedder, OnnxEmbedder):
         log.warning("inference_threads applies to the ONNX embedder only; keeping the default")
         return predictor
-    rebuilt = OnnxEmbedder(embedder.bundle_dir, embedder.batch_size, threads)
-    if threads > 1:
-        _stop_spinning(rebuilt)
+    # A server shares its cores: idle ONNX threads sleep rather than spin (see OnnxEmbedder).
+    rebuilt = OnnxEmbedder(embedder.bundle_dir, embedder.batch_size, threads, allow_spinning=False)
     return Predictor(predictor.booster, rebuilt, predictor.config)
-
-
-def _stop_spinning(embedder: Any) -> None:
-    """Let idle ONNX threads sleep instead of spinning.
-
-    A server shares its cores with the event loop, the other worker threads and, in containers,
-    with neighbours; spinning threads then steal the CPU they wait for (measured: p50 of a lone
-    embedding 71 ms spinning vs 44 ms not, on a loaded 2-core machine). OnnxEmbedder has no option
-    for it, so rebuild its session with the same options plus this one; skip if that changes.
-    """
-    import onnxruntime as ort
-
-    from financemath_mlops.features.onnx_export import MODEL_FILE
-
-    session = getattr(embedder, "_session", None)
-    if not isinstance(session, ort.InferenceSession):
-        return
-    options = session.get_session_options()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    embedder._session = ort.InferenceSession(
-        str(embedder.bundle_dir / MODEL_FILE),
-        sess_options=options,
-        providers=session.get_providers(),
-    )
