@@ -365,12 +365,24 @@ def fake_export(calls: list[Path], fail: bool = False):
     return export
 
 
-def test_bundle_is_exported_once_and_reused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture()
+def export_calls(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The export stubbed out by fake_export: the folders it was asked to fill, in order."""
     calls: list[Path] = []
     monkeypatch.setattr(onnx_export, "export_onnx_bundle", fake_export(calls))
-    resolved = ResolvedWeights(tmp_path, DEFAULT_MODEL_ID, SHA, "hub")
+    return calls
+
+
+@pytest.fixture()
+def hub_weights(tmp_path: Path) -> ResolvedWeights:
+    """Weights pinned to a hub commit (SHA)."""
+    return ResolvedWeights(tmp_path, DEFAULT_MODEL_ID, SHA, "hub")
+
+
+def test_bundle_is_exported_once_and_reused(
+    tmp_path: Path, export_calls: list[Path], hub_weights: ResolvedWeights
+) -> None:
+    calls, resolved = export_calls, hub_weights
     first = ensure_onnx_bundle(resolved, tmp_path / "onnx")
     second = ensure_onnx_bundle(resolved, tmp_path / "onnx")
     assert first == second and len(calls) == 1
@@ -390,10 +402,9 @@ def test_interrupted_export_leaves_nothing(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_stale_temp_dirs_of_killed_exports_are_removed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, export_calls: list[Path], hub_weights: ResolvedWeights
 ) -> None:
-    monkeypatch.setattr(onnx_export, "export_onnx_bundle", fake_export([]))
-    resolved = ResolvedWeights(tmp_path, DEFAULT_MODEL_ID, SHA, "hub")
+    resolved = hub_weights
     name = onnx_export.bundle_key(resolved)
     stale, recent = tmp_path / "onnx" / f".tmp-{name}-old", tmp_path / "onnx" / f".tmp-{name}-new"
     for folder in (stale, recent):
@@ -404,11 +415,9 @@ def test_stale_temp_dirs_of_killed_exports_are_removed(
 
 
 def test_incomplete_bundle_is_exported_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, export_calls: list[Path], hub_weights: ResolvedWeights
 ) -> None:
-    calls: list[Path] = []
-    monkeypatch.setattr(onnx_export, "export_onnx_bundle", fake_export(calls))
-    resolved = ResolvedWeights(tmp_path, DEFAULT_MODEL_ID, SHA, "hub")
+    calls, resolved = export_calls, hub_weights
     bundle = ensure_onnx_bundle(resolved, tmp_path / "onnx")
     (bundle / "tokenizer.json").unlink()
     with pytest.raises(BundleError, match="tokenizer.json"):
@@ -507,11 +516,13 @@ def test_precision_is_part_of_the_bundle_and_cache_identity(tmp_path: Path) -> N
 
 
 def test_int8_bundle_is_quantized_from_the_fp32_bundle(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    export_calls: list[Path],
+    hub_weights: ResolvedWeights,
 ) -> None:
-    calls: list[Path] = []
+    calls, resolved = export_calls, hub_weights
     quantized: list[tuple[Path, Path]] = []
-    monkeypatch.setattr(onnx_export, "export_onnx_bundle", fake_export(calls))
 
     def quantize(source: Path, out: Path) -> Path:
         quantized.append((source, out))
@@ -522,7 +533,6 @@ def test_int8_bundle_is_quantized_from_the_fp32_bundle(
         return out
 
     monkeypatch.setattr(onnx_export, "quantize_bundle", quantize)
-    resolved = ResolvedWeights(tmp_path, DEFAULT_MODEL_ID, SHA, "hub")
     int8 = ensure_onnx_bundle(resolved, tmp_path / "onnx", 256, "int8")
     fp32 = ensure_onnx_bundle(resolved, tmp_path / "onnx", 256, "fp32")
     assert len(calls) == 1 and [q[0] for q in quantized] == [fp32]  # one export, one quantization

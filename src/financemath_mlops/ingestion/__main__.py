@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from financemath_mlops.cli import base_parser, run_main, settings_from_args, setup_logging
+from financemath_mlops.cli import base_parser, parse_stage_args, run_main, setting_flags
 
 EPILOG = """\
 examples:
@@ -19,35 +19,16 @@ Environment: FMOPS_INGESTION__SOURCE, FMOPS_INGESTION__PATH, ... ; HF_TOKEN for 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser("python -m financemath_mlops.ingestion", __doc__ or "")
-    parser.epilog = EPILOG
-    parser.add_argument("--source", choices=["hf", "local", "sample"], help="where rows come from")
-    parser.add_argument("--split", help="dataset split for --source hf (default: validation)")
-    parser.add_argument("--revision", help="dataset revision (branch, tag or commit) for hf")
-    parser.add_argument(
-        "--path", type=Path, help="input file for --source local (.json/.jsonl/.parquet)"
-    )
-    parser.add_argument("--rows", type=int, help="rows to generate for --source sample")
-    parser.add_argument("--seed", type=int, help="seed for --source sample")
-    parser.add_argument(
-        "--output", type=Path, help="output JSONL (default data/interim/financemath.jsonl)"
-    )
-    args = parser.parse_args(argv)
-    setup_logging(args.log_level)
-    settings = settings_from_args(
-        args,
-        {
-            "ingestion": {
-                "source": args.source,
-                "split": args.split,
-                "revision": args.revision,
-                "path": args.path,
-                "rows": args.rows,
-                "seed": args.seed,
-                "output": args.output,
-            }
-        },
-    )
+    parser = base_parser("python -m financemath_mlops.ingestion", __doc__ or "", EPILOG)
+    ingestion = setting_flags(parser, "ingestion")
+    ingestion("--source", choices=["hf", "local", "sample"], help="where rows come from")
+    ingestion("--split", help="dataset split for --source hf (default: validation)")
+    ingestion("--revision", help="dataset revision (branch, tag or commit) for hf")
+    ingestion("--path", type=Path, help="input file for --source local (.json/.jsonl/.parquet)")
+    ingestion("--rows", type=int, help="rows to generate for --source sample")
+    ingestion("--seed", type=int, help="seed for --source sample")
+    ingestion("--output", type=Path, help="output JSONL (default data/interim/financemath.jsonl)")
+    _, settings = parse_stage_args(parser, argv)
     from financemath_mlops.ingestion import ingest
 
     summary = ingest(settings)

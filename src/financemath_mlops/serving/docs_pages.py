@@ -11,8 +11,10 @@ is untouched: the pages load the app's ``openapi_url``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
@@ -42,40 +44,39 @@ ASSETS_DIR = Path(str(resources.files("fastapi_offline").joinpath("static")))
 router = APIRouter(include_in_schema=False)
 
 
-def _urls(request: Request) -> tuple[str, str, str]:
-    """OpenAPI, assets and icon URLs, honouring a proxy's ``root_path``."""
+def _offline_page(
+    request: Request,
+    name: str,
+    build: Callable[..., HTMLResponse],
+    assets: dict[str, str],
+    **options: Any,
+) -> HTMLResponse:
+    """FastAPI's page `build` with the OpenAPI URL and every asset URL (`assets`: keyword ->
+    file name) under this service, honouring a proxy's ``root_path``, and the image policy."""
     root = request.scope.get("root_path", "").rstrip("/")
     openapi_url = request.app.openapi_url or "/openapi.json"
-    return f"{root}{openapi_url}", f"{root}{ASSETS_PATH}", f"{root}{ASSETS_PATH}/favicon.png"
+    page = build(
+        openapi_url=f"{root}{openapi_url}",
+        title=f"{request.app.title} - {name}",
+        **{keyword: f"{root}{ASSETS_PATH}/{file}" for keyword, file in assets.items()},
+        **options,
+    )
+    page.headers.update(PAGE_HEADERS)
+    return page
 
 
 @router.get("/docs")
 async def swagger_ui(request: Request) -> HTMLResponse:
-    openapi_url, assets, icon = _urls(request)
-    page = get_swagger_ui_html(
-        openapi_url=openapi_url,
-        title=f"{request.app.title} - Swagger UI",
-        swagger_js_url=f"{assets}/swagger-ui-bundle.js",
-        swagger_css_url=f"{assets}/swagger-ui.css",
-        swagger_favicon_url=icon,
-        swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
-    )
-    page.headers.update(PAGE_HEADERS)
-    return page
+    files = {"swagger_js_url": "swagger-ui-bundle.js", "swagger_css_url": "swagger-ui.css",
+             "swagger_favicon_url": "favicon.png"}  # fmt: skip
+    return _offline_page(request, "Swagger UI", get_swagger_ui_html, files,
+                         swagger_ui_parameters=SWAGGER_UI_PARAMETERS)  # fmt: skip
 
 
 @router.get("/redoc")
 async def redoc(request: Request) -> HTMLResponse:
-    openapi_url, assets, icon = _urls(request)
-    page = get_redoc_html(
-        openapi_url=openapi_url,
-        title=f"{request.app.title} - ReDoc",
-        redoc_js_url=f"{assets}/redoc.standalone.js",
-        redoc_favicon_url=icon,
-        with_google_fonts=False,
-    )
-    page.headers.update(PAGE_HEADERS)
-    return page
+    files = {"redoc_js_url": "redoc.standalone.js", "redoc_favicon_url": "favicon.png"}
+    return _offline_page(request, "ReDoc", get_redoc_html, files, with_google_fonts=False)
 
 
 @router.get(ASSETS_PATH + "/{name}")
