@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from financemath_mlops.cli import base_parser, run_main, settings_from_args, setup_logging
+from financemath_mlops.cli import base_parser, parse_stage_args, run_main, setting_flags
 
 EPILOG = """\
 examples:
@@ -21,39 +21,21 @@ Environment: FMOPS_FEATURES__EMBEDDING__BACKEND, FMOPS_FEATURES__EXECUTOR, ...
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser("python -m financemath_mlops.features", __doc__ or "")
-    parser.epilog = EPILOG
-    parser.add_argument("--input", type=Path, help="ingested JSONL (default: ingestion output)")
-    parser.add_argument("--output", type=Path, help="feature Parquet to write")
-    parser.add_argument("--backend", choices=["onnx", "sentence-transformers"])
-    parser.add_argument("--model-path", type=Path, help="local sentence-transformers folder")
-    parser.add_argument("--batch-size", type=int, help="embedding batch size")
-    parser.add_argument("--threads", type=int, help="compute threads (default: all cores)")
-    parser.add_argument("--executor", choices=["local", "dask"])
-    parser.add_argument("--dask-address", help="'local-cluster' or tcp://scheduler:8786")
-    parser.add_argument("--workers", type=int, help="worker processes for local-cluster")
-    parser.add_argument("--partition-rows", type=int, help="rows per chunk / Dask partition")
-    args = parser.parse_args(argv)
-    setup_logging(args.log_level)
-    settings = settings_from_args(
-        args,
-        {
-            "features": {
-                "input": args.input,
-                "output": args.output,
-                "executor": args.executor,
-                "dask_address": args.dask_address,
-                "dask_workers": args.workers,
-                "partition_rows": args.partition_rows,
-                "embedding": {
-                    "backend": args.backend,
-                    "local_path": args.model_path,
-                    "batch_size": args.batch_size,
-                    "threads": args.threads,
-                },
-            }
-        },
-    )
+    parser = base_parser("python -m financemath_mlops.features", __doc__ or "", EPILOG)
+    features = setting_flags(parser, "features")
+    features("--input", type=Path, help="ingested JSONL (default: ingestion output)")
+    features("--output", type=Path, help="feature Parquet to write")
+    features("--backend", key="embedding.backend", choices=["onnx", "sentence-transformers"])
+    features("--model-path", key="embedding.local_path", type=Path,
+             help="local sentence-transformers folder")  # fmt: skip
+    features("--batch-size", key="embedding.batch_size", type=int, help="embedding batch size")
+    features("--threads", key="embedding.threads", type=int,
+             help="compute threads (default: all cores)")  # fmt: skip
+    features("--executor", choices=["local", "dask"])
+    features("--dask-address", help="'local-cluster' or tcp://scheduler:8786")
+    features("--workers", key="dask_workers", type=int, help="worker processes for local-cluster")
+    features("--partition-rows", type=int, help="rows per chunk / Dask partition")
+    _, settings = parse_stage_args(parser, argv)
     from financemath_mlops.features.build import build_features
 
     print(build_features(settings).table())

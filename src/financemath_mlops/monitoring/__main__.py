@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from financemath_mlops.cli import base_parser, run_main, settings_from_args, setup_logging
+from financemath_mlops.cli import base_parser, parse_stage_args, run_main, setting_flags
 
 EPILOG = """\
 examples:
@@ -38,7 +38,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "(default: the served model, serving.model_name @ serving.alias)",
     )
     parser.add_argument("--output", type=Path, help="report folder (default reports/<timestamp>/)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI")
+    setting_flags(parser, "mlflow")("--tracking-uri", help="MLflow tracking URI")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log the numbers to MLflow")
     parser.add_argument(
         "--no-publish",
@@ -48,8 +48,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = base_parser("python -m financemath_mlops.monitoring", __doc__ or "")
-    parser.epilog = EPILOG
+    parser = base_parser("python -m financemath_mlops.monitoring", __doc__ or "", EPILOG)
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="{drift,performance,history}"
     )
@@ -100,16 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
+    args, settings = parse_stage_args(build_parser(), argv)
     if args.command == "history":
         from financemath_mlops.monitoring.history import history_table, read_history
 
-        settings = settings_from_args(args, {})
         entries = read_history(settings.paths.reports_dir, args.kind, max(1, args.limit))
         print(history_table(entries))
         return 0
-    settings = settings_from_args(args, {"mlflow": {"tracking_uri": args.tracking_uri}})
     from financemath_mlops.monitoring import run
 
     if args.command == "drift":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from financemath_mlops.cli import base_parser, run_main, settings_from_args, setup_logging
+from financemath_mlops.cli import base_parser, parse_stage_args, run_main, setting_flags
 
 EPILOG = """\
 examples:
@@ -20,33 +20,16 @@ Runs on the synthetic sample register as <model-name>-sample.
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser("python -m financemath_mlops.training", __doc__ or "")
-    parser.epilog = EPILOG
-    parser.add_argument("--features", type=Path, help="feature Parquet (default: features output)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI")
-    parser.add_argument("--experiment", help="MLflow experiment name")
-    parser.add_argument("--model-name", help="registered model name")
-    parser.add_argument("--target-transform", choices=["signed_log1p", "none"])
-    parser.add_argument("--cv-folds", type=int)
-    parser.add_argument("--seed", type=int, help="split and model seed")
-    args = parser.parse_args(argv)
-    setup_logging(args.log_level)
-    settings = settings_from_args(
-        args,
-        {
-            "training": {
-                "features": args.features,
-                "target_transform": args.target_transform,
-                "cv_folds": args.cv_folds,
-                "seed": args.seed,
-            },
-            "mlflow": {
-                "tracking_uri": args.tracking_uri,
-                "experiment_name": args.experiment,
-                "model_name": args.model_name,
-            },
-        },
-    )
+    parser = base_parser("python -m financemath_mlops.training", __doc__ or "", EPILOG)
+    training, mlflow = setting_flags(parser, "training"), setting_flags(parser, "mlflow")
+    training("--features", type=Path, help="feature Parquet (default: features output)")
+    mlflow("--tracking-uri", help="MLflow tracking URI")
+    mlflow("--experiment", key="experiment_name", help="MLflow experiment name")
+    mlflow("--model-name", help="registered model name")
+    training("--target-transform", choices=["signed_log1p", "none"])
+    training("--cv-folds", type=int)
+    training("--seed", type=int, help="split and model seed")
+    _, settings = parse_stage_args(parser, argv)
     from financemath_mlops.training.train import train
 
     print(train(settings).table())
