@@ -10,7 +10,9 @@ STAMP := $(VENV)/.installed
 # CPU wheel index: make TORCH_INDEX=--extra-index-url=https://download.pytorch.org/whl/cpu
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
+# The install set: requirements/$(EXTRAS).txt, the hashed lock of that extra (dev, pipeline, serving).
 EXTRAS ?= dev
+LOCK := requirements/$(EXTRAS).txt
 
 # Main job settings: `make run SOURCE=hf` or `make run SOURCE=local INPUT=path/to/validation.json`
 SOURCE ?= sample
@@ -28,14 +30,17 @@ help:
 	@echo "make test-card - the model card equals what the evaluation report computes from the real file (minutes)"
 	@echo "make test-team-stores - MLflow on PostgreSQL + S3, two trainers at once, MLflow upgrade, DVC round trip (minutes)"
 	@echo "make test-browser - /docs, /redoc, a drift report and the MLflow UI in headless Chromium, offline"
-	@echo "make lock   - refresh requirements/constraints.txt from the venv"
+	@echo "make lock   - re-resolve the hashed locks requirements/*.txt from pyproject.toml (needs PyPI)"
 	@echo "make clean  - remove generated data, mlruns, caches and reports (keeps .venv)"
 
-$(STAMP): pyproject.toml requirements/constraints.txt
+# torch first, without its dependencies (the lock has them, hashed; the serving set has no torch),
+# then the lock with every file's hash checked and nothing outside it fetched, then the project.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q $(TORCH_INDEX) "$(TORCH_SPEC)"
-	$(PIP) install -q $(TORCH_INDEX) -c requirements/constraints.txt -e ".[$(EXTRAS)]"
+	$(if $(filter serving,$(EXTRAS)),,$(PIP) install -q $(TORCH_INDEX) --no-deps "$(TORCH_SPEC)")
+	$(PIP) install -q --require-hashes --no-deps -r $(LOCK)
+	$(PIP) install -q --no-deps -e .
 	$(PIP) check
 	touch $(STAMP)
 
@@ -89,8 +94,27 @@ test-team-stores: $(STAMP) tools
 test-images: $(STAMP)
 	VENV_BIN=$(VENV)/bin bash scripts/test_images.sh
 
-lock: $(STAMP)
-	$(PIP) freeze --exclude-editable | sed -E 's/^torch==([0-9.]+)\+cpu$$/torch==\1/' > requirements/constraints.txt
+# The hashed locks, one per install set, resolved by uv (requirements/uv-tool.txt) for CPython 3.11
+# on x86_64 Linux, glibc 2.36 (Debian 12, the images' base), with the hash of every file PyPI has
+# of each pinned version. dev first, the others constrained to it: the images run what `make test`
+# tested. Locked versions stay; move one with LOCK_ARGS="--upgrade-package NAME==VERSION". torch's
+# CPU wheel is resolved (for its dependencies) but left out: installers take it first, --no-deps.
+# Needs PyPI, and torch's CPU wheel from pip's find-links or PyTorch's CPU index; installs do not.
+TORCH_FIND_LINKS ?= $(or $(PIP_FIND_LINKS),https://download.pytorch.org/whl/cpu/torch/)
+LOCK_ARGS ?=
+# uv in its own venv, a per-user tool cache keyed by the hash of its pins (made on first use).
+UV_VENV ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/financemath-mlops/uv-$(shell sha256sum requirements/uv-tool.txt | cut -c1-12)
+UV_COMPILE = $(UV_VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-manylinux_2_36 --custom-compile-command "make lock" \
+	--find-links $(TORCH_FIND_LINKS) -c <(echo "$(TORCH_SPEC)+cpu") --no-emit-package torch $(LOCK_ARGS)
+
+lock:
+	test -x $(UV_VENV)/bin/uv || { python3 -m venv --clear $(UV_VENV) \
+	  && $(UV_VENV)/bin/pip install -q --require-hashes --no-deps -r requirements/uv-tool.txt; }
+	$(UV_COMPILE) pyproject.toml --extra dev -o requirements/dev.txt
+	$(UV_COMPILE) pyproject.toml --extra pipeline -c requirements/dev.txt -o requirements/pipeline.txt
+	$(UV_COMPILE) pyproject.toml --extra serving -c requirements/dev.txt -o requirements/serving.txt
+	$(UV_COMPILE) requirements/lint.in -c requirements/dev.txt -o requirements/lint.txt
 
 clean:
 	rm -rf data/interim data/processed data/predictions mlruns models reports .cache .pytest_cache .ruff_cache

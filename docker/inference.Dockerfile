@@ -21,14 +21,13 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /build
 # No pip or setuptools inside the venv: the base image's pip installs into it (--python).
 RUN python -m venv --without-pip /opt/venv
-# Dependencies first, pinned by the lock: this layer is reused until pyproject or the lock change.
-COPY pyproject.toml README.md LICENSE ./
-COPY requirements/constraints.txt requirements/constraints.txt
-COPY scripts/extra_requirements.py scripts/extra_requirements.py
-RUN python scripts/extra_requirements.py serving > /tmp/requirements.txt \
-    && python -m pip --python /opt/venv/bin/python install --no-cache-dir \
-        -c requirements/constraints.txt -r /tmp/requirements.txt
+# Dependencies first, from the serving lock (`make lock`): every file's sha256 checked, nothing
+# outside the lock fetched. This layer is reused until the lock changes.
+COPY requirements/serving.txt requirements/serving.txt
+RUN python -m pip --python /opt/venv/bin/python install --no-cache-dir --require-hashes --no-deps \
+        -r requirements/serving.txt
 # Our package, built as a wheel and installed without touching the dependencies above.
+COPY pyproject.toml README.md LICENSE ./
 COPY src ./src
 RUN python -m pip --python /opt/venv/bin/python install --no-cache-dir --no-deps . \
     && python -m pip --python /opt/venv/bin/python check \

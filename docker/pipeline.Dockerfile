@@ -5,7 +5,7 @@
 # Build from the repository root:
 #   docker build -f docker/pipeline.Dockerfile -t financemath-mlops/pipeline .
 # Air-gapped from the CPU wheel index, with a folder holding torch-2.13.0+cpu's wheel (the local
-# version sorts above PyPI's 2.13.0, so the wheel wins; its dependencies still come from PyPI):
+# version sorts above PyPI's 2.13.0, so the wheel wins; its dependencies come from the lock):
 #   docker build -f docker/pipeline.Dockerfile --build-context torch-wheels=DIR \
 #     --build-arg TORCH_INDEX_URL=https://pypi.org/simple -t financemath-mlops/pipeline .
 # Run the whole pipeline once (offline synthetic sample):
@@ -25,16 +25,16 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /app
 RUN python -m venv --without-pip /opt/venv
-COPY pyproject.toml README.md LICENSE ./
-COPY requirements/constraints.txt requirements/constraints.txt
-COPY scripts/extra_requirements.py scripts/extra_requirements.py
-# Same pin as the lock and the Makefile's TORCH_SPEC; the CPU index serves it as 2.13.0+cpu.
+# The Makefile's TORCH_SPEC; the CPU index serves it as 2.13.0+cpu. --no-deps: torch's own
+# dependencies are in the pipeline lock, hashed.
 RUN --mount=type=bind,from=torch-wheels,target=/torch-wheels \
-    python -m pip --python /opt/venv/bin/python install --no-cache-dir \
+    python -m pip --python /opt/venv/bin/python install --no-cache-dir --no-deps \
         --find-links /torch-wheels --index-url "${TORCH_INDEX_URL}" torch==2.13.0
-RUN python scripts/extra_requirements.py pipeline > /tmp/requirements.txt \
-    && python -m pip --python /opt/venv/bin/python install --no-cache-dir \
-        -c requirements/constraints.txt -r /tmp/requirements.txt
+# The pipeline lock (`make lock`): every file's sha256 checked, nothing outside the lock fetched.
+COPY requirements/pipeline.txt requirements/pipeline.txt
+RUN python -m pip --python /opt/venv/bin/python install --no-cache-dir --require-hashes --no-deps \
+        -r requirements/pipeline.txt
+COPY pyproject.toml README.md LICENSE ./
 COPY src ./src
 COPY configs ./configs
 COPY prefect.yaml ./

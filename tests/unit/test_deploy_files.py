@@ -21,7 +21,6 @@ from packaging.utils import canonicalize_name
 from tests.helpers import REPO_ROOT, load_script
 
 deploy_files = load_script("deploy_files")
-extra_requirements = load_script("extra_requirements").requirements
 
 INFERENCE = REPO_ROOT / "docker" / "inference.Dockerfile"
 PIPELINE = REPO_ROOT / "docker" / "pipeline.Dockerfile"
@@ -87,29 +86,6 @@ def test_the_walk_does_see_the_heavy_stack_in_the_pipeline_extra() -> None:
     assert {canonicalize_name(h) for h in HEAVY} <= found
 
 
-@pytest.mark.parametrize("extra", ["serving", "pipeline", "dev"])
-def test_image_layer_installs_exactly_the_extra_of_the_installed_metadata(extra: str) -> None:
-    """scripts/extra_requirements.py (the Docker dependency layer) agrees with the package."""
-    own = canonicalize_name("financemath-mlops")
-    declared: set[str] = set()
-    pending, seen = [extra], set()
-    while pending:
-        current = pending.pop()
-        seen.add(current)
-        for text in metadata.requires("financemath-mlops") or []:
-            requirement = Requirement(text)
-            if requirement.marker is not None and not requirement.marker.evaluate(
-                {"extra": current}
-            ):
-                continue
-            if canonicalize_name(requirement.name) == own:
-                pending += [e for e in requirement.extras if e not in seen]
-            else:
-                declared.add(canonicalize_name(requirement.name))
-    script = {canonicalize_name(Requirement(r).name) for r in extra_requirements([extra])}
-    assert script == declared
-
-
 # --- Dockerfiles ---------------------------------------------------------------------------------
 
 
@@ -145,8 +121,9 @@ def test_inference_image_is_the_serving_extra_in_a_venv_without_compiler_or_torc
     _, stages = deploy_files.parse_dockerfile(INFERENCE)
     builder = next(stage for stage in stages if stage.name == "builder")
     runs = " ".join(builder.of("RUN"))
-    assert "extra_requirements.py serving" in runs
-    assert "-c requirements/constraints.txt" in runs
+    # The lock's coverage of the extra: tests/unit/test_requirements_lock.py.
+    assert "-r requirements/serving.txt" in runs
+    assert "--require-hashes" in runs
     assert "torch" not in " ".join(args for stage in stages for args in stage.of("RUN")).replace(
         "('torch'", ""
     )
@@ -177,15 +154,10 @@ def test_pipeline_image_takes_torch_pinned_like_the_lock_from_the_cpu_index() ->
     assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in text
     pins = set(re.findall(r"torch==([0-9.]+)", text))
     makefile = re.search(r"TORCH_SPEC \?= torch==([0-9.]+)", (REPO_ROOT / "Makefile").read_text())
-    lock = re.search(
-        r"^torch==([0-9.]+)$",
-        (REPO_ROOT / "requirements" / "constraints.txt").read_text(),
-        re.MULTILINE,
-    )
-    assert makefile and lock
-    assert pins == {makefile[1]} == {lock[1]}
+    assert makefile
+    assert pins == {makefile[1]}  # `make lock` resolves torch's dependencies for TORCH_SPEC
     runs = " ".join(deploy_files.image(PIPELINE).instructions("RUN"))
-    assert "extra_requirements.py pipeline" in " ".join(
+    assert "-r requirements/pipeline.txt" in " ".join(
         args for stage in deploy_files.parse_dockerfile(PIPELINE)[1] for args in stage.of("RUN")
     )
     assert "gcc" not in runs

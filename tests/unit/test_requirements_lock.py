@@ -1,0 +1,221 @@
+"""The hashed locks (requirements/<set>.txt, written by `make lock`) cover what they install.
+
+Every installer (Makefile, both Dockerfiles, CI) runs `pip install --require-hashes --no-deps -r
+requirements/<set>.txt` after torch (itself `--no-deps`, from the CPU build): with `--no-deps`
+nothing the lock misses is ever fetched, so a lock that lacks one distribution of its extra's
+closure breaks at import time, not at install. These tests walk that closure over the installed
+metadata of the dev venv (which `make install` builds from requirements/dev.txt), offline.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from tests.helpers import REPO_ROOT
+
+REQUIREMENTS = REPO_ROOT / "requirements"
+PROJECT = canonicalize_name("financemath-mlops")
+# The extras that have a lock of their own, each requirements/<extra>.txt.
+EXTRA_SETS = ("serving", "pipeline", "dev")
+# What the locks are resolved for (`make lock`): the images' platform and the dev machines'.
+TARGET = {
+    **default_environment(),
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+    "platform_machine": "x86_64",
+    "platform_system": "Linux",
+    "sys_platform": "linux",
+    "os_name": "posix",
+    "python_version": "3.11",
+    "python_full_version": "3.11.0",  # `--python-version 3.11`: every 3.11.x, Debian's 3.11.2 too
+}
+_HASH = re.compile(r"--hash=sha256:[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Pin:
+    version: str
+    sha256: tuple[str, ...]
+
+
+def read_lock(path: Path) -> dict[str, Pin]:
+    """The pins of a requirements file: name -> exact version and its sha256 hashes."""
+    text = re.sub(r"\\\n", " ", path.read_text(encoding="utf-8"))
+    pins: dict[str, Pin] = {}
+    for line in text.splitlines():
+        line = line.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        assert not line.startswith("-"), f"{path.name}: an option line would change pip: {line}"
+        spec = line.split(" --hash", 1)[0].strip()
+        requirement = Requirement(spec)
+        if requirement.marker is not None and not requirement.marker.evaluate(TARGET):
+            continue
+        (specifier,) = requirement.specifier
+        assert specifier.operator == "==", f"{path.name}: {spec} is not an exact pin"
+        name = canonicalize_name(requirement.name)
+        assert name not in pins, f"{path.name}: {name} pinned twice"
+        pins[name] = Pin(specifier.version, tuple(_HASH.findall(line)))
+    return pins
+
+
+def pyproject_requirements(extra: str) -> list[Requirement]:
+    """The core dependencies plus those of ``extra``, through self-references such as
+    ``financemath-mlops[serving]``: what the project asks for, from pyproject.toml."""
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    optional = project["optional-dependencies"]
+    out = [Requirement(text) for text in project["dependencies"]]
+    pending, seen = [extra], set()
+    while pending:
+        current = pending.pop()
+        seen.add(current)
+        for requirement in map(Requirement, optional[current]):
+            if canonicalize_name(requirement.name) == PROJECT:
+                pending += [e for e in requirement.extras if e not in seen]
+            else:
+                out.append(requirement)
+    return out
+
+
+def lint_requirements() -> list[Requirement]:
+    lines = (REQUIREMENTS / "lint.in").read_text(encoding="utf-8").splitlines()
+    return [Requirement(line) for line in lines if line.strip() and not line.startswith("#")]
+
+
+def closure(roots: list[Requirement], lock: dict[str, Pin]) -> set[str]:
+    """Every distribution ``roots`` pull in on the target, walked over the installed metadata.
+
+    Each one reached must be pinned (torch aside: it is installed first, outside the lock) at a
+    version its requirer accepts, with the installed version equal to the pin, so the metadata
+    walked is the metadata of what the lock installs. A pin this interpreter does not need (a
+    marker such as ``python_full_version < '3.11.3'``) is not installed here, so not walked.
+    """
+    reached: dict[str, set[str]] = {}
+    queue = [(requirement, "pyproject.toml", {""}) for requirement in roots]
+    while queue:
+        requirement, requirer, requirer_extras = queue.pop()
+        name = canonicalize_name(requirement.name)
+        extras = set(requirement.extras)
+        if name in reached and extras <= reached[name]:
+            continue
+        reached.setdefault(name, set()).update(extras)
+        if name == "torch":
+            assert name not in lock, "torch is installed first from its CPU build, not by the lock"
+            version = metadata.version(name).split("+")[0]
+        else:
+            assert name in lock, f"{requirement} (required by {requirer}) is not in the lock"
+            version = lock[name].version
+        assert requirement.specifier.contains(version, prereleases=True), (
+            f"{requirer} requires {requirement}, the lock pins {version}"
+        )
+        try:
+            installed = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            here = [{**default_environment(), "extra": e} for e in requirer_extras]
+            marker = requirement.marker
+            assert marker is not None and not any(marker.evaluate(env) for env in here), (
+                f"{name} is not installed: `make install`"
+            )
+            continue
+        if name != "torch":
+            assert installed.version == version, (
+                f"the venv has {name} {installed.version}, the lock {version}: `make install`"
+            )
+        walked = reached[name] or {""}
+        environments = [{**TARGET, "extra": e} for e in walked]
+        for text in installed.requires or []:
+            child = Requirement(text)
+            if child.marker is None or any(child.marker.evaluate(env) for env in environments):
+                queue.append((child, f"{name} {version}", walked))
+    return set(reached)
+
+
+@pytest.mark.parametrize("extra", EXTRA_SETS)
+def test_lock_pins_exactly_the_closure_of_its_extra_with_hashes(extra: str) -> None:
+    lock = read_lock(REQUIREMENTS / f"{extra}.txt")
+    needed = closure(pyproject_requirements(extra), lock)
+    assert set(lock) == needed - {"torch"}, (
+        f"requirements/{extra}.txt pins more than its extra needs: {sorted(set(lock) - needed)}"
+    )
+    unhashed = sorted(name for name, pin in lock.items() if not pin.sha256)
+    assert not unhashed, f"requirements/{extra}.txt: no sha256 hash for {unhashed}"
+
+
+def test_lint_lock_pins_the_linters_and_what_they_need_with_hashes() -> None:
+    lock = read_lock(REQUIREMENTS / "lint.txt")
+    assert set(lock) == closure(lint_requirements(), lock)
+    assert all(pin.sha256 for pin in lock.values())
+    dev = {canonicalize_name(r.name) for r in pyproject_requirements("dev")}
+    assert {canonicalize_name(r.name) for r in lint_requirements()} <= dev
+
+
+def test_every_lock_agrees_with_the_dev_lock_and_leaves_torch_out() -> None:
+    """One version of each distribution everywhere: the images run what `make test` tested."""
+    dev = read_lock(REQUIREMENTS / "dev.txt")
+    for name in (*EXTRA_SETS, "lint"):
+        lock = read_lock(REQUIREMENTS / f"{name}.txt")
+        assert "torch" not in lock and not [d for d in lock if d.startswith("nvidia-")], name
+        differ = {d: (pin.version, dev[d].version) for d, pin in lock.items() if pin != dev.get(d)}
+        assert not differ, f"requirements/{name}.txt differs from dev.txt: {differ}"
+    serving = read_lock(REQUIREMENTS / "serving.txt")
+    assert {"onnxruntime", "tokenizers", "fastapi", "uvicorn"} <= set(serving)
+    assert not {"prefect", "evidently", "sentence-transformers"} & set(serving)
+
+
+# --- every installer uses the lock of its set, with hashes ------------------------------------
+
+
+def test_images_install_their_lock_with_hashes_before_the_source() -> None:
+    for dockerfile, lock in (("inference", "serving"), ("pipeline", "pipeline")):
+        text = (REPO_ROOT / "docker" / f"{dockerfile}.Dockerfile").read_text(encoding="utf-8")
+        flat = re.sub(r"\\\n\s*", " ", text)
+        install = re.search(rf"pip .*install [^\n]*-r requirements/{lock}\.txt", flat)
+        assert install, f"{dockerfile}.Dockerfile does not install requirements/{lock}.txt"
+        assert "--require-hashes" in install[0] and "--no-deps" in install[0]
+        assert flat.index(f"COPY requirements/{lock}.txt") < flat.index("COPY src")
+        assert flat.index(install[0]) < flat.index("COPY src")
+        project = re.search(r"pip [^\n]*install [^\n]*--no-deps [^\n]*\.(\s|$)", flat)
+        assert project, f"{dockerfile}.Dockerfile must install the project itself with --no-deps"
+        for torch in re.findall(r"pip [^\n]*install [^\n]*torch==[^\n]*", flat):
+            assert "--no-deps" in torch, "torch's dependencies come from the lock, hashed"
+
+
+def test_make_install_uses_the_dev_lock_with_hashes_after_torch() -> None:
+    makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
+    assert re.search(r"^EXTRAS \?= dev$", makefile, re.MULTILINE)
+    assert re.search(r"^LOCK := requirements/\$\(EXTRAS\)\.txt$", makefile, re.MULTILINE)
+    stamp = makefile.split("\n$(STAMP):", 1)[1].split("\n\n", 1)[0]
+    assert "$(LOCK)" in stamp.splitlines()[0]
+    lines = [line.strip() for line in stamp.splitlines()[1:]]
+    torch = next(i for i, line in enumerate(lines) if "$(TORCH_SPEC)" in line)
+    lock = next(i for i, line in enumerate(lines) if "-r $(LOCK)" in line)
+    assert torch < lock and "--no-deps" in lines[torch]
+    assert "--require-hashes" in lines[lock] and "--no-deps" in lines[lock]
+    assert any("--no-deps -e ." in line for line in lines[lock:])
+    assert "$(PIP) check" in lines
+
+
+def test_ci_installs_from_the_locks() -> None:
+    workflow = yaml.safe_load((REPO_ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    runs = [step.get("run", "") for job in workflow["jobs"].values() for step in job["steps"]]
+    assert any("--require-hashes" in run and "-r requirements/lint.txt" in run for run in runs), (
+        "the lint job installs the linters from their lock"
+    )
+    assert any(re.search(r"\bmake\b.*\btest\b", run) for run in runs)  # make install: dev.txt
+    caches = [
+        str(step.get("with", {}).get("cache-dependency-path", ""))
+        for job in workflow["jobs"].values()
+        for step in job["steps"]
+    ]
+    assert all("constraints.txt" not in cache for cache in caches)
+    assert any("requirements/dev.txt" in cache for cache in caches)
