@@ -20,6 +20,7 @@ from financemath_mlops.tables import parse_tables
 
 __all__ = [
     "chance_accuracy",
+    "chance_row_hits",
     "median_baselines",
     "numbers_median",
     "record_numbers",
@@ -62,22 +63,32 @@ def chance_accuracy(
     n = len(truths)
     if n < 2:
         return {"one_number": math.nan, "any_number": math.nan, "own_any_number": math.nan}
+    one, anyn = chance_row_hits(numbers, truths, draws, seed)
+    own = sum(
+        any(financemath_correct(v, t) for v in pool)
+        for pool, t in zip(numbers, truths, strict=True)
+    )
+    return {
+        "one_number": float(one.sum()) / (draws * n),
+        "any_number": float(anyn.sum()) / (draws * n),
+        "own_any_number": own / n,
+    }
+
+
+def chance_row_hits(
+    numbers: Sequence[Sequence[float]], truths: np.ndarray, draws: int = 20, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, over ``draws``: hits of one number / any number of another question (see
+    :func:`chance_accuracy`); per-row rates (divide by ``draws``) pair with a model's misses."""
+    n = len(truths)
     rng = np.random.default_rng(seed)
-    one = anyn = 0
+    one, anyn = np.zeros(n), np.zeros(n)
     for _ in range(draws):
         others = (np.arange(n) + rng.integers(1, n, size=n)) % n  # never the row itself
         for i, j in enumerate(others):
             pool = numbers[j]
             if not pool:
                 continue
-            one += financemath_correct(pool[int(rng.integers(len(pool)))], truths[i])
-            anyn += any(financemath_correct(v, truths[i]) for v in pool)
-    own = sum(
-        any(financemath_correct(v, t) for v in pool)
-        for pool, t in zip(numbers, truths, strict=True)
-    )
-    return {
-        "one_number": one / (draws * n),
-        "any_number": anyn / (draws * n),
-        "own_any_number": own / n,
-    }
+            one[i] += financemath_correct(pool[int(rng.integers(len(pool)))], truths[i])
+            anyn[i] += any(financemath_correct(v, truths[i]) for v in pool)
+    return one, anyn
