@@ -187,16 +187,12 @@ def test_failure_mid_write_keeps_the_previous_set(
 ) -> None:
     import financemath_mlops.ingestion.run as run
 
-    calls = {"n": 0}
-    original = run.dump_jsonl
+    def crash_on_rejects(handle: Any, rejects: Any) -> int:
+        # The output is complete; the rejects are half written when the disk fills up.
+        handle.write(next(r.to_json() for r in rejects)["reason"])
+        raise OSError("disk full")
 
-    def crash_on_rejects(handle: Any, rows: Any) -> int:
-        calls["n"] += 1
-        if calls["n"] == 2:  # the output is complete, the rejects are being written
-            raise OSError("disk full")
-        return original(handle, rows)
-
-    monkeypatch.setattr(run, "dump_jsonl", crash_on_rejects)
+    monkeypatch.setattr(run, "write_rejects", crash_on_rejects)
     source = isolated_env / "bigger.jsonl"
     source.write_bytes(jsonl(*make_rows(8), {"question_id": 1}))
     with pytest.raises(OSError, match="disk full"):
@@ -215,16 +211,11 @@ KILLER = textwrap.dedent(
     import financemath_mlops.ingestion.run as run
     from financemath_mlops.cli import run_main
     from financemath_mlops.ingestion.__main__ import main
-    original = run.dump_jsonl
-    calls = []
-    def dump_then_die(handle, rows):
-        calls.append(1)
-        if len(calls) == 2:  # output written, rejects half written
-            handle.write('{"half": ')
-            handle.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
-        return original(handle, rows)
-    run.dump_jsonl = dump_then_die
+    def write_then_die(handle, rejects):  # output written, rejects half written
+        handle.write('{"half": ')
+        handle.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    run.write_rejects = write_then_die
     sys.exit(run_main(main, sys.argv[1:]))
     """
 )

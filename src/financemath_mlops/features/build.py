@@ -22,6 +22,7 @@ import pickle
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -98,28 +99,23 @@ def output_schema() -> pa.Schema:
 
 def read_jsonl_chunks(path: Path, chunk_rows: int) -> Iterator[list[dict[str, Any]]]:
     """Yield lists of ingested records; a malformed line is an error naming the line."""
-    chunk: list[dict[str, Any]] = []
     with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise FeatureError(
-                    f"{path}:{number} is not valid JSON ({exc}); re-run ingestion"
-                ) from None
-            if not isinstance(row, dict) or "question" not in row or ID_COLUMN not in row:
-                raise FeatureError(
-                    f"{path}:{number} is not an ingested record (needs question_id, question); "
-                    "run `python -m financemath_mlops.ingestion` first"
-                )
-            chunk.append(row)
-            if len(chunk) >= chunk_rows:
-                yield chunk
-                chunk = []
-    if chunk:
-        yield chunk
+        rows = (_ingested(path, n, line) for n, line in enumerate(handle, 1) if line.strip())
+        while chunk := list(islice(rows, chunk_rows)):
+            yield chunk
+
+
+def _ingested(path: Path, number: int, line: str) -> dict[str, Any]:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise FeatureError(f"{path}:{number} is not valid JSON ({exc}); re-run ingestion") from None
+    if not isinstance(row, dict) or "question" not in row or ID_COLUMN not in row:
+        raise FeatureError(
+            f"{path}:{number} is not an ingested record (needs question_id, question); "
+            "run `python -m financemath_mlops.ingestion` first"
+        )
+    return row
 
 
 def embedding_key(info: dict[str, Any]) -> dict[str, str]:

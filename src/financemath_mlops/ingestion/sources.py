@@ -10,6 +10,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -120,13 +121,7 @@ def _batches(path: Path, suffix: str, batch_rows: int) -> Iterator[list[Any]]:
             yield rows[start : start + batch_rows]
         return
     stream = iter_jsonl(path) if suffix == ".jsonl" else _parquet_rows(path, batch_rows)
-    batch: list[Any] = []
-    for row in stream:
-        batch.append(row)
-        if len(batch) >= batch_rows:
-            yield batch
-            batch = []
-    if batch:
+    while batch := list(islice(stream, batch_rows)):
         yield batch
 
 

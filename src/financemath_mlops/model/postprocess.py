@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
-from financemath_mlops.features.rows import TOPICS
+from financemath_mlops.records import TOPICS
 
 NON_FINITE = "the model produced a non-finite value"
 
