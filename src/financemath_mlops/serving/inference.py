@@ -17,7 +17,6 @@ single-threaded workers (as much throughput, but 1.4x the latency of a lone call
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from financemath_mlops.features.rows import TOPICS, RecordInput
+from financemath_mlops.model.postprocess import finish_predictions
+from financemath_mlops.records import RecordInput
 from financemath_mlops.serving.model_holder import LoadedModel
 
 
@@ -45,12 +45,6 @@ def pool_size(cores: int, threads_per_call: int) -> int:
 
 
 MAX_ITEM_WARNINGS = 20  # per item in a response; the tables of one item may hold many more
-
-
-def _capped(notes: list[str]) -> list[str]:
-    if len(notes) <= MAX_ITEM_WARNINGS:
-        return notes
-    return [*notes[:MAX_ITEM_WARNINGS], f"... and {len(notes) - MAX_ITEM_WARNINGS} more warnings"]
 
 
 class ClientGone(Exception):
@@ -100,17 +94,9 @@ class InferencePool:
         finally:
             with self._lock:
                 self._running -= 1
-        values: list[float | None] = []
-        warnings = [_capped(list(w)) for w in prediction.warnings]
-        for value, record, notes in zip(prediction.values, records, warnings, strict=True):
-            value = float(value)
-            if math.isfinite(value):
-                values.append(value)
-            else:
-                values.append(None)
-                notes.append("the model produced a non-finite value")
-            if record.topic is not None and record.topic not in TOPICS:
-                notes.append(f"unknown topic {record.topic[:40]!r}; scored as 'other'")
+        values, warnings = finish_predictions(
+            prediction.values, [r.topic for r in records], prediction.warnings, MAX_ITEM_WARNINGS
+        )
         if self.metrics is not None:
             self.metrics.embedding_latency.observe(prediction.embed_seconds)
             self.metrics.inference_latency.observe(prediction.inference_seconds)

@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from financemath_mlops.features.rows import RecordInput
 from financemath_mlops.monitoring.prediction_log import prediction_entries
+from financemath_mlops.records import RecordInput
 from financemath_mlops.serving.errors import ApiError, capped_details, summarize
 from financemath_mlops.serving.model_holder import LoadedModel, ModelLoadError
 from financemath_mlops.serving.schemas import (
@@ -67,7 +67,7 @@ def _elapsed_ms(request: Request) -> float:
 
 
 def _record(item: PredictRequest) -> RecordInput:
-    return RecordInput(question=item.question, tables=tuple(item.tables), topic=item.topic)
+    return RecordInput.from_mapping(dict(item))
 
 
 def _reject(problems: list[dict[str, Any]], limit: int) -> None:
