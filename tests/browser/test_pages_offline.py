@@ -24,8 +24,9 @@ import httpx
 import pandas as pd
 import pytest
 
-from financemath_mlops.features.rows import RecordInput, hand_features
+from financemath_mlops.features.rows import hand_features
 from financemath_mlops.ingestion.synthetic import generate_sample
+from financemath_mlops.records import RecordInput
 from tests.browser.processes import Started, http_ok, start
 from tests.helpers import VENV_BIN, cli_env, free_port, stop_process_group
 
@@ -46,9 +47,7 @@ class Background:
 
 def feature_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """The features stage's table/metadata columns (no embeddings: the report skips them)."""
-    return pd.DataFrame(
-        [hand_features(RecordInput(r["question"], r["tables"], r["topic"]))[0] for r in rows]
-    )
+    return pd.DataFrame([hand_features(RecordInput.from_mapping(r))[0] for r in rows])
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,8 @@ import httpx
 import numpy as np
 import pytest
 
-from financemath_mlops.features.rows import FEATURE_COLUMNS, RecordInput
+from financemath_mlops.features.rows import FEATURE_COLUMNS
+from financemath_mlops.records import RecordInput
 from financemath_mlops.serving.schemas import EXAMPLE_RECORD
 from tests.helpers import free_port, start_process, stop_process_group, wait_for
 
@@ -380,7 +381,7 @@ def test_serving_features_and_predictions_match_training(server: Server, trained
     runs.configure(settings)
     sample = [r for r in records if r["tables"]][:3] + [r for r in records if not r["tables"]][:2]
     model = ModelHolder(settings).load().model
-    inputs = [RecordInput(r["question"], tuple(r["tables"]), r["topic"]) for r in sample]
+    inputs = [RecordInput.from_mapping(r) for r in sample]
     served_rows = np.vstack(
         [model.predictor.predict([x], keep_features=True).features for x in inputs]
     )

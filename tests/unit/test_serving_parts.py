@@ -13,7 +13,7 @@ import pytest
 
 from financemath_mlops import runs
 from financemath_mlops.config import ServingSettings
-from financemath_mlops.features.rows import RecordInput
+from financemath_mlops.records import RecordInput
 from financemath_mlops.serving.inference import InferencePool, pool_size
 from financemath_mlops.serving.metrics import signed_log_buckets
 from financemath_mlops.serving.middleware import client_request_id, json_depth

@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from financemath_mlops.features.rows import FEATURE_COLUMNS, RecordInput, feature_matrix
+from financemath_mlops.features.rows import FEATURE_COLUMNS, feature_matrix
 from financemath_mlops.model.target import inverse
+from financemath_mlops.records import RecordInput
 
 log = logging.getLogger(__name__)
 
