@@ -212,9 +212,9 @@ def child_stages(config: Path) -> None:
     from financemath_mlops import runs
     from financemath_mlops.config import load_settings
     from financemath_mlops.evaluation.evaluate import evaluate
-    from financemath_mlops.evaluation.promotion import promote_if_better
     from financemath_mlops.features.build import build_features
     from financemath_mlops.ingestion import ingest
+    from financemath_mlops.promotion.decision import promote_if_better
     from financemath_mlops.training.train import train
 
     settings = load_settings(config)

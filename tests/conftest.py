@@ -94,9 +94,9 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
     """Ingest -> features -> train -> evaluate (promotes the first model to champion)."""
     from financemath_mlops import runs
     from financemath_mlops.evaluation.evaluate import evaluate
-    from financemath_mlops.evaluation.promotion import promote_if_better
     from financemath_mlops.features.build import build_features
     from financemath_mlops.ingestion import ingest
+    from financemath_mlops.promotion.decision import promote_if_better
     from financemath_mlops.training.train import train
 
     workdir = tmp_path_factory.mktemp("trained")

@@ -47,7 +47,7 @@ def export_served_model(settings: Any, model_name: str, fallback_uri: str) -> di
     runs.configure(settings)
     champion = runs.alias_version(model_name, runs.CHAMPION)
     if champion is not None:
-        uri, role = f"models:/{model_name}@{runs.CHAMPION}", "the champion"
+        uri, role = runs.alias_uri(model_name, runs.CHAMPION), "the champion"
     else:
         uri, role = fallback_uri, "the challenger (nothing is promoted yet)"
     folder = Path(settings.paths.serving_model_dir)
@@ -81,33 +81,28 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level)
     settings = settings_from_args(args, {"mlflow": {"tracking_uri": args.tracking_uri}})
     from financemath_mlops import runs
-    from financemath_mlops.evaluation.promotion import move_champion
 
     runs.configure(settings, create_store=False)  # never an empty registry by mistake
     name = args.name or settings.mlflow.model_name
     if args.command == "list":
         print(list_table(name))
     elif args.command == "export":
-        uri = f"models:/{name}/{args.version}" if args.version else f"models:/{name}@{args.alias}"
+        uri = (
+            runs.version_uri(name, args.version)
+            if args.version
+            else runs.alias_uri(name, args.alias)
+        )
         ref = runs.export_model(uri, args.to or settings.paths.serving_model_dir)
         print(f"{uri} (version {ref.version}) -> {ref.uri}")
         print(f"serve it: python -m financemath_mlops.serving --model-uri {ref.uri}")
     elif args.command == "promote":
         if not any(str(v.version) == str(args.version) for v in runs.list_versions(name)):
             raise StageError(f"{name} has no version {args.version}")
-        move_champion(name, args.version)
+        runs.move_champion(name, args.version)
         print(f"{name}: champion -> version {args.version}")
     else:
-        previous = runs.alias_version(name, runs.PREVIOUS_CHAMPION)
-        if previous is None:
-            raise StageError(f"{name} has no previous champion to roll back to")
-        current = runs.alias_version(name, runs.CHAMPION)
-        runs.set_alias(name, runs.CHAMPION, previous.version)
-        if current is not None:
-            runs.set_alias(name, runs.PREVIOUS_CHAMPION, current.version)
-        print(
-            f"{name}: champion -> version {previous.version} (was {getattr(current, 'version', None)})"
-        )
+        champion, was = runs.rollback_champion(name)
+        print(f"{name}: champion -> version {champion} (was {was})")
     return 0
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from financemath_mlops import runs
-from financemath_mlops.evaluation.promotion import GLOBAL_MEDIAN, promote_if_better
+from financemath_mlops.promotion.decision import GLOBAL_MEDIAN, promote_if_better
 from tests.conftest import TrainedModel
 
 pytestmark = pytest.mark.integration

@@ -125,7 +125,7 @@ def test_postgres_store_trains_registers_evaluates_promotes_and_serves_the_champ
 
     from financemath_mlops import runs
     from financemath_mlops.evaluation.evaluate import evaluate
-    from financemath_mlops.evaluation.promotion import promote_if_better
+    from financemath_mlops.promotion.decision import promote_if_better
     from financemath_mlops.training.train import train
 
     settings = pipeline_settings(

@@ -57,7 +57,9 @@ def test_run_artifacts_carry_split_reference_table_and_holdout(
     run_id = trained_model.run_id
     columns = json.loads(runs.store.download(run_id, "feature_columns.json", tmp_path).read_text())
     assert columns["columns"] == list(FEATURE_COLUMNS)
-    train_ids = json.loads(runs.store.download(run_id, "split/train_ids.json", tmp_path).read_text())
+    train_ids = json.loads(
+        runs.store.download(run_id, "split/train_ids.json", tmp_path).read_text()
+    )
     holdout_ids = json.loads(
         runs.store.download(run_id, "split/holdout_ids.json", tmp_path).read_text()
     )
@@ -83,14 +85,12 @@ def test_registered_version_has_aliases(trained_model: TrainedModel, client) -> 
 def test_champion_loads_and_predicts_like_the_in_memory_model_from_raw_records(
     trained_model: TrainedModel, tmp_path: Path
 ) -> None:
-    from financemath_mlops.evaluation.evaluate import predict_records
-
     runs.configure(trained_model.settings)
     model = runs.load_pyfunc(f"models:/{trained_model.model_name}@champion")
     predictor = model.unwrap_python_model().predictor
     rows = [json.loads(line) for line in trained_model.ingested_path.read_text().splitlines()]
     rows = rows[:25]
-    served = predict_records(model, rows)
+    served = runs.RecordModel(model).values(rows)  # what evaluation and batch use
     frame, _ = read_features(trained_model.features_path)
     frame = frame.set_index(ID_COLUMN).loc[[r["question_id"] for r in rows]]
     from_table = inverse(

@@ -12,8 +12,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from tests.helpers import REPO_ROOT
 
 PACKAGE = "financemath_mlops"
@@ -242,10 +240,6 @@ def test_no_import_circles_between_stages() -> None:
     assert not circles, "stages importing each other:\n" + "\n".join(circles)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 14: the run contract (runs/) is being built; stages still import mlflow",
-)
 def test_mlflow_is_imported_only_by_the_run_contract_and_the_model() -> None:
     _, third_party = import_graph()
     outside = sorted(

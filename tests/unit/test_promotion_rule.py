@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from financemath_mlops.config import ConfigError, load_settings
-from financemath_mlops.evaluation.promotion import judge, row_losses
+from financemath_mlops.promotion.decision import judge, row_losses
 from tests.helpers import REPO_ROOT
 
 DEFAULT = REPO_ROOT / "configs" / "default.yaml"

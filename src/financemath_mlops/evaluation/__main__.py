@@ -1,4 +1,7 @@
-"""`python -m financemath_mlops.evaluation`: holdout metrics + baselines, then promotion.
+"""`python -m financemath_mlops.evaluation`: holdout metrics + baselines of one model.
+
+Promotion is a stage of its own (`python -m financemath_mlops.promotion`); the flow runs it after
+this one when `evaluation.promote` is true.
 
 `python -m financemath_mlops.evaluation report --input FILE`: the model card's figures (repeated
 nested CV with paired intervals against baselines) from a labelled FinanceMath file.
@@ -15,13 +18,13 @@ EPILOG = """\
 examples:
   python -m financemath_mlops.evaluation                         # the challenger just trained
   python -m financemath_mlops.evaluation --model-uri models:/financemath-regressor@champion
-  python -m financemath_mlops.evaluation --model-uri runs:/<run_id>/model --no-promote
+  python -m financemath_mlops.evaluation --model-uri runs:/<run_id>/model
 
   python -m financemath_mlops.evaluation report --input validation.json   # docs/model-card.md
 
 Scores only the holdout rows recorded in the model's own run; writes data/processed/metrics.json.
-Promotion: the challenger becomes champion only if it beats the champion on the promotion metric
-over rows neither model trained on.
+Promotion (python -m financemath_mlops.promotion): the challenger becomes champion only if it
+beats the champion on the promotion metric over rows neither model trained on.
 """
 
 
@@ -77,8 +80,6 @@ def main(argv: list[str] | None = None) -> int:
         "--output", type=Path, help="metrics JSON (default data/processed/metrics.json)"
     )
     parser.add_argument("--tracking-uri", help="MLflow tracking URI")
-    parser.add_argument("--no-promote", action="store_true", help="only evaluate")
-    parser.add_argument("--promotion-metric", choices=["log_mae", "mae", "rmse", "median_ae"])
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     settings = settings_from_args(
@@ -87,24 +88,14 @@ def main(argv: list[str] | None = None) -> int:
             "evaluation": {
                 "model_uri": args.model_uri,
                 "output": args.output,
-                "promote": False if args.no_promote else None,
-                "promotion_metric": args.promotion_metric,
             },
             "mlflow": {"tracking_uri": args.tracking_uri},
         },
     )
-    from financemath_mlops import runs
     from financemath_mlops.evaluation.evaluate import evaluate, report_table
-    from financemath_mlops.evaluation.promotion import promote_if_better
 
     report = evaluate(settings)
     print(report_table(report))
-    if settings.evaluation.promote:
-        ref = runs.resolve(report["model"]["uri"])
-        if ref.name is None:
-            print("promotion: skipped (the model URI is not a registered model)")
-        else:
-            print(promote_if_better(settings, ref).line())
     return 0
 
 

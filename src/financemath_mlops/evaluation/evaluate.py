@@ -6,12 +6,8 @@ never saw. Baselines (global and per-topic median) are fitted on that run's trai
 
 from __future__ import annotations
 
-import json
 import logging
-import tempfile
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,66 +15,15 @@ import numpy as np
 from financemath_mlops import runs
 from financemath_mlops.atomic import write_json
 from financemath_mlops.config import Settings
-from financemath_mlops.features.build import TARGET_COLUMN, TOPIC_COLUMN, columns_path_for
 from financemath_mlops.scoring import median_baselines, regression_metrics
 
 log = logging.getLogger(__name__)
 
 # Published accuracies on the validation split, program-of-thought prompting (Zhao et al., 2024).
 PUBLISHED_ACCURACY = {"GPT-4o, PoT": 0.670, "Claude 3.5 Sonnet, PoT": 0.595}
-HOLDOUT_RECORDS = "data/holdout_records.jsonl"
-TRAINING_FEATURES = "data/training_features.parquet"
-TRAIN_IDS = "split/train_ids.json"
 
 
-@dataclass
-class RunData:
-    """What a model's run recorded about its data: training rows and raw holdout records."""
-
-    holdout: list[dict[str, Any]]
-    train_topics: list[str]
-    train_targets: np.ndarray
-    train_ids: list[str]
-
-
-def default_model_name(settings: Settings) -> str:
-    """The name training registered under: <name>-sample when the features came from the sample."""
-    manifest_path = columns_path_for(settings.features_output)
-    source = None
-    if manifest_path.is_file():
-        source = json.loads(manifest_path.read_text(encoding="utf-8")).get("data", {}).get("source")
-    return runs.model_name_for(settings, source)
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-
-
-def load_run_data(run_id: str, work: Path) -> RunData:
-    import pandas as pd
-
-    holdout = read_jsonl(runs.store.download(run_id, HOLDOUT_RECORDS, work))
-    train = pd.read_parquet(runs.store.download(run_id, TRAINING_FEATURES, work))
-    train_ids = json.loads(runs.store.download(run_id, TRAIN_IDS, work).read_text())
-    return RunData(
-        holdout=holdout,
-        train_topics=train[TOPIC_COLUMN].astype(str).tolist(),
-        train_targets=train[TARGET_COLUMN].to_numpy(dtype=np.float64),
-        train_ids=train_ids,
-    )
-
-
-def predict_records(model: Any, records: list[dict[str, Any]]) -> np.ndarray:
-    """Predict with a loaded pyfunc from raw records (the same path serving uses)."""
-    from financemath_mlops.model.packaging import input_example
-
-    if not records:
-        return np.empty(0)
-    out = model.predict(input_example(records))
-    return np.asarray(out["prediction"], dtype=np.float64)
-
-
-def baseline_predictions(data: RunData, topics: list[str]) -> dict[str, np.ndarray]:
+def baseline_predictions(data: runs.RunData, topics: list[str]) -> dict[str, np.ndarray]:
     """Global and per-topic median of the run's training targets (the same code CV uses)."""
     return median_baselines(data.train_targets, np.array(data.train_topics), np.array(topics))
 
@@ -97,20 +42,15 @@ def score(predictions: np.ndarray, truths: np.ndarray, topics: list[str]) -> dic
 
 def evaluate(settings: Settings, model_uri: str | None = None) -> dict[str, Any]:
     """Score the model on its run's holdout rows, write metrics.json, log to the run."""
-    import mlflow
-
     started = time.perf_counter()
     runs.configure(settings)
-    uri = model_uri or settings.evaluation.model_uri
-    uri = uri or f"models:/{default_model_name(settings)}@{runs.CHALLENGER}"
+    uri = model_uri or runs.challenger_uri(settings)
     ref = runs.resolve(uri)
     assert ref.run_id is not None
-    with tempfile.TemporaryDirectory(prefix="fmops-eval-") as tmp:
-        data = load_run_data(ref.run_id, Path(tmp))
-    model = runs.load_pyfunc(ref.uri)
+    data = runs.load_run_data_in_tmp(ref.run_id)
     truths = np.array([float(r["ground_truth"]) for r in data.holdout])
     topics = [str(r["topic"]) for r in data.holdout]
-    predictions = predict_records(model, data.holdout)
+    predictions = runs.predict_records(ref.uri, data.holdout)
     run_metrics = runs.run_metrics(ref.run_id)
     cv = {k.removeprefix("cv_"): v for k, v in run_metrics.items() if k.startswith("cv_")}
     report: dict[str, Any] = {
@@ -126,18 +66,13 @@ def evaluate(settings: Settings, model_uri: str | None = None) -> dict[str, Any]
     }
     output = settings.metrics_output
     write_json(output, report)
-    with mlflow.start_run(run_id=ref.run_id):
-        mlflow.log_metrics(
-            {
-                f"holdout_{k}": float(v)
-                for k, v in report["holdout"].items()
-                if isinstance(v, int | float)
-            }
-        )
-        for name, values in report["baselines"].items():
-            mlflow.log_metric(f"baseline_{name}_log_mae", values["log_mae"])
-            mlflow.log_metric(f"baseline_{name}_mae", values["mae"])
-        mlflow.log_artifact(str(output), "evaluation")
+    metrics = {
+        f"holdout_{k}": v for k, v in report["holdout"].items() if isinstance(v, int | float)
+    }
+    for name, values in report["baselines"].items():
+        metrics[f"baseline_{name}_log_mae"] = values["log_mae"]
+        metrics[f"baseline_{name}_mae"] = values["mae"]
+    runs.record_evaluation(ref.run_id, metrics, output)
     report["output"] = str(output)
     log.info("holdout metrics written to %s", output)
     return report

@@ -76,7 +76,7 @@ def evaluate_task(settings: Settings, model_uri: str) -> dict[str, Any]:
 @task(name="promote-if-better", cache_policy=NO_CACHE)
 def promote_task(settings: Settings, model_uri: str) -> dict[str, Any]:
     from financemath_mlops import runs
-    from financemath_mlops.evaluation.promotion import promote_if_better
+    from financemath_mlops.promotion.decision import promote_if_better
 
     runs.configure(settings)
     decision = promote_if_better(settings, runs.resolve(model_uri))

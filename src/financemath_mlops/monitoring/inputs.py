@@ -9,7 +9,6 @@ embedding settings, so on-the-fly features are built exactly as the model's were
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -23,9 +22,6 @@ from financemath_mlops.features.rows import FEATURE_COLUMNS, N_HAND_FEATURES
 
 log = logging.getLogger(__name__)
 
-TRAINING_FEATURES = "data/training_features.parquet"
-HOLDOUT_RECORDS = "data/holdout_records.jsonl"
-COLUMNS_ARTIFACT = "feature_columns.json"
 HAND_COLUMNS: tuple[str, ...] = FEATURE_COLUMNS[:N_HAND_FEATURES]
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -71,33 +67,24 @@ class ModelContext:
         }
 
 
-def default_model_uri(settings: Settings) -> str:
-    """The model in use: serving.model_uri, else models:/<serving.model_name>@<serving.alias>."""
-    serving = settings.serving
-    return serving.model_uri or f"models:/{serving.model_name}@{serving.alias}"
-
-
 def resolve_model(settings: Settings, uri: str | None, work: Path) -> ModelContext:
+    """The model at ``uri`` (default: the one in service) and its run's feature manifest."""
     from financemath_mlops import runs
 
     runs.configure(settings)
-    uri = uri or default_model_uri(settings)
+    uri = uri or runs.served_model_uri(settings)
     ref = runs.resolve(uri)
     if ref.run_id is None:
         raise MonitoringError(f"model {uri} has no MLflow run to read its training data from")
-    manifest = json.loads(runs.store.download(ref.run_id, COLUMNS_ARTIFACT, work).read_text())
-    return ModelContext(uri, ref, manifest)
+    return ModelContext(uri, ref, runs.load_feature_manifest(ref.run_id, work))
 
 
 def training_features(model: ModelContext, work: Path) -> ReportInput:
     """The model's reference: the training feature table its run recorded."""
-    import pandas as pd
-
     from financemath_mlops import runs
 
-    path = runs.store.download(model.ref.run_id, TRAINING_FEATURES, work)
-    frame = pd.read_parquet(path)
-    check_feature_frame(frame, f"{TRAINING_FEATURES} of run {model.ref.run_id}")
+    frame = runs.load_training_features(model.ref.run_id, work)
+    check_feature_frame(frame, f"the training features of run {model.ref.run_id}")
     return ReportInput(
         frame,
         f"{model.uri} training features (run {model.ref.run_id})",

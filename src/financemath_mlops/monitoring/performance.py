@@ -9,7 +9,6 @@ compare with the run's ``holdout_*`` and ``cv_*_mean`` metrics (log-MAE, toleran
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from financemath_mlops.monitoring.inputs import HOLDOUT_RECORDS, ModelContext, labelled_records
+from financemath_mlops.monitoring.inputs import ModelContext, labelled_records
 from financemath_mlops.monitoring.publish import write_report_files
 
 log = logging.getLogger(__name__)
@@ -87,8 +86,7 @@ def load_labelled(model: ModelContext, data: Path | None, work: Path) -> tuple[l
         return labelled_records(rows, str(data)), str(data)
     from financemath_mlops import runs
 
-    path = runs.store.download(model.ref.run_id, HOLDOUT_RECORDS, work)
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    rows = runs.load_holdout_records(model.ref.run_id, work)
     where = f"the holdout records of run {model.ref.run_id}"
     return labelled_records(rows, where), where
 
@@ -111,13 +109,11 @@ def assess(model: ModelContext, data: Path | None, work: Path) -> PerformanceOut
     import pandas as pd
 
     from financemath_mlops import runs
-    from financemath_mlops.model.packaging import input_example
     from financemath_mlops.monitoring.evidently_adapter import regression_report
     from financemath_mlops.scoring import regression_metrics
 
     records, where = load_labelled(model, data, work)
-    pyfunc = runs.load_pyfunc(model.ref.uri)
-    predictions = np.asarray(pyfunc.predict(input_example(records))["prediction"], dtype=float)
+    predictions = runs.predict_records(model.ref.uri, records)
     truths = np.array([float(r["ground_truth"]) for r in records])
     frame = pd.DataFrame({"target": truths, "prediction": predictions})
     evidently = regression_report(frame)

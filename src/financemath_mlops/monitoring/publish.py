@@ -4,9 +4,9 @@
 section replaced by its own kind of report). The service reads it at scrape time (see
 :mod:`.metrics`), so ``/metrics`` always shows the latest report: no Pushgateway to run, nothing
 stale after the job ends, and it survives service restarts. The same numbers go to one run per
-report in the ``financemath-monitoring`` MLflow experiment, tagged with the model's name, version
-and run id: the training run stays an immutable record of training, and the monitoring runs form
-a time series that can be searched and charted by model.
+report in the ``financemath-monitoring`` MLflow experiment (``runs.log_monitoring_report``),
+tagged with the model's name, version and run id: the training run stays an immutable record of
+training, and the monitoring runs form a time series that can be searched and charted by model.
 """
 
 from __future__ import annotations
@@ -109,44 +109,6 @@ def latest_report_metrics(reports_dir: Path | str) -> dict[str, float]:
         if isinstance(value, int | float) and math.isfinite(value):
             values[name] = float(value)
     return values
-
-
-def log_to_mlflow(
-    settings: Any,
-    kind: str,
-    metrics: Mapping[str, float],
-    tags: Mapping[str, Any],
-    files: list[Path],
-) -> str | None:
-    """One run in the monitoring experiment with the report's numbers and files; its id."""
-    import mlflow
-
-    from financemath_mlops import runs
-
-    uri = runs.configure(settings)
-    name = settings.monitoring.experiment_name
-    existing = mlflow.get_experiment_by_name(name)
-    if existing is not None:
-        experiment_id = existing.experiment_id
-    elif uri.startswith(("http://", "https://")):
-        # A tracking server chooses the location (mlflow-artifacts:/ when it serves artefacts),
-        # which every client can reach; a local artifact_root would not be.
-        experiment_id = mlflow.create_experiment(name)
-    else:
-        experiment_id = runs.store.ensure_experiment(
-            settings.model_copy(
-                update={"mlflow": settings.mlflow.model_copy(update={"experiment_name": name})}
-            )
-        )
-    clean = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
-    run_name = f"{kind}-{time.strftime('%Y%m%dT%H%M%S')}"
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
-        mlflow.set_tags({"monitoring.kind": kind, **{k: str(v) for k, v in tags.items()}})
-        mlflow.log_metrics(clean)
-        for path in files:
-            mlflow.log_artifact(str(path), "report")
-    log.info("logged the %s report to MLflow experiment %s (run %s)", kind, name, run.info.run_id)
-    return run.info.run_id
 
 
 def finite_json(value: Any) -> Any:

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from financemath_mlops import runs
 from financemath_mlops.config import Settings
 from financemath_mlops.monitoring.drift import compare, report_dir, write_drift_report
 from financemath_mlops.monitoring.history import record_report
@@ -28,7 +29,7 @@ from financemath_mlops.monitoring.performance import (
     assess,
     write_performance_report,
 )
-from financemath_mlops.monitoring.publish import log_to_mlflow, publish_latest
+from financemath_mlops.monitoring.publish import publish_latest
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,6 @@ def _model_tags(model: dict[str, Any] | None) -> dict[str, Any]:
 
 def _log_safely(settings: Settings, kind: str, metrics: dict, tags: dict, files: dict) -> None:
     try:
-        log_to_mlflow(settings, kind, metrics, tags, [files["json"], files["html"]])
+        runs.log_monitoring_report(settings, kind, metrics, tags, [files["json"], files["html"]])
     except Exception as exc:  # the report is written; a tracking problem must not hide it
         log.warning("could not log the %s report to MLflow: %s", kind, exc)

@@ -27,6 +27,11 @@ EVALUATION_DIR = "evaluation"  # the evaluation stage's metrics file, added late
 REPORT_DIR = "report"
 
 
+def is_tracked_uri(uri: str) -> bool:
+    """models:/ and runs:/ URIs need the tracking store; anything else is a model folder."""
+    return uri.startswith(("models:/", "runs:/"))
+
+
 def alias_uri(name: str, alias: str) -> str:
     return f"models:/{name}@{alias}"
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from financemath_mlops.config import Settings
 from financemath_mlops.errors import StageError
-from financemath_mlops.runs.contract import version_uri
+from financemath_mlops.runs.contract import is_tracked_uri, version_uri
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def require_store(settings: Settings, model_uri: str | None = None) -> None:
     For the readers (serving, `registry`): an empty registry would only hide the real mistake (a
     deleted or mistyped ``mlflow.db``). A local model folder as ``model_uri`` needs no store.
     """
-    if model_uri is not None and not model_uri.startswith(("models:/", "runs:/")):
+    if model_uri is not None and not is_tracked_uri(model_uri):
         return
     db_path = local_store_path(settings)
     if db_path is not None and not db_path.is_file():
@@ -139,9 +139,7 @@ def resolve(uri: str) -> ModelRef:
     a local MLflow model folder (a path holding `MLmodel`)."""
     from mlflow.exceptions import MlflowException
 
-    local = (
-        Path(uri.removeprefix("file://")) if not uri.startswith(("models:/", "runs:/")) else None
-    )
+    local = None if is_tracked_uri(uri) else Path(uri.removeprefix("file://"))
     if local is not None and (local / "MLmodel").is_file():
         # A model folder on disk (mounted, or baked into an image): no registry involved. A folder
         # downloaded from models:/ carries the registered name and version (`registered_model_meta`).

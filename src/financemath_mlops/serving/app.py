@@ -34,7 +34,6 @@ from financemath_mlops.serving.model_holder import (
     ModelLoadError,
     ReloadOutcome,
     describe_failure,
-    target_uri,
 )
 from financemath_mlops.serving.routes import router
 from financemath_mlops.serving.schemas import apply_limits_to_openapi
@@ -83,7 +82,8 @@ class ServiceState:
         _ensure_logging()
         serving = settings.serving
         runs.limit_http_requests(serving.mlflow_timeout_s, serving.mlflow_retries)
-        runs.require_store(settings, target_uri(settings))  # refuse, never create it empty
+        # Refuse a missing store, never create it empty.
+        runs.require_store(settings, runs.served_model_uri(settings))
         self.metrics = ServiceMetrics(settings.paths.reports_dir)
         self.prediction_log = PredictionLog.from_settings(
             settings, listener=self.metrics.prediction_log
@@ -114,7 +114,8 @@ class ServiceState:
                 log.warning("no model yet (/ready says 503), next try in %.0fs: %s", delay, exc)
             except runs.TrackingError as exc:
                 assert self.holder is not None
-                self.holder.problem = describe_failure(target_uri(settings), exc)  # no paths
+                served = runs.served_model_uri(settings)
+                self.holder.problem = describe_failure(served, exc)  # no paths
                 log.warning("no model yet (/ready says 503), next try in %.0fs: %s", delay, exc)
             except Exception as exc:
                 assert self.holder is not None

@@ -66,12 +66,6 @@ class ReloadOutcome:
     previous: LoadedModel | None
 
 
-def target_uri(settings: Settings) -> str:
-    """What to serve: serving.model_uri, else models:/<model_name>@<alias>."""
-    serving = settings.serving
-    return serving.model_uri or f"models:/{serving.model_name}@{serving.alias}"
-
-
 class ModelHolder:
     """The current model of this worker; thread-safe loads, lock-free reads."""
 
@@ -99,12 +93,12 @@ class ModelHolder:
 
         Raises :class:`ModelLoadError` (the old model, if any, stays in service).
         """
-        uri = target_uri(self.settings)
+        uri = runs.served_model_uri(self.settings)
         with self._lock:
             previous = self._current
             try:
                 ref = runs.resolve(uri)
-                if ref.name and ref.alias is None and not uri.startswith(("models:/", "runs:/")):
+                if ref.name and ref.alias is None and not runs.is_tracked_uri(uri):
                     # A model folder has no alias of its own: the configured one says what it is.
                     ref = replace(ref, alias=self.settings.serving.alias)
                 if previous is not None and previous.ref.uri == ref.uri:
@@ -132,7 +126,7 @@ class ModelHolder:
         return ReloadOutcome(True, model, previous)
 
     def _load(self, uri: str, ref: runs.ModelRef) -> LoadedModel:
-        from_registry = uri.startswith(("models:/", "runs:/"))
+        from_registry = runs.is_tracked_uri(uri)
         pyfunc = runs.load_pyfunc(ref.uri)
         logged = pyfunc.unwrap_python_model().predictor
         predictor = logged if self.threads is None else with_threads(logged, self.threads)

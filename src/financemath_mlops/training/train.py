@@ -3,6 +3,7 @@
 Everything needed to reproduce, evaluate and serve the model goes into the run: params, lineage,
 CV metrics, the split ids, the training feature table (monitoring's reference), the raw holdout
 records (so evaluation scores exactly the rows this model never saw), and a raw-record pyfunc.
+This stage decides what; :func:`financemath_mlops.runs.log_training_run` decides where.
 """
 
 from __future__ import annotations
@@ -10,9 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from financemath_mlops import runs
-from financemath_mlops.atomic import write_json, write_jsonl
 from financemath_mlops.config import Settings
 from financemath_mlops.errors import StageError
 from financemath_mlops.features.build import (
@@ -37,11 +35,6 @@ from financemath_mlops.training.split import holdout_split
 log = logging.getLogger(__name__)
 
 MIN_LABELLED_ROWS = 20
-SPLIT_ARTIFACT = "split"
-DATA_ARTIFACT = "data"
-HOLDOUT_RECORDS = "holdout_records.jsonl"
-TRAINING_FEATURES = "training_features.parquet"
-MODEL_NAME_IN_RUN = "model"
 
 
 @dataclass
@@ -146,22 +139,35 @@ def train(settings: Settings) -> TrainingSummary:
     holdout_records = load_raw_records(settings.features_input, set(holdout_ids))
 
     tracking_uri = runs.configure(settings)
-    experiment_id = runs.store.ensure_experiment(settings)
     data_meta = manifest.get("data", {})
     model_name = runs.model_name_for(settings, data_meta.get("source"))
-    with tempfile.TemporaryDirectory(prefix="fmops-train-") as tmp_name:
-        tmp = Path(tmp_name)
-        run_id, version, model_uri = _log_run(
-            settings, experiment_id, model_name, tmp, booster, manifest, train_frame,
-            train_ids, holdout_ids, holdout_records, cv, skipped,
-        )  # fmt: skip
-    runs.set_alias(model_name, runs.CHALLENGER, version)
+    content = runs.TrainingRunContent(
+        params=_params(settings, manifest),
+        tags=_tags(manifest),
+        metrics={
+            **{f"cv_{k}": v for k, v in cv.items()},
+            "n_train": len(train_ids),
+            "n_holdout": len(holdout_ids),
+            "n_unlabelled": skipped,
+        },
+        manifest=manifest,
+        train_frame=train_frame,
+        features_source=Path(settings.training_features),
+        target_column=TARGET_COLUMN,
+        train_ids=train_ids,
+        holdout_ids=holdout_ids,
+        holdout_records=holdout_records,
+        booster=booster,
+        target_transform=cfg.target_transform,
+    )
+    logged = runs.log_training_run(settings, model_name, content)
+    runs.set_challenger(model_name, logged.version)
     summary = TrainingSummary(
-        run_id=run_id,
-        experiment_id=experiment_id,
+        run_id=logged.run_id,
+        experiment_id=logged.experiment_id,
         model_name=model_name,
-        version=version,
-        model_uri=model_uri,
+        version=logged.version,
+        model_uri=logged.uri,
         n_train=len(train_ids),
         n_holdout=len(holdout_ids),
         skipped_unlabelled=skipped,
@@ -169,7 +175,7 @@ def train(settings: Settings) -> TrainingSummary:
         seconds=time.perf_counter() - started,
         tracking_uri=tracking_uri,
     )
-    log.info("registered %s version %s as @%s", model_name, version, runs.CHALLENGER)
+    log.info("registered %s version %s as @%s", model_name, logged.version, runs.CHALLENGER)
     return summary
 
 
@@ -198,58 +204,13 @@ def _params(settings: Settings, manifest: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def _log_run(
-    settings: Settings, experiment_id: str, model_name: str, tmp: Path, booster: Any,
-    manifest: dict[str, Any], train_frame: Any, train_ids: list[str], holdout_ids: list[str],
-    holdout_records: list[dict[str, Any]], cv: dict[str, float], skipped: int,
-) -> tuple[str, str, str]:  # fmt: skip
-    import mlflow
-
-    from financemath_mlops.features.build import COLUMNS_FILE
-    from financemath_mlops.model.packaging import log_pyfunc
-
-    with mlflow.start_run(experiment_id=experiment_id) as run:
-        mlflow.set_tags(
-            {
-                "git_commit": git_commit(),
-                "mlflow.source.git.commit": git_commit(),
-                "stage": "training",
-                "data.source": str(manifest.get("data", {}).get("source")),
-                "data.version": str(data_version(manifest.get("data", {}))),
-            }
-        )
-        mlflow.log_params(_params(settings, manifest))
-        with warnings.catch_warnings():  # MLflow warns that a local path has two readers
-            warnings.simplefilter("ignore", UserWarning)
-            dataset = mlflow.data.from_pandas(
-                train_frame,
-                source=str(Path(settings.training_features).resolve()),
-                name="finance_math_features",
-                targets=TARGET_COLUMN,
-            )
-        mlflow.log_input(dataset, context="training")
-        mlflow.log_metrics({f"cv_{k}": v for k, v in cv.items()})
-        mlflow.log_metrics(
-            {"n_train": len(train_ids), "n_holdout": len(holdout_ids), "n_unlabelled": skipped}
-        )
-        write_json(tmp / COLUMNS_FILE, manifest)
-        mlflow.log_artifact(str(tmp / COLUMNS_FILE))
-        write_json(tmp / "train_ids.json", train_ids)
-        write_json(tmp / "holdout_ids.json", holdout_ids)
-        mlflow.log_artifact(str(tmp / "train_ids.json"), SPLIT_ARTIFACT)
-        mlflow.log_artifact(str(tmp / "holdout_ids.json"), SPLIT_ARTIFACT)
-        train_frame.to_parquet(tmp / TRAINING_FEATURES, index=False)
-        mlflow.log_artifact(str(tmp / TRAINING_FEATURES), DATA_ARTIFACT)
-        write_jsonl(tmp / HOLDOUT_RECORDS, holdout_records)
-        mlflow.log_artifact(str(tmp / HOLDOUT_RECORDS), DATA_ARTIFACT)
-        info = log_pyfunc(
-            booster=booster,
-            manifest=manifest,
-            target_transform=settings.training.target_transform,
-            settings=settings,
-            work_dir=tmp / "model",
-            registered_model_name=model_name,
-            example=holdout_records[:2] or train_frame.head(0),
-        )
-        version = str(info.registered_model_version)
-        return run.info.run_id, version, f"models:/{model_name}/{version}"
+def _tags(manifest: dict[str, Any]) -> dict[str, str]:
+    commit = git_commit()
+    data = manifest.get("data", {})
+    return {
+        "git_commit": commit,
+        "mlflow.source.git.commit": commit,
+        "stage": "training",
+        "data.source": str(data.get("source")),
+        "data.version": str(data_version(data)),
+    }

@@ -1,9 +1,9 @@
-"""Promotion on evidence: the challenger becomes champion only if it wins beyond resampling noise.
+"""The promotion rule: the challenger becomes champion only if it wins beyond resampling noise.
 
 Both models are scored on the challenger's holdout rows minus any row the champion trained on. The
 challenger wins when the paired bootstrap 95 % interval of its per-row loss minus the champion's
-lies entirely below ``-evaluation.promotion_margin`` (:mod:`.intervals`); a point estimate alone
-never promotes. The first version has no champion: it must beat the global median of its own
+(`evaluation/intervals.py`) lies entirely below ``-evaluation.promotion_margin``; a point estimate
+alone never promotes. The first version has no champion: it must beat the global median of its own
 training answers the same way. With fewer rows than ``evaluation.min_promotion_rows`` (at least
 10) promotion refuses and says why. n, the difference and the interval are logged to the
 challenger's run. Moving `champion` keeps the old one as `previous-champion` (`registry rollback`).
@@ -12,15 +12,12 @@ challenger's run. Moving `champion` keeps the old one as `previous-champion` (`r
 from __future__ import annotations
 
 import logging
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from financemath_mlops import runs
 from financemath_mlops.config import Settings
-from financemath_mlops.evaluation.evaluate import load_run_data, predict_records
 from financemath_mlops.evaluation.intervals import PairedDifference, paired_bootstrap
 from financemath_mlops.model.target import signed_log1p
 
@@ -93,8 +90,7 @@ def _versus_global_median(settings: Settings, challenger: runs.ModelRef) -> Prom
     """The first version: it must beat the global median of its training answers on its holdout."""
     assert challenger.version and challenger.run_id
     metric = settings.evaluation.promotion_metric
-    with tempfile.TemporaryDirectory(prefix="fmops-promo-") as tmp:
-        data = load_run_data(challenger.run_id, Path(tmp))
+    data = runs.load_run_data_in_tmp(challenger.run_id)
     rows = data.holdout
     refusal = _too_few(len(rows), settings)
     if refusal:
@@ -103,7 +99,7 @@ def _versus_global_median(settings: Settings, challenger: runs.ModelRef) -> Prom
             n_rows=len(rows), comparator=GLOBAL_MEDIAN,
         )  # fmt: skip
     truths = np.array([float(r["ground_truth"]) for r in rows])
-    predictions = predict_records(runs.load_pyfunc(challenger.uri), rows)
+    predictions = runs.predict_records(challenger.uri, rows)
     median = np.full(len(rows), float(np.median(data.train_targets)))
     wins, interval, text = judge(predictions, median, truths, settings)
     return PromotionDecision(
@@ -111,14 +107,6 @@ def _versus_global_median(settings: Settings, challenger: runs.ModelRef) -> Prom
         challenger.version, None, float(row_losses(predictions, truths, metric).mean()),
         float(row_losses(median, truths, metric).mean()), len(rows), interval, GLOBAL_MEDIAN,
     )  # fmt: skip
-
-
-def move_champion(name: str, version: str) -> None:
-    """Point `champion` at version, keeping the current one as `previous-champion`."""
-    current = runs.alias_version(name, runs.CHAMPION)
-    if current is not None and str(current.version) != str(version):
-        runs.set_alias(name, runs.PREVIOUS_CHAMPION, current.version)
-    runs.set_alias(name, runs.CHAMPION, version)
 
 
 def decide(settings: Settings, challenger: runs.ModelRef) -> PromotionDecision:
@@ -132,9 +120,8 @@ def decide(settings: Settings, challenger: runs.ModelRef) -> PromotionDecision:
         return PromotionDecision(
             False, "it already is the champion", metric, challenger.version, str(champion.version)
         )
-    with tempfile.TemporaryDirectory(prefix="fmops-promo-") as tmp:
-        mine = load_run_data(challenger.run_id, Path(tmp) / "challenger")
-        theirs = load_run_data(champion.run_id, Path(tmp) / "champion")
+    mine = runs.load_run_data_in_tmp(challenger.run_id)
+    theirs = runs.load_run_data_in_tmp(champion.run_id)
     seen_by_champion = set(theirs.train_ids)
     rows = [r for r in mine.holdout if r["question_id"] not in seen_by_champion]
     label = f"champion v{champion.version}"
@@ -146,10 +133,8 @@ def decide(settings: Settings, challenger: runs.ModelRef) -> PromotionDecision:
         )  # fmt: skip
     truths = np.array([float(r["ground_truth"]) for r in rows])
     predictions = {
-        "challenger": predict_records(runs.load_pyfunc(challenger.uri), rows),
-        "champion": predict_records(
-            runs.load_pyfunc(f"models:/{challenger.name}/{champion.version}"), rows
-        ),
+        "challenger": runs.predict_records(challenger.uri, rows),
+        "champion": runs.predict_records(runs.version_uri(challenger.name, champion.version), rows),
     }
     wins, interval, text = judge(
         predictions["challenger"], predictions["champion"], truths, settings
@@ -163,33 +148,29 @@ def decide(settings: Settings, challenger: runs.ModelRef) -> PromotionDecision:
 
 def promote_if_better(settings: Settings, challenger: runs.ModelRef) -> PromotionDecision:
     """Decide, log the decision to the challenger's run, and move the alias when it wins."""
-    import mlflow
-
     decision = decide(settings, challenger)
-    with mlflow.start_run(run_id=challenger.run_id):
-        mlflow.set_tags(
+    tags = {
+        "promotion.decision": "promoted" if decision.promoted else "kept",
+        "promotion.reason": decision.reason[:5000],
+        "promotion.metric": decision.metric,
+        "promotion.champion_version": str(decision.champion_version),
+        "promotion.comparator": str(decision.comparator),
+    }
+    metrics = {"promotion_rows": float(decision.n_rows)}
+    if decision.interval is not None:
+        metrics.update(
             {
-                "promotion.decision": "promoted" if decision.promoted else "kept",
-                "promotion.reason": decision.reason[:5000],
-                "promotion.metric": decision.metric,
-                "promotion.champion_version": str(decision.champion_version),
-                "promotion.comparator": str(decision.comparator),
+                "promotion_difference": decision.interval.difference,
+                "promotion_difference_low": decision.interval.low,
+                "promotion_difference_high": decision.interval.high,
+                f"promotion_challenger_{decision.metric}": float(decision.challenger_score),
+                f"promotion_comparator_{decision.metric}": float(decision.champion_score),
             }
         )
-        metrics = {"promotion_rows": float(decision.n_rows)}
-        if decision.interval is not None:
-            metrics.update(
-                {
-                    "promotion_difference": decision.interval.difference,
-                    "promotion_difference_low": decision.interval.low,
-                    "promotion_difference_high": decision.interval.high,
-                    f"promotion_challenger_{decision.metric}": float(decision.challenger_score),
-                    f"promotion_comparator_{decision.metric}": float(decision.champion_score),
-                }
-            )
-        mlflow.log_metrics(metrics)
+    assert challenger.run_id
+    runs.record_promotion(challenger.run_id, tags, metrics)
     if decision.promoted:
         assert challenger.name
-        move_champion(challenger.name, decision.challenger_version)
+        runs.move_champion(challenger.name, decision.challenger_version)
     log.info("%s", decision.line())
     return decision

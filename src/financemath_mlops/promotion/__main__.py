@@ -1,0 +1,40 @@
+"""`python -m financemath_mlops.promotion`: promote the challenger if it beats the champion.
+
+Beats means: the paired bootstrap 95 % interval of its loss minus the champion's, on holdout rows
+unseen by both, lies entirely below -margin (the first version: below the global median's).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from financemath_mlops.cli import base_parser, parse_stage_args, run_main, setting_flags
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_parser("python -m financemath_mlops.promotion", __doc__ or "")
+    evaluation = setting_flags(parser, "evaluation")
+    evaluation(
+        "--model-uri", help="the challenger (default: models:/<name>@challenger of the last run)"
+    )
+    evaluation("--metric", key="promotion_metric", choices=["log_mae", "mae", "rmse", "median_ae"])
+    evaluation("--min-rows", key="min_promotion_rows", type=int,
+               help="minimum rows unseen by both models (10 or more)")  # fmt: skip
+    evaluation("--margin", key="promotion_margin", type=float,
+               help="how far below 0 the interval must lie (default 0)")  # fmt: skip
+    _, settings = parse_stage_args(parser, argv)
+    from financemath_mlops import runs
+    from financemath_mlops.promotion.decision import promote_if_better
+
+    runs.configure(settings)
+    uri = runs.challenger_uri(settings)
+    ref = runs.resolve(uri)
+    if ref.name is None:
+        raise runs.TrackingError(f"{uri} is not a registered model version")
+    decision = promote_if_better(settings, ref)
+    print(decision.line())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
