@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from financemath_mlops import runs
@@ -54,10 +53,7 @@ def test_holdout_rows_never_reach_the_training_table(
     trained_model: TrainedModel, tmp_path: Path
 ) -> None:
     runs.configure(trained_model.settings)
-    run_id = trained_model.run_id
-    holdout = json.loads(runs.store.download(run_id, "split/holdout_ids.json", tmp_path).read_text())
-    train_table = pd.read_parquet(
-        runs.store.download(run_id, "data/training_features.parquet", tmp_path)
-    )
+    _, holdout = runs.load_split_ids(trained_model.run_id, tmp_path)
+    train_table = runs.load_training_features(trained_model.run_id, tmp_path)
     assert holdout
     assert not set(holdout) & set(train_table[ID_COLUMN])
