@@ -116,3 +116,21 @@ def test_importing_the_package_has_no_side_effects(tmp_path: Path) -> None:
     )
     subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, timeout=300)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_batch_prediction_has_its_own_section_with_env_overrides(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = write_yaml(isolated_env / "c.yaml", "predict:\n  batch_rows: 64\n")
+    monkeypatch.setenv("FMOPS_PREDICT__EXECUTOR", "dask")
+    monkeypatch.setenv("FMOPS_PREDICT__DASK_ADDRESS", "tcp://scheduler:8786")
+    settings = load_settings(cfg)
+    assert (settings.predict.executor, settings.predict.batch_rows) == ("dask", 64)
+    assert settings.predict.dask_address == "tcp://scheduler:8786"
+    # The features stage keeps its own executor: the two sections no longer share one.
+    assert (settings.features.executor, settings.features.dask_address) == (
+        "local",
+        "local-cluster",
+    )
+    with pytest.raises(ConfigError, match=r"predict\.batch_rows.*FMOPS_PREDICT__BATCH_ROWS"):
+        load_settings(cfg, {"predict": {"batch_rows": 0}})
