@@ -26,7 +26,8 @@ import pytest
 from tests.conftest import TrainedModel, pipeline_settings
 from tests.helpers import VENV_BIN, cli_env, free_port, running, wait_for
 
-pytestmark = pytest.mark.integration
+# Training sets MLflow's process-wide URIs: every test here gets them back afterwards.
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("restore_mlflow_uris")]
 
 BUCKET = "fmops-artifacts"
 S3_ENV = {
@@ -119,7 +120,6 @@ def test_direct_s3_artifact_root_trains_registers_and_loads(
     remote_store: RemoteStore,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    restore_mlflow_uris: None,
 ) -> None:
     import pandas as pd
 
@@ -153,7 +153,6 @@ def test_proxied_artifacts_train_register_and_serve_without_s3_credentials(
     remote_store: RemoteStore,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    restore_mlflow_uris: None,
 ) -> None:
     from mlflow.tracking import MlflowClient
 
