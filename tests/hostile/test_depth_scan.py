@@ -2,18 +2,27 @@
 
 Work is bounded by counting allocations (tracemalloc), never by timing: every pass of the scan
 is a vectorised sweep, so its peak allocation is a small multiple of the body, and it finishes
-the shape that used to take the old regex half an hour (defect 1 of issue 12).
+the shape that used to take the old regex half an hour (defect 1 of issue 12). With the guard's
+limits it stops at the first block over one, counted in the values it saw (issue 12, attack
+benchmark: a megabyte of commas used to be scanned to its end on every request).
 """
 
 from __future__ import annotations
 
 import json
 import tracemalloc
+from unittest import mock
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from financemath_mlops.serving.middleware import json_depth
+from financemath_mlops.serving import middleware
+from financemath_mlops.serving.middleware import (
+    MAX_JSON_DEPTH,
+    SCAN_BLOCK_BYTES,
+    json_depth,
+    json_shape,
+)
 
 # Bytes the scan treats specially, plus filler; random mixes make odd, invalid "JSON" too.
 ALPHABET = st.sampled_from([b"[", b"]", b"{", b"}", b'"', b"\\", b"a", b",", b":", b" "])
@@ -100,3 +109,39 @@ def test_the_issue_shape_at_one_megabyte_is_scanned_in_linear_memory():
 def test_deep_unclosed_brackets_count_as_they_open():
     assert json_depth(b"[" * 100_000) == 100_000
     assert json_depth(b'["]]]]", [[[' + b"]" * 10) == 4
+
+
+BODIES = st.lists(OUTSIDE | STRING, max_size=40).map(b"".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(BODIES, st.none() | STRING_BODY, st.integers(min_value=1, max_value=16))
+def test_the_shape_does_not_depend_on_the_block_size(body, unterminated, block):
+    if unterminated is not None:
+        body += b'"' + unterminated
+    whole = json_shape(body)
+    with mock.patch.object(middleware, "SCAN_BLOCK_BYTES", block):
+        assert json_shape(body) == whole
+    assert whole.depth == reference_depth(body)
+
+
+@settings(max_examples=200, deadline=None)
+@given(BODIES, st.integers(min_value=0, max_value=6), st.integers(min_value=1, max_value=12))
+def test_a_limited_scan_gives_the_same_verdict(body, max_depth, max_values):
+    exact = json_shape(body)
+    with mock.patch.object(middleware, "SCAN_BLOCK_BYTES", 4):  # many blocks: early stops
+        limited = json_shape(body, max_depth, max_values)
+    assert (limited.depth > max_depth) == (exact.depth > max_depth)
+    if limited.depth <= max_depth:  # stopped for values, or not at all
+        assert (limited.values > max_values) == (exact.values > max_values)
+
+
+def test_a_megabyte_of_values_is_refused_after_its_first_block():
+    body = b'{"items": [' + b",".join([b"1"] * 400_000) + b"]}"
+    assert json_shape(body).values == 400_000
+    seen = json_shape(body, MAX_JSON_DEPTH, 1_216).values
+    assert 1_216 < seen <= SCAN_BLOCK_BYTES  # the first block only, not the 400,000
+
+
+def test_unclosed_brackets_are_refused_after_the_first_block():
+    assert json_shape(b"[" * 500_000, MAX_JSON_DEPTH, 1_216).depth <= SCAN_BLOCK_BYTES
