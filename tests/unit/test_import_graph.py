@@ -248,3 +248,17 @@ def test_mlflow_is_imported_only_by_the_run_contract_and_the_model() -> None:
         if imp.target == "mlflow" and not imp.importer.startswith(MLFLOW_HOMES)
     )
     assert not outside, f"mlflow imported outside {MLFLOW_HOMES}: {outside}"
+
+
+def test_the_model_package_never_resolves_embedding_weights() -> None:
+    """model/ logs and serves the ONNX bundle it is given: it never calls the features stage or
+    the weight resolution (both may probe the hub), e.g. while an MLflow run is open."""
+    graph, _ = import_graph()
+    resolvers = {f"{PACKAGE}.features.build", f"{PACKAGE}.features.weights"}
+    reaching = sorted(
+        f"{module} -> {target}"
+        for module, targets in graph.items()
+        if module.startswith(f"{PACKAGE}.model.")
+        for target in targets & resolvers
+    )
+    assert not reaching, reaching

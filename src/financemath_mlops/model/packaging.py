@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from financemath_mlops.config import Settings
 from financemath_mlops.model.predictor import BOOSTER_FILE, CONFIG_FILE
 
 # What the pyfunc needs at load time (the `serving` extra), pinned to what trained it.
@@ -78,7 +77,7 @@ def log_pyfunc(
     booster: Any,
     manifest: dict[str, Any],
     target_transform: str,
-    settings: Settings,
+    bundle: Path,
     work_dir: Path,
     registered_model_name: str,
     example: list[dict[str, Any]],
@@ -86,18 +85,18 @@ def log_pyfunc(
 ) -> Any:
     """Log the model in the active run as `name` and register it; returns MLflow's ModelInfo.
 
+    ``bundle``: the ONNX embedding bundle the features were embedded with, logged as given:
+    packaging never resolves weights (no hub probe while a run is open).
     ``example``: raw records for MLflow's input example (none when empty).
     """
     import mlflow
     import mlflow.pyfunc
 
-    from financemath_mlops.features.build import onnx_bundle
     from financemath_mlops.features.onnx_export import read_bundle_config
 
     work_dir.mkdir(parents=True, exist_ok=True)
     booster_path = work_dir / BOOSTER_FILE
     booster.save_model(str(booster_path))
-    bundle = onnx_bundle(settings, manifest["embedding"])
     bundle_config = read_bundle_config(bundle)
     config_path = work_dir / CONFIG_FILE
     config = model_config(manifest, target_transform, bundle_config)

@@ -47,6 +47,7 @@ class TrainingRunContent:
     holdout_records: list[dict[str, Any]]  # raw ingested records of the holdout ids
     booster: Any
     target_transform: str
+    embedding_bundle: Path  # the ONNX bundle the features were embedded with, served beside it
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ def log_training_run(
             booster=content.booster,
             manifest=content.manifest,
             target_transform=content.target_transform,
-            settings=settings,
+            bundle=content.embedding_bundle,
             work_dir=tmp / "model",
             registered_model_name=model_name,
             example=content.holdout_records[:2],
