@@ -60,12 +60,11 @@ class Predictor:
     def from_files(
         cls, booster_path: Path, bundle_dir: Path, config_path: Path, threads: int | None = None
     ) -> Predictor:
-        import lightgbm as lgb
-
         from financemath_mlops.features.embeddings import OnnxEmbedder
+        from financemath_mlops.model.trees import TreeEnsemble
 
         config = json.loads(Path(config_path).read_text(encoding="utf-8"))
-        booster = lgb.Booster(model_file=str(booster_path))
+        booster = TreeEnsemble.from_file(booster_path)  # numpy: no lightgbm/scipy at serving
         embedder = OnnxEmbedder(Path(bundle_dir), threads=threads)
         return cls(booster, embedder, config)
 
