@@ -126,50 +126,50 @@ async def _predict_and_log(service: Any, model: Any, records: list[Any], request
     return scored
 
 
-@router.post(
-    "/predict",
-    response_model=PredictResponse,
-    responses=_errors(400, 401, 413, 415, 422, 503),
-    dependencies=[Depends(require_api_key)],
-    summary="Predict the numeric answer of one question",
-)
-async def predict(item: PredictRequest, request: Request) -> PredictResponse:
-    service = _service(request)
-    _reject(check_record_limits(item, service.serving), service.serving.max_error_details)
-    model = _current_model(request)
-    records = [_record(item)]
-    scored = await _predict_and_log(service, model, records, request)
-    return PredictResponse(
-        prediction=scored.values[0],
-        warnings=scored.warnings[0],
-        model=ModelIdentity(**model.identity()),
-        latency_ms=_elapsed_ms(request),
-        request_id=request.state.request_id,
+async def _score(request: Request, items: list[Any]) -> tuple[Any, dict[str, Any]]:
+    """Score `items` (limits already checked) with the model in service and log them: the scores,
+    and the fields every prediction response carries (model, latency, request id)."""
+    service, model = _service(request), _current_model(request)
+    scored = await _predict_and_log(service, model, [_record(item) for item in items], request)
+    answer = {
+        "model": ModelIdentity(**model.identity()),
+        "latency_ms": _elapsed_ms(request),
+        "request_id": request.state.request_id,
+    }
+    return scored, answer
+
+
+def _prediction_route(path: str, response_model: type, summary: str) -> Callable[[T], T]:
+    """A prediction endpoint: the API key, and the same error answers for every one of them."""
+    return router.post(
+        path,
+        response_model=response_model,
+        responses=_errors(400, 401, 413, 415, 422, 503),
+        dependencies=[Depends(require_api_key)],
+        summary=summary,
     )
 
 
-@router.post(
-    "/predict/batch",
-    response_model=BatchResponse,
-    responses=_errors(400, 401, 413, 415, 422, 503),
-    dependencies=[Depends(require_api_key)],
-    summary="Predict the answers of several questions in one call",
+@_prediction_route("/predict", PredictResponse, "Predict the numeric answer of one question")
+async def predict(item: PredictRequest, request: Request) -> PredictResponse:
+    serving = _service(request).serving
+    _reject(check_record_limits(item, serving), serving.max_error_details)
+    scored, answer = await _score(request, [item])
+    return PredictResponse(prediction=scored.values[0], warnings=scored.warnings[0], **answer)
+
+
+@_prediction_route(
+    "/predict/batch", BatchResponse, "Predict the answers of several questions in one call"
 )
 async def predict_batch(batch: BatchRequest, request: Request) -> BatchResponse:
-    service = _service(request)
-    _reject(check_batch_limits(batch, service.serving), service.serving.max_error_details)
-    model = _current_model(request)
-    records = [_record(item) for item in batch.items]
-    scored = await _predict_and_log(service, model, records, request)
-    return BatchResponse(
-        predictions=[
-            ItemPrediction(prediction=value, warnings=warnings)
-            for value, warnings in zip(scored.values, scored.warnings, strict=True)
-        ],
-        model=ModelIdentity(**model.identity()),
-        latency_ms=_elapsed_ms(request),
-        request_id=request.state.request_id,
-    )
+    serving = _service(request).serving
+    _reject(check_batch_limits(batch, serving), serving.max_error_details)
+    scored, answer = await _score(request, batch.items)
+    predictions = [
+        ItemPrediction(prediction=value, warnings=warnings)
+        for value, warnings in zip(scored.values, scored.warnings, strict=True)
+    ]
+    return BatchResponse(predictions=predictions, **answer)
 
 
 @router.get("/health", response_model=HealthResponse, summary="Liveness: the process answers")
