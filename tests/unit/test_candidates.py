@@ -106,3 +106,35 @@ def test_the_threshold_follows_the_log_error(good: bool, expected: float) -> Non
     values = truths if good else truths * 1e6
     picks = [Pick(float(v), "x", "copy", 0.99) for v in values]
     assert choose_threshold(picks, np.array([11.0, 21.0, 31.0]), truths) == expected
+
+
+def test_ranker_cv_answers_every_row_with_a_candidate_or_the_fallback() -> None:
+    from financemath_mlops.evaluation.nested import CVData
+    from financemath_mlops.evaluation.ranker_cv import RankerData, repeated_ranker_cv
+
+    rng = np.random.default_rng(3)
+    records = []
+    for _ in range(60):
+        a, b, c = (int(x) for x in rng.integers(10, 900, size=3))
+        question = (
+            f"Costs were {c}. Sales went from {a} to {b}. What is the percent change in sales?"
+        )
+        records.append({"question": question, "tables": [], "ground_truth": (b / a - 1) * 100})
+    truths = np.array([r["ground_truth"] for r in records])
+    data = CVData(
+        hand=rng.normal(size=(60, 4)),
+        embeddings=rng.normal(size=(60, 8)),
+        numbers_median=np.zeros(60),
+        target=truths,
+        topics=np.array(["A", "B"] * 30),
+    )
+    small = {"objective": "l1", "n_estimators": 20, "num_leaves": 4, "min_child_samples": 5}
+    fallback = np.full((1, 60), 12345.0)
+    rdata = RankerData.from_records(records)
+    out = repeated_ranker_cv(rdata, data, {"configured": small}, fallback, folds=2, seeds=1)
+    answers, answered = out["predictions"]["ranker"][0], out["answered"][0]
+    for value, yes, cands in zip(answers, answered, rdata.candidates, strict=True):
+        assert (value in cands.values) if yes else value == 12345.0
+    assert len(out["thresholds"]) == 2
+    hits = [financemath_correct(v, t) for v, t in zip(answers, truths, strict=True)]
+    assert np.mean(hits) >= 0.8  # an easy, learnable construction: the ranker answers it
