@@ -17,9 +17,6 @@ from tests.helpers import REPO_ROOT
 PACKAGE = "financemath_mlops"
 SRC = REPO_ROOT / "src" / PACKAGE
 
-# Circles being broken in the issue-14 work, each named with who removes it. Empty when done.
-KNOWN_CIRCLES: dict[frozenset[str], str] = {}
-
 # Only these packages may import mlflow: the run contract (`runs/`) and the logged model (`model/`).
 MLFLOW_HOMES = (f"{PACKAGE}.runs", f"{PACKAGE}.model")
 
@@ -201,22 +198,14 @@ def test_the_graph_sees_every_kind_of_import(tmp_path: Path) -> None:
     assert describe(graph, cycles[0]) == "stage.other -> stage.sub -> stage.other"
 
 
-def short(names: list[str]) -> frozenset[str]:
-    return frozenset(n.removeprefix(PACKAGE + ".") for n in names)
-
-
-def unexpected_circles(graph: dict[str, set[str]]) -> list[str]:
-    return [
-        describe(graph, component)
-        for component in strongly_connected(graph)
-        if short(component) not in KNOWN_CIRCLES
-    ]
+def circles_in(graph: dict[str, set[str]]) -> list[str]:
+    return [describe(graph, component) for component in strongly_connected(graph)]
 
 
 def test_no_import_circles_between_modules() -> None:
     graph, _ = import_graph()
     assert len(graph) > 50, "the reader found too few modules: is SRC right?"
-    circles = unexpected_circles(graph)
+    circles = circles_in(graph)
     assert not circles, "import circles (counting function-local and TYPE_CHECKING imports):\n" + (
         "\n".join(circles)
     )
@@ -236,7 +225,7 @@ def test_no_import_circles_between_stages() -> None:
         stages.setdefault(top_level(importer), set()).update(
             top_level(t) for t in targets if top_level(t) != top_level(importer)
         )
-    circles = unexpected_circles(stages)
+    circles = circles_in(stages)
     assert not circles, "stages importing each other:\n" + "\n".join(circles)
 
 
