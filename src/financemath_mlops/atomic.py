@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -113,6 +114,15 @@ def write_json(target: Path, payload: Any) -> None:
 
 
 # --- several files as one unit -----------------------------------------------------------------
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in chunks: how outputs name the exact input they used."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def set_store(first: Path) -> Path:

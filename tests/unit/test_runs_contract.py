@@ -4,12 +4,12 @@ keep the previous champion, and no stage outside `runs/` that builds either."""
 from __future__ import annotations
 
 import ast
-import json
 from pathlib import Path
 
 import pytest
 
 from financemath_mlops import runs
+from financemath_mlops.atomic import file_sha256
 from financemath_mlops.cli import run_main
 from financemath_mlops.config import load_settings
 from financemath_mlops.registry import main as registry_main
@@ -33,21 +33,25 @@ def test_served_model_uri_follows_the_alias_unless_a_uri_is_configured() -> None
     assert runs.served_model_uri(pinned) == "models:/m/3"
 
 
-def test_challenger_uri_names_the_sample_model_when_the_features_came_from_the_sample(
-    tmp_path: Path,
-) -> None:
+def test_the_challenger_is_what_training_registered_from_the_given_table(tmp_path: Path) -> None:
     features = tmp_path / "features.parquet"
-    settings = load_settings(
-        overrides={"features": {"output": str(features)}, "mlflow": {"model_name": "fm"}}
+    features.write_bytes(b"a feature table")
+    settings = load_settings(overrides={"training": {"features": str(features)}})
+    with pytest.raises(runs.TrackingError, match="pass --model-uri"):
+        runs.challenger_uri(settings)  # nothing trained on it: no guess
+    pointer = runs.TrainedPointer(
+        "run", "models:/m/4", "m", "4", str(features), file_sha256(features)
     )
-    assert runs.challenger_uri(settings) == "models:/fm@challenger"  # no manifest yet
-    manifest = features.with_name(contract.FEATURE_MANIFEST)
-    manifest.write_text(json.dumps({"data": {"source": "sample"}}))
-    assert runs.challenger_uri(settings) == "models:/fm-sample@challenger"
+    runs.write_trained_pointer(features, pointer)
+    assert runs.trained_pointer_path(features) == tmp_path / "features.trained.json"
+    assert runs.challenger_uri(settings) == "models:/m/4"
     chosen = settings.model_copy(
         update={"evaluation": settings.evaluation.model_copy(update={"model_uri": "runs:/r/m"})}
     )
     assert runs.challenger_uri(chosen) == "runs:/r/m"
+    features.write_bytes(b"another feature table")
+    with pytest.raises(runs.TrackingError, match="changed since training registered models:/m/4"):
+        runs.challenger_uri(settings)
 
 
 def test_only_models_and_runs_uris_need_the_store() -> None:

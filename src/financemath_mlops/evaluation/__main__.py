@@ -16,7 +16,8 @@ from financemath_mlops.cli import base_parser, run_main, settings_from_args, set
 
 EPILOG = """\
 examples:
-  python -m financemath_mlops.evaluation                         # the challenger just trained
+  python -m financemath_mlops.evaluation                         # what training made of the features
+  python -m financemath_mlops.evaluation --features scratch/features.parquet   # ... of that table
   python -m financemath_mlops.evaluation --model-uri models:/financemath-regressor@champion
   python -m financemath_mlops.evaluation --model-uri runs:/<run_id>/model
 
@@ -80,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         "--output", type=Path, help="metrics JSON (default data/processed/metrics.json)"
     )
     parser.add_argument("--tracking-uri", help="MLflow tracking URI")
+    parser.add_argument(
+        "--features", type=Path, help="the feature table training read (default: features output)"
+    )
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     settings = settings_from_args(
@@ -90,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                 "output": args.output,
             },
             "mlflow": {"tracking_uri": args.tracking_uri},
+            "training": {"features": args.features},
         },
     )
     from financemath_mlops.evaluation.evaluate import evaluate, report_table

@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from financemath_mlops.atomic import atomic_path, write_json
+from financemath_mlops.atomic import atomic_path, file_sha256, write_json
 from financemath_mlops.config import EmbeddingSettings, Settings
 from financemath_mlops.errors import StageError
 from financemath_mlops.executors import (
@@ -231,12 +231,14 @@ def onnx_bundle(settings: Settings, info: dict[str, Any]) -> Path:
 
 
 def data_provenance(source: Path) -> dict[str, Any]:
-    """Where the ingested records came from (the first record's metadata)."""
+    """Where the ingested records came from (the first record's metadata), and which file exactly
+    (path and sha256: training reads the same records back and refuses a changed file)."""
+    exact = {"input": str(source), "input_sha256": file_sha256(source)}
     for chunk in read_jsonl_chunks(source, 1):
         meta = dict(chunk[0].get("meta") or {})
         meta.pop("ingested_at", None)
-        return {**meta, "input": str(source)}
-    return {"input": str(source)}
+        return {**meta, **exact}
+    return exact
 
 
 def build_features(settings: Settings, show_progress: bool = True) -> FeatureSummary:

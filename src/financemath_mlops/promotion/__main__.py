@@ -7,6 +7,7 @@ unseen by both, lies entirely below -margin (the first version: below the global
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from financemath_mlops.cli import base_parser, parse_stage_args, run_main, setting_flags
 
@@ -14,8 +15,9 @@ from financemath_mlops.cli import base_parser, parse_stage_args, run_main, setti
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser("python -m financemath_mlops.promotion", __doc__ or "")
     evaluation = setting_flags(parser, "evaluation")
-    evaluation(
-        "--model-uri", help="the challenger (default: models:/<name>@challenger of the last run)"
+    evaluation("--model-uri", help="the challenger (default: what training made of --features)")
+    setting_flags(parser, "training")(
+        "--features", type=Path, help="the feature table training read (default: features output)"
     )
     evaluation("--metric", key="promotion_metric", choices=["log_mae", "mae", "rmse", "median_ae"])
     evaluation("--min-rows", key="min_promotion_rows", type=int,

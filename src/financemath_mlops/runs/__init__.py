@@ -10,6 +10,7 @@ import runs``) and never name an artefact path or build a ``models:/`` URI.
 - :mod:`.training_run`  log a training run and load its data back
 - :mod:`.predict`       predict raw records with the model at a URI
 - :mod:`.results`       evaluation and promotion on the run; monitoring reports as runs
+- :mod:`.pointer`       what training registered from a feature table (the file beside it)
 """
 
 from financemath_mlops.runs.aliases import (
@@ -25,12 +26,18 @@ from financemath_mlops.runs.contract import (
     CHAMPION,
     PREVIOUS_CHAMPION,
     alias_uri,
-    challenger_uri,
     is_tracked_uri,
     model_name_for,
     served_model_uri,
-    trained_model_name,
+    trained_pointer_path,
     version_uri,
+)
+from financemath_mlops.runs.pointer import (
+    TrainedPointer,
+    challenger_uri,
+    model_trained_on,
+    read_trained_pointer,
+    write_trained_pointer,
 )
 from financemath_mlops.runs.predict import RecordModel, load_model, predict_records
 from financemath_mlops.runs.results import (
@@ -75,6 +82,7 @@ __all__ = [
     "RecordModel",
     "RunData",
     "TrackingError",
+    "TrainedPointer",
     "TrainingRunContent",
     "alias_uri",
     "alias_version",
@@ -97,9 +105,11 @@ __all__ = [
     "log_monitoring_report",
     "log_training_run",
     "model_name_for",
+    "model_trained_on",
     "move_champion",
     "predict_records",
     "record_evaluation",
+    "read_trained_pointer",
     "record_promotion",
     "require_store",
     "resolve",
@@ -108,6 +118,7 @@ __all__ = [
     "served_model_uri",
     "set_alias",
     "set_challenger",
-    "trained_model_name",
+    "trained_pointer_path",
     "version_uri",
+    "write_trained_pointer",
 ]

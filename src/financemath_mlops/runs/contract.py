@@ -7,6 +7,8 @@ challenger or a pinned version, and get the same string everywhere. Pure: no MLf
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from financemath_mlops.config import SAMPLE_MODEL_SUFFIX, Settings
 
 # Registry aliases: training sets `challenger`; promotion moves `champion` and keeps the one it
@@ -25,6 +27,13 @@ HOLDOUT_RECORDS = "data/holdout_records.jsonl"  # raw records the model never sa
 EVALUATION_DIR = "evaluation"  # the evaluation stage's metrics file, added later
 # Artefacts of a monitoring run (one run per report, in the monitoring experiment).
 REPORT_DIR = "report"
+# Beside a feature table: what training registered from it (see :mod:`.pointer`).
+TRAINED_POINTER_SUFFIX = ".trained.json"
+
+
+def trained_pointer_path(features_path: Path) -> Path:
+    """`features.parquet` -> `features.trained.json`, beside it."""
+    return features_path.with_name(features_path.stem + TRAINED_POINTER_SUFFIX)
 
 
 def is_tracked_uri(uri: str) -> bool:
@@ -56,22 +65,3 @@ def model_name_for(settings: Settings, data_source: str | None) -> str:
     if data_source == "sample" and not name.endswith(SAMPLE_MODEL_SUFFIX):
         return name + SAMPLE_MODEL_SUFFIX
     return name
-
-
-def trained_model_name(settings: Settings) -> str:
-    """The name training registers the current feature table under (its manifest's data source)."""
-    import json
-
-    from financemath_mlops.features.build import columns_path_for
-
-    manifest_path = columns_path_for(settings.features_output)
-    source = None
-    if manifest_path.is_file():
-        source = json.loads(manifest_path.read_text(encoding="utf-8")).get("data", {}).get("source")
-    return model_name_for(settings, source)
-
-
-def challenger_uri(settings: Settings) -> str:
-    """What evaluation and promotion judge by default: evaluation.model_uri, else the challenger
-    training registered last for the current feature table."""
-    return settings.evaluation.model_uri or alias_uri(trained_model_name(settings), CHALLENGER)

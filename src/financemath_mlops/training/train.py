@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from financemath_mlops import runs
+from financemath_mlops.atomic import file_sha256
 from financemath_mlops.config import Settings
 from financemath_mlops.errors import StageError
 from financemath_mlops.features.build import (
@@ -107,10 +108,27 @@ def load_raw_records(path: Path, ids: set[str]) -> list[dict[str, Any]]:
     return out
 
 
+def records_behind(settings: Settings, manifest: dict[str, Any]) -> Path:
+    """The ingested records the feature table was built from: its manifest names them (and their
+    sha256); tables from before it did fall back to features.input."""
+    data = manifest.get("data", {})
+    path = Path(data.get("input") or settings.features_input)
+    expected = data.get("input_sha256")
+    if expected and path.is_file() and file_sha256(path) != expected:
+        raise StageError(
+            f"{path} changed since {settings.training_features} was built from it (sha256 "
+            f"{expected[:12]}...): re-run features on it, or train on features built from the "
+            "records you have"
+        )
+    return path
+
+
 def train(settings: Settings) -> TrainingSummary:
     started = time.perf_counter()
     cfg = settings.training
     frame, manifest = read_features(settings.training_features)
+    features_sha256 = file_sha256(settings.training_features)
+    records_path = records_behind(settings, manifest)  # before the work: refuse early
     labelled = frame[frame[TARGET_COLUMN].notna()].reset_index(drop=True)
     skipped = len(frame) - len(labelled)
     if skipped:
@@ -137,7 +155,7 @@ def train(settings: Settings) -> TrainingSummary:
     )  # fmt: skip
     log.info("fitting the final model on all %d training rows", len(y_train))
     booster = fit_booster(x_train, y_train, cfg.lightgbm, cfg.target_transform, cfg.seed, threads)
-    holdout_records = load_raw_records(settings.features_input, set(holdout_ids))
+    holdout_records = load_raw_records(records_path, set(holdout_ids))
 
     tracking_uri = runs.configure(settings)
     data_meta = manifest.get("data", {})
@@ -164,6 +182,15 @@ def train(settings: Settings) -> TrainingSummary:
     )
     logged = runs.log_training_run(settings, model_name, content)
     runs.set_challenger(model_name, logged.version)
+    pointer = runs.TrainedPointer(
+        run_id=logged.run_id,
+        model_uri=logged.uri,
+        model_name=model_name,
+        version=logged.version,
+        features=str(settings.training_features),
+        features_sha256=features_sha256,
+    )
+    runs.write_trained_pointer(settings.training_features, pointer)
     summary = TrainingSummary(
         run_id=logged.run_id,
         experiment_id=logged.experiment_id,

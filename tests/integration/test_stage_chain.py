@@ -1,0 +1,109 @@
+"""Stages chain by what they were given (issue 22): the stage commands, one by one, on a scratch
+chain with its own paths, while the default paths hold another data set and the store another
+model. Every stage must use the inputs and the model of its own chain, or refuse and say why."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from financemath_mlops import runs
+from financemath_mlops.atomic import file_sha256
+from financemath_mlops.cli import run_main
+from financemath_mlops.evaluation.__main__ import main as evaluation_main
+from financemath_mlops.features.__main__ import main as features_main
+from financemath_mlops.ingestion.__main__ import main as ingestion_main
+from financemath_mlops.promotion.__main__ import main as promotion_main
+from financemath_mlops.training.__main__ import main as training_main
+from tests.conftest import TrainedModel
+from tests.helpers import REPO_ROOT
+
+
+def stage(main, argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = run_main(main, argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture()
+def in_default_project(
+    trained_model: TrainedModel,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    restore_mlflow_uris: None,
+) -> TrainedModel:
+    """Work from a folder whose default data/ paths belong to another chain (the trained model's
+    sample), with a copy of its store (which holds that chain's model): aliases moved here stay
+    here."""
+    store = tmp_path / "store" / "mlflow.db"
+    store.parent.mkdir()
+    shutil.copyfile(trained_model.tracking_uri.removeprefix("sqlite:///"), store)
+    monkeypatch.chdir(trained_model.workdir)
+    for name, value in {
+        "FMOPS_MLFLOW__TRACKING_URI": f"sqlite:///{store}",
+        "FMOPS_PATHS__CACHE_DIR": str(REPO_ROOT / ".cache"),
+        "FMOPS_TRAINING__CV_FOLDS": "3",
+    }.items():
+        monkeypatch.setenv(name, value)
+    assert Path("data/interim/financemath.jsonl").is_file()
+    assert Path("data/processed/finance_math_features.parquet").is_file()
+    return trained_model
+
+
+def test_each_stage_uses_the_inputs_and_the_model_of_its_own_chain_or_refuses(
+    in_default_project: TrainedModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = in_default_project
+    scratch = tmp_path / "scratch"
+    records, features = scratch / "records.jsonl", scratch / "features.parquet"
+    ingest = ["--source", "sample", "--rows", "120", "--seed", "5", "--output", str(records)]
+    assert stage(ingestion_main, ingest, capsys)[0] == 0
+    build = ["--input", str(records), "--output", str(features)]
+    assert stage(features_main, build, capsys)[0] == 0
+    code, _, err = stage(training_main, ["--features", str(features)], capsys)
+    assert code == 0, err
+    pointer = runs.read_trained_pointer(features)
+    assert pointer is not None
+    assert pointer.model_name == other.model_name  # the same registered name: a new version
+    assert pointer.version != other.version
+    assert pointer.features_sha256 == file_sha256(features)
+
+    # Training read the records the scratch features were built from, not data/interim.
+    scratch_rows = {r["question_id"]: r for r in read_jsonl(records)}
+    holdout = runs.load_holdout_records(pointer.run_id, scratch / "run")
+    assert holdout and all(scratch_rows[r["question_id"]] == r for r in holdout)
+
+    metrics = scratch / "metrics.json"
+    evaluate = ["--features", str(features), "--output", str(metrics)]
+    code, _, err = stage(evaluation_main, evaluate, capsys)
+    assert code == 0, err
+    assert json.loads(metrics.read_text())["model"]["version"] == pointer.version
+    code, out, err = stage(promotion_main, ["--features", str(features)], capsys)
+    assert code == 0, err
+    assert f"promotion: version {pointer.version} " in out
+
+    # A table nothing was trained on: no guess, the flags are named.
+    lone = scratch / "lone.parquet"
+    lone.write_bytes(features.read_bytes())
+    for main in (evaluation_main, promotion_main):
+        code, _, err = stage(main, ["--features", str(lone)], capsys)
+        assert code == 2
+        assert "--model-uri" in err and str(lone) in err
+
+    # Records changed since the features were built, a table changed since training: refused.
+    with records.open("a", encoding="utf-8") as handle:
+        handle.write("\n")
+    code, _, err = stage(training_main, ["--features", str(features)], capsys)
+    assert code == 2
+    assert str(records) in err and str(features) in err
+    features.write_bytes(features.read_bytes() + b"\0")
+    code, _, err = stage(evaluation_main, ["--features", str(features)], capsys)
+    assert code == 2
+    assert "changed since training" in err and pointer.model_uri in err
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
