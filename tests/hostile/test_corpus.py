@@ -3,8 +3,9 @@
 Every case of tests/hostile/corpus.py gets its expected status (never a 5xx) and a small body;
 then the defects of issue 12 that need more than one connection: /health keeps answering while
 the escaped-quote body is checked (1), idle sockets neither starve /health nor stay open (3),
-abandoned batches are not computed (3), and Python's own clients read the 413 (5). Deadlines are
-shortened (2-3 s) so the corpus stays fast; every wait has a generous bound.
+abandoned batches are not computed, and one abandoned mid-prediction stops at its next chunk (3),
+and Python's own clients read the 413 (5). Deadlines are shortened (2-3 s) so the corpus stays
+fast; every wait has a generous bound.
 """
 
 from __future__ import annotations
@@ -20,13 +21,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import requests
 
+from financemath_mlops.monitoring.prediction_log import read_prediction_log
+from financemath_mlops.serving.inference import CHUNK_RECORDS
 from tests.hostile.corpus import CASES, CLOSED, QUESTION, Case, post, send
 
 pytestmark = pytest.mark.integration
@@ -42,9 +46,14 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def port(trained_model: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """The trained model @champion behind the documented entry point, with short deadlines."""
-    workdir = tmp_path_factory.mktemp("hostile")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("hostile")
+
+
+@pytest.fixture(scope="module")
+def port(trained_model: Any, workdir: Path) -> Iterator[int]:
+    """The trained model @champion behind the documented entry point, with short deadlines and
+    a prediction log that writes within 0.2 s (``workdir/predictions``)."""
     env = dict(trained_model.env)
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     env |= {
@@ -53,7 +62,8 @@ def port(trained_model: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "FMOPS_SERVING__HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
         "FMOPS_SERVING__BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
         "FMOPS_SERVING__KEEP_ALIVE_S": str(HEADER_TIMEOUT_S),
-        "FMOPS_MONITORING__PREDICTION_LOG": "false",
+        "FMOPS_PATHS__PREDICTIONS_DIR": str(workdir / "predictions"),
+        "FMOPS_MONITORING__LOG_ROTATE_SECONDS": "0.2",
     }
     chosen = free_port()
     log_path = workdir / "server.log"
@@ -166,6 +176,51 @@ def test_abandoned_batches_are_not_computed(port: int) -> None:
     assert ok.status_code == 200
     computed = metric(port, "fmops_model_batch_size_count") - before - 1
     assert computed < ABANDONED, f"{computed:.0f} of {ABANDONED} abandoned batches were computed"
+
+
+def poll(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
+        time.sleep(0.05)
+
+
+LONG_QUESTION = "What is the yield of the bond " + "given its coupon, price and maturity " * 50
+
+
+def test_a_batch_abandoned_mid_prediction_stops_at_its_next_chunk(port: int, workdir: Path) -> None:
+    """Defect 3: a running prediction whose client hung up used to run to its end.
+
+    64 questions over the embedder's 256 tokens (seconds of work); the client hangs up once the
+    prediction runs. It must stop between two chunks of records: counted as cancelled while
+    running, with records left uncomputed, nothing logged for it, and the worker free again.
+    """
+    poll(lambda: metric(port, "fmops_inference_running") == 0, "earlier work ends")
+    running = 'fmops_predictions_cancelled_total{when="running"}'
+    cancelled, skipped = metric(port, running), metric(port, "fmops_cancelled_records_total")
+    raw = post(
+        "/predict/batch", {"items": [{"question": LONG_QUESTION}] * 64},
+        headers={"X-Request-ID": "abandoned-mid-prediction"},
+    )  # fmt: skip
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(raw)
+        poll(lambda: metric(port, "fmops_inference_running") >= 1, "the batch starts")
+    poll(lambda: metric(port, running) > cancelled, "the running batch is cancelled")
+    assert metric(port, running) == cancelled + 1
+    left = metric(port, "fmops_cancelled_records_total") - skipped
+    assert CHUNK_RECORDS <= left < 64, f"{left:.0f} of 64 records left uncomputed"
+    ok = httpx.post(
+        f"http://127.0.0.1:{port}/predict", json={"question": QUESTION},
+        headers={"X-Request-ID": "after-the-abandoned-batch"}, timeout=60,
+    )  # fmt: skip
+    assert ok.status_code == 200
+
+    def logged() -> set[str]:
+        frame = read_prediction_log(workdir / "predictions")
+        return set(frame["client_request_id"].dropna())
+
+    poll(lambda: "after-the-abandoned-batch" in logged(), "the next prediction is logged")
+    assert "abandoned-mid-prediction" not in logged()
 
 
 @pytest.mark.parametrize("client", ["http.client", "requests"])

@@ -99,6 +99,26 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )
+        self.inference_running = Gauge(
+            f"{PREFIX}_inference_running",
+            "Model calls running on the worker threads right now",
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
+        self.cancelled = Counter(
+            f"{PREFIX}_predictions_cancelled",
+            "Model calls dropped because the client hung up: before they started (queued) or "
+            "between two chunks of records (running)",
+            ["when"],
+            registry=reg,
+        )
+        self.cancelled_records = Counter(
+            f"{PREFIX}_cancelled_records",
+            "Records of cancelled model calls that were never computed",
+            registry=reg,
+        )
+        for when in ("queued", "running"):  # export the series at 0 so rate() works from the start
+            self.cancelled.labels(when)
         self.batch_size = Histogram(
             f"{PREFIX}_model_batch_size",
             "Records per model call (1 for /predict, the number of items for /predict/batch)",
