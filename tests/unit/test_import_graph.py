@@ -251,3 +251,12 @@ def test_the_model_package_never_resolves_embedding_weights() -> None:
         for target in targets & resolvers
     )
     assert not reaching, reaching
+
+
+def test_shared_errors_sit_on_the_ground_floor() -> None:
+    """Any module may raise StageError without pulling in another of ours (cli.py used to hold
+    it, so stages imported the command-line plumbing for an exception type)."""
+    graph, _ = import_graph()
+    assert graph[f"{PACKAGE}.errors"] == set()
+    tree = ast.parse((SRC / "cli.py").read_text(encoding="utf-8"))
+    assert not any(isinstance(n, ast.ClassDef) and n.name == "StageError" for n in ast.walk(tree))
