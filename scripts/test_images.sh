@@ -15,7 +15,9 @@
 # the HEALTHCHECK passes; the prediction log is written. Started with no model and an unreachable
 # tracking server: /health within 5 s, /ready 503 with a reason. The pipeline image is built when
 # torch can reach the build (its CPU index, or a local wheel passed as a build context) and its
-# Prefect UI must answer 200. Prints sizes and times, writes reports/images/results.json, and
+# Prefect UI must answer 200. The inference image within 600 MB and the serving venv within 450 MB
+# (tests/images/test_serving_venv.py, issue 18). Prints sizes and times, writes
+# reports/images/results.json, and
 # removes every container, image, volume and temporary file it made. Bounded: IMAGES_TIMEOUT_S.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -296,6 +298,22 @@ if wait_for_code "http://127.0.0.1:$port/health" 200 30 "$name"; then
   log "no model: /health in $health_ms ms, /ready $code: $reason"
 fi
 engine rm -f "$name" >/dev/null 2>>"$REPORT_DIR/engine.log"
+
+# --- the serving install's budgets (issue 18) ------------------------------------------------------
+# The image against 600 MB; the venv of the serving lock against 450 MB, with nothing forbidden in
+# it and the same predictions as lightgbm (tests/images/test_serving_venv.py, a venv in a temp dir).
+size=$(image_size_mb "$INFERENCE")
+record budget_mb.inference 600
+[ "$size" -le 600 ] || fail "inference image is $size MB, over its 600 MB budget"
+started=$SECONDS
+if FMOPS_SERVING_VENV_TEST=1 bounded 1800 "$VENV_BIN/pytest" -q -p no:cacheprovider \
+  tests/images/test_serving_venv.py >"$REPORT_DIR/serving-venv.log" 2>&1; then
+  record serving_venv_mb "$("$VENV_BIN/python" -c 'import json, sys; print(round(json.load(open(sys.argv[1]))["total_bytes"] / 1e6))' "$REPORT_DIR/serving-venv.json")"
+  log "serving venv: $(tail -n 1 "$REPORT_DIR/serving-venv.log") in $((SECONDS - started)) s"
+else
+  tail -n 30 "$REPORT_DIR/serving-venv.log" >&2
+  fail "the serving venv test failed (tests/images/test_serving_venv.py)"
+fi
 
 # --- the pipeline image ---------------------------------------------------------------------------
 PIPELINE=localhost/financemath-mlops/pipeline:$RUN_ID

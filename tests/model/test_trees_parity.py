@@ -136,8 +136,9 @@ def test_the_trained_pipeline_model_matches_lightgbm_on_its_feature_table(
 
     from financemath_mlops.features.rows import FEATURE_COLUMNS
 
-    [logged] = [p for p in trained_model.workdir.rglob("booster.txt") if "model" in p.parts]
-    booster = lgb.Booster(model_file=str(logged))
+    logged = sorted(trained_model.workdir.rglob("booster.txt"))  # the logged model's artefact
+    assert logged, f"no booster.txt under {trained_model.workdir}"
+    booster = lgb.Booster(model_file=str(logged[0]))
     x = pd.read_parquet(trained_model.features_path)[list(FEATURE_COLUMNS)].to_numpy(np.float64)
     assert_same_as_lightgbm(booster, x, tmp_path)
 

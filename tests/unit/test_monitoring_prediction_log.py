@@ -102,11 +102,11 @@ def test_an_unwritable_directory_counts_drops_and_never_raises(tmp_path: Path, c
 
 
 def test_a_disk_full_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    def full_disk(table, where, **kwargs):
+    def full_disk(frame, where):
         Path(where).write_bytes(b"PAR1 half a file")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(plog.pq, "write_table", full_disk)
+    monkeypatch.setattr(plog, "write_parquet", full_disk)
     with PredictionLog(tmp_path, rotate_rows=3) as log:
         log.record_many(entries(1, items=3))
     assert log.dropped_by_reason == {"write_error": 3}
@@ -245,3 +245,34 @@ def test_the_clients_request_id_is_stored_beside_ours(tmp_path: Path):
     frame = read_prediction_log(tmp_path)
     assert frame["request_id"].tolist() == ["ours-1", "ours-2"]
     assert frame["client_request_id"].tolist() == ["theirs", None]
+
+
+def test_part_files_of_the_old_pyarrow_writer_read_together_with_fastparquet_ones(tmp_path: Path):
+    """Logs written before the lean serving install (pyarrow, nested `warnings`) stay readable
+    beside fastparquet's (JSON `warnings`): one frame, same types, by the monitoring reader."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    old = entries(1)[0]
+    pq.write_table(
+        pa.table(
+            {
+                **{name: [old[name]] for name in plog.TEXT_FIELDS},
+                "item": [0],
+                "timestamp": [datetime(2026, 1, 1, tzinfo=UTC)],
+                "prediction": [1.5],
+                "warnings": [["an old warning"]],
+            },
+            schema=plog.log_schema(()),
+        ),
+        tmp_path / "predictions-20260101T000000000000Z-1-000000.parquet",
+    )
+    with PredictionLog(tmp_path, features="none") as log:
+        log.record_many(entries(2))
+    stored = pq.read_schema(log_files(tmp_path)[-1]).field("warnings").type  # JSON text
+    assert getattr(stored, "storage_type", stored) == pa.string()
+    frame = read_prediction_log(tmp_path)
+    assert frame["request_id"].tolist() == ["req-1", "req-2"]
+    assert [list(w) for w in frame["warnings"]] == [["an old warning"], ["table 0: ragged row"]]
+    assert str(frame["timestamp"].dtype) == "datetime64[us, UTC]"
+    assert frame["item"].dtype == np.int32 and frame["prediction"].tolist() == [1.5, 2.0]

@@ -9,9 +9,10 @@ from typing import Any
 
 from financemath_mlops.model.predictor import BOOSTER_FILE, CONFIG_FILE
 
-# What the pyfunc needs at load time (the `serving` extra), pinned to what trained it.
+# What the pyfunc needs at load time, pinned to what trained it: no lightgbm (model/trees.py
+# evaluates booster.txt with numpy) and no pyarrow (issue 18).
 SERVING_REQUIREMENTS = (
-    "mlflow", "lightgbm", "onnxruntime", "tokenizers", "numpy", "pandas", "pyarrow", "pydantic",
+    "mlflow", "onnxruntime", "tokenizers", "numpy", "pandas", "pydantic",
 )  # fmt: skip
 
 

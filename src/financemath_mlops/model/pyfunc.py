@@ -2,8 +2,8 @@
 
 Artefacts: the LightGBM booster (text), the ONNX embedding bundle (model.onnx, tokenizer.json,
 embedding_config.json) and the model config (feature columns, target transform, embedding info).
-Loading it imports onnxruntime, tokenizers and lightgbm only, so `mlflow models serve` and our
-FastAPI service can run without torch.
+Loading it imports onnxruntime and tokenizers (the booster runs on numpy: model/trees.py), so
+`mlflow models serve` and our FastAPI service run without torch, lightgbm or scipy.
 """
 
 from __future__ import annotations

@@ -18,6 +18,11 @@ journal off (a kill then loses everything not yet in a part file).
 
 Only the fields in :data:`ENTRY_FIELDS` and the feature values are stored: whatever else a caller
 puts in an entry (headers, API keys) is ignored by construction.
+
+The writer is fastparquet (the serving install carries no pyarrow: ~10 MB instead of ~156 MB);
+fastparquet writes no nested columns, so ``warnings`` is stored as JSON text. The reader
+(:func:`read_prediction_log`, monitoring side, pyarrow) turns it back into a list and reads part
+files of either writer alike.
 """
 
 from __future__ import annotations
@@ -39,8 +44,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from financemath_mlops.atomic import pid_alive
 from financemath_mlops.features.rows import FEATURE_COLUMNS, N_HAND_FEATURES
@@ -51,6 +54,10 @@ FILE_PREFIX = "predictions-"
 FILE_SUFFIX = ".parquet"
 JOURNAL_PREFIX = ".journal-"
 _JOURNAL_PID = re.compile(r"^\.journal-(\d+)-[0-9a-f]+\.jsonl$")
+TEXT_FIELDS = (
+    "request_id", "client_request_id", "model_name", "model_version", "model_alias",
+    "model_run_id", "topic",
+)  # fmt: skip
 ENTRY_FIELDS = (
     "request_id", "client_request_id", "item", "timestamp", "model_name", "model_version",
     "model_alias", "model_run_id", "topic", "prediction", "warnings",
@@ -84,7 +91,10 @@ def logged_columns(features: str) -> tuple[str, ...]:
     raise ValueError(f"features must be 'all', 'hand' or 'none', got {features!r}")
 
 
-def log_schema(feature_columns: Sequence[str]) -> pa.Schema:
+def log_schema(feature_columns: Sequence[str]) -> Any:
+    """The pyarrow schema the reader returns (pyarrow is imported here: monitoring side only)."""
+    import pyarrow as pa
+
     text = pa.string()
     return pa.schema(
         [
@@ -184,7 +194,6 @@ class PredictionLog:
         self._unflushed_since: float | None = None
         self._journal_warned = False
         self.feature_columns = logged_columns(features)
-        self.schema = log_schema(self.feature_columns)
         self.enabled = enabled
         self.listener = listener
         self.written = 0
@@ -427,7 +436,7 @@ class PredictionLog:
             self.listener.written(len(buffer))
         return []
 
-    def _write(self, table: pa.Table) -> Path:
+    def _write(self, table: Any) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
         with _sequence_lock:
             number = next(_sequence)
@@ -435,7 +444,7 @@ class PredictionLog:
         target = self.directory / f"{FILE_PREFIX}{stamp}-{os.getpid()}-{number:06d}{FILE_SUFFIX}"
         tmp = self.directory / f".{target.name}.tmp"
         try:
-            pq.write_table(table, tmp, compression="zstd")
+            write_parquet(table, tmp)
             with tmp.open("rb") as handle:
                 os.fsync(handle.fileno())
             os.replace(tmp, target)
@@ -443,27 +452,42 @@ class PredictionLog:
             tmp.unlink(missing_ok=True)
         return target
 
-    def _table(self, entries: list[Mapping[str, Any]]) -> pa.Table:
+    def _table(self, entries: list[Mapping[str, Any]]) -> Any:
+        """The part file's rows as a DataFrame, columns in :data:`ENTRY_FIELDS` order."""
+        import pandas as pd
+
+        def text(name: str) -> pd.Series:
+            return pd.Series([_text(e.get(name)) for e in entries], dtype=object)
+
         columns: dict[str, Any] = {
-            "request_id": [_text(e.get("request_id")) for e in entries],
-            "client_request_id": [_text(e.get("client_request_id")) for e in entries],
-            "item": [int(e.get("item") or 0) for e in entries],
-            "timestamp": [_timestamp(e.get("timestamp")) for e in entries],
+            "request_id": text("request_id"),
+            "client_request_id": text("client_request_id"),
+            "item": np.array([int(e.get("item") or 0) for e in entries], dtype=np.int32),
+            "timestamp": pd.DatetimeIndex(
+                [_timestamp(e.get("timestamp")) for e in entries]
+            ).as_unit("us"),
             **{
-                name: [_text(e.get(name)) for e in entries]
+                name: text(name)
                 for name in ("model_name", "model_version", "model_alias", "model_run_id", "topic")
             },
-            "prediction": [_number(e.get("prediction")) for e in entries],
-            "warnings": [
-                [str(w)[:MAX_TEXT] for w in (e.get("warnings") or ())][:MAX_WARNINGS]
-                for e in entries
-            ],
+            "prediction": np.array(
+                [_number(e.get("prediction")) for e in entries], dtype=np.float64
+            ),
+            "warnings": pd.Series(
+                [
+                    [str(w)[:MAX_TEXT] for w in (e.get("warnings") or ())][:MAX_WARNINGS]
+                    for e in entries
+                ],
+                dtype=object,
+            ),
         }
-        if self.feature_columns:
-            matrix = np.vstack([self._feature_row(e.get("features")) for e in entries])
-            for j, name in enumerate(self.feature_columns):
-                columns[name] = matrix[:, j]
-        return pa.table(columns, schema=self.schema)
+        frame = pd.DataFrame(columns)
+        if not self.feature_columns:
+            return frame
+        matrix = np.vstack([self._feature_row(e.get("features")) for e in entries])
+        # One float block for the features: 400 columns one by one cost seconds per part file.
+        features = pd.DataFrame(matrix, columns=list(self.feature_columns))
+        return pd.concat([frame, features], axis=1)
 
     def _feature_row(self, values: Any) -> np.ndarray:
         width = len(self.feature_columns)
@@ -497,6 +521,21 @@ class PredictionLog:
             log.warning("%s", message)
 
 
+def write_parquet(frame: Any, path: Path) -> None:
+    """One part file (zstd) with fastparquet: text columns UTF-8, ``warnings`` JSON text."""
+    import fastparquet
+
+    fastparquet.write(
+        str(path),
+        frame,
+        compression="ZSTD",
+        write_index=False,
+        object_encoding={**dict.fromkeys(TEXT_FIELDS, "utf8"), "warnings": "json"},
+        times="int64",
+        stats=["timestamp"],  # min/max where the readers filter; per-column stats cost seconds
+    )
+
+
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)[:MAX_TEXT]
 
@@ -517,6 +556,28 @@ def _timestamp(value: Any) -> datetime:
     return datetime.now(UTC)
 
 
+def _normalised(table: Any) -> Any:
+    """A part file as :func:`log_schema` says, whichever writer made it (pyarrow before the
+    lean serving install, fastparquet since: JSON ``warnings``, its own timestamp unit)."""
+    import pyarrow as pa
+
+    table = table.replace_schema_metadata(None)  # a writer's pandas metadata must not steer us
+    names = table.column_names
+    base = {field.name: field for field in log_schema(())}
+    for name in ("warnings", "timestamp", "item"):
+        if name not in names:
+            continue
+        i = names.index(name)
+        column = table.column(i)
+        if name == "warnings" and not pa.types.is_list(column.type):
+            lists = [None if v is None else json.loads(v) for v in column.to_pylist()]
+            column = pa.array(lists, type=base[name].type)
+        elif column.type != base[name].type:
+            column = column.cast(base[name].type)
+        table = table.set_column(i, base[name], column)
+    return table
+
+
 def log_files(directory: Path | str) -> list[Path]:
     """Complete part files, oldest first (temp files are hidden and never listed)."""
     return sorted(Path(directory).glob(f"{FILE_PREFIX}*{FILE_SUFFIX}"))
@@ -534,6 +595,8 @@ def read_prediction_log(
     unreadable file is skipped with a warning. No files: an empty frame with the base columns.
     """
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     filters = []
     if since is not None:
@@ -544,7 +607,11 @@ def read_prediction_log(
     for path in log_files(directory):
         try:
             tables.append(
-                pq.read_table(path, filters=filters or None, columns=list(columns or []) or None)
+                _normalised(
+                    pq.read_table(
+                        path, filters=filters or None, columns=list(columns or []) or None
+                    )
+                )
             )
         except Exception as exc:  # a foreign or damaged file must not hide the others
             log.warning("skipping unreadable prediction log file %s: %s", path, exc)
