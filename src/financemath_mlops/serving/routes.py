@@ -82,9 +82,10 @@ T = TypeVar("T")
 async def _while_connected(request: Request, work: Callable[[threading.Event], Awaitable[T]]) -> T:
     """Run ``work(gone)``; if the client hangs up first, set ``gone`` and stop waiting (499).
 
-    Queued predictions check ``gone`` before they start, so abandoned requests cost nothing
-    more, and nothing is logged for them. (The body is already read: the next ASGI message is
-    the disconnect, or it comes when the response is complete.)
+    Queued predictions check ``gone`` before they start and running ones between chunks of
+    records (the pool counts both), so an abandoned request frees its worker within a chunk,
+    and nothing is logged for it. (The body is already read: the next ASGI message is the
+    disconnect, or it comes when the response is complete.)
     """
     gone = threading.Event()
     watcher = asyncio.ensure_future(_disconnected(request))
