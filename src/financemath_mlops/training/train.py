@@ -109,18 +109,27 @@ def load_raw_records(path: Path, ids: set[str]) -> list[dict[str, Any]]:
 
 
 def records_behind(settings: Settings, manifest: dict[str, Any]) -> Path:
-    """The ingested records the feature table was built from: its manifest names them (and their
-    sha256); tables from before it did fall back to features.input."""
+    """The ingested records the feature table was built from. Its manifest names them with their
+    sha256: that file, or features.input when it is the same file moved (tables from before the
+    manifest named them: features.input). Different records are refused, never silently used."""
     data = manifest.get("data", {})
-    path = Path(data.get("input") or settings.features_input)
+    named = Path(data["input"]) if data.get("input") else None
+    configured = Path(settings.features_input)
     expected = data.get("input_sha256")
-    if expected and path.is_file() and file_sha256(path) != expected:
-        raise StageError(
-            f"{path} changed since {settings.training_features} was built from it (sha256 "
-            f"{expected[:12]}...): re-run features on it, or train on features built from the "
-            "records you have"
-        )
-    return path
+    if not expected:
+        return named or configured
+    candidates = [path for path in dict.fromkeys([named, configured]) if path is not None]
+    present = [path for path in candidates if path.is_file()]
+    for path in present:
+        if file_sha256(path) == expected:
+            return path
+    if not present:
+        return named or configured  # load_raw_records says it is missing
+    raise StageError(
+        f"{' and '.join(map(str, present))} changed since {settings.training_features} was built "
+        f"from {named or configured} (sha256 {expected[:12]}...): re-run features on the records "
+        "you have, or train on features built from them"
+    )
 
 
 def train(settings: Settings) -> TrainingSummary:
