@@ -106,13 +106,14 @@ def test_a_record_with_large_tables_runs_alone() -> None:
 def test_a_request_queued_meanwhile_runs_before_the_rest_of_a_batch() -> None:
     """One worker: a lone prediction arriving during a batch waits for one chunk, not all."""
     order: list[str] = []
-    arrived = threading.Event()
+    running, release = threading.Event(), threading.Event()
 
     class Recording(CountingPredictor):
         def predict(self, records, keep_features=False):
             order.append("lone" if records[0].question.startswith("lone") else "batch")
             if len(order) == 1:
-                arrived.wait(timeout=30)  # the lone request is queued while chunk 1 runs
+                running.set()
+                release.wait(timeout=30)  # the lone request is queued while chunk 1 runs
             return super().predict(records, keep_features)
 
     async def scenario():
@@ -120,10 +121,11 @@ def test_a_request_queued_meanwhile_runs_before_the_rest_of_a_batch() -> None:
         model = _model(Recording())
         try:
             batch = asyncio.ensure_future(pool.predict(model, records()))
-            await asyncio.sleep(0.05)
+            while not running.is_set():
+                await asyncio.sleep(0.01)
             lone = asyncio.ensure_future(pool.predict(model, [RecordInput("lone 0")]))
-            await asyncio.sleep(0.05)
-            arrived.set()
+            await asyncio.sleep(0.05)  # on the event loop only: the lone chunk gets queued
+            release.set()
             await asyncio.gather(batch, lone)
         finally:
             await pool.stop()
