@@ -159,7 +159,9 @@ class MLflowSettings(_Section):
 
 class EvaluationSettings(_Section):
     model_uri: str | None = Field(
-        default=None, description="Default: models:/<registered name>@challenger"
+        default=None,
+        description="Default: the model training registered from training.features "
+        "(<features>.trained.json beside it)",
     )
     output: Path | None = Field(default=None, description="Default: <processed_dir>/metrics.json")
     promote: bool = True
