@@ -21,6 +21,8 @@ import numpy as np
 
 from financemath_mlops.config import Settings
 from financemath_mlops.errors import StageError
+from financemath_mlops.evaluation.answer_models import NAMES as ANSWER_MODELS
+from financemath_mlops.evaluation.answer_models import answer_models
 from financemath_mlops.evaluation.baselines import chance_accuracy, numbers_median, record_numbers
 from financemath_mlops.evaluation.intervals import paired_bootstrap
 from financemath_mlops.evaluation.nested import (
@@ -176,11 +178,31 @@ def build_report(settings: Settings, path: Path, opts: ReportOptions) -> dict[st
         progress=lambda done, total: log.info("outer fold %d/%d done", done, total),
     )  # fmt: skip
     preds, truths = cv["predictions"], data.target
+    numbers = [record_numbers(r["question"], r.get("tables") or []) for r in records]
+    log.info("answer models (candidate ranker, sign/scale) on the same folds")
+    answers = answer_models(
+        records, data, lgb_settings, preds["model"], numbers, opts.folds, opts.seeds,
+        opts.inner_folds, opts.jobs,
+    )  # fmt: skip
+    preds = {**preds, **answers.pop("predictions")}
     losses = {name: row_losses(p, truths) for name, p in preds.items()}
     summary = {name: per_seed_metrics(preds[name], truths) for name in ["model", *BASELINES]}
-    numbers = [record_numbers(r["question"], r.get("tables") or []) for r in records]
     chance = chance_accuracy(numbers, truths)
     differences = {b: compare(losses["model"], losses[b], opts) for b in BASELINES}
+    best = min(BASELINES, key=lambda b: summary[b]["log_mae"])
+    chance_losses = losses[best] | {"miss": answers.pop("chance_miss")}
+    answers["best_baseline"] = best
+    answers["sign_scale_negative_rows"] = int((preds["sign_scale"] < 0).any(axis=0).sum())
+    answers["sign_scale_below_one_rows"] = int((preds["sign_scale"] < 1).any(axis=0).sum())
+    answers["models"] = {
+        name: {
+            "metrics": per_seed_metrics(preds[name], truths),
+            "vs_best_baseline": compare(losses[name], losses[best], opts),
+            "vs_chance": compare(losses[name], chance_losses, opts)["accuracy"],
+            "vs_model": compare(losses[name], losses["model"], opts),
+        }
+        for name in ("model", *ANSWER_MODELS)
+    }
     sweep = []
     for c in cands:
         m = per_seed_metrics(preds[c.name], truths)
@@ -249,6 +271,7 @@ def build_report(settings: Settings, path: Path, opts: ReportOptions) -> dict[st
         "ranges": ranges,
         "topics": topics,
         "model_negative_rows": never_negative,
+        "answer_models": answers,
         "negative_answers": int((truths < 0).sum()),
         "seconds": round(time.perf_counter() - started, 1),
     }
