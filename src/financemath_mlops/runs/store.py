@@ -137,14 +137,14 @@ _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<ref>[^/]+
 def resolve(uri: str) -> ModelRef:
     """Resolve models:/NAME@ALIAS, models:/NAME/VERSION, models:/NAME/<Stage>, runs:/ID/PATH, or
     a local MLflow model folder (a path holding `MLmodel`)."""
-    from mlflow.exceptions import MlflowException
-
     local = None if is_tracked_uri(uri) else Path(uri.removeprefix("file://"))
     if local is not None and (local / "MLmodel").is_file():
         # A model folder on disk (mounted, or baked into an image): no registry involved. A folder
         # downloaded from models:/ carries the registered name and version (`registered_model_meta`).
         name, version = _registered_meta(local)
         return ModelRef(str(local), name, version, None, _run_id_of(local))
+    from mlflow.exceptions import MlflowException  # not before: a folder starts without MLflow
+
     if uri.startswith("runs:/"):
         run_id = uri.removeprefix("runs:/").split("/", 1)[0]
         try:

@@ -15,10 +15,12 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from financemath_mlops import runs
 from financemath_mlops.config import Settings
+from financemath_mlops.model.folder import load_folder
 from financemath_mlops.model.predictor import with_threads
 from financemath_mlops.records import RecordInput
 from financemath_mlops.serving.schemas import EXAMPLE_RECORD
@@ -127,8 +129,13 @@ class ModelHolder:
 
     def _load(self, uri: str, ref: runs.ModelRef) -> LoadedModel:
         from_registry = runs.is_tracked_uri(uri)
-        pyfunc = runs.load_pyfunc(ref.uri)
-        logged = pyfunc.unwrap_python_model().predictor
+        # Our own model folder loads without importing MLflow (1.2 s of a 2 s start, issue 18).
+        folder = None if from_registry else load_folder(Path(ref.uri))
+        if folder is not None:
+            logged, trained_at = folder.predictor, folder.trained_at
+        else:
+            pyfunc = runs.load_pyfunc(ref.uri)
+            logged, trained_at = pyfunc.unwrap_python_model().predictor, _created(pyfunc)
         predictor = logged if self.threads is None else with_threads(logged, self.threads)
         concurrent = predictor
         if self.concurrent_threads not in (None, self.threads):
@@ -143,7 +150,7 @@ class ModelHolder:
             # A folder needs no registry: its run's metrics are not worth waiting for a store.
             training_metrics=_training_metrics(ref.run_id) if from_registry else {},
             concurrent_predictor=concurrent,
-            trained_at=_created(pyfunc),
+            trained_at=trained_at,
         )
 
 
