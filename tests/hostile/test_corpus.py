@@ -178,6 +178,24 @@ def test_abandoned_batches_are_not_computed(port: int) -> None:
     assert computed < ABANDONED, f"{computed:.0f} of {ABANDONED} abandoned batches were computed"
 
 
+def test_a_batch_whose_client_closes_at_once_gets_no_work(port: int) -> None:
+    """Defect 3: a client that sends a batch and closes at once used to get its first chunk
+    computed (the hang-up was read a few event-loop turns after the work had started)."""
+    item = {"question": QUESTION, "tables": ["| Year | Cash flow |\n|---|---|\n| 1 | 50 |"]}
+    raw = post("/predict/batch", {"items": [item] * 64})
+    gone = 'fmops_http_requests_total{endpoint="/predict/batch",method="POST",status="499"}'
+    pooled = ['fmops_predictions_cancelled_total{when="queued"}',
+              'fmops_predictions_cancelled_total{when="running"}']  # fmt: skip
+    before, reached = metric(port, gone), sum(metric(port, name) for name in pooled)
+    for _ in range(20):
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(raw)
+        time.sleep(0.05)
+    poll(lambda: metric(port, gone) >= before + 20, "20 hang-ups answered 499")
+    reached = sum(metric(port, name) for name in pooled) - reached
+    assert reached <= 10, f"{reached:.0f} of 20 abandoned batches reached the pool"
+
+
 def poll(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
