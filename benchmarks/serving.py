@@ -9,6 +9,10 @@ Same requests (synthetic FinanceMath questions with their tables) in one run, fo
                 sentence-transformers on torch (the setup most users would have)
   (e) floor_int8, ours_int8   (a) and (b) for a model trained and served with the int8 ONNX
                 embedding bundle (same data, same store; ``--precisions fp32`` skips them)
+  (f) ours_lean   (b) from the serving-only install (``--lean-python``: a venv of the `serving`
+                extra; no lightgbm, pyarrow or full mlflow), serving the downloaded model folder
+  (g) ours_before (b) as it was before issue 18 (``--before-src``: that commit's src/, e.g.
+                ``git archive 3b826b3 src | tar -x -C /tmp/before``) in this venv, same folder
 
 Load comes from `wrk` (Debian package) with a Lua POST script, pinned with `taskset` to the last
 core; p50/p95/p99 latency and requests/s at each concurrency, peak RSS of each server (with its
@@ -57,7 +61,19 @@ TARGETS = {
     "int8_rps_c32_at_least_1.5x_fp32": "ours_int8 requests/s at c=32 >= 1.5 x ours (fp32)",
     "int8_rps_c32_at_least_5x_torch": "ours_int8 requests/s at c=32 >= 5 x torch-pyfunc",
     "int8_rps_c32_at_least_2.5x_mlflow": "ours_int8 requests/s at c=32 >= 2.5 x mlflow (fp32)",
+    "lean_p50_c1_within_1.15x_floor": "ours_lean p50 at c=1 <= 1.15 x floor p50",
+    "lean_rps_c32_at_least_3x_torch": "ours_lean requests/s at c=32 >= 3 x torch-pyfunc",
+    "lean_rps_c32_at_least_1.5x_mlflow": "ours_lean requests/s at c=32 >= 1.5 x mlflow",
+    "lean_cold_start_at_most_2s": "ours_lean start to /ready (local model folder) <= 2 s",
+    "lean_rps_c32_vs_before": "ours_lean requests/s at c=32 / ours_before (>= 0.9: no slower)",
 }
+# (target key, numerator setup, denominator setup, concurrency, metric, bound, at least?)
+LEAN_RATIOS = (
+    ("lean_p50_c1_within_1.15x_floor", "ours_lean", "floor", 1, "p50_ms", 1.15, False),
+    ("lean_rps_c32_at_least_3x_torch", "ours_lean", "torch", 32, "rps", 3.0, True),
+    ("lean_rps_c32_at_least_1.5x_mlflow", "ours_lean", "mlflow", 32, "rps", 1.5, True),
+    ("lean_rps_c32_vs_before", "ours_lean", "ours_before", 32, "rps", 0.9, True),
+)
 # (target key, numerator setup, denominator setup, concurrency, metric, bound, at least?)
 INT8_RATIOS = (
     ("int8_floor_p50_c1_at_most_0.6x_fp32", "floor_int8", "floor", 1, "p50_ms", 0.6, False),
@@ -373,7 +389,7 @@ def evaluate_targets(results: dict[str, Any]) -> dict[str, Any]:
     if torch_c32 and "c32" in ours:
         ratio = ours["c32"]["rps"] / torch_c32
         out["rps_c32_at_least_2x_torch"] = {"value": round(ratio, 2), "met": ratio >= 2.0}
-    for key, top, bottom, concurrency, metric, bound, at_least in INT8_RATIOS:
+    for key, top, bottom, concurrency, metric, bound, at_least in INT8_RATIOS + LEAN_RATIOS:
         a = results.get(top, {}).get(f"c{concurrency}", {}).get(metric)
         b = results.get(bottom, {}).get(f"c{concurrency}", {}).get(metric)
         if a and b:
@@ -382,6 +398,9 @@ def evaluate_targets(results: dict[str, Any]) -> dict[str, Any]:
                 "value": round(ratio, 2),
                 "met": ratio >= bound if at_least else ratio <= bound,
             }
+    lean_start = results.get("ours_lean", {}).get("cold_start_s")
+    if lean_start is not None:
+        out["lean_cold_start_at_most_2s"] = {"value": lean_start, "met": lean_start <= 2.0}
     if "c32" in ours:
         ratio = ours["c32"]["p99_ms"] / ours["c32"]["p50_ms"]
         out["p99_c32_under_4x_p50"] = {"value": round(ratio, 2), "met": ratio < 4.0}
@@ -406,6 +425,8 @@ def table(results: dict[str, Any], concurrency: list[int]) -> str:
         "floor_serving_session",
         "ours",
         "ours_int8",
+        "ours_before",
+        "ours_lean",
         "mlflow",
         "torch",
     ):
@@ -460,6 +481,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--precisions", nargs="+", default=["fp32", "int8"], choices=["fp32", "int8"],
         help="embedding bundles to train and serve (fp32 is the baseline; always first)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--lean-python", type=Path,
+        help="python of a serving-only venv: adds (f) ours_lean (see the docstring)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--before-src", type=Path,
+        help="src/ of the code before issue 18: adds (g) ours_before, run in this venv",
     )  # fmt: skip
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     return parser.parse_args(argv)
@@ -548,6 +577,39 @@ def model_sizes(model_uri: str, dst: Path) -> dict[str, float]:
     return {"model_folder": mb(folder), "embedding_bundle": mb(bundles[0]) if bundles else 0.0}
 
 
+def folder_targets(
+    args: argparse.Namespace, model_uri: str, tmp: Path, env: dict[str, str], bodies: list[str]
+) -> list[Target]:
+    """(f) and (g): our server on the model downloaded as a folder (no registry at start)."""
+    from mlflow.artifacts import download_artifacts
+
+    if not (args.lean_python or args.before_src):
+        return []
+    folder = download_artifacts(artifact_uri=model_uri, dst_path=str(tmp / "served-folder"))
+    variants = []
+    if args.before_src:
+        before_env = {**env, "PYTHONPATH": str(args.before_src.resolve())}
+        variants.append(("ours_before", VENV_BIN / "python", before_env, "(g) before issue 18"))
+    if args.lean_python:
+        lean_bin = str(args.lean_python.absolute().parent)
+        lean_env = {
+            **env,
+            "PATH": f"{lean_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONPATH": str(REPO_ROOT / "src"),  # this checkout's code on the lean packages
+        }
+        variants.append(("ours_lean", args.lean_python.absolute(), lean_env, "(f) lean install"))
+    targets = []
+    for name, python, variant_env, title in variants:
+        port = free_port()
+        command = [str(python), "-m", "uvicorn", "financemath_mlops.serving.app:app",
+                   "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+                   "--no-access-log"]  # fmt: skip
+        targets.append(Target(name, f"{title}: uvicorn ..., model folder", command,
+                              {**variant_env, "FMOPS_SERVING__MODEL_URI": folder},
+                              "/ready", "/predict", bodies, port))  # fmt: skip
+    return targets
+
+
 def run_all(
     args: argparse.Namespace,
     model_uri: str,
@@ -588,6 +650,7 @@ def run_all(
         ours_env = {**env, "FMOPS_SERVING__MODEL_URI": uri}
         targets.append(Target(name, f"{title}: uvicorn financemath_mlops.serving.app:app",
                               command, ours_env, "/ready", "/predict", ours_bodies, port))  # fmt: skip
+    targets += folder_targets(args, model_uri, tmp, env, ours_bodies)
     if "mlflow" not in args.skip:
         port = free_port()
         command = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", model_uri,
