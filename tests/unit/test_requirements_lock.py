@@ -219,3 +219,17 @@ def test_ci_installs_from_the_locks() -> None:
     ]
     assert all("constraints.txt" not in cache for cache in caches)
     assert any("requirements/dev.txt" in cache for cache in caches)
+
+
+def test_make_lock_writes_every_lock_with_hashes_and_without_torch() -> None:
+    makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
+    recipe = makefile.split("\nlock:", 1)[1].split("\n\n", 1)[0]
+    for name in (*EXTRA_SETS, "lint"):
+        assert f"-o requirements/{name}.txt" in recipe, name
+    compile_command = re.search(r"^UV_COMPILE = ((?:.*\\\n)*.*)$", makefile, re.MULTILINE)
+    assert compile_command, "UV_COMPILE is gone"
+    for option in ("--generate-hashes", "--no-emit-package torch", "--python-version 3.11"):
+        assert option in compile_command[1], option
+    uv = read_lock(REQUIREMENTS / "uv-tool.txt")
+    assert list(uv) == ["uv"] and uv["uv"].sha256
+    assert "--require-hashes --no-deps -r requirements/uv-tool.txt" in recipe
