@@ -186,7 +186,10 @@ def test_a_batch_whose_client_closes_at_once_gets_no_work(port: int) -> None:
     gone = 'fmops_http_requests_total{endpoint="/predict/batch",method="POST",status="499"}'
     pooled = ['fmops_predictions_cancelled_total{when="queued"}',
               'fmops_predictions_cancelled_total{when="running"}']  # fmt: skip
+    exported = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    assert all(name in exported for name in pooled)  # counted from 0, not absent
     before, reached = metric(port, gone), sum(metric(port, name) for name in pooled)
+    computed = metric(port, "fmops_model_batch_size_count")
     for _ in range(20):
         with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
             sock.sendall(raw)
@@ -194,6 +197,7 @@ def test_a_batch_whose_client_closes_at_once_gets_no_work(port: int) -> None:
     poll(lambda: metric(port, gone) >= before + 20, "20 hang-ups answered 499")
     reached = sum(metric(port, name) for name in pooled) - reached
     assert reached <= 10, f"{reached:.0f} of 20 abandoned batches reached the pool"
+    assert metric(port, "fmops_model_batch_size_count") == computed  # none ran to its end
 
 
 def poll(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
