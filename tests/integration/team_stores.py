@@ -3,7 +3,7 @@
 PostgreSQL is Debian's server (`postgresql`, installed by scripts/system_tools.sh): `initdb` and
 `pg_ctl` refuse to run as root, so they run through `runuser -u postgres` in a temporary folder
 owned by that user. `moto_server` stands in for S3/MinIO (MinIO itself appears only in compose).
-Shared by test_team_stores.py (make test) and test_team_stores_slow.py (the slower journey).
+Shared by the team-stores journey (test_team_stores*.py; FMOPS_TEAM_STORES=1).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.conftest import TrainedModel
 from tests.helpers import REPO_ROOT, VENV_BIN, cli_env, free_port, running, wait_for
 
 BUCKET = "financemath-mlflow"  # the compose default (FMOPS_MLFLOW_BUCKET)
@@ -280,3 +281,60 @@ def tool_venv(name: str, requirements: list[str], constraints: str) -> Path:
             pytest.fail(f"pip install {requirements} into {venv} failed:\n{done.stderr[-3000:]}")
         stamp.write_text("ok\n")
     return venv / "bin"
+
+
+# What the team-store tests ask the service.
+QUESTION = {
+    "question": "A bond pays a 5% annual coupon on a $1,000 face value. What is the coupon?",
+    "tables": ["| item | value |\n|---|---:|\n| coupon | 5% |\n| face | $ 1,000 |"],
+    "topic": "Accounting",
+}
+
+
+@dataclass
+class TeamStore:
+    tracking_uri: str
+    s3: S3
+    postgres: Postgres
+    backend_uri: str
+
+
+@contextlib.contextmanager
+def team_store(workdir: Path, experiment: str) -> Iterator[TeamStore]:
+    """The team's stores, running: a throwaway PostgreSQL with an `mlflow` database, moto's S3
+    API and compose's `mlflow server` (this venv's MLflow) with `experiment` created."""
+    with throwaway_postgres() as postgres:
+        backend = postgres.create_database("mlflow")
+        with (
+            moto_s3(workdir) as s3,
+            mlflow_server(VENV_BIN / "mlflow", postgres, "mlflow", s3, workdir) as uri,
+        ):
+            create_experiment(uri, experiment)
+            yield TeamStore(uri, s3, postgres, backend)
+
+
+def copy_features(trained_model: TrainedModel, workdir: Path) -> Path:
+    """The session's ingested rows and features, so trainers here skip ingestion and features."""
+    shutil.copytree(trained_model.workdir / "data", workdir / "data")
+    return workdir
+
+
+def serve_and_predict(model_uri: str, tracking_uri: str, workdir: Path) -> dict:
+    """The service on the laptop side: the tracking URI only, no S3 or database credentials."""
+    port = free_port()
+    env = client_env(tracking_uri, FMOPS_SERVING__MODEL_URI=model_uri)
+    base = f"http://127.0.0.1:{port}"
+    log = workdir / "api.log"
+    command = [
+        str(VENV_BIN / "python"), "-m", "financemath_mlops.serving",
+        "--model-uri", model_uri, "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+    (workdir / "api").mkdir(exist_ok=True)
+    with running(command, env, workdir / "api", log) as process:
+        wait_for(
+            lambda: httpx.get(f"{base}/ready", timeout=5).status_code == 200,
+            240, f"the service on {model_uri}", process, log,
+        )  # fmt: skip
+        response = httpx.post(f"{base}/predict", json=QUESTION, timeout=60)
+        assert response.status_code == 200, response.text
+        return response.json()

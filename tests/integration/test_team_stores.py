@@ -10,38 +10,30 @@ uploads), so it runs only with FMOPS_TEAM_STORES=1; `.ci/run` sets it:
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.conftest import TrainedModel, pipeline_settings
-from tests.helpers import REPO_ROOT, VENV_BIN, free_port, running, wait_for
+from tests.helpers import REPO_ROOT, VENV_BIN
 from tests.integration.team_stores import (
     JOURNEY,
-    S3,
+    QUESTION,
     Postgres,
+    TeamStore,
     client_env,
-    create_experiment,
-    mlflow_server,
-    moto_s3,
-    throwaway_postgres,
+    copy_features,
+    serve_and_predict,
+    team_store,
 )
 
 pytestmark = JOURNEY
 
 EXPERIMENT = "financemath-team"
-QUESTION = {
-    "question": "A bond pays a 5% annual coupon on a $1,000 face value. What is the coupon?",
-    "tables": ["| item | value |\n|---|---:|\n| coupon | 5% |\n| face | $ 1,000 |"],
-    "topic": "Accounting",
-}
 # What every training run logs besides the model (training/train.py): a run missing one of
 # these was cut short.
 RUN_FILES = (
@@ -51,31 +43,10 @@ RUN_FILES = (
 )  # the model itself is a logged model (MLflow 3), loaded and run below
 
 
-@dataclass
-class TeamStore:
-    tracking_uri: str
-    s3: S3
-    postgres: Postgres
-    backend_uri: str
-
-
 @pytest.fixture(scope="module")
 def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TeamStore]:
-    workdir = tmp_path_factory.mktemp("team-stores")
-    with throwaway_postgres() as postgres:
-        backend = postgres.create_database("mlflow")
-        with (
-            moto_s3(workdir) as s3,
-            mlflow_server(VENV_BIN / "mlflow", postgres, "mlflow", s3, workdir) as uri,
-        ):
-            create_experiment(uri, EXPERIMENT)
-            yield TeamStore(uri, s3, postgres, backend)
-
-
-def copy_features(trained_model: TrainedModel, workdir: Path) -> Path:
-    """The session's ingested rows and features, so trainers here skip ingestion and features."""
-    shutil.copytree(trained_model.workdir / "data", workdir / "data")
-    return workdir
+    with team_store(tmp_path_factory.mktemp("team-stores"), EXPERIMENT) as store:
+        yield store
 
 
 def db_rows(postgres: Postgres, query: str, *args: object) -> list[tuple]:
@@ -95,27 +66,6 @@ def run_files(tracking_uri: str, run_id: str) -> set[str]:
         for item in client.list_artifacts(run_id, pending.pop() or None):
             (pending.append(item.path) if item.is_dir else found.add(item.path))
     return found
-
-
-def serve_and_predict(model_uri: str, tracking_uri: str, workdir: Path) -> dict:
-    """The service on the laptop side: the tracking URI only, no S3 or database credentials."""
-    port = free_port()
-    env = client_env(tracking_uri, FMOPS_SERVING__MODEL_URI=model_uri)
-    base = f"http://127.0.0.1:{port}"
-    log = workdir / "api.log"
-    command = [
-        str(VENV_BIN / "python"), "-m", "financemath_mlops.serving",
-        "--model-uri", model_uri, "--host", "127.0.0.1", "--port", str(port),
-    ]  # fmt: skip
-    (workdir / "api").mkdir(exist_ok=True)
-    with running(command, env, workdir / "api", log) as process:
-        wait_for(
-            lambda: httpx.get(f"{base}/ready", timeout=5).status_code == 200,
-            240, f"the service on {model_uri}", process, log,
-        )  # fmt: skip
-        response = httpx.post(f"{base}/predict", json=QUESTION, timeout=60)
-        assert response.status_code == 200, response.text
-        return response.json()
 
 
 def test_postgres_store_trains_registers_evaluates_promotes_and_serves_the_champion(

@@ -20,13 +20,14 @@ from tests.integration.team_stores import (
     MLFLOW_USER,
     Postgres,
     client_env,
+    copy_features,
     create_experiment,
     mlflow_server,
     moto_s3,
+    serve_and_predict,
     throwaway_postgres,
     tool_venv,
 )
-from tests.integration.test_team_stores import copy_features, serve_and_predict
 
 pytestmark = JOURNEY
 PREVIOUS = "3.16.1"  # the minor before the lock's mlflow==3.17.2
