@@ -175,3 +175,24 @@ def tail(log: Path | None, chars: int = 4000) -> str:
     if log is None or not log.exists():
         return ""
     return "\n--- log ---\n" + log.read_text(encoding="utf-8", errors="replace")[-chars:]
+
+
+def server_env(trained_model: Any, **serving: str) -> dict[str, str]:
+    """The trained model's CLI environment with `FMOPS_SERVING__<KEY>` set for each of `serving`
+    (single-process metrics: no PROMETHEUS_MULTIPROC_DIR)."""
+    env = dict(trained_model.env)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.update({f"FMOPS_SERVING__{k.upper()}": v for k, v in serving.items()})
+    return env
+
+
+def metric_value(text: str, metric: str, **labels: str) -> float:
+    """Sum of the samples called `metric` whose labels include `labels` (0 when none)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == metric and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total

@@ -4,10 +4,12 @@ missing folders are created (Prefect's home) before anything needs them."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +17,18 @@ import httpx
 import pytest
 
 from financemath_mlops.errors import StageError
-from tests.helpers import cli_env, free_port, start_process, stop_process_group, wait_for
-from tests.integration.test_serving import metric_value, server_env
+from tests.helpers import cli_env, free_port, metric_value, running, server_env, wait_for
 
 
-def spawn_service(env: dict[str, str], workdir: Path, *args: str) -> tuple[Any, str, Path]:
-    """`python -m financemath_mlops.serving` (the README's serve command) on a free port."""
+@contextlib.contextmanager
+def service(env: dict[str, str], workdir: Path, *args: str) -> Iterator[tuple[Any, str, Path]]:
+    """`python -m financemath_mlops.serving` (the README's serve command) on a free port:
+    (process, base URL, log), stopped on exit."""
     port = free_port()
     log_path = workdir / "service.log"
     command = [sys.executable, "-m", "financemath_mlops.serving", "--port", str(port), *args]
-    process = start_process(command, env, workdir, log_path)
-    return process, f"http://127.0.0.1:{port}", log_path
+    with running(command, env, workdir, log_path) as process:
+        yield process, f"http://127.0.0.1:{port}", log_path
 
 
 def poll(url: str, until: Any, timeout: float, process: Any, log_path: Path) -> httpx.Response:
@@ -50,8 +53,7 @@ def silent_tracking_server():
 
 def test_health_answers_while_the_tracking_server_hangs(tmp_path, silent_tracking_server):
     env = server_env_without_model(tmp_path, silent_tracking_server)
-    process, base, log_path = spawn_service(env, tmp_path)
-    try:
+    with service(env, tmp_path) as (process, base, log_path):
         poll(f"{base}/health", lambda r: r.status_code == 200, 90, process, log_path)
         # The load is in progress (or failed) in the background; /health is not held up by it.
         started = time.perf_counter()
@@ -71,8 +73,6 @@ def test_health_answers_while_the_tracking_server_hangs(tmp_path, silent_trackin
         )
         assert "no model is loaded" in failed.json()["error"]["message"]
         assert httpx.get(f"{base}/health", timeout=5).status_code == 200
-    finally:
-        stop_process_group(process)
 
 
 def server_env_without_model(workdir: Path, tracking_uri: str) -> dict[str, str]:
@@ -110,16 +110,13 @@ def test_an_exported_model_folder_serves_without_the_registry(trained_model, tmp
     env = server_env(trained_model, alias="champion")
     env["FMOPS_MLFLOW__TRACKING_URI"] = f"http://127.0.0.1:{free_port()}"
     env["FMOPS_PATHS__PREDICTIONS_DIR"] = str(tmp_path / "predictions")
-    process, base, log_path = spawn_service(env, tmp_path, "--model-uri", str(folder))
-    try:
+    with service(env, tmp_path, "--model-uri", str(folder)) as (process, base, log_path):
         ready = poll(f"{base}/ready", lambda r: r.status_code == 200, 120, process, log_path)
         assert ready.json()["model"]["name"] == trained_model.model_name
         assert ready.json()["model"]["version"] == trained_model.version
         body = {"question": "What is 5% of $1,000?", "tables": [], "topic": "Accounting"}
         assert httpx.post(f"{base}/predict", json=body, timeout=30).status_code == 200
         metrics = httpx.get(f"{base}/metrics", timeout=5).text
-    finally:
-        stop_process_group(process)
     info = {"name": trained_model.model_name, "version": trained_model.version}
     assert metric_value(metrics, "fmops_model_info", alias="champion", **info) == 1
 

@@ -29,7 +29,14 @@ import pytest
 from financemath_mlops.features.rows import FEATURE_COLUMNS
 from financemath_mlops.records import RecordInput
 from financemath_mlops.serving.schemas import EXAMPLE_RECORD
-from tests.helpers import free_port, start_process, stop_process_group, wait_for
+from tests.helpers import (
+    free_port,
+    metric_value,
+    server_env,
+    start_process,
+    stop_process_group,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -85,13 +92,6 @@ def start_server(
     return server
 
 
-def server_env(trained_model: Any, **serving: str) -> dict[str, str]:
-    env = dict(trained_model.env)
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env.update({f"FMOPS_SERVING__{k.upper()}": v for k, v in serving.items()})
-    return env
-
-
 @pytest.fixture(scope="module")
 def server(trained_model: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The trained model @champion, with an API key and a small body budget."""
@@ -120,18 +120,6 @@ def records(trained_model: Any) -> list[dict[str, Any]]:
 
 def request_body(record: dict[str, Any]) -> dict[str, Any]:
     return {"question": record["question"], "tables": record["tables"], "topic": record["topic"]}
-
-
-def metric_value(text: str, metric: str, **labels: str) -> float:
-    """Sum of the samples called `metric` whose labels include `labels` (0 when none)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == metric and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
 
 
 # --- endpoints --------------------------------------------------------------------------------
