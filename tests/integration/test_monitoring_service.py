@@ -22,7 +22,14 @@ import yaml
 
 from financemath_mlops.monitoring.publish import publish_latest
 from financemath_mlops.serving.schemas import EXAMPLE_RECORD
-from tests.helpers import REPO_ROOT, free_port, start_process, stop_process_group, wait_for
+from tests.helpers import (
+    REPO_ROOT,
+    free_port,
+    server_env,
+    start_process,
+    stop_process_group,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -59,11 +66,8 @@ def service(trained_model, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     publish_latest(reports, "performance", {"mae": 10.0, "rmse": 20.0, "log_mae": 0.5,
                                             "accuracy": 0.2, "rows": 60, "training_mae": 9.0,
                                             "training_log_mae": 0.45})  # fmt: skip
-    env = dict(trained_model.env)
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env = server_env(trained_model, model_name=trained_model.model_name, alias="champion")
     env.update(
-        FMOPS_SERVING__MODEL_NAME=trained_model.model_name,
-        FMOPS_SERVING__ALIAS="champion",
         FMOPS_PATHS__REPORTS_DIR=str(reports),
         FMOPS_PATHS__PREDICTIONS_DIR=str(workdir / "predictions"),
         FMOPS_CONFIG=str(REPO_ROOT / "configs" / "default.yaml"),
