@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from financemath_mlops.cli import base_parser, run_main, settings_from_args, setup_logging
+from financemath_mlops.cli import base_parser, parse_stage_args, run_main, setting_flags
 from financemath_mlops.errors import StageError
 
 EPILOG = """\
@@ -62,10 +62,9 @@ def export_served_model(settings: Any, model_name: str, fallback_uri: str) -> di
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser("python -m financemath_mlops.registry", __doc__ or "")
-    parser.epilog = EPILOG
+    parser = base_parser("python -m financemath_mlops.registry", __doc__ or "", EPILOG)
     parser.add_argument("--name", help="registered model name (default: mlflow.model_name)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI")
+    setting_flags(parser, "mlflow")("--tracking-uri", help="MLflow tracking URI")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="versions with aliases and metrics")
     promote = sub.add_parser("promote", help="make VERSION the champion (by hand)")
@@ -77,9 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--alias", default="champion", help="alias to export (default: champion)")
     export.add_argument("--version", help="export this version instead of an alias")
     export.add_argument("--to", type=Path, help="folder (default: paths.serving_model_dir)")
-    args = parser.parse_args(argv)
-    setup_logging(args.log_level)
-    settings = settings_from_args(args, {"mlflow": {"tracking_uri": args.tracking_uri}})
+    args, settings = parse_stage_args(parser, argv)
     from financemath_mlops import runs
 
     runs.configure(settings, create_store=False)  # never an empty registry by mistake
