@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from financemath_mlops.cli import base_parser, run_main, settings_from_args, setup_logging
+from financemath_mlops.cli import base_parser, parse_stage_args, run_main, setting_flags
 
 EPILOG = """\
 examples:
@@ -36,8 +36,9 @@ the defaults); writes the card, its plot and the results JSON. Nothing is tracke
 
 
 def report_main(argv: list[str]) -> int:
-    parser = base_parser("python -m financemath_mlops.evaluation report", __doc__ or "")
-    parser.epilog = REPORT_EPILOG
+    parser = base_parser(
+        "python -m financemath_mlops.evaluation report", __doc__ or "", REPORT_EPILOG
+    )
     parser.add_argument("--input", type=Path, required=True, help="labelled FinanceMath file")
     parser.add_argument("--card", type=Path, default=Path("docs/model-card.md"))
     parser.add_argument("--plot", type=Path, help="default: <card stem>-errors.png beside it")
@@ -48,9 +49,7 @@ def report_main(argv: list[str]) -> int:
     parser.add_argument("--bootstrap", type=int, default=2000, choices=range(200, 100_001),
                         metavar="200..100000")  # fmt: skip
     parser.add_argument("--jobs", type=int, default=1, choices=range(1, 65), metavar="1..64")
-    args = parser.parse_args(argv)
-    setup_logging(args.log_level)
-    settings = settings_from_args(args, {})
+    args, settings = parse_stage_args(parser, argv)
     from financemath_mlops.atomic import write_json
     from financemath_mlops.evaluation.card import precision_evidence, render_card, write_plot
     from financemath_mlops.evaluation.report import ReportOptions, build_report
@@ -72,31 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["report"]:
         return report_main(argv[1:])
-    parser = base_parser("python -m financemath_mlops.evaluation", __doc__ or "")
-    parser.epilog = EPILOG
-    parser.add_argument(
-        "--model-uri", help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model"
-    )
-    parser.add_argument(
-        "--output", type=Path, help="metrics JSON (default data/processed/metrics.json)"
-    )
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI")
-    parser.add_argument(
+    parser = base_parser("python -m financemath_mlops.evaluation", __doc__ or "", EPILOG)
+    evaluation = setting_flags(parser, "evaluation")
+    evaluation("--model-uri", help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model")
+    evaluation("--output", type=Path, help="metrics JSON (default data/processed/metrics.json)")
+    setting_flags(parser, "mlflow")("--tracking-uri", help="MLflow tracking URI")
+    setting_flags(parser, "training")(
         "--features", type=Path, help="the feature table training read (default: features output)"
     )
-    args = parser.parse_args(argv)
-    setup_logging(args.log_level)
-    settings = settings_from_args(
-        args,
-        {
-            "evaluation": {
-                "model_uri": args.model_uri,
-                "output": args.output,
-            },
-            "mlflow": {"tracking_uri": args.tracking_uri},
-            "training": {"features": args.features},
-        },
-    )
+    _, settings = parse_stage_args(parser, argv)
     from financemath_mlops.evaluation.evaluate import evaluate, report_table
 
     report = evaluate(settings)
