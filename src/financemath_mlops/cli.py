@@ -54,10 +54,6 @@ def setup_logging(level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def settings_from_args(args: argparse.Namespace, overrides: dict[str, Any]) -> Settings:
-    return load_settings(args.config, overrides)
-
-
 def setting_flags(parser: argparse.ArgumentParser, section: str) -> Callable[..., None]:
     """A function that adds flags overriding settings of `section`: the flag and the setting it
     feeds are declared together. `--cv-folds` feeds `<section>.cv_folds` unless `key=` names
