@@ -53,12 +53,19 @@ def test_folders_it_does_not_know_are_left_to_mlflow(model_folder: Path, tmp_pat
 
 
 def test_serving_a_folder_imports_no_mlflow(model_folder: Path, tmp_path: Path):
+    """Through the app: /ready, then a prediction, and MLflow never imported."""
     code = (
-        "import json, sys\n"
-        "from financemath_mlops.config import load_settings\n"
-        "from financemath_mlops.serving.model_holder import ModelHolder\n"
-        "model = ModelHolder(load_settings()).load().model\n"
-        "print(json.dumps([model.ref.uri, 'mlflow' in sys.modules]))\n"
+        "import json, sys, time\n"
+        "from fastapi.testclient import TestClient\n"
+        "from financemath_mlops.serving.app import create_app\n"
+        "with TestClient(create_app()) as client:\n"
+        "    for _ in range(1200):\n"
+        "        ready = client.get('/ready')\n"
+        "        if ready.status_code == 200:\n"
+        "            break\n"
+        "        time.sleep(0.1)\n"
+        f"    answer = client.post('/predict', json={RECORDS[0]!r})\n"
+        "print(json.dumps([ready.status_code, answer.status_code, 'mlflow' in sys.modules]))\n"
     )
     env = {"FMOPS_SERVING__MODEL_URI": str(model_folder), "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
@@ -66,4 +73,4 @@ def test_serving_a_folder_imports_no_mlflow(model_folder: Path, tmp_path: Path):
         timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == [str(model_folder), False]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [200, 200, False]

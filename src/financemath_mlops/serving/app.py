@@ -157,7 +157,10 @@ class ServiceState:
         assert self.holder is not None and self.settings is not None
         with self._configure_lock:
             if not self._configured:
-                runs.configure(self.settings)
+                # A model folder needs no tracking store, and importing MLflow to configure one
+                # costs about a second of start-up (issue 18).
+                if runs.is_tracked_uri(runs.served_model_uri(self.settings)):
+                    runs.configure(self.settings)
                 self._configured = True
         return self.holder.load()
 
