@@ -161,8 +161,8 @@ def test_model_errors_reach_the_caller():
 
 
 def test_load_failure_reasons_keep_sql_paths_and_credentials_for_the_log():
-    from financemath_mlops.serving.model_holder import describe_failure
     from financemath_mlops.runs import TrackingError
+    from financemath_mlops.serving.model_holder import describe_failure
 
     sql = TrackingError(
         "cannot resolve model models:/m@champion: (sqlite3.OperationalError) no such table: "
