@@ -25,6 +25,9 @@ class Case:
     expect: int | None  # the status, or CLOSED
     issue_defect: int | None = None  # the numbered defect of issue 12 it reproduces
     max_response_bytes: int = 64_000  # error and warning bodies stay small (defect 4)
+    # A valid request whose cost is real work (issue 12's latency targets exclude valid
+    # maximum-size batches): the benchmark reports its /predict p99 but judges only the rest.
+    valid_work: bool = False
 
 
 @dataclass
@@ -94,7 +97,14 @@ CASES: list[Case] = [
     Case("nested 100 deep", lambda: post("/predict", b"[" * 100 + b"]" * 100), 400),
     Case("500,000 unclosed brackets", lambda: post("/predict", b"[" * 500_000), 400),
     Case("ragged table at the table limit", _ragged_request, 200, issue_defect=2),
-    Case("batch of ragged tables", _ragged_batch, 200, issue_defect=2, max_response_bytes=120_000),
+    Case(
+        "batch of ragged tables",
+        _ragged_batch,
+        200,
+        issue_defect=2,
+        max_response_bytes=120_000,
+        valid_work=True,
+    ),
     Case("400,000 wrong items", _wrong_items, 400, issue_defect=4),
     Case("60,000 extra keys", _extra_keys, 400, issue_defect=4),
     Case("64 invalid items", _capped_details, 422, issue_defect=4),
