@@ -138,7 +138,14 @@ debian_base() { # a Python 3.11 image from Debian packages, tagged $1
       --customize-hook='chroot "$1" update-ca-certificates --fresh >/dev/null')
   fi
   log "no registry: building a Python 3.11 base from Debian $suite packages ($sources)"
+  # Merged /usr by mmdebstrap's own hook, not the usrmerge package (which pulls in perl, ~50 MB);
+  # no docs, man pages, locales: 248 -> 152 MB, so the inference image stays within 600 MB.
+  local trim=()
+  local dir
+  for dir in doc man info locale lintian; do trim+=(--dpkgopt="path-exclude=/usr/share/$dir/*"); done
   bounded 600 mmdebstrap --quiet --variant=minbase \
+    --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr "${trim[@]}" \
+    --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     --include=python3.11,python3.11-venv,python3-pip,python-is-python3,ca-certificates \
     "${hooks[@]}" --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \
     "$suite" "$WORK/base.tar" "$sources" >"$REPORT_DIR/base.log" 2>&1 ||
@@ -304,7 +311,12 @@ engine rm -f "$name" >/dev/null 2>>"$REPORT_DIR/engine.log"
 # it and the same predictions as lightgbm (tests/images/test_serving_venv.py, a venv in a temp dir).
 size=$(image_size_mb "$INFERENCE")
 record budget_mb.inference 600
-[ "$size" -le 600 ] || fail "inference image is $size MB, over its 600 MB budget"
+base_mb=$(image_size_mb "$PYTHON_IMAGE")
+if [ "$size" -le 600 ]; then
+  log "inference image $size MB, within its 600 MB budget (base $base_mb MB)"
+else
+  fail "inference image is $size MB, over its 600 MB budget (base $base_mb MB)"
+fi
 started=$SECONDS
 if FMOPS_SERVING_VENV_TEST=1 bounded 1800 "$VENV_BIN/pytest" -q -p no:cacheprovider \
   tests/images/test_serving_venv.py >"$REPORT_DIR/serving-venv.log" 2>&1; then
