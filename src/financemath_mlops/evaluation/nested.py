@@ -141,6 +141,15 @@ def select(
     return best, scores
 
 
+def outer_fold_tasks(data: CVData, folds: int, seeds: int) -> list[tuple[int, Any, Any]]:
+    """(seed, train rows, validation rows) of every outer fold: the same folds for every model."""
+    return [
+        (seed, train_idx, valid_idx)
+        for seed in range(seeds)
+        for train_idx, valid_idx in stratified_kfold_indices(data.topics.tolist(), folds, seed)
+    ]
+
+
 def outer_fold(
     candidates: list[Candidate],
     settings: dict[str, dict[str, Any]],
@@ -183,11 +192,7 @@ def repeated_nested_cv(
     from joblib import Parallel, delayed
 
     n = len(data.target)
-    tasks = [
-        (seed, train_idx, valid_idx)
-        for seed in range(seeds)
-        for train_idx, valid_idx in stratified_kfold_indices(data.topics.tolist(), folds, seed)
-    ]
+    tasks = outer_fold_tasks(data, folds, seeds)
     runner = Parallel(n_jobs=jobs, return_as="generator")
     results = runner(
         delayed(outer_fold)(candidates, settings, data, tr, va, inner_folds, seed)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from financemath_mlops.evaluation.nested import Candidate, CVData, fit_predict
+from financemath_mlops.evaluation.nested import Candidate, CVData, fit_predict, outer_fold_tasks
 from financemath_mlops.model.candidates import Candidates, build_candidates
 from financemath_mlops.model.ranker import (
     Pick,
@@ -151,11 +151,7 @@ def repeated_ranker_cv(
     from joblib import Parallel, delayed
 
     n = len(data.target)
-    tasks = [
-        (seed, train_idx, valid_idx)
-        for seed in range(seeds)
-        for train_idx, valid_idx in stratified_kfold_indices(data.topics.tolist(), folds, seed)
-    ]
+    tasks = outer_fold_tasks(data, folds, seeds)
     runner = Parallel(n_jobs=jobs, return_as="generator")
     results = runner(
         delayed(ranker_outer_fold)(
