@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from financemath_mlops.evaluation.nested import Candidate, CVData, design
+from financemath_mlops.evaluation.nested import Candidate, CVData, design, outer_fold_tasks
 from financemath_mlops.model.sign_scale import band_of, fit_sign_scale, predict_sign_scale
-from financemath_mlops.training.split import stratified_kfold_indices
 
 FEATURES = Candidate("pca", False, "configured")
 
@@ -23,11 +22,10 @@ def repeated_sign_scale_cv(
     """Out-of-fold answers, shape (seeds, n), and how often the predicted band was the truth's."""
     out = np.full_like(estimates, np.nan, dtype=np.float64)
     band_hits = []
-    for seed in range(seeds):
-        for train_idx, valid_idx in stratified_kfold_indices(data.topics.tolist(), folds, seed):
-            x_train, x_valid = design(FEATURES, data, train_idx, valid_idx)
-            fitted = fit_sign_scale(x_train, data.target[train_idx], seed)
-            answers, _ = predict_sign_scale(fitted, x_valid, estimates[seed, valid_idx])
-            out[seed, valid_idx] = answers
-            band_hits.append(band_of(answers) == band_of(data.target[valid_idx]))
+    for seed, train_idx, valid_idx in outer_fold_tasks(data, folds, seeds):
+        x_train, x_valid = design(FEATURES, data, train_idx, valid_idx)
+        fitted = fit_sign_scale(x_train, data.target[train_idx], seed)
+        answers, _ = predict_sign_scale(fitted, x_valid, estimates[seed, valid_idx])
+        out[seed, valid_idx] = answers
+        band_hits.append(band_of(answers) == band_of(data.target[valid_idx]))
     return {"predictions": out, "band_accuracy": float(np.concatenate(band_hits).mean())}
