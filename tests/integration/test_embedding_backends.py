@@ -241,24 +241,34 @@ def test_onnx_embedder_pickles(onnx_embedder: OnnxEmbedder) -> None:
     np.testing.assert_array_equal(clone.embed(texts), onnx_embedder.embed(texts))
 
 
-def test_serving_threads_let_idle_onnx_threads_sleep(onnx_embedder: OnnxEmbedder) -> None:
-    """with_threads (serving.inference_threads) builds OnnxEmbedder(allow_spinning=False): the
-    option reaches the session, survives pickling and leaves the vectors as they were."""
+@pytest.mark.parametrize(
+    ("spinning", "key", "value"),
+    [
+        ("never", "session.intra_op.allow_spinning", "0"),
+        ("within_run", "session.force_spinning_stop", "1"),
+    ],
+)
+def test_serving_sessions_say_when_idle_onnx_threads_spin(
+    onnx_embedder: OnnxEmbedder, spinning: str, key: str, value: str
+) -> None:
+    """with_threads (the server's sessions) rebuilds the embedder with its spinning: the option
+    reaches the session, survives pickling and leaves the vectors as they were."""
     from financemath_mlops.features.rows import FEATURE_COLUMNS
     from financemath_mlops.model.predictor import Predictor, with_threads
 
-    key = "session.intra_op.allow_spinning"
     config = {"feature_columns": list(FEATURE_COLUMNS), "target_transform": "none"}
-    served = with_threads(Predictor(None, onnx_embedder, config), 3)
+    served = with_threads(Predictor(None, onnx_embedder, config), 3, spinning)
     quiet = served.embedder
-    assert isinstance(quiet, OnnxEmbedder) and quiet.threads == 3 and not quiet.allow_spinning
-    assert quiet._session.get_session_options().get_session_config_entry(key) == "0"
+    assert isinstance(quiet, OnnxEmbedder) and quiet.threads == 3 and quiet.spinning == spinning
+    assert quiet._session.get_session_options().get_session_config_entry(key) == value
     with pytest.raises(RuntimeError, match="does not have configuration"):  # the default: unset
         onnx_embedder._session.get_session_options().get_session_config_entry(key)
     clone = pickle.loads(pickle.dumps(quiet))
-    assert clone._session.get_session_options().get_session_config_entry(key) == "0"
+    assert clone._session.get_session_options().get_session_config_entry(key) == value
     texts = ["What is the NPV?", "Compute the duration."]
     np.testing.assert_allclose(clone.embed(texts), onnx_embedder.embed(texts), atol=1e-5)
+    with pytest.raises(ValueError, match="spinning must be one of"):
+        OnnxEmbedder(onnx_embedder.bundle_dir, spinning="sometimes")  # type: ignore[arg-type]
 
 
 def test_cache_with_a_real_backend(

@@ -368,11 +368,18 @@ def test_serving_features_and_predictions_match_training(server: Server, trained
     settings = trained_model.settings.model_copy(update={"serving": ServingSettings(model_uri=uri)})
     runs.configure(settings)
     sample = [r for r in records if r["tables"]][:3] + [r for r in records if not r["tables"]][:2]
-    model = ModelHolder(settings).load().model
+    model = ModelHolder(settings, threads=2, concurrent_threads=1).load().model  # as served
+    # The lone-call session spins within a run only; the one for overlapping calls never.
+    assert (model.predictor.embedder.spinning, model.concurrent_predictor.embedder.spinning) == (
+        "within_run",
+        "never",
+    )
     inputs = [RecordInput.from_mapping(r) for r in sample]
     served_rows = np.vstack(
         [model.predictor.predict([x], keep_features=True).features for x in inputs]
     )
+    overlapping = model.concurrent_predictor.predict(inputs, keep_features=True).features
+    np.testing.assert_allclose(overlapping, served_rows, rtol=1e-5, atol=1e-6)
 
     table = pd.read_parquet(trained_model.features_path).set_index(ID_COLUMN)
     trained_rows = table.loc[[r["question_id"] for r in sample], list(FEATURE_COLUMNS)].to_numpy()

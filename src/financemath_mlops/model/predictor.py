@@ -12,13 +12,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from financemath_mlops.features.rows import FEATURE_COLUMNS, feature_matrix
 from financemath_mlops.model.target import inverse
 from financemath_mlops.records import RecordInput
+
+if TYPE_CHECKING:
+    from financemath_mlops.features.embeddings import Spinning
 
 log = logging.getLogger(__name__)
 
@@ -113,20 +116,20 @@ def bundle_mismatch(trained: dict[str, Any], embedder: Any) -> list[str]:
     ]
 
 
-def with_threads(predictor: Any, threads: int) -> Any:
+def with_threads(predictor: Any, threads: int, spinning: Spinning = "never") -> Any:
     """The same model with its ONNX session limited to ``threads`` (serving.inference_threads).
 
-    The logged pyfunc builds its embedder with onnxruntime's default thread count; rebuild the
-    embedder from the same bundle, with ``allow_spinning=False``. A non-ONNX embedder is kept.
+    The logged pyfunc builds its embedder with onnxruntime's default thread count and spinning;
+    rebuild the embedder from the same bundle with ``spinning`` (a server shares its cores, so
+    idle threads sleep unless told otherwise: see OnnxEmbedder). A non-ONNX embedder is kept.
     """
     from financemath_mlops.features.embeddings import OnnxEmbedder
 
     embedder = predictor.embedder
-    if getattr(embedder, "threads", None) == threads:
-        return predictor
     if not isinstance(embedder, OnnxEmbedder):
         log.warning("inference_threads applies to the ONNX embedder only; keeping the default")
         return predictor
-    # A server shares its cores: idle ONNX threads sleep rather than spin (see OnnxEmbedder).
-    rebuilt = OnnxEmbedder(embedder.bundle_dir, embedder.batch_size, threads, allow_spinning=False)
+    if embedder.threads == threads and embedder.spinning == spinning:
+        return predictor
+    rebuilt = OnnxEmbedder(embedder.bundle_dir, embedder.batch_size, threads, spinning=spinning)
     return Predictor(predictor.booster, rebuilt, predictor.config)
