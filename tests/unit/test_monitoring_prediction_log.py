@@ -204,6 +204,7 @@ def test_settings_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.
 KILLED_WRITER = """
 import os, signal, sys, time
 import numpy as np
+from financemath_mlops.features.rows import FEATURE_COLUMNS
 from financemath_mlops.monitoring.prediction_log import PredictionLog, prediction_entries
 directory = sys.argv[1]
 log = PredictionLog(directory, rotate_rows=1000, rotate_seconds=3600, flush_seconds=0.2)
@@ -211,7 +212,7 @@ rng = np.random.default_rng(0)
 model = {"name": "m", "version": "1", "alias": "champion", "run_id": "r"}
 for request in range(1511):
     log.record_many(prediction_entries(f"req-{request}", model, [1.0], None,
-                                       rng.normal(size=(1, 400)), ["Accounting"]))
+                                       rng.normal(size=(1, len(FEATURE_COLUMNS))), ["Accounting"]))
 while log._queue.qsize():  # the writer has taken every entry
     time.sleep(0.01)
 time.sleep(1.0)  # > flush_seconds: the journal reached the OS
@@ -236,6 +237,10 @@ def test_kill_9_loses_at_most_the_flush_interval(tmp_path: Path):
     frame = read_prediction_log(tmp_path)
     assert len(frame) == 1511 and frame["request_id"].is_unique
     assert not list(tmp_path.glob(".journal-*"))
+    # The recovered feature rows are the ones the writer was given, bit for bit (base64 float64).
+    written = np.random.default_rng(0).normal(size=(1511, len(FEATURE_COLUMNS)))
+    frame = frame.set_index(frame["request_id"].str.removeprefix("req-").astype(int)).sort_index()
+    np.testing.assert_array_equal(frame[list(FEATURE_COLUMNS)].to_numpy(), written)
 
 
 def test_the_clients_request_id_is_stored_beside_ours(tmp_path: Path):

@@ -11,7 +11,8 @@ workers can share one directory. A write that fails (unwritable directory, full 
 batch, counts it and logs a warning; it never raises into the service.
 
 Between part files the writer appends each entry to a hidden per-process journal
-(``.journal-<pid>-<token>.jsonl``) and hands it to the OS at least every ``flush_seconds``, so a
+(``.journal-<pid>-<token>.jsonl``, feature rows as base64 float64: a tenth of the CPU of
+JSON numbers, and the log thread shares the GIL with the event loop) and hands it to the OS at least every ``flush_seconds``, so a
 kill -9 loses at most that window (plus entries still on the queue); the next log opened on the
 directory turns the journals of dead processes into part files. ``flush_seconds=0`` turns the
 journal off (a kill then loses everything not yet in a part file).
@@ -27,6 +28,7 @@ files of either writer alike.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import logging
@@ -53,6 +55,7 @@ log = logging.getLogger(__name__)
 FILE_PREFIX = "predictions-"
 FILE_SUFFIX = ".parquet"
 JOURNAL_PREFIX = ".journal-"
+JOURNAL_FEATURES = "features_f8"  # a journal line's feature row: base64 of little-endian float64
 _JOURNAL_PID = re.compile(r"^\.journal-(\d+)-[0-9a-f]+\.jsonl$")
 TEXT_FIELDS = (
     "request_id", "client_request_id", "model_name", "model_version", "model_alias",
@@ -343,7 +346,8 @@ class PredictionLog:
             row["timestamp"] = _timestamp(entry.get("timestamp")).timestamp()
             row["warnings"] = [str(w)[:MAX_TEXT] for w in (entry.get("warnings") or ())]
             if self.feature_columns:
-                row["features"] = self._feature_row(entry.get("features")).tolist()
+                values = self._feature_row(entry.get("features")).astype("<f8", copy=False)
+                row[JOURNAL_FEATURES] = base64.b64encode(values.tobytes()).decode("ascii")
             self._journal.write(json.dumps(row, default=str) + "\n")
         except Exception as exc:  # the journal is a safety net: never lose the entry over it
             self._journal_failed(exc)
@@ -403,13 +407,23 @@ class PredictionLog:
             with path.open(encoding="utf-8", errors="replace") as handle:
                 for line in handle:
                     try:
-                        recovered.append(json.loads(line))
-                    except json.JSONDecodeError:
+                        recovered.append(self._from_journal(json.loads(line)))
+                    except (json.JSONDecodeError, AttributeError):
                         continue  # the line being written when the process died
             for start in range(0, len(recovered), self.rotate_rows):
                 self._flush(recovered[start : start + self.rotate_rows], journaled=False)
             log.info("prediction log: recovered %d entries from %s", len(recovered), path)
             path.unlink(missing_ok=True)
+
+    def _from_journal(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A journal line back as an entry (feature rows of another width are logged missing)."""
+        encoded = row.pop(JOURNAL_FEATURES, None)
+        if isinstance(encoded, str):
+            try:
+                row["features"] = np.frombuffer(base64.b64decode(encoded, validate=True), "<f8")
+            except ValueError:  # binascii.Error (bad base64) and a length not of 8 bytes
+                row["features"] = None
+        return row
 
     def _flush(
         self, buffer: list[Mapping[str, Any]], journaled: bool = True
