@@ -11,6 +11,8 @@ Same requests (synthetic FinanceMath questions with their tables) in one run, fo
                 embedding bundle (same data, same store; ``--precisions fp32`` skips them)
   (f) ours_lean   (b) from the serving-only install (``--lean-python``: a venv of the `serving`
                 extra; no lightgbm, pyarrow or full mlflow), serving the downloaded model folder
+  ceiling       the model in process on every core, one one-thread call per core at a time, at
+                the highest concurrency: the most requests/s any server of it can give here
   (g) ours_before (b) as it was before issue 18 (``--before-src``: that commit's src/, e.g.
                 ``git archive 3b826b3 src | tar -x -C /tmp/before``) in this venv, same folder
 
@@ -353,11 +355,48 @@ def measure_floor_c1(predictor: Any, requests: list[dict[str, Any]], passes: int
     }
 
 
+def measure_ceiling(predictor: Any, requests: list[dict[str, Any]], seconds: float) -> dict:
+    """The most requests/s this model can give on this machine, with no HTTP at all.
+
+    One thread per core, each predicting one record at a time with a one-thread session (what
+    our workers do under load) for ``seconds``: no server of this model, ours or mlflow's, can
+    answer more requests/s on these cores, and the load generator shares them too. A ratio
+    target against another server is reachable only if it fits under this."""
+    from financemath_mlops.model.predictor import with_threads
+    from financemath_mlops.records import RecordInput
+
+    single = with_threads(predictor, 1)
+    records = [RecordInput.from_mapping(r) for r in requests]
+    for record in records[:20]:
+        single.predict([record])
+    workers = os.cpu_count() or 1
+    done = [0] * workers
+    deadline = time.perf_counter() + seconds
+
+    def work(index: int) -> None:
+        position = index * 17
+        while time.perf_counter() < deadline:
+            single.predict([records[position % len(records)]])
+            position += 1
+            done[index] += 1
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    return {"rps": round(sum(done) / elapsed, 1), "requests": sum(done), "errors": 0,
+            "workers": workers}  # fmt: skip
+
+
 def median_cell(cells: list[dict[str, float]]) -> dict[str, Any]:
     """Per-metric median over rounds (robust to a burst of background load in one round)."""
     out: dict[str, Any] = {
         key: round(float(np.median([c[key] for c in cells])), 2)
         for key in ("p50_ms", "p95_ms", "p99_ms", "rps")
+        if all(key in c for c in cells)
     }
     out["requests"] = int(sum(c["requests"] for c in cells))
     out["errors"] = int(sum(c["errors"] for c in cells))
@@ -398,6 +437,10 @@ def evaluate_targets(results: dict[str, Any]) -> dict[str, Any]:
                 "value": round(ratio, 2),
                 "met": ratio >= bound if at_least else ratio <= bound,
             }
+            ceiling = results.get("ceiling", {}).get(f"c{concurrency}", {}).get("rps")
+            if metric == "rps" and ceiling:  # how much of what the cores can give it asks for
+                out[key]["share_of_ceiling"] = round(a / ceiling, 2)
+                out[key]["needed_share_of_ceiling"] = round(bound * b / ceiling, 2)
     lean_start = results.get("ours_lean", {}).get("cold_start_s")
     if lean_start is not None:
         out["lean_cold_start_at_most_2s"] = {"value": lean_start, "met": lean_start <= 2.0}
@@ -414,6 +457,9 @@ def evaluate_targets(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+LATENCIES = ("p50_ms", "p95_ms", "p99_ms")
+
+
 def table(results: dict[str, Any], concurrency: list[int]) -> str:
     rows = [
         f"{'setup':<21} {'conc':>4} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'req/s':>8} "
@@ -423,6 +469,7 @@ def table(results: dict[str, Any], concurrency: list[int]) -> str:
         "floor",
         "floor_int8",
         "floor_serving_session",
+        "ceiling",
         "ours",
         "ours_int8",
         "ours_before",
@@ -437,9 +484,9 @@ def table(results: dict[str, Any], concurrency: list[int]) -> str:
             cell = result.get(f"c{c}")
             if not cell:
                 continue
+            ms = [f"{cell[k]:>8.2f}" if k in cell else f"{'-':>8}" for k in LATENCIES]
             rows.append(
-                f"{name:<21} {c:>4} {cell['p50_ms']:>8.2f} {cell['p95_ms']:>8.2f} "
-                f"{cell['p99_ms']:>8.2f} {cell['rps']:>8.1f} {cell['errors']:>6} "
+                f"{name:<21} {c:>4} {' '.join(ms)} {cell['rps']:>8.1f} {cell['errors']:>6} "
                 f"{result.get('peak_rss_mb', '-')!s:>11} {result.get('cold_start_s', '-')!s:>12}"
             )
     return "\n".join(rows)
@@ -545,7 +592,11 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results, args.concurrency))
     print()
     for value in report["targets"].values():
-        print(f"{'MET ' if value['met'] else 'MISS'} {value['target']}: {value['value']}")
+        share = ""
+        if "needed_share_of_ceiling" in value:
+            share = (f" (ours {value['share_of_ceiling']:.0%} of the ceiling;"
+                     f" the target needs {value['needed_share_of_ceiling']:.0%})")  # fmt: skip
+        print(f"{'MET ' if value['met'] else 'MISS'} {value['target']}: {value['value']}{share}")
     print(f"\nwrote {args.output}")
     return 0
 
@@ -671,7 +722,7 @@ def run_all(
     from financemath_mlops.model.predictor import with_threads
 
     tuned = with_threads(floor["predictor"], os.cpu_count() or 1)
-    results: dict[str, Any] = {"floor": floor, "floor_serving_session": {}}
+    results: dict[str, Any] = {"floor": floor, "floor_serving_session": {}, "ceiling": {}}
     if int8_uri:
         results["floor_int8"] = floor_int8
     floors.append(("floor_serving_session", tuned))
@@ -699,6 +750,10 @@ def run_all(
                         cell = measure_floor_c1(each, requests)
                         runs.setdefault((name, 1), []).append(cell)
                         print(f"    {name} c=1: {cell}", flush=True)
+                if concurrency == max(args.concurrency) > 1:
+                    cell = measure_ceiling(tuned, requests, args.duration)
+                    runs.setdefault(("ceiling", concurrency), []).append(cell)
+                    print(f"    ceiling c={concurrency}: {cell}", flush=True)
                 for target in targets:
                     script = wrk_script(tmp / f"{target.name}.lua", target.bodies)
                     url = f"http://127.0.0.1:{target.port}{target.predict_path}"

@@ -56,16 +56,27 @@ def test_serving_a_folder_imports_no_mlflow(model_folder: Path, tmp_path: Path):
     """Through the app: /ready, then a prediction, and MLflow never imported."""
     code = (
         "import json, sys, time\n"
+        "import onnxruntime\n"
         "from fastapi.testclient import TestClient\n"
         "from financemath_mlops.serving.app import create_app\n"
-        "with TestClient(create_app()) as client:\n"
+        "built = []  # every ONNX session the start builds\n"
+        "init = onnxruntime.InferenceSession.__init__\n"
+        "def counted(self, *args, **kwargs):\n"
+        "    built.append(id(self))\n"
+        "    init(self, *args, **kwargs)\n"
+        "onnxruntime.InferenceSession.__init__ = counted\n"
+        "app = create_app()\n"
+        "with TestClient(app) as client:\n"
         "    for _ in range(1200):\n"
         "        ready = client.get('/ready')\n"
         "        if ready.status_code == 200:\n"
         "            break\n"
         "        time.sleep(0.1)\n"
         f"    answer = client.post('/predict', json={RECORDS[0]!r})\n"
-        "print(json.dumps([ready.status_code, answer.status_code, 'mlflow' in sys.modules]))\n"
+        "    model = app.state.service.holder.current\n"
+        "    used = {id(p.embedder._session) for p in (model.predictor, model.concurrent_predictor)}\n"
+        "print(json.dumps([ready.status_code, answer.status_code, 'mlflow' in sys.modules,\n"
+        "                  sorted(built) == sorted(used)]))\n"
     )
     env = {"FMOPS_SERVING__MODEL_URI": str(model_folder), "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
@@ -73,4 +84,5 @@ def test_serving_a_folder_imports_no_mlflow(model_folder: Path, tmp_path: Path):
         timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == [200, 200, False]
+    # ... and no ONNX session built only to be replaced by the serving ones (start time).
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [200, 200, False, True]

@@ -15,8 +15,12 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from financemath_mlops.model.predictor import Predictor
+
+if TYPE_CHECKING:
+    from financemath_mlops.features.embeddings import Spinning
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +35,12 @@ class FolderModel:
     trained_at: float | None  # the MLmodel's utc_time_created, as Unix time
 
 
-def load_folder(folder: Path) -> FolderModel | None:
-    """Our predictor from ``folder``, or None when the folder is not our logged pyfunc."""
+def load_folder(
+    folder: Path, threads: int | None = None, spinning: Spinning = "always"
+) -> FolderModel | None:
+    """Our predictor from ``folder``, or None when the folder is not our logged pyfunc.
+
+    ``threads`` and ``spinning``: its ONNX session's (onnxruntime's defaults unless given)."""
     import yaml
 
     folder = Path(folder)
@@ -55,7 +63,9 @@ def load_folder(folder: Path) -> FolderModel | None:
             log.info("model folder %s: artefact %r not found; loading it with MLflow", folder, name)
             return None
         paths[name] = path
-    predictor = Predictor.from_files(paths["booster"], paths["embedding"], paths["model_config"])
+    predictor = Predictor.from_files(
+        paths["booster"], paths["embedding"], paths["model_config"], threads, spinning
+    )
     return FolderModel(predictor, _timestamp(meta.get("utc_time_created")))
 
 

@@ -61,14 +61,19 @@ class Predictor:
 
     @classmethod
     def from_files(
-        cls, booster_path: Path, bundle_dir: Path, config_path: Path, threads: int | None = None
+        cls,
+        booster_path: Path,
+        bundle_dir: Path,
+        config_path: Path,
+        threads: int | None = None,
+        spinning: Spinning = "always",
     ) -> Predictor:
         from financemath_mlops.features.embeddings import OnnxEmbedder
         from financemath_mlops.model.trees import TreeEnsemble
 
         config = json.loads(Path(config_path).read_text(encoding="utf-8"))
         booster = TreeEnsemble.from_file(booster_path)  # numpy: no lightgbm/scipy at serving
-        embedder = OnnxEmbedder(Path(bundle_dir), threads=threads)
+        embedder = OnnxEmbedder(Path(bundle_dir), threads=threads, spinning=spinning)
         return cls(booster, embedder, config)
 
     def features(self, records: Sequence[RecordInput]) -> tuple[np.ndarray, list[list[str]], float]:

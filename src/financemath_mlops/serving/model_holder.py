@@ -129,20 +129,23 @@ class ModelHolder:
 
     def _load(self, uri: str, ref: runs.ModelRef) -> LoadedModel:
         from_registry = runs.is_tracked_uri(uri)
-        # Our own model folder loads without importing MLflow (1.2 s of a 2 s start, issue 18).
-        folder = None if from_registry else load_folder(Path(ref.uri))
+        adaptive = self.concurrent_threads not in (None, self.threads)
+        # Adaptive: the main session runs only calls that start alone, so its threads may spin
+        # within a run (a lone /predict 14.2 -> 12.1 ms); never between runs.
+        spinning = "within_run" if adaptive else "never" if self.threads else "always"
+        # Our own model folder loads without importing MLflow (1.2 s of a 2 s start, issue 18),
+        # its embedder built with the serving threads at once (no session built to be replaced).
+        folder = None
+        if not from_registry:
+            folder = load_folder(Path(ref.uri), self.threads, spinning)
         if folder is not None:
             logged, trained_at = folder.predictor, folder.trained_at
         else:
             pyfunc = runs.load_pyfunc(ref.uri)
             logged, trained_at = pyfunc.unwrap_python_model().predictor, _created(pyfunc)
-        adaptive = self.concurrent_threads not in (None, self.threads)
         predictor = logged
         if self.threads is not None:
-            # Adaptive: this session runs only calls that start alone, so its threads may spin
-            # within a run (a lone /predict 14.2 -> 12.1 ms); never between runs.
-            spinning = "within_run" if adaptive else "never"
-            predictor = with_threads(logged, self.threads, spinning)
+            predictor = with_threads(logged, self.threads, spinning)  # the folder's: as it is
         concurrent = with_threads(logged, self.concurrent_threads) if adaptive else predictor
         for each in {id(predictor): predictor, id(concurrent): concurrent}.values():
             each.predict([WARMUP_RECORD])  # fail here, not on the first request
