@@ -211,6 +211,15 @@ class ServingSettings(_Section):
     max_error_details: int = Field(
         default=20, ge=1, description="problems listed in one error body; the rest are counted"
     )
+    refusal_pace: float = Field(
+        default=3.0,
+        ge=0,
+        description="a 4xx answer waits this many times what its request took (0: at once), so a "
+        "client that only sends refused requests gets at most 1/(1 + this) of the event loop",
+    )
+    refusal_pace_max_s: float = Field(
+        default=1.0, ge=0, description="the longest wait of a 4xx answer (refusal_pace)"
+    )
     inference_threads: int | None = Field(default=None, ge=1)
     load_retry_max_s: float = Field(
         default=60.0, ge=1.0, description="longest wait between background model-load attempts"

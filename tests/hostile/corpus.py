@@ -26,7 +26,9 @@ class Case:
     issue_defect: int | None = None  # the numbered defect of issue 12 it reproduces
     max_response_bytes: int = 64_000  # error and warning bodies stay small (defect 4)
     # A valid request whose cost is real work (issue 12's latency targets exclude valid
-    # maximum-size batches): the benchmark reports its /predict p99 but judges only the rest.
+    # maximum-size requests): the benchmark reports its /predict p99 but judges only the rest.
+    # A client sending them back to back shares the worker with the probe as any second client
+    # would: the probe waits for its prediction, then runs its own (~2x by construction).
     valid_work: bool = False
 
 
@@ -96,7 +98,7 @@ CASES: list[Case] = [
     Case("escaped quotes, 1 MB, unterminated", _escaped_quotes, 400, issue_defect=1),
     Case("nested 100 deep", lambda: post("/predict", b"[" * 100 + b"]" * 100), 400),
     Case("500,000 unclosed brackets", lambda: post("/predict", b"[" * 500_000), 400),
-    Case("ragged table at the table limit", _ragged_request, 200, issue_defect=2),
+    Case("ragged table at the table limit", _ragged_request, 200, issue_defect=2, valid_work=True),
     Case(
         "batch of ragged tables",
         _ragged_batch,

@@ -176,3 +176,53 @@ def test_load_failure_reasons_keep_sql_paths_and_credentials_for_the_log():
     assert "/srv" not in describe_failure("/srv/secret/m", path)
     creds = TrackingError("cannot reach http://user:pw@mlflow:5000/api")
     assert "pw" not in describe_failure("models:/m@c", creds)
+
+
+# --- refusal pacing ---------------------------------------------------------------------------
+
+
+def _paced_call(status: int, work_s: float, settings: ServingSettings) -> float:
+    """Seconds from the start of a request to its answer's first byte, through RequestContext,
+    for an endpoint that works ``work_s`` and then answers ``status``."""
+    from financemath_mlops.serving.middleware import RequestContext
+
+    async def endpoint(scope, receive, send) -> None:
+        await asyncio.sleep(work_s)
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    middleware = RequestContext(endpoint, metrics=lambda: None, limits=lambda: settings)
+    answered: list[float] = []
+
+    async def send(message) -> None:
+        if message["type"] == "http.response.start":
+            answered.append(asyncio.get_running_loop().time())
+
+    async def receive():
+        return {"type": "http.disconnect"}
+
+    async def call() -> float:
+        started = asyncio.get_running_loop().time()
+        scope = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
+        await middleware(scope, receive, send)
+        return answered[0] - started
+
+    return asyncio.run(call())
+
+
+@pytest.mark.parametrize("status", [400, 404, 413, 422])
+def test_a_refusal_waits_pace_times_what_its_request_took(status):
+    """A client sending refused requests in a loop gets at most 1/(1 + pace) of the loop."""
+    paced = ServingSettings(refusal_pace=3.0, refusal_pace_max_s=5.0)
+    assert _paced_call(status, 0.1, paced) >= 0.1 * (1 + 3.0)
+    capped = ServingSettings(refusal_pace=3.0, refusal_pace_max_s=0.05)  # the wait, at most
+    assert 0.15 <= _paced_call(status, 0.1, capped) < 0.1 * (1 + 3.0)
+
+
+@pytest.mark.parametrize(
+    ("status", "settings"),
+    [(200, ServingSettings(refusal_pace=3.0)), (503, ServingSettings(refusal_pace=3.0)),
+     (422, ServingSettings(refusal_pace=0.0))],
+)  # fmt: skip
+def test_answers_that_are_not_refusals_and_pace_0_never_wait(status, settings):
+    assert _paced_call(status, 0.1, settings) < 0.1 * (1 + 3.0)

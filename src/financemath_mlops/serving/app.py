@@ -209,7 +209,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(docs_pages.router)
     app.add_middleware(BodyGuard, limits=lambda: state.serving)
-    app.add_middleware(RequestContext, metrics=lambda: state.metrics)  # outermost
+    app.add_middleware(  # outermost
+        RequestContext, metrics=lambda: state.metrics, limits=lambda: state.serving
+    )
     app.openapi = lambda: _openapi(app, state)  # type: ignore[method-assign]
     return app
 

@@ -126,11 +126,26 @@ async def send_error(
 
 
 class RequestContext:
-    """Request id, Prometheus request metrics, and a last-resort 500 in our error shape."""
+    """Request id, Prometheus request metrics, refusal pacing, and a last-resort 500 in our
+    error shape.
 
-    def __init__(self, app: ASGIApp, metrics: Callable[[], Any]) -> None:
+    Refusal pacing: a 4xx answer is sent ``refusal_pace`` times the time its request took later
+    (at most ``refusal_pace_max_s``). A client that sends one refused request after another
+    (1 MB of junk JSON costs the event loop ~8 ms to read and refuse) then holds the loop at
+    most 1/(1 + pace) of the time, and the predictions of everyone else keep their CPU; a
+    client that sends a valid request never waits. The wait is a sleep: it holds a connection
+    (bounded by ``max_connections``), not the CPU.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Callable[[], Any],
+        limits: Callable[[], ServingSettings | None] = lambda: None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.limits = limits
         self._paths: set[str] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -158,6 +173,8 @@ class RequestContext:
                 status = message["status"]
                 response_started = True
                 message["headers"] = [*message.get("headers", []), *id_headers]
+                if 400 <= status < 500:
+                    await _pace_refusal(self.limits(), time.perf_counter() - started)
             await send(message)
 
         if metrics is not None:
@@ -201,6 +218,12 @@ class RequestContext:
             routes = getattr(app, "routes", [])
             self._paths = {r.path for r in routes if "{" not in getattr(r, "path", "{")}
         return scope["path"] if scope["path"] in self._paths else "unmatched"
+
+
+async def _pace_refusal(limits: ServingSettings | None, took_s: float) -> None:
+    """Hold a refusal back ``refusal_pace`` times what its request took (see RequestContext)."""
+    if limits is not None and limits.refusal_pace > 0:
+        await asyncio.sleep(min(limits.refusal_pace_max_s, limits.refusal_pace * took_s))
 
 
 class BodyGuard:
