@@ -60,6 +60,30 @@ def reference_depth(body: bytes) -> int:
     return deepest
 
 
+def reference_malformed(body: bytes) -> bool:
+    """The same state machine's proof that a body is not JSON: an open string at the end, or
+    brackets that close below zero or do not balance."""
+    depth = lowest = 0
+    in_string = escaped = False
+    for byte in body:
+        char = bytes([byte])
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == b"\\":
+                escaped = True
+            elif char == b'"':
+                in_string = False
+        elif char == b'"':
+            in_string = True
+        elif char in (b"[", b"{"):
+            depth += 1
+        elif char in (b"]", b"}"):
+            depth -= 1
+            lowest = min(lowest, depth)
+    return in_string or depth != 0 or lowest < 0
+
+
 def peak_allocation(body: bytes) -> int:
     tracemalloc.start()
     try:
@@ -122,7 +146,26 @@ def test_the_shape_does_not_depend_on_the_block_size(body, unterminated, block):
     whole = json_shape(body)
     with mock.patch.object(middleware, "SCAN_BLOCK_BYTES", block):
         assert json_shape(body) == whole
+        assert json_shape(body, yield_between_blocks=True) == whole
     assert whole.depth == reference_depth(body)
+    assert whole.malformed == reference_malformed(body)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.text(max_size=5),
+        lambda c: st.lists(c) | st.dictionaries(st.text(max_size=3), c),
+        max_leaves=40,
+    ),
+    st.integers(min_value=1, max_value=16),
+)
+def test_real_json_is_never_called_malformed(value, block):
+    """The guard refuses a malformed body before parsing it: valid JSON must never be one."""
+    body = json.dumps(value).encode()
+    with mock.patch.object(middleware, "SCAN_BLOCK_BYTES", block):
+        assert not json_shape(body).malformed
+    assert json_shape(body[:-1]).malformed == (body[-1:] in (b"]", b"}", b'"'))
 
 
 @settings(max_examples=200, deadline=None)
