@@ -260,7 +260,7 @@ def verdict(row: dict[str, Any]) -> str:
     if not row["met"]:
         return "NO: " + ", ".join(k for k, v in row["checks"].items() if not v)
     judged = "predict_p99_ratio" in row["checks"]
-    return "yes" if judged else "yes (valid batch: /predict ratio not judged)"
+    return "yes" if judged else "yes (valid request: /predict ratio reported, not judged)"
 
 
 def table(results: dict[str, Any]) -> str:
