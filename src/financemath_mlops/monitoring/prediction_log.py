@@ -11,11 +11,12 @@ workers can share one directory. A write that fails (unwritable directory, full 
 batch, counts it and logs a warning; it never raises into the service.
 
 Between part files the writer appends each entry to a hidden per-process journal
-(``.journal-<pid>-<token>.jsonl``, feature rows as base64 float64: a tenth of the CPU of
-JSON numbers, and the log thread shares the GIL with the event loop) and hands it to the OS at least every ``flush_seconds``, so a
-kill -9 loses at most that window (plus entries still on the queue); the next log opened on the
-directory turns the journals of dead processes into part files. ``flush_seconds=0`` turns the
-journal off (a kill then loses everything not yet in a part file).
+(``.journal-<pid>-<token>.jsonl``; feature rows as base64 float64, a tenth of the CPU of JSON
+numbers on a thread that shares the GIL with the event loop) and hands it to the OS at least
+every ``flush_seconds``, so a kill -9 loses at most that window (plus entries still on the
+queue); the next log opened on the directory turns the journals of dead processes into part
+files. ``flush_seconds=0`` turns the journal off (a kill then loses everything not yet in a part
+file).
 
 Only the fields in :data:`ENTRY_FIELDS` and the feature values are stored: whatever else a caller
 puts in an entry (headers, API keys) is ignored by construction.
