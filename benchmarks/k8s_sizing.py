@@ -10,6 +10,12 @@ headroom; the CPU request is what one busy client costs. Ratios are against the 
 
     python benchmarks/k8s_sizing.py                    # ~1 minute on 2 cores
     python benchmarks/k8s_sizing.py --seconds 10 --concurrency 8
+    python benchmarks/k8s_sizing.py --python /tmp/lean/bin/python   # the image's install
+
+``--python``: the interpreter of the install to size (default: this one). The image runs the
+``serving`` extra only (``requirements/serving.txt``): a venv of it sizes the pod, the full
+``dev`` venv oversizes it. ``--inference-threads`` is the manifest's
+``FMOPS_SERVING__INFERENCE_THREADS`` (1: one ONNX session).
 
 Writes benchmarks/results/k8s_sizing.json and prints a table.
 """
@@ -114,14 +120,22 @@ def main() -> int:
     parser.add_argument("--model-uri", default=str(ROOT / "models" / "serving"))
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--python", default=sys.executable, help="the install to size")
+    parser.add_argument(
+        "--inference-threads", type=int, default=1, help="as deploy/k8s sets it (default 1)"
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks/results/k8s_sizing.json")
     args = parser.parse_args()
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log_dir = tempfile.mkdtemp(prefix="fmops-sizing-")  # the prediction log is on, as deployed
-    env = {**os.environ, "FMOPS_PATHS__PREDICTIONS_DIR": log_dir}
-    cmd = [sys.executable, "-m", "financemath_mlops.serving", "--model-uri", args.model_uri]
+    env = {
+        **os.environ,
+        "FMOPS_PATHS__PREDICTIONS_DIR": log_dir,
+        "FMOPS_SERVING__INFERENCE_THREADS": str(args.inference_threads),
+    }
+    cmd = [args.python, "-m", "financemath_mlops.serving", "--model-uri", args.model_uri]
     server = subprocess.Popen([*cmd, "--port", str(port)], env=env, cwd=ROOT)
     try:
         started = time.monotonic()
@@ -157,6 +171,9 @@ def main() -> int:
         row["rss_vs_idle"] = round(row["rss_mib_peak"] / idle, 2)
     result = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "server_python": args.python,
+        "inference_threads": args.inference_threads,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "model_uri": args.model_uri,
         "ready_s": round(ready_s, 1),
         "phases": rows,
@@ -170,7 +187,7 @@ def main() -> int:
             f"{r['phase']:<22} {r['rss_mib_peak']:>12} {r['rss_vs_idle']:>7} "
             f"{r['cpu_cores']:>9} {r['requests_per_s']:>7}"
         )
-    print(f"(written to {args.output.relative_to(ROOT)})")
+    print(f"(written to {args.output})")
     return 0
 
 
