@@ -217,19 +217,24 @@ def run_case(pool: Any, index: int, port: int, pid: int, args: argparse.Namespac
     return {"times": times, "attacker": statuses, "peak_rss": sampler.stop()}
 
 
-def pooled(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+def pooled(rounds: list[dict[str, list[float]]]) -> dict[str, Any]:
     """Every round's probe samples together (a p99 of ~2 x 170 /predict samples, not of one
-    round's), with each round's own /predict p99 beside it, statuses summed, the highest RSS."""
+    round's), with each round's own /predict p99 beside it."""
     times: dict[str, list[float]] = {"health": [], "predict": [], "errors": []}
+    for each in rounds:
+        for name, values in each.items():
+            times[name] += values
+    return {**summary(times), "predict_p99_ms_by_round": [p99(r["predict"]) for r in rounds]}
+
+
+def pooled_case(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """A case over its rounds: pooled probe samples, the highest RSS, the statuses summed."""
     statuses: collections.Counter[str] = collections.Counter()
     for each in rounds:
-        for name, values in each["times"].items():
-            times[name] += values
         statuses.update(each["attacker"])
     return {
-        **summary(times),
-        "predict_p99_ms_by_round": [p99(r["times"]["predict"]) for r in rounds],
-        "peak_rss_mb": round(max(r.get("peak_rss", 0) for r in rounds) / 2**20, 1),
+        **pooled([r["times"] for r in rounds]),
+        "peak_rss_mb": round(max(r["peak_rss"] for r in rounds) / 2**20, 1),
         "attacker": dict(statuses),
     }
 
@@ -308,13 +313,13 @@ def main(argv: list[str] | None = None) -> int:
             probe(base_url, 3)  # warm-up
             idle_rss = tree_rss(process.pid)
             samples: dict[int, list[dict[str, Any]]] = {i: [] for i in indexes}
-            base_rounds: list[dict[str, Any]] = []
+            base_rounds: list[dict[str, list[float]]] = []
             context = multiprocessing.get_context("spawn")
             with context.Pool(1) as pool:
                 for round_number in range(1, args.rounds + 1):
                     # A baseline in every round: both sides of each ratio see the same machine.
                     times = probe(base_url, args.seconds * 2)
-                    base_rounds.append({"times": times, "attacker": {}})
+                    base_rounds.append(times)
                     print(f"round {round_number}/{args.rounds} baseline: {summary(times)}")
                     for index in indexes:
                         case = ABANDON if index < 0 else CASES[index]
@@ -322,13 +327,12 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"  {case.name}: {summary(samples[index][-1]['times'])}", flush=True)
                         time.sleep(1.0)  # let held connections close before the next case
             baseline = pooled(base_rounds)
-            del baseline["peak_rss_mb"], baseline["attacker"]
             print(f"baseline: {baseline}", flush=True)
             rows = []
             for index in indexes:
                 case = ABANDON if index < 0 else CASES[index]
                 row = {"case": case.name, "issue_defect": case.issue_defect}
-                row |= pooled(samples[index])
+                row |= pooled_case(samples[index])
                 row |= evaluate(row, baseline, idle_rss / 2**20, case.valid_work)
                 rows.append(row)
     results = {

@@ -130,9 +130,13 @@ class ModelHolder:
     def _load(self, uri: str, ref: runs.ModelRef) -> LoadedModel:
         from_registry = runs.is_tracked_uri(uri)
         adaptive = self.concurrent_threads not in (None, self.threads)
-        # Adaptive: the main session runs only calls that start alone, so its threads may spin
-        # within a run (a lone /predict 14.2 -> 12.1 ms); never between runs.
-        spinning = "within_run" if adaptive else "never" if self.threads else "always"
+        spinning = "always"  # no serving threads given: the logged session as it is
+        if adaptive:
+            # The main session runs only calls that start alone, so its threads may spin
+            # within a run (a lone /predict 14.2 -> 12.1 ms); never between runs.
+            spinning = "within_run"
+        elif self.threads is not None:
+            spinning = "never"
         # Our own model folder loads without importing MLflow (1.2 s of a 2 s start, issue 18),
         # its embedder built with the serving threads at once (no session built to be replaced).
         folder = None
@@ -145,7 +149,8 @@ class ModelHolder:
             logged, trained_at = pyfunc.unwrap_python_model().predictor, _created(pyfunc)
         predictor = logged
         if self.threads is not None:
-            predictor = with_threads(logged, self.threads, spinning)  # the folder's: as it is
+            # A folder's predictor already has these threads and spinning: returned as it is.
+            predictor = with_threads(logged, self.threads, spinning)
         concurrent = with_threads(logged, self.concurrent_threads) if adaptive else predictor
         for each in {id(predictor): predictor, id(concurrent): concurrent}.values():
             each.predict([WARMUP_RECORD])  # fail here, not on the first request
