@@ -226,3 +226,53 @@ def test_a_refusal_waits_pace_times_what_its_request_took(status):
 )  # fmt: skip
 def test_answers_that_are_not_refusals_and_pace_0_never_wait(status, settings):
     assert _paced_call(status, 0.1, settings) < 0.1 * (1 + 3.0)
+
+
+# --- malformed JSON refused by the body guard ---------------------------------------------------
+
+
+def _guarded(body: bytes) -> tuple[int | None, bytes, bool]:
+    """(status, body, whether the app behind the guard ran) for one POST through BodyGuard."""
+    from financemath_mlops.serving.middleware import BodyGuard
+
+    reached: list[bool] = []
+
+    async def endpoint(scope, receive, send) -> None:
+        reached.append(True)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    guard = BodyGuard(endpoint, limits=lambda: ServingSettings())
+    sent: list[dict] = []
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "method": "POST", "path": "/predict",
+        "headers": [(b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode())],
+    }  # fmt: skip
+    asyncio.run(guard(scope, receive, send))
+    status = next((m["status"] for m in sent if m["type"] == "http.response.start"), None)
+    payload = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return status, payload, bool(reached)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"question": "' + b'\\"' * 50_000, b'{"question": "a", "tables": [', b'{"a": 1}}'],
+)
+def test_a_body_proven_not_json_is_refused_before_parsing(body):
+    """An open string or unbalanced brackets: 400 invalid_json from the guard, the app never runs."""
+    status, payload, reached = _guarded(body)
+    assert (status, reached) == (400, False)
+    assert b"invalid_json" in payload and b"left open or the brackets" in payload
+
+
+def test_a_well_formed_body_reaches_the_app():
+    assert _guarded(b'{"question": "a \\"quoted\\" [word]", "tables": []}')[::2] == (200, True)
