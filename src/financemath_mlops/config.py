@@ -185,7 +185,16 @@ class ServingSettings(_Section):
     model_uri: str | None = Field(default=None, description="Overrides model_name + alias")
     model_name: str = "financemath-regressor"
     alias: str = "champion"
-    api_key: SecretStr | None = None
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="callers send it as 'Authorization: Bearer <key>' or 'X-API-Key'; set it "
+        "with FMOPS_SERVING__API_KEY, never in a committed file",
+    )
+    allow_anonymous: bool = Field(
+        default=False,
+        description="serve without an API key on a non-loopback address (the service refuses "
+        "to start there without a key unless this is true)",
+    )
     reload_interval_s: float = Field(default=0.0, ge=0.0, description="0 disables")
     max_question_chars: int = Field(default=8000, ge=1)
     max_tables: int = Field(default=10, ge=0)
@@ -234,10 +243,19 @@ class ServingSettings(_Section):
     @model_validator(mode="after")
     def _no_empty_api_key(self) -> ServingSettings:
         # An empty key would make every protected endpoint answer 401: refuse to start instead.
-        if self.api_key is not None and not self.api_key.get_secret_value().strip():
+        if self.api_key is None:
+            return self
+        key = self.api_key.get_secret_value()
+        if not key.strip():
             raise ValueError(
                 "serving.api_key (FMOPS_SERVING__API_KEY) is set but empty: set a real key, "
                 "or unset it to serve without one"
+            )
+        if key != key.strip():
+            # A key read from a file often ends in a newline: accepted, it would match no client.
+            raise ValueError(
+                "serving.api_key (FMOPS_SERVING__API_KEY) starts or ends with whitespace (a "
+                "newline from a file?): strip it, e.g. FMOPS_SERVING__API_KEY=$(tr -d '[:space:]' < FILE)"
             )
         return self
 
