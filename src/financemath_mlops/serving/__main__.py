@@ -2,9 +2,11 @@
 
 The same as `uvicorn financemath_mlops.serving.app:app`, plus the project's --config and
 --log-level flags, a settings check before anything starts (so a typo fails in one clear line),
-a Prometheus multiprocess directory when --workers > 1 and none is set, and the connection
-limits of ``serving.*`` (header and keep-alive timeouts, max connections: see server.py). Every
-documented way of starting the service runs this, so those limits hold in every deployment.
+a refusal to listen beyond loopback without an API key unless ``serving.allow_anonymous`` asks
+for it (``security.check_bind``: exit 2 before anything binds), a Prometheus multiprocess
+directory when --workers > 1 and none is set, and the connection limits of ``serving.*`` (header
+and keep-alive timeouts, max connections: see server.py). Every documented way of starting the
+service runs this, so those limits and that refusal hold in every deployment.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import tempfile
 from financemath_mlops.cli import base_parser, run_main, setup_logging
 from financemath_mlops.config import CONFIG_ENV, load_settings
 from financemath_mlops.serving.metrics import MULTIPROC_ENV
+from financemath_mlops.serving.security import BIND_CHECKED_ENV, check_bind
 from financemath_mlops.serving.server import set_header_timeout, uvicorn_options
 
 
@@ -37,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.model_uri:
         os.environ["FMOPS_SERVING__MODEL_URI"] = args.model_uri
     serving = load_settings().serving  # fail now, with the bad key named, not in every worker
+    check_bind(serving, args.host)  # before anything binds: no key beyond loopback, no start
+    os.environ[BIND_CHECKED_ENV] = args.host  # said once here; the app (every worker) stays quiet
     set_header_timeout(serving.header_timeout_s)
     if args.workers > 1 and not os.environ.get(MULTIPROC_ENV):
         os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="fmops-prometheus-")

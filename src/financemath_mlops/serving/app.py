@@ -37,6 +37,7 @@ from financemath_mlops.serving.model_holder import (
 )
 from financemath_mlops.serving.routes import router
 from financemath_mlops.serving.schemas import apply_limits_to_openapi
+from financemath_mlops.serving.security import redact_access_log, report_missing_key
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,9 @@ class ServiceState:
         settings = self.given_settings or load_settings()
         self.settings = settings
         _ensure_logging()
+        redact_access_log()  # under any server: a key sent in the query string stays out of it
         serving = settings.serving
+        report_missing_key(serving)
         runs.limit_http_requests(serving.mlflow_timeout_s, serving.mlflow_retries)
         # Refuse a missing store, never create it empty.
         runs.require_store(settings, runs.served_model_uri(settings))
