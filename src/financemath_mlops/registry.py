@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     args, settings = parse_stage_args(parser, argv)
     from financemath_mlops import runs
 
+    runs.check_reachable(settings)  # a dead tracking server: exit 2 in seconds
     runs.configure(settings, create_store=False)  # never an empty registry by mistake
     name = args.name or settings.mlflow.model_name
     if args.command == "list":

@@ -1,7 +1,14 @@
-"""Readers (serving, `registry`) refuse a missing local MLflow store; the pipeline creates it."""
+"""Readers (serving, `registry`) refuse a missing local MLflow store; the pipeline creates it.
+Every stage refuses an http(s) tracking server it cannot reach, after one bounded probe."""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import os
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +18,7 @@ from financemath_mlops import runs
 from financemath_mlops.cli import run_main
 from financemath_mlops.config import load_settings
 from financemath_mlops.registry import main as registry_main
+from financemath_mlops.runs import store
 from financemath_mlops.serving.app import create_app
 
 
@@ -47,3 +55,81 @@ def test_the_pipeline_still_creates_a_missing_store(tmp_path: Path) -> None:
     runs.configure(settings_for(store))
     runs.client().search_registered_models()
     assert store.is_file()
+
+
+# --- an http(s) tracking server that cannot be reached: the start-of-stage probe --------------
+
+
+@contextlib.contextmanager
+def http_server(status: int | None) -> Iterator[str]:
+    """A server on loopback answering every GET with ``status`` (None: accepts, never answers)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if status is None:
+                time.sleep(5)
+                return
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture()
+def mlflow_http_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """The probe sets MLflow's HTTP bounds in os.environ: start without them, and undo."""
+    for name in ("TIMEOUT", "MAX_RETRIES", "BACKOFF_FACTOR", "BACKOFF_JITTER"):
+        monkeypatch.delenv(f"MLFLOW_HTTP_REQUEST_{name}", raising=False)
+    return monkeypatch
+
+
+def http_settings(uri: str):
+    return load_settings(overrides={"mlflow": {"tracking_uri": uri}})
+
+
+def test_a_server_that_answers_passes_the_probe_and_bounds_mlflow_retries(
+    mlflow_http_env: pytest.MonkeyPatch,
+) -> None:
+    with http_server(404) as uri:  # not MLflow's /health, but a server is there
+        runs.check_reachable(http_settings(uri))
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == str(store.STAGE_HTTP_RETRIES)
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == str(store.STAGE_HTTP_TIMEOUT_S)
+
+
+def test_a_server_error_answer_fails_the_probe(mlflow_http_env: pytest.MonkeyPatch) -> None:
+    with http_server(503) as uri, pytest.raises(runs.TrackingError, match=f"{uri}.*503"):
+        runs.check_reachable(http_settings(uri))
+
+
+def test_a_silent_server_fails_the_probe_within_its_budget(
+    mlflow_http_env: pytest.MonkeyPatch,
+) -> None:
+    mlflow_http_env.setattr(store, "PROBE_SECONDS", 1.0)
+    started = time.perf_counter()
+    with http_server(None) as uri, pytest.raises(runs.TrackingError, match="no answer"):
+        runs.check_reachable(http_settings(uri))
+    assert time.perf_counter() - started < 3
+
+
+def test_the_users_mlflow_http_settings_win(mlflow_http_env: pytest.MonkeyPatch) -> None:
+    mlflow_http_env.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "9")
+    with http_server(200) as uri:
+        runs.check_reachable(http_settings(uri))
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "9"
+
+
+def test_a_local_store_is_not_probed(tmp_path: Path, mlflow_http_env: pytest.MonkeyPatch) -> None:
+    runs.check_reachable(settings_for(tmp_path / "none.db"))
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ

@@ -80,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         "--features", type=Path, help="the feature table training read (default: features output)"
     )
     _, settings = parse_stage_args(parser, argv)
+    from financemath_mlops import runs
     from financemath_mlops.evaluation.evaluate import evaluate, report_table
+
+    runs.check_reachable(settings)  # a dead tracking server: exit 2 in seconds, before the work
 
     report = evaluate(settings)
     print(report_table(report))

@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         "features": {"executor": args.executor},
     }  # fmt: skip
     settings = load_settings(args.config, overrides)
+    if args.command == "run":  # a dead tracking server: exit 2 before Prefect starts
+        from financemath_mlops import runs
+
+        runs.check_reachable(settings)
     prepare_prefect_env(settings.paths.cache_dir)
     params = {
         "source": args.source,

@@ -29,6 +29,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from financemath_mlops import runs
 from financemath_mlops.config import Settings, load_settings
 from financemath_mlops.flows.events import RETRAIN_REQUESTED, model_resource
 from financemath_mlops.monitoring.evidence import Verdict, drift_verdict, performance_verdict
@@ -114,6 +115,7 @@ def financemath_monitoring(
     """Report drift (and performance if labelled data is configured); ask for retraining."""
     logger = get_run_logger()
     settings = load_settings(config)
+    runs.check_reachable(settings)  # the drift report reads the served model's run
     cfg = settings.monitoring
     drift = drift_task(settings, window_hours or cfg.window_hours)
     verdicts = [drift_verdict(drift, cfg.min_rows)] if drift else []
@@ -163,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-retrain", action="store_true", help="report only, never ask")
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
-    load_settings(args.config)  # fail on bad settings before Prefect starts a server
+    settings = load_settings(args.config)  # fail on bad settings before Prefect starts a server
+    runs.check_reachable(settings)  # ... and on a dead tracking server
     summary = financemath_monitoring(
         window_hours=args.window_hours,
         performance_data=str(args.performance_data) if args.performance_data else None,

@@ -8,6 +8,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from financemath_mlops import runs
 from financemath_mlops.config import Settings, load_settings
 
 
@@ -75,7 +76,6 @@ def evaluate_task(settings: Settings, model_uri: str) -> dict[str, Any]:
 
 @task(name="promote-if-better", cache_policy=NO_CACHE)
 def promote_task(settings: Settings, model_uri: str) -> dict[str, Any]:
-    from financemath_mlops import runs
     from financemath_mlops.promotion.decision import promote_if_better
 
     runs.configure(settings)
@@ -125,6 +125,7 @@ def financemath_pipeline(
 ) -> dict[str, Any]:
     """Ingestion -> features -> training -> evaluation -> promotion; returns a run summary."""
     settings = flow_settings(source, split, rows, path, model_name, executor, config)
+    runs.check_reachable(settings)  # a deployment's run starts here: fail before ingestion
     ingested = ingest_task(settings)
     features = features_task(settings)
     trained = train_task(settings)

@@ -98,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def needs_store(args: argparse.Namespace) -> bool:
+    """Logging the numbers, or reading the model's run (every report but drift with
+    --reference and no --model-uri) needs the tracking store."""
+    reads_model = args.command == "performance" or args.reference is None or args.model_uri
+    return not args.no_mlflow or bool(reads_model)
+
+
 def main(argv: list[str] | None = None) -> int:
     args, settings = parse_stage_args(build_parser(), argv)
     if args.command == "history":
@@ -108,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from financemath_mlops.monitoring import run
 
+    if needs_store(args):  # a dead tracking server: exit 2 in seconds, before the reports
+        from financemath_mlops import runs
+
+        runs.check_reachable(
+            settings, "or pass --no-mlflow (with --reference) to report without it"
+        )
     if args.command == "drift":
         from financemath_mlops.monitoring.inputs import MonitoringError, parse_time
 

@@ -38,7 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     predict("--batch-rows", type=int, help="rows per batch / Dask partition")
     predict("--threads", type=int, help="embedding threads (default: all cores; 1 per Dask worker)")
     args, settings = parse_stage_args(parser, argv)
-    from financemath_mlops.predict.batch import predict_file
+    from financemath_mlops import runs
+    from financemath_mlops.predict.batch import default_model_uri, predict_file
+
+    if runs.is_tracked_uri(default_model_uri(settings)):  # a model folder needs no store
+        runs.check_reachable(settings)
 
     print(predict_file(settings, args.input, args.output).table())
     return 0

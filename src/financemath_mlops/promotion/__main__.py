@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from financemath_mlops import runs
     from financemath_mlops.promotion.decision import promote_if_better
 
+    runs.check_reachable(settings)  # a dead tracking server: exit 2 in seconds, before the work
     runs.configure(settings)
     uri = runs.challenger_uri(settings)
     ref = runs.resolve(uri)

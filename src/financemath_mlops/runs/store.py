@@ -10,6 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,18 @@ log = logging.getLogger(__name__)
 
 REGISTERED_META = "registered_model_meta"  # written by MLflow when it downloads a models:/ URI
 _STAGES = {"production", "staging", "archived", "none"}
+
+# The start-of-stage probe of an http(s) tracking server: resolve, connect and one GET of
+# `/health` share this budget, so with Python's start-up a stage exits within 15 s on a dead store.
+PROBE_SECONDS = 8.0
+# MLflow's HTTP client for the pipeline stages (its defaults: 120 s a request, 7 retries, back-off
+# factor 2, about 250 s of waiting on a refused connection). With these, one call on a dead store
+# gives up after 4 attempts and at most 2 + 4 s of back-off (+ up to 0.5 s jitter each); on a
+# server that accepts and never answers, after 4 x 30 s. A MLFLOW_HTTP_REQUEST_* already set wins.
+STAGE_HTTP_TIMEOUT_S = 30
+STAGE_HTTP_RETRIES = 3
+STAGE_HTTP_BACKOFF_FACTOR = 1  # MLflow reads it as an int
+STAGE_HTTP_BACKOFF_JITTER = 0.5
 
 
 class TrackingError(StageError):
@@ -62,6 +77,105 @@ def require_store(settings: Settings, model_uri: str | None = None) -> None:
         )
 
 
+def is_http_store(uri: str) -> bool:
+    return uri.lower().startswith(("http://", "https://"))
+
+
+def check_reachable(settings: Settings, alternative: str = "") -> None:
+    """Fail fast on an http(s) tracking server that cannot be reached: one bounded probe.
+
+    Called at the start of every stage that needs the store, before its work, so a dead server
+    costs seconds (:data:`PROBE_SECONDS`) instead of MLflow's retry back-off minutes into a run.
+    The host must resolve, accept a connection and answer ``GET <uri>/health`` with anything
+    but a 5xx (a 401 or 404 still proves a server is there: the real calls say what is wrong).
+    Other stores (sqlite, file) are checked where they are opened (:func:`require_store`).
+    Also bounds MLflow's own HTTP retries for the rest of the process
+    (:func:`limit_http_requests`). ``alternative``: another way out the message offers.
+    """
+    uri = settings.mlflow.tracking_uri
+    if not is_http_store(uri):
+        return
+    _limit_stage_http_requests()
+    problem = _probe(uri, PROBE_SECONDS)
+    if problem is not None:
+        raise TrackingError(
+            f"cannot reach the MLflow tracking server {uri}: {problem}. Start it (or check the "
+            "address), or point FMOPS_MLFLOW__TRACKING_URI (or MLFLOW_TRACKING_URI, or "
+            f"--tracking-uri) at a running one{', ' + alternative if alternative else ''}; "
+            "nothing was done"
+        )
+
+
+def _probe(uri: str, budget_s: float) -> str | None:
+    """What stops a client from reaching ``uri`` within ``budget_s`` seconds (None: nothing)."""
+    from urllib.parse import urlsplit
+
+    import requests
+
+    deadline = time.monotonic() + budget_s
+    parts = urlsplit(uri)
+    host = parts.hostname or ""
+    try:
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    except ValueError as exc:
+        return f"the address is not valid ({exc})"
+    health = uri.rstrip("/") + "/health"
+    if not requests.utils.get_environ_proxies(health):  # through a proxy, the proxy resolves
+        problem = _connect(host, port, deadline, budget_s)
+        if problem is not None:
+            return problem
+    try:
+        answer = requests.get(health, timeout=max(0.1, deadline - time.monotonic()))
+    except requests.exceptions.Timeout:
+        return f"no answer to GET {health} within {budget_s:.0f} s"
+    except requests.exceptions.RequestException as exc:
+        return f"GET {health} failed ({type(exc).__name__}: {exc})"
+    if answer.status_code >= 500:
+        return f"GET {health} answered {answer.status_code} {answer.reason}"
+    return None
+
+
+def _connect(host: str, port: int, deadline: float, budget_s: float) -> str | None:
+    """Resolve ``host`` and open one TCP connection, both before ``deadline`` (monotonic)."""
+    # getaddrinfo has no timeout of its own (a silent DNS server would hold the stage): it runs
+    # on a daemon thread that is left behind, never waited for, when the deadline passes.
+    found: list[Any] = []
+    resolver = threading.Thread(
+        target=_resolve, args=(host, port, found), name="fmops-store-probe", daemon=True
+    )
+    resolver.start()
+    resolver.join(timeout=max(0.1, deadline - time.monotonic()))
+    if not found:
+        return f"the host name {host} did not resolve within {budget_s:.0f} s"
+    if isinstance(found[0], socket.gaierror):
+        return f"the host name {host} does not resolve ({found[0].strerror})"
+    addresses = found[0]
+    problem = f"no address for {host}"
+    for family, kind, proto, _, address in addresses:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            with socket.socket(family, kind, proto) as conn:
+                conn.settimeout(remaining)
+                conn.connect(address)
+            return None
+        except ConnectionRefusedError:
+            problem = f"connection refused by {host}:{port} (nothing listens there)"
+        except TimeoutError:
+            problem = f"no connection to {host}:{port} within {budget_s:.0f} s"
+        except OSError as exc:
+            problem = f"no connection to {host}:{port} ({exc.strerror or exc})"
+    return problem
+
+
+def _resolve(host: str, port: int, found: list[Any]) -> None:
+    try:
+        found.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+    except socket.gaierror as exc:
+        found.append(exc)
+
+
 def configure(settings: Settings, create_store: bool = True) -> str:
     """Point MLflow at the configured store (telemetry off); returns the tracking URI.
 
@@ -83,17 +197,33 @@ def configure(settings: Settings, create_store: bool = True) -> str:
     if uri.startswith("sqlite:///"):
         db_path = Path(uri.removeprefix("sqlite:///"))
         db_path.parent.mkdir(parents=True, exist_ok=True)
+    if is_http_store(uri):
+        _limit_stage_http_requests()  # unless the service bounded them first, its own way
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
 
 
-def limit_http_requests(timeout_s: int, retries: int) -> None:
-    """Bound MLflow's HTTP client (defaults: 120 s a request, 7 retries with back-off), for a
-    service that must not hang on a tracking server that is down. A value already set wins."""
+def limit_http_requests(
+    timeout_s: int, retries: int, backoff_factor: int = 1, backoff_jitter: float | None = None
+) -> None:
+    """Bound MLflow's HTTP client (defaults: 120 s a request, 7 retries with back-off factor 2
+    and 1 s jitter), for a process that must not hang on a tracking server that is down. A value
+    already set wins (the user's MLFLOW_HTTP_REQUEST_*, or the first caller's)."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(timeout_s))
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(retries))
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", str(backoff_factor))
+    if backoff_jitter is not None:
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", str(backoff_jitter))
+
+
+def _limit_stage_http_requests() -> None:
+    limit_http_requests(
+        STAGE_HTTP_TIMEOUT_S,
+        STAGE_HTTP_RETRIES,
+        STAGE_HTTP_BACKOFF_FACTOR,
+        STAGE_HTTP_BACKOFF_JITTER,
+    )
 
 
 def client() -> Any:

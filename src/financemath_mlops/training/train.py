@@ -134,6 +134,7 @@ def records_behind(settings: Settings, manifest: dict[str, Any]) -> Path:
 
 def train(settings: Settings) -> TrainingSummary:
     started = time.perf_counter()
+    runs.check_reachable(settings)  # a dead tracking server: exit 2 before CV, not after
     cfg = settings.training
     frame, manifest = read_features(settings.training_features)
     features_sha256 = file_sha256(settings.training_features)
