@@ -150,12 +150,31 @@ def render() -> str:
         "",
         rst_to_md(config.__doc__ or "").strip(),
         "",
-        "- The YAML file: `configs/default.yaml`, or the file given by `--config` or "
-        f"`{config.CONFIG_ENV}`.",
-        "- Environment: `FMOPS_<SECTION>__<KEY>` (nested sections add `__<KEY>`). A dict setting "
-        "such as `training.lightgbm` takes JSON, merged into the file's value: "
-        "`FMOPS_TRAINING__LIGHTGBM='{\"n_estimators\": 500}'`.",
-        "- Relative paths are relative to the working directory.",
+        "- The YAML file: `configs/default.yaml` in the working directory, or the file given by "
+        f"`--config` or `{config.CONFIG_ENV}`. Every run logs at INFO which file it read, or that "
+        "it read none (built-in defaults). Run from a subfolder of the project without "
+        "`--config`, a stage stops (exit 2) instead of silently using the built-in defaults.",
+        "- The file is read strictly: a section or key written twice is an error naming both "
+        "lines.",
+        "- Environment: `FMOPS_<SECTION>__<KEY>` (nested sections add `__<KEY>`). Any other "
+        "`FMOPS_` variable stops every entry point (exit 2) naming it and the closest setting, "
+        "except the names the CLIs and docker compose read "
+        f"({', '.join(f'`{name}`' for name in sorted(config.ENV_NOT_SETTINGS))}) and "
+        f"`{config.TEST_ENV_PREFIX}*` switches read by tests only. An empty value is refused "
+        "(unset the variable instead); so is an empty `MLFLOW_TRACKING_URI` or `HF_TOKEN`.",
+        "- One merge rule for every source: sections merge key by key, and so does a dict setting "
+        "such as `training.lightgbm`: a file's `training: {lightgbm: {num_leaves: 15}}` changes "
+        "one parameter and keeps the other defaults, exactly as "
+        "`FMOPS_TRAINING__LIGHTGBM='{\"num_leaves\": 15}'` (JSON) or "
+        "`FMOPS_TRAINING__LIGHTGBM__NUM_LEAVES=15` (one key, read as a YAML value: `15` is a "
+        "number, `true` a boolean) does. A `null` value removes a key, a default one included "
+        "(`subsample: null`, `FMOPS_TRAINING__LIGHTGBM__SUBSAMPLE=null`).",
+        "- Relative paths are relative to the working directory. `~` and `$VAR` / `${VAR}` in "
+        "path settings, `mlflow.artifact_root` and a `sqlite:///` tracking URI are expanded; a "
+        "variable that is not set is refused, never created as a literal folder.",
+        "- An error names the bad key and the source that set it (`env FMOPS_...`, "
+        "`file:PATH:LINE`, or the flag). `python -m financemath_mlops.config show` prints every "
+        "effective value and where it came from (secrets masked); `check` only validates.",
         "- *Default* is the built-in default; where `configs/default.yaml` sets another value, "
         "the cell says so.",
         "",

@@ -90,7 +90,17 @@ def parse_stage_args(
     `setting_flags` flags), the same way for every stage."""
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
-    return args, load_settings(args.config, flag_overrides(args))
+    return args, load_settings(args.config, flag_overrides(args), flag_names(parser))
+
+
+def flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Dotted setting -> the `setting_flags` flag that feeds it, so a bad value's error names the
+    flag the user typed (`--cv-folds`), not only the setting."""
+    return {
+        action.dest: action.option_strings[0]
+        for action in parser._actions
+        if "." in action.dest and action.option_strings
+    }
 
 
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:

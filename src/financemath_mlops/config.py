@@ -3,32 +3,94 @@
 Precedence, highest first: CLI flags (passed as ``overrides``) > ``FMOPS_`` environment variables
 (nested with ``__``, e.g. ``FMOPS_INGESTION__SOURCE``) > well-known third-party variables
 (``MLFLOW_TRACKING_URI``, ``HF_TOKEN``) > the YAML file (``configs/default.yaml`` or ``--config``)
-> built-in defaults. Loading validates everything and names the bad key on error. Importing this
-module has no side effects.
+> built-in defaults. Loading validates everything and names the bad key and the source that set it
+(the variable, the file and line, or the flag) on error: an ``FMOPS_`` variable that names no
+setting, a key written twice in the file, an empty value and an unknown key all stop the run.
+Importing this module has no side effects.
+
+``python -m financemath_mlops.config show`` prints every effective value and where it came from;
+``check`` only validates.
 """
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
-import threading
+import re
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    YamlConfigSettingsSource,
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
 )
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from financemath_mlops.config_sources import (
+    ConfigError,
+    Layers,
+    Origin,
+    annotation_has,
+    describe,
+    effective_values,
+    env_name,
+    environment_entries,
+    expand_path_text,
+    read_yaml,
+    schema_of,
+)
+
+__all__ = ["ConfigError", "Settings", "env_name", "load_settings"]
 
 DEFAULT_CONFIG = Path("configs/default.yaml")
 CONFIG_ENV = "FMOPS_CONFIG"
 SAMPLE_MODEL_SUFFIX = "-sample"
+# FMOPS_ names the repo uses that are not settings: the config file and log level the CLIs read,
+# and docker compose's ports, image tag and buckets. Any other FMOPS_ name must be a setting or
+# start with TEST_ENV_PREFIX (switches read by tests and scripts only); anything else stops the
+# run. tests/unit/test_env_names.py greps the repo to keep this list complete.
+ENV_NOT_SETTINGS = frozenset(
+    {
+        CONFIG_ENV,
+        "FMOPS_LOG_LEVEL",
+        "FMOPS_IMAGE_TAG",
+        "FMOPS_BIND_ADDRESS",
+        "FMOPS_API_PORT",
+        "FMOPS_API_REGISTRY_PORT",
+        "FMOPS_MLFLOW_PORT",
+        "FMOPS_PROMETHEUS_PORT",
+        "FMOPS_PREFECT_PORT",
+        "FMOPS_GRAFANA_PORT",
+        "FMOPS_ALERTMANAGER_PORT",
+        "FMOPS_MINIO_PORT",
+        "FMOPS_MINIO_CONSOLE_PORT",
+        "FMOPS_MLFLOW_BUCKET",
+        "FMOPS_DVC_BUCKET",
+    }
+)
+TEST_ENV_PREFIX = "FMOPS_TEST_"
+
+log = logging.getLogger(__name__)
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _expand_paths(cls, value: Any, info: ValidationInfo) -> Any:
+        # `~` and `$HOME` in a path setting would otherwise become literal ./~ and ./$HOME folders.
+        field = cls.model_fields.get(info.field_name or "")
+        is_path = field is not None and annotation_has(field.annotation, Path)
+        return expand_path_text(str(value)) if is_path and isinstance(value, str | Path) else value
 
 
 class PathsSettings(_Section):
@@ -156,6 +218,21 @@ class MLflowSettings(_Section):
     experiment_name: str = "financemath"
     model_name: str = "financemath-regressor"
 
+    @field_validator("tracking_uri")
+    @classmethod
+    def _expand_sqlite_path(cls, uri: str) -> str:
+        # The file of a sqlite:/// store is a path like any other: `~` and `$VAR` expand.
+        prefix = "sqlite:///"
+        if uri.startswith(prefix):
+            return prefix + expand_path_text(uri[len(prefix) :])
+        return expand_path_text(uri) if ":" not in uri else uri
+
+    @field_validator("artifact_root")
+    @classmethod
+    def _expand_local_root(cls, root: str) -> str:
+        # A local folder expands like a path setting; a URI (s3://, mlflow-artifacts:) is kept.
+        return expand_path_text(root) if ":" not in root else root
+
 
 class EvaluationSettings(_Section):
     model_uri: str | None = Field(
@@ -240,12 +317,13 @@ class ServingSettings(_Section):
         default=2, ge=0, description="retries of one MLflow HTTP request made by the service"
     )
 
-    @model_validator(mode="after")
-    def _no_empty_api_key(self) -> ServingSettings:
+    @field_validator("api_key")
+    @classmethod
+    def _no_blank_api_key(cls, api_key: SecretStr | None) -> SecretStr | None:
         # An empty key would make every protected endpoint answer 401: refuse to start instead.
-        if self.api_key is None:
-            return self
-        key = self.api_key.get_secret_value()
+        if api_key is None:
+            return api_key
+        key = api_key.get_secret_value()
         if not key.strip():
             raise ValueError(
                 "serving.api_key (FMOPS_SERVING__API_KEY) is set but empty: set a real key, "
@@ -257,7 +335,7 @@ class ServingSettings(_Section):
                 "serving.api_key (FMOPS_SERVING__API_KEY) starts or ends with whitespace (a "
                 "newline from a file?): strip it, e.g. FMOPS_SERVING__API_KEY=$(tr -d '[:space:]' < FILE)"
             )
-        return self
+        return api_key
 
 
 class MonitoringSettings(_Section):
@@ -310,14 +388,10 @@ class MonitoringSettings(_Section):
 
 
 class Settings(BaseSettings):
-    """The whole configuration. Build it with :func:`load_settings`."""
+    """The whole configuration. Build it with :func:`load_settings`: ``Settings()`` alone is the
+    built-in defaults (it reads no file and no variable)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="FMOPS_",
-        env_nested_delimiter="__",
-        extra="forbid",
-        validate_default=True,
-    )
+    model_config = SettingsConfigDict(extra="forbid", validate_default=True)
 
     paths: PathsSettings = PathsSettings()
     ingestion: IngestionSettings = IngestionSettings()
@@ -359,73 +433,119 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [
-            init_settings,
-            env_settings,
-            _ThirdPartyEnvSource(settings_cls),
-        ]
-        yaml_file = getattr(_loading, "yaml_file", None)
-        if yaml_file is not None:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
-        return tuple(sources)
+        # load_settings merges the file, the environment and the flags itself (config_sources:
+        # one merge rule, and every value remembers where it came from).
+        return (init_settings,)
 
 
-class _ThirdPartyEnvSource(PydanticBaseSettingsSource):
-    """Variables other tools already use, so a user's existing setup just works."""
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        if uri := os.environ.get("MLFLOW_TRACKING_URI"):
-            values["mlflow"] = {"tracking_uri": uri}
-        if token := os.environ.get("HF_TOKEN"):
-            values["ingestion"] = {"hf_token": token}
-        return values
+# A YAML key the model still accepts under its old name -> the setting it feeds.
+_ALIASES = {"ingestion.use_auth_token": "ingestion.hf_token"}
+SCHEMA = schema_of(Settings, _ALIASES)
+_PROJECT_NAME = re.compile(r'^name\s*=\s*"financemath-mlops"', re.MULTILINE)
+_logged: set[str] = set()
 
 
-class ConfigError(ValueError):
-    """A configuration problem, with a message that names the bad key."""
+class LoadedSettings:
+    """Settings with the file they were read from and the origin of every value."""
 
+    def __init__(self, settings: Settings, layers: Layers, path: Path | None) -> None:
+        self.settings, self.layers, self.path = settings, layers, path
 
-_loading = threading.local()
-_lock = threading.Lock()
+    def rows(self) -> list[tuple[str, str, str]]:
+        """(key, value, origin) of every setting, secrets masked (``config show``)."""
+        return effective_values(self.settings.model_dump(), self.layers)
 
 
 def resolve_config_path(config: Path | str | None) -> Path | None:
-    """The YAML file to read: --config, else $FMOPS_CONFIG, else configs/default.yaml if present."""
-    if config is None:
-        config = os.environ.get(CONFIG_ENV)
-    if config is None:
-        return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
-    path = Path(config)
+    """The YAML file to read: --config, else $FMOPS_CONFIG, else configs/default.yaml if present.
+
+    Without either, a working directory inside the project but below its root is refused (the
+    same command from the root would read configs/default.yaml: the run would silently differ).
+    """
+    if config is not None:
+        source = "--config"
+    elif CONFIG_ENV in os.environ:
+        config, source = os.environ[CONFIG_ENV], f"env {CONFIG_ENV}"
+        if not config.strip():
+            raise ConfigError(f"{CONFIG_ENV} is set but empty: unset it, or name a YAML file")
+    else:
+        if DEFAULT_CONFIG.is_file():
+            return DEFAULT_CONFIG
+        root = _project_root_above(Path.cwd())
+        if root is not None:
+            raise ConfigError(
+                f"no {DEFAULT_CONFIG} in {Path.cwd()}; this is inside the project at {root}: "
+                f"run from there, or pass --config {root / DEFAULT_CONFIG}"
+            )
+        return None
+    try:
+        path = Path(expand_path_text(str(config)))
+    except ValueError as exc:
+        raise ConfigError(f"config file {config} (from {source}): {exc}") from None
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"config file not found: {path} (from {source})")
     return path
 
 
-def load_settings(
-    config: Path | str | None = None, overrides: dict[str, Any] | None = None
-) -> Settings:
-    """Load and validate settings; ``overrides`` are CLI values as a nested dict (None = unset)."""
+def _project_root_above(folder: Path) -> Path | None:
+    for parent in folder.resolve().parents:
+        pyproject = parent / "pyproject.toml"
+        if pyproject.is_file() and (parent / DEFAULT_CONFIG).is_file():
+            try:
+                if _PROJECT_NAME.search(pyproject.read_text(encoding="utf-8")):
+                    return parent
+            except (OSError, UnicodeDecodeError):
+                continue
+    return None
+
+
+def _log_once(message: str) -> None:
+    if message not in _logged:
+        _logged.add(message)
+        log.info(message)
+
+
+def load_with_origins(
+    config: Path | str | None = None,
+    overrides: dict[str, Any] | None = None,
+    flags: dict[str, str] | None = None,
+) -> LoadedSettings:
+    """:func:`load_settings`, keeping the file used and where every value came from."""
+    # The environment is checked first: its mistakes (a typo in a name) are the silent ones.
+    environment = environment_entries(
+        os.environ, SCHEMA, not_settings=ENV_NOT_SETTINGS, test_prefix=TEST_ENV_PREFIX
+    )
     path = resolve_config_path(config)
-    clean = _drop_none(overrides or {})
-    with _lock:
-        _loading.yaml_file = path
-        try:
-            return Settings(**clean)
-        except ValidationError as exc:
-            raise ConfigError(_describe(exc, path)) from None
-        except Exception as exc:  # YAML syntax errors and friends
-            raise ConfigError(f"could not read config {path}: {exc}") from None
-        finally:
-            _loading.yaml_file = None
+    layers = Layers(SCHEMA)
+    if path is not None:
+        data, lines = read_yaml(path)
+        layers.put_all(data, lambda key: Origin("file", str(path), lines.get(key)))
+        _log_once(f"config file: {path.resolve()}")
+    else:
+        _log_once(
+            f"no config file (no --config, no {CONFIG_ENV}, no {DEFAULT_CONFIG} in "
+            f"{Path.cwd()}): built-in defaults apply"
+        )
+    for dotted, value, origin in environment:
+        layers.put(dotted, value, lambda _key, origin=origin: origin)
+    names = flags or {}
+    layers.put_all(_drop_none(overrides or {}), lambda key: Origin("flag", names.get(key, "")))
+    try:
+        settings = Settings(**layers.values)
+    except ValidationError as exc:
+        raise ConfigError(describe(exc, layers)) from None
+    return LoadedSettings(settings, layers, path)
 
 
-def env_name(dotted: str) -> str:
-    """The environment variable for a settings path, e.g. 'ingestion.source' -> FMOPS_INGESTION__SOURCE."""
-    return "FMOPS_" + "__".join(part.upper() for part in dotted.split("."))
+def load_settings(
+    config: Path | str | None = None,
+    overrides: dict[str, Any] | None = None,
+    flags: dict[str, str] | None = None,
+) -> Settings:
+    """Load and validate settings; ``overrides`` are CLI values as a nested dict (None = unset)
+    and ``flags`` name the flag of each dotted key, so an error can say which flag is at fault.
+    Raises :class:`ConfigError` naming the bad key and its source."""
+    return load_with_origins(config, overrides, flags).settings
 
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
@@ -440,15 +560,41 @@ def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _describe(exc: ValidationError, path: Path | None) -> str:
-    lines = [f"invalid configuration ({'file ' + str(path) if path else 'no config file'}):"]
-    for err in exc.errors():
-        key = ".".join(str(part) for part in err["loc"])
-        if err["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown setting")
-        else:
-            got = err.get("input")
-            secret = any(word in key for word in ("token", "key", "password"))
-            shown = "" if secret or isinstance(got, dict | list) else f"got {got!r}; "
-            lines.append(f"  {key}: {err['msg']} ({shown}env {env_name(key)})")
-    return "\n".join(lines)
+def main(argv: list[str] | None = None) -> int:
+    """``python -m financemath_mlops.config show|check [--config PATH]``: exit 2 on a bad config,
+    with the message every stage gives."""
+    parser = argparse.ArgumentParser(
+        prog="python -m financemath_mlops.config",
+        description="Validate the configuration (check), or print every effective value and "
+        "where it came from: default, file:PATH:LINE, env VAR or flag (show). Secrets masked.",
+    )
+    parser.add_argument("command", choices=["show", "check"])
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help=f"YAML config (default: ${CONFIG_ENV} or {DEFAULT_CONFIG})",
+    )
+    args = parser.parse_args(argv)
+    try:
+        loaded = load_with_origins(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    where = str(loaded.path.resolve()) if loaded.path else "none (built-in defaults)"
+    rows = loaded.rows()
+    if args.command == "check":
+        changed = sum(1 for _, _, origin in rows if origin != "default")
+        print(f"configuration valid; config file: {where}; {changed} values not default")
+        return 0
+    print(f"config file: {where}")
+    key_width = max(len(key) for key, _, _ in rows)
+    value_width = min(48, max(len(value) for _, value, _ in rows))
+    for key, value, origin in rows:
+        print(f"{key:<{key_width}}  {value:<{value_width}}  {origin}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

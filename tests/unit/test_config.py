@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from financemath_mlops.config import ConfigError, env_name, load_settings
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, cli_env
 
 
 def write_yaml(path: Path, text: str) -> Path:
@@ -132,5 +132,306 @@ def test_batch_prediction_has_its_own_section_with_env_overrides(
         "local",
         "local-cluster",
     )
-    with pytest.raises(ConfigError, match=r"predict\.batch_rows.*FMOPS_PREDICT__BATCH_ROWS"):
-        load_settings(cfg, {"predict": {"batch_rows": 0}})
+    with pytest.raises(ConfigError, match=r"predict\.batch_rows.*got 0 from flag --batch-rows"):
+        load_settings(cfg, {"predict": {"batch_rows": 0}}, {"predict.batch_rows": "--batch-rows"})
+
+
+# --- issue 28: every source named, nothing accepted and then ignored ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "closest"),
+    [
+        ("FMOPS_SERVNG__API_KEY", "FMOPS_SERVING__API_KEY"),  # section misspelt
+        ("FMOPS_SERVING_API_KEY", "FMOPS_SERVING__API_KEY"),  # one underscore
+        ("FMOPS_TRAINING__CV_FOLD", "FMOPS_TRAINING__CV_FOLDS"),  # key misspelt
+        ("FMOPS_FEATURES__EMBEDING__BACKEND", "FMOPS_FEATURES__EMBEDDING__BACKEND"),
+        ("FMOPS_CONFG", "FMOPS_CONFIG"),  # not a setting, but a name the CLIs read
+    ],
+)
+def test_an_fmops_variable_that_names_no_setting_stops_the_load(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch, name: str, closest: str
+) -> None:
+    monkeypatch.setenv(name, "secret-key")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert message.startswith(f"invalid configuration from env {name}:")
+    assert f"{name}: names no setting (closest: {closest})" in message
+    assert "secret-key" not in message
+
+
+@pytest.mark.parametrize(
+    "name", ["FMOPS_LOG_LEVEL", "FMOPS_IMAGE_TAG", "FMOPS_API_PORT", "FMOPS_TEST_CARD"]
+)
+def test_names_that_are_not_settings_but_known_are_let_through(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    monkeypatch.setenv(name, "1")
+    assert load_settings().ingestion.source == "hf"
+
+
+def test_an_env_value_that_does_not_parse_names_its_variable(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = write_yaml(isolated_env / "c.yaml", "ingestion:\n  rows: 7\n")
+    monkeypatch.setenv("FMOPS_TRAINING__LIGHTGBM", "{objective: poisson")
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg)
+    message = str(info.value)
+    assert message.startswith("invalid configuration from env FMOPS_TRAINING__LIGHTGBM:")
+    assert "FMOPS_TRAINING__LIGHTGBM: is not JSON" in message
+    assert "c.yaml" not in message
+
+
+def test_each_error_names_the_source_that_set_the_bad_value(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = write_yaml(isolated_env / "c.yaml", "ingestion:\n  source: local\n  rows: 0\n")
+    monkeypatch.setenv("FMOPS_TRAINING__CV_FOLDS", "1")
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg, {"evaluation": {"promotion_margin": -1}}, {
+            "evaluation.promotion_margin": "--margin"
+        })  # fmt: skip
+    message = str(info.value)
+    header = message.splitlines()[0]
+    assert header == (
+        f"invalid configuration from file {cfg}, env FMOPS_TRAINING__CV_FOLDS, flag --margin:"
+    )
+    assert (
+        f"ingestion.rows: Input should be greater than or equal to 1 (got 0 from file:{cfg}:3)"
+        in message
+    )
+    assert (
+        "training.cv_folds: " in message
+        and "(got '1' from env FMOPS_TRAINING__CV_FOLDS)" in message
+    )
+    assert "(got -1 from flag --margin)" in message
+    # An env mistake alone does not blame the file it overrides.
+    monkeypatch.setenv("FMOPS_INGESTION__SOURCE", "ftp")
+    with pytest.raises(ConfigError) as info:
+        load_settings(write_yaml(isolated_env / "ok.yaml", "ingestion:\n  source: local\n"),
+                      {"training": {"cv_folds": 3}})  # fmt: skip
+    assert str(info.value).splitlines()[0] == (
+        "invalid configuration from env FMOPS_INGESTION__SOURCE:"
+    )
+
+
+def test_an_unknown_file_key_is_named_with_its_line_and_the_closest_key(isolated_env: Path) -> None:
+    cfg = write_yaml(isolated_env / "c.yaml", "ingestion:\n  sauce: hf\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg)
+    assert f"ingestion.sauce: unknown setting (in file:{cfg}:2; closest: ingestion.source)" in str(
+        info.value
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "twice"),
+    [
+        ("training:\n  cv_folds: 3\ningestion:\n  rows: 5\ntraining:\n  seed: 1\n", "training: line 1 and line 5"),
+        ("serving:\n  alias: a\n  max_batch: 3\n  alias: b\n", "serving.alias: line 2 and line 4"),
+        ("training:\n  lightgbm:\n    num_leaves: 7\n    num_leaves: 15\n",
+         "training.lightgbm.num_leaves: line 3 and line 4"),
+    ],
+)  # fmt: skip
+def test_a_key_written_twice_in_the_file_names_both_lines(
+    isolated_env: Path, text: str, twice: str
+) -> None:
+    cfg = write_yaml(isolated_env / "c.yaml", text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg)
+    assert str(info.value).startswith(f"invalid configuration in file {cfg}: a key written twice")
+    assert twice in str(info.value)
+
+
+TUNED = load_settings(REPO_ROOT / "configs" / "default.yaml").training.lightgbm
+
+
+def test_a_partial_lightgbm_mapping_in_a_file_merges_with_the_defaults(isolated_env: Path) -> None:
+    cfg = write_yaml(
+        isolated_env / "c.yaml",
+        "training:\n  lightgbm:\n    num_leaves: 15\n    subsample: null\n    max_bin: 63\n",
+    )
+    params = load_settings(cfg).training.lightgbm
+    expected = {k: v for k, v in TUNED.items() if k != "subsample"} | {
+        "num_leaves": 15,
+        "max_bin": 63,
+    }
+    assert params == expected  # tuned params kept, one changed, one removed (null), one added
+
+
+def test_lightgbm_from_env_json_and_single_keys_merges_by_the_same_rule(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = write_yaml(isolated_env / "c.yaml", "training:\n  lightgbm:\n    num_leaves: 15\n")
+    monkeypatch.setenv("FMOPS_TRAINING__LIGHTGBM", '{"learning_rate": 0.1, "subsample": null}')
+    monkeypatch.setenv("FMOPS_TRAINING__LIGHTGBM__N_ESTIMATORS", "50")
+    monkeypatch.setenv("FMOPS_TRAINING__LIGHTGBM__LEARNING_RATE", "0.2")  # the specific one wins
+    monkeypatch.setenv("FMOPS_TRAINING__LIGHTGBM__EXTRA_TREES", "true")
+    monkeypatch.setenv("FMOPS_TRAINING__LIGHTGBM__OBJECTIVE", "huber")
+    params = load_settings(cfg).training.lightgbm
+    assert params["num_leaves"] == 15
+    assert params["n_estimators"] == 50 and isinstance(params["n_estimators"], int)
+    assert params["learning_rate"] == 0.2
+    assert params["extra_trees"] is True
+    assert params["objective"] == "huber"
+    assert "subsample" not in params
+    assert params["reg_lambda"] == TUNED["reg_lambda"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["FMOPS_MLFLOW__TRACKING_URI", "MLFLOW_TRACKING_URI", "HF_TOKEN", "FMOPS_INGESTION__REVISION",
+     "FMOPS_TRAINING__LIGHTGBM__NUM_LEAVES", "FMOPS_CONFIG"],
+)  # fmt: skip
+def test_an_empty_value_is_refused_naming_the_variable(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    monkeypatch.setenv(name, "")
+    with pytest.raises(ConfigError, match=rf"{name}.* is set but empty: unset it"):
+        load_settings()
+    assert not (isolated_env / "mlruns").exists()
+
+
+def test_home_and_variables_in_path_settings_are_expanded(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = isolated_env / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("DATA_ROOT", str(isolated_env / "data"))
+    cfg = write_yaml(
+        isolated_env / "c.yaml",
+        "paths:\n  cache_dir: ~/cache\n  reports_dir: $HOME/reports\n"
+        "  raw_dir: ${DATA_ROOT}/raw\n"
+        "mlflow:\n  tracking_uri: sqlite:///~/mlruns/mlflow.db\n  artifact_root: ~/artifacts\n",
+    )
+    monkeypatch.setenv("FMOPS_PATHS__PREDICTIONS_DIR", "~/predictions")
+    settings = load_settings(cfg)
+    assert settings.paths.cache_dir == home / "cache"
+    assert settings.paths.reports_dir == home / "reports"
+    assert settings.paths.raw_dir == isolated_env / "data" / "raw"
+    assert settings.paths.predictions_dir == home / "predictions"
+    assert settings.mlflow.tracking_uri == f"sqlite:///{home}/mlruns/mlflow.db"
+    assert settings.mlflow.artifact_root == str(home / "artifacts")
+    # A URI is not a path: kept as written.
+    monkeypatch.setenv("FMOPS_MLFLOW__ARTIFACT_ROOT", "s3://bucket/$prefix")
+    assert load_settings(cfg).mlflow.artifact_root == "s3://bucket/$prefix"
+
+
+def test_an_undefined_variable_in_a_path_setting_is_refused(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FMOPS_UNDEFINED_ROOT", raising=False)
+    cfg = write_yaml(isolated_env / "c.yaml", "paths:\n  reports_dir: $FMOPS_UNDEFINED_ROOT/r\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg)
+    assert "paths.reports_dir: $FMOPS_UNDEFINED_ROOT is not set in the environment" in str(
+        info.value
+    )
+    assert f"file:{cfg}:2" in str(info.value)
+
+
+def test_a_subfolder_of_the_project_without_a_config_is_refused(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = isolated_env / "checkout"
+    (root / "configs").mkdir(parents=True)
+    (root / "configs" / "default.yaml").write_text("ingestion:\n  rows: 7\n", encoding="utf-8")
+    (root / "pyproject.toml").write_text(
+        '[project]\nname = "financemath-mlops"\n', encoding="utf-8"
+    )
+    (root / "src" / "deep").mkdir(parents=True)
+    monkeypatch.chdir(root / "src" / "deep")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value) == (
+        f"no configs/default.yaml in {root / 'src' / 'deep'}; this is inside the project at "
+        f"{root}: run from there, or pass --config {root / 'configs' / 'default.yaml'}"
+    )
+    monkeypatch.chdir(root)
+    assert load_settings().ingestion.rows == 7
+
+
+def test_the_config_file_used_or_its_absence_is_logged_once(
+    isolated_env: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import financemath_mlops.config as config
+
+    config._logged.clear()
+    caplog.set_level("INFO", logger="financemath_mlops.config")
+    load_settings()
+    load_settings()
+    cfg = write_yaml(isolated_env / "c.yaml", "ingestion:\n  rows: 7\n")
+    load_settings(cfg)
+    messages = [r.getMessage() for r in caplog.records if r.name == "financemath_mlops.config"]
+    assert messages == [
+        f"no config file (no --config, no FMOPS_CONFIG, no configs/default.yaml in "
+        f"{isolated_env}): built-in defaults apply",
+        f"config file: {cfg.resolve()}",
+    ]
+
+
+def run_config_command(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "financemath_mlops.config", *args],
+        cwd=cwd,
+        env=cli_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_config_show_prints_every_value_and_its_origin_with_secrets_masked(
+    isolated_env: Path,
+) -> None:
+    cfg = write_yaml(isolated_env / "c.yaml", "ingestion:\n  rows: 7\n  hf_token: file-token\n")
+    done = run_config_command(
+        "show",
+        "--config",
+        str(cfg),
+        cwd=isolated_env,
+        FMOPS_SERVING__API_KEY="sk-live-123",
+        MLFLOW_TRACKING_URI="http://mlflow:5000",
+        FMOPS_TRAINING__LIGHTGBM__NUM_LEAVES="15",
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line.split(None, 1)[1] for line in done.stdout.splitlines()[1:]}
+    assert done.stdout.splitlines()[0] == f"config file: {cfg.resolve()}"
+    assert rows["ingestion.rows"].split() == ["7", f"file:{cfg}:2"]
+    assert rows["serving.api_key"].split() == ["********", "(set)", "env", "FMOPS_SERVING__API_KEY"]
+    assert rows["ingestion.hf_token"].split() == ["********", "(set)", f"file:{cfg}:3"]
+    assert rows["mlflow.tracking_uri"].split() == [
+        "http://mlflow:5000",
+        "env",
+        "MLFLOW_TRACKING_URI",
+    ]
+    assert rows["training.lightgbm.num_leaves"].split() == [
+        "15", "env", "FMOPS_TRAINING__LIGHTGBM__NUM_LEAVES"
+    ]  # fmt: skip
+    assert rows["training.lightgbm.objective"].split() == ['"l1"', "default"]
+    assert rows["serving.alias"].split() == ["champion", "default"]
+    assert "sk-live-123" not in done.stdout + done.stderr
+    assert "file-token" not in done.stdout + done.stderr
+    assert len(rows) > 60  # every setting, not a summary
+
+
+def test_config_check_exits_2_with_the_message_the_stages_give(isolated_env: Path) -> None:
+    ok = run_config_command("check", cwd=isolated_env)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("configuration valid; config file: none (built-in defaults)")
+    bad = run_config_command("check", cwd=isolated_env, FMOPS_SERVNG__API_KEY="x")
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: invalid configuration from env FMOPS_SERVNG__API_KEY:")
+    assert "closest: FMOPS_SERVING__API_KEY" in bad.stderr
+    stage = subprocess.run(
+        [sys.executable, "-m", "financemath_mlops.ingestion", "--source", "sample"],
+        cwd=isolated_env,
+        env=cli_env(FMOPS_SERVNG__API_KEY="x"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert stage.returncode == 2
+    assert stage.stderr.splitlines()[-2:] == bad.stderr.splitlines()[-2:]
