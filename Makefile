@@ -80,13 +80,13 @@ test-browser: $(STAMP)
 # from the real validation file beside the checkout (../shared/data/financemath/validation.json);
 # skipped, saying so, when that file is absent. Regenerate the card: docs/model-card.md says how.
 test-card: $(STAMP)
-	FMOPS_CARD_TEST=1 $(VENV)/bin/pytest tests/model/test_model_card.py -q -p no:cacheprovider
+	FMOPS_TEST_CARD=1 $(VENV)/bin/pytest tests/model/test_model_card.py -q -p no:cacheprovider
 
 # The team stores against real servers: MLflow on a throwaway PostgreSQL with S3 artefacts (moto),
 # two trainers at once, a store of the previous MLflow minor version upgraded, a DVC round trip.
 # Minutes, and DVC / the previous MLflow install into their own tool venvs on first use.
 test-team-stores: $(STAMP) tools
-	FMOPS_TEAM_STORES=1 $(VENV)/bin/pytest -p no:cacheprovider tests/integration/test_team_stores.py \
+	FMOPS_TEST_TEAM_STORES=1 $(VENV)/bin/pytest -p no:cacheprovider tests/integration/test_team_stores.py \
 	  tests/integration/test_team_stores_dvc.py tests/integration/test_team_stores_upgrade.py
 
 # Build both images and run them as production would (docker, else podman configured by

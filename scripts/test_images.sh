@@ -318,7 +318,7 @@ else
   fail "inference image is $size MB, over its 600 MB budget (base $base_mb MB)"
 fi
 started=$SECONDS
-if FMOPS_SERVING_VENV_TEST=1 bounded 1800 "$VENV_BIN/pytest" -q -p no:cacheprovider \
+if FMOPS_TEST_SERVING_VENV=1 bounded 1800 "$VENV_BIN/pytest" -q -p no:cacheprovider \
   tests/images/test_serving_venv.py >"$REPORT_DIR/serving-venv.log" 2>&1; then
   record serving_venv_mb "$("$VENV_BIN/python" -c 'import json, sys; print(round(json.load(open(sys.argv[1]))["total_bytes"] / 1e6))' "$REPORT_DIR/serving-venv.json")"
   log "serving venv: $(tail -n 1 "$REPORT_DIR/serving-venv.log") in $((SECONDS - started)) s"

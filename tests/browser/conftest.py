@@ -3,7 +3,7 @@
 The browser is the system ``chromium`` (``make test`` installs it via scripts/system_tools.sh);
 ``playwright install`` is never used. Pages are only observed: no request is blocked, routed or
 rewritten by the tests. A failing test leaves a screenshot of its page in ``reports/browser/``
-(or ``$FMOPS_BROWSER_ARTIFACTS``); ``FMOPS_BROWSER_SCREENSHOTS=always`` keeps one for every test.
+(or ``$FMOPS_TEST_BROWSER_ARTIFACTS``); ``FMOPS_TEST_BROWSER_SCREENSHOTS=always`` keeps one for every test.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ LOCAL_SCHEMES = {"data", "blob", "about"}
 
 
 def artifacts_dir() -> Path:
-    return Path(os.environ.get("FMOPS_BROWSER_ARTIFACTS", REPO_ROOT / "reports" / "browser"))
+    return Path(os.environ.get("FMOPS_TEST_BROWSER_ARTIFACTS", REPO_ROOT / "reports" / "browser"))
 
 
 # --- the browser ---------------------------------------------------------------------------
@@ -139,7 +139,7 @@ def page(browser_context: Any, request: pytest.FixtureRequest) -> Iterator[tuple
     finally:
         report = getattr(request.node, "report_call", None)
         failed = report is None or report.failed
-        if failed or os.environ.get("FMOPS_BROWSER_SCREENSHOTS") == "always":
+        if failed or os.environ.get("FMOPS_TEST_BROWSER_SCREENSHOTS") == "always":
             target = artifacts_dir() / f"{request.node.name}.png"
             target.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(Exception):

@@ -5,7 +5,7 @@ does), then checks: no forbidden distribution (torch, Prefect, Evidently, scikit
 scipy, pyarrow, lightgbm, the full mlflow and its server parts), the venv within its budget, the
 trained model predicting there like lightgbm does in the full install, and the prediction log it
 writes read back by the monitoring reader of the full install. A venv build takes one to a few minutes
-(PyPI or pip's cache), so `make test-images` runs this (FMOPS_SERVING_VENV_TEST=1), not `make test`.
+(PyPI or pip's cache), so `make test-images` runs this (FMOPS_TEST_SERVING_VENV=1), not `make test`.
 Writes reports/images/serving-venv.json (sizes per distribution).
 """
 
@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 pytestmark = pytest.mark.skipif(
-    os.environ.get("FMOPS_SERVING_VENV_TEST") != "1",
-    reason="builds a venv (minutes): run by `make test-images` (FMOPS_SERVING_VENV_TEST=1)",
+    os.environ.get("FMOPS_TEST_SERVING_VENV") != "1",
+    reason="builds a venv (minutes): run by `make test-images` (FMOPS_TEST_SERVING_VENV=1)",
 )
 
 REPO = Path(__file__).resolve().parents[2]

@@ -3,7 +3,7 @@
 PostgreSQL is Debian's server (`postgresql`, installed by scripts/system_tools.sh): `initdb` and
 `pg_ctl` refuse to run as root, so they run through `runuser -u postgres` in a temporary folder
 owned by that user. `moto_server` stands in for S3/MinIO (MinIO itself appears only in compose).
-Shared by the team-stores journey (test_team_stores*.py; FMOPS_TEAM_STORES=1).
+Shared by the team-stores journey (test_team_stores*.py; FMOPS_TEST_TEAM_STORES=1).
 """
 
 from __future__ import annotations
@@ -38,13 +38,13 @@ S3_ENV = {
 }
 PG_USER = "postgres"
 # The team-stores journey's marks: minutes of PostgreSQL and MLflow migrations, so it runs only
-# when asked (`.ci/run` and `make test-team-stores` set FMOPS_TEAM_STORES=1).
+# when asked (`.ci/run` and `make test-team-stores` set FMOPS_TEST_TEAM_STORES=1).
 JOURNEY = [
     pytest.mark.integration,
     pytest.mark.slow,
     pytest.mark.skipif(
-        os.environ.get("FMOPS_TEAM_STORES") != "1",
-        reason="the team-stores journey: FMOPS_TEAM_STORES=1 (.ci/run sets it)",
+        os.environ.get("FMOPS_TEST_TEAM_STORES") != "1",
+        reason="the team-stores journey: FMOPS_TEST_TEAM_STORES=1 (.ci/run sets it)",
     ),
 ]
 MLFLOW_USER = "mlflow"  # the compose default (POSTGRES_USER)

@@ -2,9 +2,9 @@
 through the whole pipeline and by two trainers at once.
 
 A slower journey (about 4 minutes on 2 cores: PostgreSQL, MLflow's schema migrations, model
-uploads), so it runs only with FMOPS_TEAM_STORES=1; `.ci/run` sets it:
+uploads), so it runs only with FMOPS_TEST_TEAM_STORES=1; `.ci/run` sets it:
 
-    FMOPS_TEAM_STORES=1 .venv/bin/pytest tests/integration/test_team_stores*.py
+    FMOPS_TEST_TEAM_STORES=1 .venv/bin/pytest tests/integration/test_team_stores*.py
 """
 
 from __future__ import annotations

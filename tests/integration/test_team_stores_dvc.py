@@ -4,7 +4,7 @@ then the pipeline trains on the pulled file and the MLflow run names that DVC ve
 The remote is the repository's own `.dvc/config` (remote `team`, s3://financemath-data/dvc) with
 the endpoint pointed at moto's S3 API through `.dvc/config.local`, as a laptop points it at the
 team's MinIO. DVC runs from its own venv (requirements/dvc-tool.txt: it cannot share the
-project's constraints). Part of the team-stores journey (FMOPS_TEAM_STORES=1).
+project's constraints). Part of the team-stores journey (FMOPS_TEST_TEAM_STORES=1).
 """
 
 from __future__ import annotations

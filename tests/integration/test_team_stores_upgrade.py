@@ -5,7 +5,7 @@ The previous version runs from its own venv (per-user tool cache, pinned by
 requirements/mlflow-previous-tool.txt) with compose's `mlflow` command on a throwaway PostgreSQL
 and moto's S3 API; the project trains, registers and promotes through it. Then the project's
 MLflow upgrades the schema and serves `models:/NAME@champion` from the same database and bucket.
-Part of the team-stores journey (FMOPS_TEAM_STORES=1).
+Part of the team-stores journey (FMOPS_TEST_TEAM_STORES=1).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The committed model card is what the evaluation report computes from the real validation file.
 
-Slow (repeated nested CV: about 5-8 minutes on 2 cores), so it runs only with FMOPS_CARD_TEST=1,
+Slow (repeated nested CV: about 5-8 minutes on 2 cores), so it runs only with FMOPS_TEST_CARD=1,
 outside `make test`'s budget; CI runs it where ../shared is present:
 
-    FMOPS_CARD_TEST=1 .venv/bin/pytest tests/model/test_model_card.py -q -p no:cacheprovider
+    FMOPS_TEST_CARD=1 .venv/bin/pytest tests/model/test_model_card.py -q -p no:cacheprovider
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not VALIDATION.is_file(), reason=f"{VALIDATION} is absent"),
     pytest.mark.skipif(
-        os.environ.get("FMOPS_CARD_TEST") != "1", reason="slow: set FMOPS_CARD_TEST=1 to run"
+        os.environ.get("FMOPS_TEST_CARD") != "1", reason="slow: set FMOPS_TEST_CARD=1 to run"
     ),
 ]
 
