@@ -16,6 +16,21 @@ from tests.helpers import REPO_ROOT, cli_env, run_ok
 pytestmark = pytest.mark.integration
 
 ROWS = 200
+# A log record as our handler (and MLflow's own) prints it: time, then the level.
+LOUD_RECORD = re.compile(
+    r"^(\d{4}/\d\d/\d\d )?\d\d:\d\d:\d\d (WARNING|ERROR|CRITICAL)\b", re.MULTILINE
+)
+# What warnings.warn prints: "<file>:<line>: UserWarning: <message>".
+WARNINGS_WARN = re.compile(r"^\S+:\d+: \w*Warning: .*$", re.MULTILINE)
+WEIGHTS = "financemath_mlops.features.weights:"  # where the weights come from (the hub probe)
+# The signature training logs (model/packaging.py): the contract every client of the model meets.
+SIGNATURE = {
+    "inputs": '[{"type": "string", "name": "question", "required": true}, {"type": "array", '
+    '"items": {"type": "string"}, "name": "tables", "required": false}, {"type": "string", '
+    '"name": "topic", "required": false}]',
+    "outputs": '[{"type": "double", "name": "prediction", "required": true}]',
+    "params": None,
+}
 
 
 def write_config(workdir: Path) -> Path:
@@ -48,8 +63,15 @@ def test_flow_runs_the_pipeline_end_to_end_and_promotes_a_sample_champion(
     command = [sys.executable, "-m", "financemath_mlops.flows", "--config", str(config)]
     done = run_ok([*command, "--source", "sample", "--rows", str(ROWS)], env=env, cwd=tmp_path,
                   timeout=400)  # fmt: skip
-    out = done.stdout
+    out, err = done.stdout, done.stderr
     assert "pipeline finished in" in out
+    # A quiet run: no record at WARNING or above (ours or a library's), no warnings.warn output,
+    # and where the embedding weights come from told once (the features and training stages
+    # both resolve them in this one process).
+    assert not LOUD_RECORD.findall(err), err
+    assert not WARNINGS_WARN.findall(err), err
+    told = [line.split(WEIGHTS, 1)[1] for line in err.splitlines() if WEIGHTS in line]
+    assert len(told) == len(set(told)) and any("embedding model" in line for line in told), told
     assert f"ingested:  {ROWS} rows ->" in out and "(0 rejected)" in out
     assert f"features:  {ROWS} rows -> {tmp_path / 'data' / 'processed'}" in out
     assert "model models:/financemath-regressor-sample/1" in out
@@ -60,6 +82,12 @@ def test_flow_runs_the_pipeline_end_to_end_and_promotes_a_sample_champion(
     assert re.search(rf"serve it:  \S*python\S* -m financemath_mlops.serving --model-uri {served}$",
                      out, re.MULTILINE)  # fmt: skip
     assert (served / "MLmodel").is_file()
+    mlmodel = yaml.safe_load((served / "MLmodel").read_text())
+    assert mlmodel["signature"] == SIGNATURE  # predict's type hints changed nothing of it
+    assert (mlmodel["is_signature_from_type_hint"], mlmodel["type_hint_from_example"]) == (
+        False,
+        False,
+    )
     meta = yaml.safe_load((served / "registered_model_meta").read_text())
     assert meta == {"model_name": "financemath-regressor-sample", "model_version": "1"}
     # What Prefect recorded (its temporary server is gone; its database stays in PREFECT_HOME).
