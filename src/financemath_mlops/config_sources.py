@@ -52,7 +52,7 @@ class Origin:
 
     @property
     def source(self) -> str:
-        """The source without the line: 'file c.yaml', 'env FMOPS_X', 'flag --rows'."""
+        """The source without the line: 'file c.yaml', 'env FMOPS_TRAINING__SEED', 'flag --rows'."""
         if self.kind == "default":
             return "built-in default"
         if self.kind == "flag":
