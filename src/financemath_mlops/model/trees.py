@@ -86,6 +86,12 @@ def _link(objective: str) -> _Link:
     )
 
 
+def output_link(objective: str) -> str:
+    """The output transform this evaluator applies for a model header's ``objective`` (identity,
+    square, exp, sigmoid, softmax); TreeModelError when it has none. Training asks before CV."""
+    return _link(objective).kind
+
+
 class TreeEnsemble:
     """A LightGBM text model as arrays; :meth:`predict` answers like ``lightgbm.Booster.predict``.
 

@@ -13,6 +13,14 @@ from financemath_mlops.training.split import kfold_indices, stratified_kfold_ind
 CV_METRICS = ("mae", "rmse", "median_ae", "log_mae", "accuracy")
 
 
+def regressor_params(
+    params: dict[str, Any], seed: int, threads: int | None = None, verbose: int = -1
+) -> dict[str, Any]:
+    """What :func:`fit_booster` hands to ``LGBMRegressor``: the pipeline's seed, threads and
+    verbosity, then ``params`` (``training.lightgbm``). The parameter check builds the same."""
+    return {"random_state": seed, "verbose": verbose, "n_jobs": threads or -1, **params}
+
+
 def fit_booster(
     features: np.ndarray,
     target: np.ndarray,
@@ -24,9 +32,7 @@ def fit_booster(
     """Train on (features, target) and return the fitted LightGBM Booster."""
     import lightgbm as lgb
 
-    model = lgb.LGBMRegressor(
-        **{"random_state": seed, "verbose": -1, "n_jobs": threads or -1, **params}
-    )
+    model = lgb.LGBMRegressor(**regressor_params(params, seed, threads))
     model.fit(features, forward(target, transform))
     return model.booster_
 

@@ -32,6 +32,8 @@ from financemath_mlops.features.build import (
 )
 from financemath_mlops.features.rows import FEATURE_VERSION
 from financemath_mlops.training.fit import cross_validate, fit_booster
+from financemath_mlops.training.lightgbm_params import check_lightgbm_params, lightgbm_refusal
+from financemath_mlops.training.servable import check_servable
 from financemath_mlops.training.split import holdout_split
 
 log = logging.getLogger(__name__)
@@ -136,6 +138,12 @@ def train(settings: Settings) -> TrainingSummary:
     started = time.perf_counter()
     runs.check_reachable(settings)  # a dead tracking server: exit 2 before CV, not after
     cfg = settings.training
+    threads = cfg.threads
+    checked = check_lightgbm_params(cfg.lightgbm, cfg.seed, threads)  # before any work
+    log.info(
+        "training.lightgbm checked by LightGBM's parser (objective %s) in %.0f ms",
+        checked.objective, checked.seconds * 1000,
+    )  # fmt: skip
     frame, manifest = read_features(settings.training_features)
     features_sha256 = file_sha256(settings.training_features)
     records_path = records_behind(settings, manifest)  # before the work: refuse early
@@ -157,14 +165,31 @@ def train(settings: Settings) -> TrainingSummary:
     train_frame = labelled[labelled[ID_COLUMN].isin(set(train_ids))].reset_index(drop=True)
     x_train = feature_values(train_frame)
     y_train = train_frame[TARGET_COLUMN].to_numpy(dtype=np.float64)
-    threads = cfg.threads
     log.info("cross-validating (%d folds) on %d training rows", cfg.cv_folds, len(y_train))
-    cv = cross_validate(
-        x_train, y_train, cfg.lightgbm, cfg.target_transform, cfg.cv_folds, cfg.seed, threads,
-        topics=train_frame[TOPIC_COLUMN].astype(str).to_numpy(),
+    import lightgbm
+
+    try:
+        cv = cross_validate(
+            x_train, y_train, cfg.lightgbm, cfg.target_transform, cfg.cv_folds, cfg.seed, threads,
+            topics=train_frame[TOPIC_COLUMN].astype(str).to_numpy(),
+        )  # fmt: skip
+        log.info("fitting the final model on all %d training rows", len(y_train))
+        booster = fit_booster(
+            x_train, y_train, cfg.lightgbm, cfg.target_transform, cfg.seed, threads
+        )
+    except lightgbm.basic.LightGBMError as exc:  # the parameters passed; the data did not
+        raise StageError(
+            f"LightGBM refused to train on {settings.training_features} with training.lightgbm "
+            f"(objective {checked.objective}, target_transform {cfg.target_transform}): "
+            f"{lightgbm_refusal(exc)}. Nothing was logged or registered."
+        ) from None
+    bundle = onnx_bundle(settings, manifest["embedding"])
+    # Servable or not registered: before the MLflow run is opened (a refusal leaves nothing).
+    servable = check_servable(booster, x_train, manifest, cfg.target_transform, bundle)
+    log.info(
+        "the served model scores the %d training rows as trained (max |diff| %.1e), checked in "
+        "%.0f ms", servable.rows, servable.max_abs_diff, servable.seconds * 1000,
     )  # fmt: skip
-    log.info("fitting the final model on all %d training rows", len(y_train))
-    booster = fit_booster(x_train, y_train, cfg.lightgbm, cfg.target_transform, cfg.seed, threads)
     holdout_records = load_raw_records(records_path, set(holdout_ids))
 
     tracking_uri = runs.configure(settings)
@@ -188,7 +213,7 @@ def train(settings: Settings) -> TrainingSummary:
         holdout_records=holdout_records,
         booster=booster,
         target_transform=cfg.target_transform,
-        embedding_bundle=onnx_bundle(settings, manifest["embedding"]),
+        embedding_bundle=bundle,
     )
     logged = runs.log_training_run(settings, model_name, content)
     runs.set_challenger(model_name, logged.version)
@@ -213,6 +238,10 @@ def train(settings: Settings) -> TrainingSummary:
         cv=cv,
         seconds=time.perf_counter() - started,
         tracking_uri=tracking_uri,
+        extra={
+            "params_check_seconds": checked.seconds,
+            "servable_check_seconds": servable.seconds,
+        },
     )
     log.info("registered %s version %s as @%s", model_name, logged.version, runs.CHALLENGER)
     return summary
