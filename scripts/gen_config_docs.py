@@ -11,6 +11,7 @@ tests/unit/test_config_docs.py fails when the committed page and the settings di
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
@@ -29,6 +30,141 @@ OUTPUT = REPO_ROOT / "docs" / "configuration.md"
 DEFAULT_YAML = REPO_ROOT / "configs" / "default.yaml"
 
 _BOUNDS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Mistake:
+    """One row of the "Mistakes we catch" table.
+
+    `shows` are fragments of what the user sees, in order. A row that gives `env`, `yaml`,
+    `config` or `overrides` is a reproduction: tests/unit/test_config_docs.py loads the settings
+    that way (the file as c.yaml in an empty folder) and checks the error holds every fragment,
+    so the table cannot drift from the messages. Rows about other stages carry no reproduction:
+    their own tests pin them.
+    """
+
+    mistake: str
+    shows: tuple[str, ...]
+    exit_code: str
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    yaml: str | None = None
+    config: str | None = None
+    overrides: dict[str, Any] | None = None
+    flags: dict[str, str] | None = None
+
+    @property
+    def reproducible(self) -> bool:
+        return bool(self.env or self.yaml or self.config or self.overrides)
+
+
+MISTAKES: tuple[Mistake, ...] = (
+    Mistake(
+        "an `FMOPS_` variable with a misspelt section: `FMOPS_SERVNG__API_KEY=...`",
+        ("error: invalid configuration from env FMOPS_SERVNG__API_KEY:",
+         "FMOPS_SERVNG__API_KEY: names no setting (closest: FMOPS_SERVING__API_KEY)"),
+        "2",
+        env={"FMOPS_SERVNG__API_KEY": "k"},
+    ),
+    Mistake(
+        "one underscore where two belong: `FMOPS_SERVING_API_KEY=...`",
+        ("FMOPS_SERVING_API_KEY: names no setting (closest: FMOPS_SERVING__API_KEY)",),
+        "2",
+        env={"FMOPS_SERVING_API_KEY": "k"},
+    ),
+    Mistake(
+        "a value that does not parse: `FMOPS_TRAINING__LIGHTGBM='{objective: poisson}'`",
+        ("error: invalid configuration from env FMOPS_TRAINING__LIGHTGBM:",
+         "FMOPS_TRAINING__LIGHTGBM: is not JSON"),
+        "2",
+        env={"FMOPS_TRAINING__LIGHTGBM": "{objective: poisson}"},
+    ),
+    Mistake(
+        "an empty value: `FMOPS_MLFLOW__TRACKING_URI=` (the same for `MLFLOW_TRACKING_URI`, "
+        "`HF_TOKEN` and `FMOPS_CONFIG`)",
+        ("FMOPS_MLFLOW__TRACKING_URI: is set but empty: unset it instead",),
+        "2",
+        env={"FMOPS_MLFLOW__TRACKING_URI": ""},
+    ),
+    Mistake(
+        "a bad value: `FMOPS_INGESTION__SOURCE=ftp`",
+        ("error: invalid configuration from env FMOPS_INGESTION__SOURCE:",
+         "ingestion.source: Input should be 'hf', 'local' or 'sample' "
+         "(got 'ftp' from env FMOPS_INGESTION__SOURCE)"),
+        "2",
+        env={"FMOPS_INGESTION__SOURCE": "ftp"},
+    ),
+    Mistake(
+        "a bad flag value: `--cv-folds 1`",
+        ("error: invalid configuration from flag --cv-folds:",
+         "training.cv_folds: Input should be greater than or equal to 2 "
+         "(got 1 from flag --cv-folds)"),
+        "2",
+        overrides={"training": {"cv_folds": 1}},
+        flags={"training.cv_folds": "--cv-folds"},
+    ),
+    Mistake(
+        "an unknown key in the YAML file: `ingestion: {sauce: hf}`",
+        ("error: invalid configuration from file c.yaml:",
+         "ingestion.sauce: unknown setting (in file:c.yaml:2; closest: ingestion.source)"),
+        "2",
+        yaml="ingestion:\n  sauce: hf\n",
+    ),
+    Mistake(
+        "a section or key written twice in the YAML file",
+        ("error: invalid configuration in file c.yaml: a key written twice",
+         "training: line 1 and line 5"),
+        "2",
+        yaml="training:\n  seed: 1\ningestion:\n  rows: 5\ntraining:\n  cv_folds: 3\n",
+    ),
+    Mistake(
+        "an unset variable in a path setting: `reports_dir: $REPORTS_ROOT/r`",
+        ("paths.reports_dir: $REPORTS_ROOT is not set in the environment",
+         "(got '$REPORTS_ROOT/r' from file:c.yaml:2)"),
+        "2",
+        yaml="paths:\n  reports_dir: $REPORTS_ROOT/r\n",
+    ),
+    Mistake(
+        "a config file that does not exist: `--config nope.yaml`",
+        ("error: config file not found: nope.yaml (from --config)",),
+        "2",
+        config="nope.yaml",
+    ),
+    Mistake(
+        "a stage run from a subfolder of the project without `--config`",
+        ("error: no configs/default.yaml in <cwd>; this is inside the project at <root>: "
+         "run from there, or pass --config <root>/configs/default.yaml",),
+        "2",
+    ),
+    Mistake(
+        "an API key with a leading or trailing space or newline (read from a file)",
+        ("serving.api_key: serving.api_key (FMOPS_SERVING__API_KEY) starts or ends with "
+         "whitespace",),
+        "2",
+        env={"FMOPS_SERVING__API_KEY": "key-from-a-file\n"},
+    ),
+    # Rows owned by the other stages (issue 28): their own tests pin the behaviour.
+    Mistake(
+        "the service listening beyond loopback without an API key (and without "
+        "`serving.allow_anonymous: true`)",
+        ("the service refuses to start, naming serving.api_key and serving.allow_anonymous",),
+        "2",
+    ),
+    Mistake(
+        "an unknown LightGBM parameter: `FMOPS_TRAINING__LIGHTGBM='{\"objectiv\": \"poisson\"}'`",
+        ("training stops before cross-validation, naming the parameter",),
+        "2",
+    ),
+    Mistake(
+        "a model the serving path cannot load (e.g. `linear_tree: true`)",
+        ("training stops before logging: nothing is registered",),
+        "non-zero",
+    ),
+    Mistake(
+        "a tracking store that refuses connections or does not resolve",
+        ("an error within 15 s naming the tracking URI, before the stage's work",),
+        "non-zero",
+    ),
+)  # fmt: skip
 
 
 def type_name(annotation: Any) -> str:
@@ -210,7 +346,27 @@ def render() -> str:
                 + " |"
             )
         lines.append("")
+    lines += mistakes_table()
     return "\n".join(lines).rstrip() + "\n"
+
+
+def mistakes_table() -> list[str]:
+    lines = [
+        "## Mistakes we catch",
+        "",
+        "A default is chosen on purpose, never by a typo: each of these stops the run with a "
+        "message naming the mistake (a `...` fragment is the start or a part of it). The "
+        "configuration ones stop it before any work, and `python -m financemath_mlops.config "
+        "check` finds them without running a stage.",
+        "",
+        "| Mistake | What you see | Exit code |",
+        "| --- | --- | --- |",
+    ]
+    for row in MISTAKES:
+        seen = " … ".join(code(text) if row.reproducible or text.startswith("error:") else
+                          cell(text) for text in row.shows)  # fmt: skip
+        lines.append(f"| {cell(row.mistake)} | {seen} | {row.exit_code} |")
+    return [*lines, ""]
 
 
 def main(argv: list[str] | None = None) -> int:
