@@ -85,8 +85,9 @@ def test_every_fmops_name_in_the_repo_is_a_setting_or_listed() -> None:
 
 
 def test_the_check_catches_a_new_unlisted_name() -> None:
-    assert not explained("FMOPS_NEW_COMPOSE_PORT")
-    assert not explained("FMOPS_SERVING__API_KYE")
+    prefix = "FMOPS_"  # built here, so the grep above does not find these names in this file
+    assert not explained(prefix + "NEW_COMPOSE_PORT")
+    assert not explained(prefix + "SERVING__API_KYE")
     assert explained("FMOPS_TRAINING__LIGHTGBM__MAX_BIN")
     assert explained("FMOPS_SERVING__")  # `f"FMOPS_SERVING__{key}"` in code
     assert explained("FMOPS_TEST_ANYTHING")
