@@ -12,10 +12,12 @@ import pandas as pd
 import pytest
 
 from financemath_mlops import runs
+from financemath_mlops.config import Settings
+from financemath_mlops.errors import StageError
 from financemath_mlops.features.build import ID_COLUMN, feature_values, read_features
 from financemath_mlops.features.rows import FEATURE_COLUMNS
 from financemath_mlops.model.target import inverse
-from tests.conftest import TrainedModel
+from tests.conftest import TrainedModel, pipeline_settings
 
 pytestmark = pytest.mark.integration
 
@@ -142,3 +144,127 @@ def test_unknown_model_uri_fails_clearly(trained_model: TrainedModel) -> None:
     assert done.returncode == 2
     assert "cannot resolve model models:/no-such-model@champion" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# --- training.lightgbm checked before CV; servable or not registered (issue 28) ---------------
+
+TUNED = Settings().training.lightgbm
+
+
+def _scratch_settings(trained_model: TrainedModel, workdir: Path, lightgbm: dict) -> Settings:
+    """The trained model's feature table, a new empty store under workdir."""
+    return pipeline_settings(
+        workdir,
+        training={"features": trained_model.features_path, "lightgbm": lightgbm, "cv_folds": 2},
+        features={"input": trained_model.ingested_path},
+    )
+
+
+def _assert_store_empty(tracking_uri: str) -> None:
+    """No run, no model version: best of all, no store file (nothing opened it)."""
+    from mlflow.tracking import MlflowClient
+
+    if not Path(tracking_uri.removeprefix("sqlite:///")).exists():
+        return
+    client = MlflowClient(tracking_uri, tracking_uri)
+    assert client.search_model_versions() == []
+    assert client.search_registered_models() == []
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    assert client.search_runs(experiments) == []
+
+
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [
+        ({"objectiv": "poisson"}, "did you mean 'objective'?"),
+        ({"objective": "poissn"}, "Unknown objective type name: poissn"),
+        ({"bagging_fraction": 0.7}, "subsample and bagging_fraction"),
+        ({"linear_tree": True, "objective": "regression"}, "cannot evaluate linear trees"),
+        ({"categorical_feature": [0]}, "cannot evaluate categorical splits"),
+    ],
+)
+def test_a_bad_lightgbm_parameter_stops_training_before_cv_and_registers_nothing(
+    trained_model: TrainedModel, tmp_path: Path, monkeypatch, restore_mlflow_uris, bad, named
+) -> None:
+    from financemath_mlops.training import train as train_module
+
+    def no_cv(*args, **kwargs):
+        raise AssertionError("cross-validation started with parameters that should be refused")
+
+    monkeypatch.setattr(train_module, "cross_validate", no_cv)
+    settings = _scratch_settings(trained_model, tmp_path, {**TUNED, **bad})
+    with pytest.raises(StageError, match="training.lightgbm") as refused:
+        train_module.train(settings)
+    assert named in str(refused.value)
+    _assert_store_empty(settings.mlflow.tracking_uri)
+
+
+def test_a_model_the_serving_path_cannot_evaluate_is_refused_before_any_run(
+    trained_model: TrainedModel, tmp_path: Path, monkeypatch, restore_mlflow_uris
+) -> None:
+    """If a linear-tree setting got past the parameter check, the servable check stops it."""
+    from financemath_mlops.training import train as train_module
+    from financemath_mlops.training.lightgbm_params import CheckedParams
+
+    monkeypatch.setattr(
+        train_module, "check_lightgbm_params", lambda *a: CheckedParams("regression", "identity", 0)
+    )
+    linear = {**TUNED, "objective": "regression", "linear_tree": True, "n_estimators": 5}
+    settings = _scratch_settings(trained_model, tmp_path, linear)
+    with pytest.raises(StageError, match="linear tree") as refused:
+        train_module.train(settings)
+    assert "Nothing was logged or registered" in str(refused.value)
+    assert "no MLflow run" in str(refused.value) or "no run" in str(refused.value)
+    _assert_store_empty(settings.mlflow.tracking_uri)
+
+
+def _table(trained_model: TrainedModel) -> tuple[np.ndarray, np.ndarray, dict, Path]:
+    from financemath_mlops.features.build import TARGET_COLUMN, onnx_bundle
+
+    frame, manifest = read_features(trained_model.features_path)
+    x = feature_values(frame)
+    y = frame[TARGET_COLUMN].to_numpy(np.float64)
+    return x, y, manifest, onnx_bundle(trained_model.settings, manifest["embedding"])
+
+
+def test_the_servable_check_refuses_a_linear_tree_booster_and_passes_the_tuned_one(
+    trained_model: TrainedModel,
+) -> None:
+    from financemath_mlops.training.fit import fit_booster
+    from financemath_mlops.training.servable import check_servable
+
+    x, y, manifest, bundle = _table(trained_model)
+    linear = fit_booster(
+        x, y, {"objective": "regression", "linear_tree": True, "n_estimators": 5},
+        "signed_log1p", seed=1, threads=1,
+    )  # fmt: skip
+    with pytest.raises(StageError, match="model/trees.py refuses it .*linear tree"):
+        check_servable(linear, x, manifest, "signed_log1p", bundle)
+    tuned = fit_booster(x, y, {**TUNED, "n_estimators": 20}, "signed_log1p", seed=1, threads=1)
+    checked = check_servable(tuned, x, manifest, "signed_log1p", bundle)
+    assert checked.rows == len(x)
+    assert checked.max_abs_diff < 1e-9
+
+
+@pytest.mark.parametrize("source", ["yaml", "env"])
+def test_the_training_command_exits_2_naming_a_mistyped_parameter(
+    trained_model: TrainedModel, tmp_path: Path, source: str
+) -> None:
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**trained_model.env, "FMOPS_MLFLOW__TRACKING_URI": tracking_uri}
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "training:\n"
+        f"  features: {trained_model.features_path}\n"
+        + ("  lightgbm:\n    objectiv: poisson\n" if source == "yaml" else "")
+    )
+    if source == "env":
+        env["FMOPS_TRAINING__LIGHTGBM"] = '{"objectiv": "poisson"}'
+    done = subprocess.run(
+        [sys.executable, "-m", "financemath_mlops.training", "--config", str(config)],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "objectiv: not a LightGBM parameter (did you mean 'objective'?)" in done.stderr
+    assert "Traceback" not in done.stderr and "[LightGBM]" not in done.stderr
+    _assert_store_empty(tracking_uri)
