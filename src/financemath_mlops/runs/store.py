@@ -19,6 +19,7 @@ from typing import Any
 
 from financemath_mlops.config import Settings
 from financemath_mlops.errors import StageError
+from financemath_mlops.runs import http_retries
 from financemath_mlops.runs.contract import is_tracked_uri, version_uri
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ PROBE_SECONDS = 8.0
 # factor 2, about 250 s of waiting on a refused connection). With these, one call on a dead store
 # gives up after 4 attempts and at most 2 + 4 s of back-off (+ up to 0.5 s jitter each); on a
 # server that accepts and never answers, after 4 x 30 s. A MLFLOW_HTTP_REQUEST_* already set wins.
+# Which calls are retried at all: :mod:`.http_retries` (reads, and writes MLflow makes idempotent).
 STAGE_HTTP_TIMEOUT_S = 30
 STAGE_HTTP_RETRIES = 3
 STAGE_HTTP_BACKOFF_FACTOR = 1  # MLflow reads it as an int
@@ -199,6 +201,7 @@ def configure(settings: Settings, create_store: bool = True) -> str:
         db_path.parent.mkdir(parents=True, exist_ok=True)
     if is_http_store(uri):
         _limit_stage_http_requests()  # unless the service bounded them first, its own way
+        http_retries.install()  # and never send a write twice
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
