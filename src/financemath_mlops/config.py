@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -445,11 +446,13 @@ _PROJECT_NAME = re.compile(r'^name\s*=\s*"financemath-mlops"', re.MULTILINE)
 _logged: set[str] = set()
 
 
+@dataclass(frozen=True)
 class LoadedSettings:
     """Settings with the file they were read from and the origin of every value."""
 
-    def __init__(self, settings: Settings, layers: Layers, path: Path | None) -> None:
-        self.settings, self.layers, self.path = settings, layers, path
+    settings: Settings
+    layers: Layers
+    path: Path | None
 
     def rows(self) -> list[tuple[str, str, str]]:
         """(key, value, origin) of every setting, secrets masked (``config show``)."""
