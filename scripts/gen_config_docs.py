@@ -137,8 +137,8 @@ MISTAKES: tuple[Mistake, ...] = (
     ),
     Mistake(
         "an API key with a leading or trailing space or newline (read from a file)",
-        ("serving.api_key: serving.api_key (FMOPS_SERVING__API_KEY) starts or ends with "
-         "whitespace",),
+        ("serving.api_key: starts or ends with whitespace (a newline from a file?): strip it",
+         "(env FMOPS_SERVING__API_KEY)"),
         "2",
         env={"FMOPS_SERVING__API_KEY": "key-from-a-file\n"},
     ),

@@ -411,6 +411,7 @@ def describe(exc: ValidationError, layers: Layers) -> str:
         secret = key in schema.secrets or any(w in key for w in ("token", "key", "password"))
         shown = "" if secret or isinstance(got, dict | list) else f"got {got!r} from "
         message = str(err["msg"]).removeprefix("Value error, ")
+        message = message.removeprefix(f"{key} ({env_name(key)}) ")  # the line names them
         lines.append(f"  {key}: {message} ({shown}{where})")
     return f"invalid configuration from {', '.join(culprits)}:\n" + "\n".join(lines)
 
