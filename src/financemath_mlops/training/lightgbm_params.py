@@ -31,7 +31,10 @@ import numpy as np
 from financemath_mlops.errors import StageError
 from financemath_mlops.training.fit import regressor_params
 
-SETTING = "training.lightgbm (FMOPS_TRAINING__LIGHTGBM, or training: lightgbm: in the config file)"
+SETTING = (
+    "training.lightgbm (training: lightgbm: in the config file, FMOPS_TRAINING__LIGHTGBM or "
+    "FMOPS_TRAINING__LIGHTGBM__<NAME>; `python -m financemath_mlops.config show` says which)"
+)
 
 # LightGBM's regression objectives, by the name a model file's header gives them, with the other
 # names that reach them. model/trees.py has an output link for each (tests/unit pins it).
@@ -171,7 +174,8 @@ def _problems_by_name(params: dict[str, Any]) -> tuple[list[str], set[str]]:
         if len(keys) > 1:
             problems.append(
                 f"{' and '.join(keys)}: {len(keys)} names for LightGBM's {main}; LightGBM would "
-                "use one and ignore the other: keep one"
+                f"use one and ignore the other: keep one (a null removes a key the defaults set: "
+                f'{keys[0]}: null in the file, or {{"{keys[0]}": null}} in the env JSON)'
             )
             skipped.update(keys[1:])
     regression = ", ".join(REGRESSION_OBJECTIVES)
