@@ -46,7 +46,7 @@ def explained(name: str) -> bool:
     prefix written in prose or code (`FMOPS_SERVING__{KEY}`, `FMOPS_*`)."""
     if name in SETTING_NAMES or name in ENV_NOT_SETTINGS or name.startswith(TEST_ENV_PREFIX):
         return True
-    if name.startswith(DICT_PREFIXES) and not name.endswith("_"):
+    if name.startswith(DICT_PREFIXES):  # one key of a dict setting, or `..._LIGHTGBM__<KEY>`
         return True
     if name.endswith("_"):
         return any(known.startswith(name) for known in SETTING_NAMES | ENV_NOT_SETTINGS)
@@ -90,6 +90,7 @@ def test_the_check_catches_a_new_unlisted_name() -> None:
     assert not explained(prefix + "SERVING__API_KYE")
     assert explained("FMOPS_TRAINING__LIGHTGBM__MAX_BIN")
     assert explained("FMOPS_SERVING__")  # `f"FMOPS_SERVING__{key}"` in code
+    assert explained("FMOPS_TRAINING__LIGHTGBM__")  # `FMOPS_TRAINING__LIGHTGBM__<KEY>` in prose
     assert explained("FMOPS_TEST_ANYTHING")
 
 
