@@ -268,3 +268,18 @@ def test_the_training_command_exits_2_naming_a_mistyped_parameter(
     assert "objectiv: not a LightGBM parameter (did you mean 'objective'?)" in done.stderr
     assert "Traceback" not in done.stderr and "[LightGBM]" not in done.stderr
     _assert_store_empty(tracking_uri)
+
+
+def test_parameters_lightgbm_refuses_on_the_real_targets_stop_training_cleanly(
+    trained_model: TrainedModel, tmp_path: Path, restore_mlflow_uris
+) -> None:
+    """gamma passes the parameter check (a valid objective) but not negative targets."""
+    from financemath_mlops.features.build import TARGET_COLUMN
+    from financemath_mlops.training.train import train
+
+    frame, _ = read_features(trained_model.features_path)
+    assert (frame[TARGET_COLUMN] < 0).any()  # signed_log1p keeps the sign: gamma cannot fit it
+    settings = _scratch_settings(trained_model, tmp_path, {**TUNED, "objective": "gamma"})
+    with pytest.raises(StageError, match=r"LightGBM refused to train .*at least one target label"):
+        train(settings)
+    _assert_store_empty(settings.mlflow.tracking_uri)
