@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,24 @@ def test_an_unresolvable_name_stops_the_stage_within_seconds_naming_it(
     assert seconds < BOUND_S
     assert f"cannot reach the MLflow tracking server {UNRESOLVABLE}" in done.stderr
     assert "nonexistent.invalid does not resolve" in done.stderr
+
+
+@pytest.fixture()
+def silent_uri() -> Iterator[str]:
+    """A server whose listen queue accepts connections that nobody ever answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_a_server_that_never_answers_stops_training_within_seconds(
+    silent_uri: str, tmp_path: Path
+) -> None:
+    done, seconds = run_stage(STAGES["training"], silent_uri, tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert seconds < BOUND_S
+    assert f"cannot reach the MLflow tracking server {silent_uri}: no answer" in done.stderr
 
 
 def test_mlflow_calls_after_the_probe_give_up_within_the_documented_bound(
