@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -133,3 +134,14 @@ def test_the_users_mlflow_http_settings_win(mlflow_http_env: pytest.MonkeyPatch)
 def test_a_local_store_is_not_probed(tmp_path: Path, mlflow_http_env: pytest.MonkeyPatch) -> None:
     runs.check_reachable(settings_for(tmp_path / "none.db"))
     assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
+
+
+def test_a_password_in_the_uri_is_not_shown(mlflow_http_env: pytest.MonkeyPatch) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    uri = f"http://ops:s3cret-pw@127.0.0.1:{port}"
+    with pytest.raises(runs.TrackingError, match="connection refused") as refused:
+        runs.check_reachable(http_settings(uri))
+    assert "s3cret-pw" not in str(refused.value)
+    assert f"http://ops:***@127.0.0.1:{port}" in str(refused.value)

@@ -100,12 +100,21 @@ def check_reachable(settings: Settings, alternative: str = "") -> None:
     _limit_stage_http_requests()
     problem = _probe(uri, PROBE_SECONDS)
     if problem is not None:
-        raise TrackingError(
+        message = (
             f"cannot reach the MLflow tracking server {uri}: {problem}. Start it (or check the "
             "address), or point FMOPS_MLFLOW__TRACKING_URI (or MLFLOW_TRACKING_URI, or "
             f"--tracking-uri) at a running one{', ' + alternative if alternative else ''}; "
             "nothing was done"
         )
+        password = _password_in(uri)
+        raise TrackingError(message.replace(password, "***") if password else message)
+
+
+def _password_in(uri: str) -> str | None:
+    """The password of ``http://user:password@host`` (never shown in a message)."""
+    from urllib.parse import urlsplit
+
+    return urlsplit(uri).password
 
 
 def _probe(uri: str, budget_s: float) -> str | None:
