@@ -60,6 +60,8 @@ def test_an_unknown_objective_value_is_refused_naming_it_not_a_traceback():
         ({"num_leaves": -3}, "num_leaves=-3"),
         ({"learning_rate": "fast"}, "learning_rate='fast'"),
         ({"n_estimators": "50"}, "n_estimators='50'"),
+        ({"n_estimators": 0}, "n_estimators=0"),
+        ({"early_stopping_round": 5}, "early_stopping_round=5"),  # no validation set in fit
     ],
 )
 def test_a_bad_value_is_refused_naming_its_parameter(params: dict, named: str):
@@ -131,6 +133,8 @@ def test_every_problem_is_listed_at_once():
         {"objective": "huber", "alpha": 2.0},
         {"objective": "regression", "reg_sqrt": True},
         {"objective": "quantile", "alpha": 0.3},
+        {"objective": "mape"},
+        {"objective": "gamma"},
         {"boosting": "dart"},
         {"boosting": "rf", "subsample": 0.5},
         {"data_sample_strategy": "goss", "subsample": 1.0, "subsample_freq": 0},

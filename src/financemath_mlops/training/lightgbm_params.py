@@ -4,12 +4,14 @@
 LightGBM does not know is ignored without a word, of two aliases of one parameter it keeps one,
 and a bad value is a LightGBM traceback once CV has started. :func:`check_lightgbm_params` builds
 the same ``LGBMRegressor`` (:func:`~financemath_mlops.training.fit.regressor_params`) on a tiny
-dummy dataset with LightGBM's warnings on and collected, and stops it before its first tree: by
-then LightGBM has parsed every parameter and built the objective. Every warning and error becomes
-one :class:`StageError` (exit 2) naming the parameter, the closest real name for a typo, and the
-setting. Refused at the same point: what ``model/trees.py`` (the served evaluator) cannot run
-(linear trees, categorical splits, an objective without an output link there) and objectives
-that are not regression (the pipeline fits a regressor and serves its value). Cost: a few ms.
+dummy dataset with LightGBM's warnings on and collected, and stops it after its first tree: by
+then LightGBM has parsed every parameter, built the objective and run the callbacks the
+parameters ask for (early stopping), and ``model/trees.py`` can read the tree. Every warning and
+error becomes one :class:`StageError` (exit 2) naming the parameter, the closest real name for a
+typo, and the setting. Refused at the same point: what ``model/trees.py`` (the served evaluator)
+cannot run (linear trees, categorical splits, an objective without an output link there) and
+objectives that are not regression (the pipeline fits a regressor and serves its value).
+Cost: about 20 ms (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -63,7 +65,11 @@ PIPELINE_OWNED = {
     "verbosity": "remove it: training runs LightGBM quiet and checks its warnings here, before CV",
 }
 # Warnings about the dummy dataset's size, not about the parameters.
-DATA_WARNINGS = ("There are no meaningful features",)
+DATA_WARNINGS = (
+    "There are no meaningful features",
+    "Stopped training because there are no more leaves",
+    "No further splits with positive gain",
+)
 DUMMY_ROWS = 64
 _UNKNOWN = re.compile(r"Unknown parameter:? (\S+)")
 _IGNORED = re.compile(r"(\w+) is set=.*?, (\w+)=.* will be ignored")
@@ -84,7 +90,7 @@ class CheckedParams:
 class _Outcome:
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
-    model_text: str | None = None  # the booster before its first tree: resolved parameters
+    model_text: str | None = None  # the booster after its first tree: resolved parameters
 
 
 def check_lightgbm_params(
@@ -222,13 +228,14 @@ class _Stopped(Exception):
     pass
 
 
-class _StopBeforeFirstTree:
-    """A LightGBM callback: keep the booster's model text (its resolved parameters), then stop."""
+class _StopAfterFirstTree:
+    """A LightGBM callback, after LightGBM's own: keep the model text (its resolved parameters
+    and one tree), then stop."""
 
-    before_iteration = True
-    order = 0
+    before_iteration = False
 
     def __init__(self) -> None:
+        self.order = 1_000  # on the instance: LightGBM gives callbacks without one a low order
         self.model_text: str | None = None
 
     def __call__(self, env: Any) -> None:
@@ -263,10 +270,9 @@ def _parse(params: dict[str, Any], seed: int, threads: int | None, width: int) -
     from lightgbm import basic
 
     outcome = _Outcome()
-    collector, stop = _Collector(), _StopBeforeFirstTree()
-    rows = np.arange(DUMMY_ROWS, dtype=np.float64)[:, None]
-    features = (rows * np.arange(1, width + 1)) % 11  # every column varies
-    target = np.linspace(1.0, 2.0, DUMMY_ROWS)  # > 0: valid for every regression objective
+    collector, stop = _Collector(), _StopAfterFirstTree()
+    features = np.random.default_rng(0).normal(size=(DUMMY_ROWS, width))
+    target = 1.5 + 0.4 * np.tanh(features[:, 0])  # in (1, 2): valid for every regression objective
     previous = (basic._LOGGER, basic._INFO_METHOD_NAME, basic._WARNING_METHOD_NAME)
     lgb.register_logger(collector)
     try:
@@ -275,6 +281,7 @@ def _parse(params: dict[str, Any], seed: int, threads: int | None, width: int) -
             try:
                 model = lgb.LGBMRegressor(**regressor_params(params, seed, threads, verbose=0))
                 model.fit(features, target, callbacks=[stop])
+                stop.model_text = model.booster_.model_to_string()  # stopped by LightGBM itself
             except _Stopped:
                 pass
             except (lgb.basic.LightGBMError, ValueError, TypeError) as exc:
@@ -341,7 +348,7 @@ def _error_problems(
 
 def _served_problems(model_text: str) -> tuple[str, str, list[str]]:
     """What LightGBM resolved, against what model/trees.py evaluates."""
-    from financemath_mlops.model.trees import TreeModelError, output_link
+    from financemath_mlops.model.trees import TreeEnsemble, TreeModelError, output_link
 
     header = dict(
         line.split("=", 1) for line in model_text.split("end of trees")[0].splitlines()
@@ -367,4 +374,9 @@ def _served_problems(model_text: str) -> tuple[str, str, list[str]]:
         problems.append(
             "categorical_feature: model/trees.py cannot evaluate categorical splits; remove it"
         )
+    if not problems:
+        try:
+            TreeEnsemble(model_text)  # the served evaluator reads the first tree
+        except TreeModelError as exc:
+            problems.append(f"model/trees.py cannot evaluate the model these train: {exc}")
     return objective, link, problems
