@@ -11,7 +11,7 @@ error becomes one :class:`StageError` (exit 2) naming the parameter, the closest
 typo, and the setting. Refused at the same point: what ``model/trees.py`` (the served evaluator)
 cannot run (linear trees, categorical splits, an objective without an output link there) and
 objectives that are not regression (the pipeline fits a regressor and serves its value).
-Cost: about 20 ms (docs/architecture.md).
+Cost: about 27 ms in the training stage (docs/architecture.md).
 """
 
 from __future__ import annotations
