@@ -66,7 +66,7 @@ def check_servable(
     ``features``: the training matrix; ``manifest``: the feature table's; ``bundle``: the ONNX
     embedding bundle that will be logged with the model.
     """
-    from financemath_mlops.features.onnx_export import read_bundle_config
+    from financemath_mlops.features.onnx_export import BundleError, read_bundle_config
     from financemath_mlops.model.packaging import model_config
     from financemath_mlops.model.predictor import BOOSTER_FILE, CONFIG_FILE, Predictor
     from financemath_mlops.model.target import inverse
@@ -77,9 +77,9 @@ def check_servable(
     with tempfile.TemporaryDirectory(prefix="fmops-servable-") as tmp:
         booster_path, config_path = Path(tmp) / BOOSTER_FILE, Path(tmp) / CONFIG_FILE
         booster.save_model(str(booster_path))  # as packaging.log_pyfunc writes it
-        config = model_config(manifest, target_transform, read_bundle_config(bundle))
-        config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
         try:
+            config = model_config(manifest, target_transform, read_bundle_config(bundle))
+            config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
             predictor = Predictor.from_files(booster_path, bundle, config_path, threads=1)
         except TreeModelError as exc:
             raise StageError(
@@ -87,7 +87,7 @@ def check_servable(
                 f"change training.lightgbm (FMOPS_TRAINING__LIGHTGBM) so that it trains plain "
                 f"numerical trees with a regression objective. {NOTHING_LOGGED}"
             ) from None
-        except ValueError as exc:
+        except (BundleError, ValueError) as exc:  # the bundle, or columns serving does not build
             raise StageError(
                 f"the trained model cannot be served: {exc}. {NOTHING_LOGGED}"
             ) from None
