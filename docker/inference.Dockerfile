@@ -5,8 +5,10 @@
 # Build from the repository root (the build context; see .dockerignore). Name the target: the
 # last stage is `with-model`.
 #   docker build -f docker/inference.Dockerfile --target runtime -t financemath-mlops/inference .
-# The model is fetched from MLflow at start-up:
-#   docker run -p 8000:8000 -e FMOPS_MLFLOW__TRACKING_URI=http://mlflow.example:5000 \
+# The model is fetched from MLflow at start-up; the API key comes from your shell (the service
+# refuses to listen on 0.0.0.0 without one unless FMOPS_SERVING__ALLOW_ANONYMOUS=true):
+#   docker run -p 127.0.0.1:8000:8000 -e FMOPS_SERVING__API_KEY \
+#     -e FMOPS_MLFLOW__TRACKING_URI=http://mlflow.example:5000 \
 #     -e FMOPS_SERVING__MODEL_NAME=financemath-regressor -e FMOPS_SERVING__ALIAS=champion ...
 # or baked into the image from a local MLflow model folder (see docs/deployment.md):
 #   docker build -f docker/inference.Dockerfile --target with-model \
@@ -61,6 +63,9 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
 # The entry point owns the connection limits (header deadline, keep-alive, max connections).
+# On 0.0.0.0 it refuses to start without FMOPS_SERVING__API_KEY unless the run passes
+# FMOPS_SERVING__ALLOW_ANONYMOUS=true (compose does: its ports are published on 127.0.0.1 only).
+# Never set here: `docker run -p 8000:8000` publishes on every interface of the host.
 CMD ["python", "-m", "financemath_mlops.serving", "--host", "0.0.0.0", "--port", "8000"]
 
 # --- with-model: the same service with a model folder baked in (--target with-model) ------------

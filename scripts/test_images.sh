@@ -12,8 +12,10 @@
 # Checks, for the inference image with the model folder mounted read-only and then baked in
 # (--target with-model): /health, /ready, /predict, /predict/batch 200; /metrics has the request
 # series and fmops_model_info with the model's name and version; the server runs as uid 10001;
-# the HEALTHCHECK passes; the prediction log is written. Started with no model and an unreachable
-# tracking server: /health within 5 s, /ready 503 with a reason. The pipeline image is built when
+# the HEALTHCHECK passes; the prediction log is written (these runs pass
+# FMOPS_SERVING__ALLOW_ANONYMOUS=true: no key, published on 127.0.0.1 only). Started with no model
+# and an unreachable tracking server: /health within 5 s, /ready 503 with a reason. Started with
+# neither a key nor anonymous access: exit 2 naming both settings. The pipeline image is built when
 # torch can reach the build (its CPU index, or a local wheel passed as a build context) and its
 # Prefect UI must answer 200. The inference image within 600 MB and the serving venv within 450 MB
 # (tests/images/test_serving_venv.py, issue 18). Prints sizes and times, writes
@@ -241,7 +243,10 @@ check_inference() { # check_inference KEY IMAGE [RUN ARGS...]
   base=http://127.0.0.1:$port
   started=$(now_ms)
   # (podman without systemd logs that it cannot schedule health checks: engine.log)
-  engine run -d --name "$name" -p "127.0.0.1:$port:8000" "$@" "$image" >/dev/null 2>>"$REPORT_DIR/engine.log"
+  # No API key: the CMD listens on 0.0.0.0, refused without a key unless anonymous access is
+  # asked for; asked for here, the port is published on 127.0.0.1 only.
+  engine run -d --name "$name" -p "127.0.0.1:$port:8000" -e FMOPS_SERVING__ALLOW_ANONYMOUS=true \
+    "$@" "$image" >/dev/null 2>>"$REPORT_DIR/engine.log"
   wait_for_code "$base/ready" 200 240 "$name" || return 0
   ready_ms=$(($(now_ms) - started))
   record "ready_s.$key" "$(awk -v ms="$ready_ms" 'BEGIN {printf "%.1f", ms / 1000}')"
@@ -292,7 +297,8 @@ check_inference baked "$BAKED"
 name=$RUN_ID-nomodel
 port=$(free_port)
 started=$(now_ms)
-engine run -d --name "$name" -p "127.0.0.1:$port:8000" \
+# (anonymous: published on 127.0.0.1 only, as above)
+engine run -d --name "$name" -p "127.0.0.1:$port:8000" -e FMOPS_SERVING__ALLOW_ANONYMOUS=true \
   -e FMOPS_MLFLOW__TRACKING_URI=http://192.0.2.1:5000 "$INFERENCE" >/dev/null 2>>"$REPORT_DIR/engine.log"
 if wait_for_code "http://127.0.0.1:$port/health" 200 30 "$name"; then
   health_ms=$(($(now_ms) - started))
@@ -303,6 +309,23 @@ if wait_for_code "http://127.0.0.1:$port/health" 200 30 "$name"; then
   reason=$("$VENV_BIN/python" -c 'import json, sys; b = json.load(open(sys.argv[1])); print((b.get("error") or {}).get("message") or b.get("reason") or "")' "$WORK/body" 2>/dev/null || true)
   [ -n "$reason" ] || fail "no model: /ready gives no reason: $(head -c 300 "$WORK/body")"
   log "no model: /health in $health_ms ms, /ready $code: $reason"
+fi
+engine rm -f "$name" >/dev/null 2>>"$REPORT_DIR/engine.log"
+
+# Neither a key nor anonymous access asked for: the CMD (0.0.0.0) stops at once with exit 2,
+# naming both settings, before anything listens.
+name=$RUN_ID-nokey
+engine run -d --name "$name" -p "127.0.0.1:$(free_port):8000" "$INFERENCE" >/dev/null 2>>"$REPORT_DIR/engine.log"
+deadline=$((SECONDS + 60))
+while [ "$(engine inspect -f '{{.State.Running}}' "$name" 2>/dev/null)" = true ] && [ "$SECONDS" -lt "$deadline" ]; do
+  sleep 0.5
+done
+code=$(engine inspect -f '{{.State.ExitCode}}' "$name" 2>/dev/null || echo none)
+refusal=$(engine logs "$name" 2>&1 | grep '^error:' | head -n 1 || true)
+if [ "$code" = 2 ] && [[ $refusal == *FMOPS_SERVING__API_KEY*FMOPS_SERVING__ALLOW_ANONYMOUS* ]]; then
+  log "no key on 0.0.0.0: refused, exit 2: ${refusal:0:100}..."
+else
+  fail "no key on 0.0.0.0: exit $code, not a refusal (exit 2 naming the settings): $refusal"
 fi
 engine rm -f "$name" >/dev/null 2>>"$REPORT_DIR/engine.log"
 

@@ -46,9 +46,12 @@ def require_serving_app() -> None:
 # --- running a container command on this machine -------------------------------------------------
 
 
-def on_local_port(command: list[str], container_port: int, port: int) -> list[str]:
-    """The same command bound to 127.0.0.1:port instead of 0.0.0.0:container_port."""
-    out = [word.replace("0.0.0.0", "127.0.0.1") for word in command]
+def on_local_port(
+    command: list[str], container_port: int, port: int, *, keep_host: bool = False
+) -> list[str]:
+    """The same command bound to 127.0.0.1:port instead of 0.0.0.0:container_port (with
+    `keep_host`, to 0.0.0.0:port: what the service decides from the address it is given)."""
+    out = command if keep_host else [word.replace("0.0.0.0", "127.0.0.1") for word in command]
     out = [re.sub(rf"(?<=[:=]){container_port}\b", str(port), word) for word in out]
     return [
         str(port) if i > 0 and out[i - 1] == "--port" and word == str(container_port) else word
@@ -192,6 +195,59 @@ def test_inference_cmd_with_the_compose_api_registry_settings_serves_the_champio
     body, _ = serve_as_compose_does(api, image, env, tmp_path)
     assert isinstance(body["prediction"], float)
     assert body["model"]["name"] == trained_model.model_name
+
+
+@pytest.mark.parametrize("name", ["api", "api-registry"])
+def test_compose_api_services_ask_for_anonymous_access_and_start_on_every_interface(
+    name: str, tmp_path: Path
+) -> None:
+    """The image CMD listens on 0.0.0.0, where the service refuses to start without a key unless
+    anonymous access is asked for: both compose API services ask for it (their ports are
+    published on 127.0.0.1 only) and then start, the CMD's own host kept."""
+    require_serving_app()
+    service = deploy_files.compose()["services"][name]
+    image = deploy_files.image(INFERENCE, service["build"]["target"])
+    compose_env = compose_environment(service)
+    assert compose_env["FMOPS_SERVING__ALLOW_ANONYMOUS"] == "true"
+    assert compose_env["FMOPS_SERVING__API_KEY"] is None  # from the shell, only when set there
+    assert all(p.startswith("${FMOPS_BIND_ADDRESS:-127.0.0.1}:") for p in service["ports"])
+    port = free_port()
+    command = on_local_port(image.cmd, 8000, port, keep_host=True)
+    assert command[command.index("--host") + 1] == "0.0.0.0"
+    env = container_env(
+        image,
+        compose_env,
+        {
+            "FMOPS_SERVING__MODEL_URI": "nowhere:/model",  # /health needs no model
+            "FMOPS_MLFLOW__TRACKING_URI": f"http://127.0.0.1:{free_port()}",
+        },
+    )
+    log = tmp_path / f"{name}.log"
+    with running(command, env, image_workdir(tmp_path), log) as process:
+        wait_for(
+            lambda: status(f"http://127.0.0.1:{port}/health") == 200, 120, "/health", process, log
+        )
+    assert "anonymous access was asked for" in log.read_text(encoding="utf-8")
+
+
+def test_inference_cmd_without_a_key_or_anonymous_access_refuses_to_start(
+    tmp_path: Path,
+) -> None:
+    """`docker run IMAGE` with neither FMOPS_SERVING__API_KEY nor
+    FMOPS_SERVING__ALLOW_ANONYMOUS: exit 2 naming both, before anything listens."""
+    require_serving_app()
+    image = deploy_files.image(INFERENCE, "runtime")
+    assert "FMOPS_SERVING__ALLOW_ANONYMOUS" not in image.env  # never baked in
+    command = on_local_port(image.cmd, 8000, free_port(), keep_host=True)
+    result = subprocess.run(
+        command, env=container_env(image), cwd=image_workdir(tmp_path),
+        capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Uvicorn running" not in result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: refusing to serve on 0.0.0.0 without an API key")
+    assert "FMOPS_SERVING__API_KEY" in error and "FMOPS_SERVING__ALLOW_ANONYMOUS" in error
 
 
 def test_inference_with_model_target_serves_a_baked_model_folder(
