@@ -22,6 +22,7 @@ from financemath_mlops.serving.security import (
     check_bind,
     is_loopback,
 )
+from tests.helpers import REPO_ROOT
 
 SECURITY_LOGGER = "financemath_mlops.serving.security"
 
@@ -170,3 +171,19 @@ def test_the_access_log_filter_leaves_other_records_alone():
     )
     assert RedactQueryString().filter(record)
     assert record.getMessage() == "plain a?b"
+
+
+# --- where the service runs beyond loopback ------------------------------------------------------
+
+
+def test_kubernetes_takes_the_key_from_its_secret_and_never_asks_for_anonymous_access():
+    """The pods listen on 0.0.0.0 and are reached through a Service: a key, never anonymity."""
+    manifests = sorted((REPO_ROOT / "deploy" / "k8s").rglob("*.yaml"))
+    assert manifests
+    for path in manifests:
+        text = path.read_text(encoding="utf-8").lower()
+        assert "allow_anonymous" not in text, path
+    deployment = (REPO_ROOT / "deploy/k8s/base/inference-deployment.yaml").read_text()
+    assert '"--host", "0.0.0.0"' in deployment
+    key = deployment.index("name: FMOPS_SERVING__API_KEY")
+    assert "secretKeyRef:" in deployment[key : key + 200]
