@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["FMOPS_SERVING__MODEL_URI"] = args.model_uri
     serving = load_settings().serving  # fail now, with the bad key named, not in every worker
     check_bind(serving, args.host)  # before anything binds: no key beyond loopback, no start
-    os.environ[BIND_CHECKED_ENV] = args.host  # said once here; the app (every worker) stays quiet
+    os.environ[BIND_CHECKED_ENV] = args.host or "*"  # said once: the app (each worker) is quiet
     set_header_timeout(serving.header_timeout_s)
     if args.workers > 1 and not os.environ.get(MULTIPROC_ENV):
         os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="fmops-prometheus-")
