@@ -2,7 +2,7 @@
 
 In process: the loopback rule, the entry point's refusal and INFO lines, the app's own WARNING
 under a server that cannot tell its address, and the access-log filter. The same behaviours
-through real processes: tests/integration/test_serving_exposure.py.
+through real processes: tests/integration/test_serving_bind_guard.py.
 """
 
 from __future__ import annotations
