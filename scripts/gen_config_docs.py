@@ -144,25 +144,41 @@ MISTAKES: tuple[Mistake, ...] = (
     ),
     # Rows owned by the other stages (issue 28): their own tests pin the behaviour.
     Mistake(
-        "the service listening beyond loopback without an API key (and without "
-        "`serving.allow_anonymous: true`)",
-        ("the service refuses to start, naming serving.api_key and serving.allow_anonymous",),
+        "the service listening beyond loopback (`--host 0.0.0.0`) without an API key and "
+        "without `serving.allow_anonymous: true`",
+        ("error: refusing to serve on 0.0.0.0 without an API key",
+         "Set FMOPS_SERVING__API_KEY (serving.api_key), or FMOPS_SERVING__ALLOW_ANONYMOUS=true"),
         "2",
     ),
     Mistake(
         "an unknown LightGBM parameter: `FMOPS_TRAINING__LIGHTGBM='{\"objectiv\": \"poisson\"}'`",
-        ("training stops before cross-validation, naming the parameter",),
+        ("error: training.lightgbm", "found before cross-validation (nothing was trained or "
+         "logged)", "objectiv: not a LightGBM parameter (did you mean 'objective'?)"),
         "2",
     ),
     Mistake(
-        "a model the serving path cannot load (e.g. `linear_tree: true`)",
-        ("training stops before logging: nothing is registered",),
-        "non-zero",
+        "two names of one LightGBM parameter: `bagging_fraction` beside the defaults' `subsample`",
+        ("subsample and bagging_fraction: 2 names for LightGBM's bagging_fraction",),
+        "2",
     ),
     Mistake(
-        "a tracking store that refuses connections or does not resolve",
-        ("an error within 15 s naming the tracking URI, before the stage's work",),
-        "non-zero",
+        "a LightGBM setting the served tree evaluator cannot run: `linear_tree: true` (also "
+        "categorical features, objectives without a known link)",
+        ("model/trees.py (the served evaluator) cannot evaluate linear trees; remove linear_tree",),
+        "2",
+    ),
+    Mistake(
+        "a trained model that the serving path would score differently (the backstop after "
+        "the fit)",
+        ("Nothing was logged or registered: the check runs before the MLflow run is opened "
+         "(no run, no model version, no alias moved)",),
+        "2",
+    ),
+    Mistake(
+        "a tracking server that refuses connections, does not resolve, or does not answer",
+        ("error: cannot reach the MLflow tracking server http://…: connection refused by …",
+         "within 8 s, before the stage's work"),
+        "2",
     ),
 )  # fmt: skip
 
