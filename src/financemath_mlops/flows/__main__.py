@@ -48,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         "mlflow": {"model_name": args.model_name},
         "features": {"executor": args.executor},
     }  # fmt: skip
-    settings = load_settings(args.config, overrides)
+    flags = {"ingestion.source": "--source", "ingestion.split": "--split",
+             "ingestion.rows": "--rows", "ingestion.path": "--path",
+             "mlflow.model_name": "--model-name", "features.executor": "--executor"}  # fmt: skip
+    settings = load_settings(args.config, overrides, flags)
     if args.command == "run":  # a dead tracking server: exit 2 before Prefect starts
         from financemath_mlops import runs
 
