@@ -180,6 +180,22 @@ def test_performance_on_unlabelled_data_says_it_needs_labels(
     assert not (monitoring_env / "reports").exists()
 
 
+def test_performance_on_fewer_labelled_rows_than_the_minimum_is_refused(
+    trained_model, monitoring_env: Path, capsys
+):
+    from financemath_mlops.cli import run_main
+    from financemath_mlops.monitoring.__main__ import main
+    from tests.helpers import make_rows, write_json
+
+    few = write_json(monitoring_env / "few.json", make_rows(5))
+    args = ["performance", "--model-uri", f"models:/{trained_model.model_name}@champion",
+            "--data", str(few)]  # fmt: skip
+    assert run_main(main, args) == 2  # refused before predicting: no number to mislead a gate
+    err = capsys.readouterr().err
+    assert "only 5 labelled rows (< 30)" in err and "monitoring.min_rows" in err
+    assert not (monitoring_env / "reports").exists()
+
+
 def monitoring_runs(trained_model, kind: str) -> list[Any]:
     from mlflow import MlflowClient
 

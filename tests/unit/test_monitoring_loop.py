@@ -54,7 +54,7 @@ def test_history_skips_a_torn_line_and_writes_strict_json(tmp_path: Path):
     ("numbers", "retrain", "why"),
     [
         (DRIFTED, True, "50% of columns drifted"),
-        ({**DRIFTED, "current_rows": 29}, False, "only 29 rows"),
+        ({**DRIFTED, "current_rows": 29}, False, "only 29 current rows (< 30)"),
         ({**DRIFTED, "dataset_drift": False, "share": 0.1}, False, "below"),
     ],
 )

@@ -26,8 +26,11 @@ examples:
 Reports go to reports/<UTC timestamp>/ (drift.html + drift.json, performance.html +
 performance.json); their numbers to reports/latest.json (shown by the service's /metrics), to
 the history reports/index.jsonl and to the MLflow experiment financemath-monitoring. Scheduled
-runs, and retraining when they find evidence: python -m financemath_mlops.flows.monitoring. Exit codes: 0 done, 1 dataset drift with
---fail-on-drift, 2 bad input or configuration.
+runs, and retraining when they find evidence: python -m financemath_mlops.flows.monitoring.
+Every report needs monitoring.min_rows rows (30) in each input (reference and current, or the
+labelled rows): fewer are no evidence either way, so the command refuses them (exit 2) rather
+than pass a gate. Exit codes: 0 done, 1 dataset drift with --fail-on-drift, 2 bad input
+(fewer rows than the minimum included) or configuration.
 """
 
 
@@ -39,6 +42,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--output", type=Path, help="report folder (default reports/<timestamp>/)")
     setting_flags(parser, "mlflow")("--tracking-uri", help="MLflow tracking URI")
+    setting_flags(parser, "monitoring")(
+        "--min-rows",
+        type=int,
+        help="refuse (exit 2) a report with fewer rows than this on any side "
+        "(monitoring.min_rows, 30)",
+    )
     parser.add_argument("--no-mlflow", action="store_true", help="do not log the numbers to MLflow")
     parser.add_argument(
         "--no-publish",

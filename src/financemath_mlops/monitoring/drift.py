@@ -23,7 +23,7 @@ from financemath_mlops.monitoring.embedding_drift import (
     fit_projection,
     mean_embedding_test,
 )
-from financemath_mlops.monitoring.inputs import HAND_COLUMNS, ReportInput
+from financemath_mlops.monitoring.inputs import HAND_COLUMNS, MonitoringError, ReportInput
 from financemath_mlops.monitoring.publish import write_report_files
 
 log = logging.getLogger(__name__)
@@ -155,8 +155,17 @@ def compare(
     drift_share_threshold: float = 0.3,
     components: int = 5,
 ) -> DriftOutcome:
-    """Run the drift tests of ``current`` against ``reference``."""
-    from financemath_mlops.monitoring.evidently_adapter import drift_report
+    """Run the drift tests of ``current`` against ``reference``.
+
+    Refuses (:class:`MonitoringError`) when no column has enough values on both sides for a
+    test, rather than a report with nothing in it: the row minimum of the jobs
+    (``monitoring.min_rows``) normally stops such inputs first, but it can be lowered.
+    """
+    from financemath_mlops.monitoring.evidently_adapter import (
+        MIN_VALUES,
+        drift_report,
+        testable_columns,
+    )
 
     ref = reference.frame[[c for c in HAND_COLUMNS if c in reference.frame]].copy()
     cur = current.frame[[c for c in HAND_COLUMNS if c in current.frame]].copy()
@@ -164,6 +173,11 @@ def compare(
     categorical = [c for c in HAND_COLUMNS if is_flag(c)]
     embedding = embedding_columns(reference.frame, current.frame, components, ref, cur)
     numerical += embedding.get("names", [])
+    if len(testable_columns(ref, cur, [*numerical, *categorical])) == len(numerical + categorical):
+        raise MonitoringError(
+            f"no feature column has {MIN_VALUES} values on both sides ({len(ref)} reference rows, "
+            f"{len(cur)} current rows): nothing can be tested for drift; pass more rows"
+        )
     result = drift_report(
         ref, cur, numerical, categorical, drift_share_threshold, numerical_method(len(ref))
     )

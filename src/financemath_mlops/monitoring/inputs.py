@@ -19,6 +19,7 @@ from typing import Any
 from financemath_mlops.config import Settings
 from financemath_mlops.errors import StageError
 from financemath_mlops.features.rows import FEATURE_COLUMNS, N_HAND_FEATURES
+from financemath_mlops.monitoring.evidence import row_shortfall
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,23 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks
 
 class MonitoringError(StageError):
     """A report cannot be made from the given inputs; the message says what to do."""
+
+
+MIN_ROWS_HINT = "or lower the minimum with --min-rows N (FMOPS_MONITORING__MIN_ROWS)"
+
+
+def require_rows(counts: dict[str, int], min_rows: int, source: str, more: str) -> None:
+    """Refuse (exit 2) when a side of a report has fewer than ``min_rows`` rows.
+
+    The drift and performance jobs call it before any statistics, from the command line and the
+    scheduled flow alike; ``source`` is the input counted, ``more`` says where to get more rows.
+    """
+    shortfall = row_shortfall(counts, min_rows)
+    if shortfall:
+        raise MonitoringError(
+            f"{source}: {shortfall}, fewer than monitoring.min_rows: too few to be evidence either "
+            f"way, so no report was made; {more}, {MIN_ROWS_HINT}"
+        )
 
 
 @dataclass

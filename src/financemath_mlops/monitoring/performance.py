@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from financemath_mlops.monitoring.inputs import ModelContext, labelled_records
+from financemath_mlops.monitoring.inputs import ModelContext, labelled_records, require_rows
 from financemath_mlops.monitoring.publish import write_report_files
 
 log = logging.getLogger(__name__)
@@ -104,8 +104,9 @@ def training_metrics(run_metrics: dict[str, float]) -> dict[str, dict[str, float
     return {"holdout": holdout, "cv": cv}
 
 
-def assess(model: ModelContext, data: Path | None, work: Path) -> PerformanceOutcome:
-    """Predict the labelled records with the model and build the report."""
+def assess(model: ModelContext, data: Path | None, work: Path, min_rows: int) -> PerformanceOutcome:
+    """Predict the labelled records with the model and build the report; fewer than
+    ``min_rows`` labelled records are refused before any prediction (monitoring.min_rows)."""
     import pandas as pd
 
     from financemath_mlops import runs
@@ -113,6 +114,8 @@ def assess(model: ModelContext, data: Path | None, work: Path) -> PerformanceOut
     from financemath_mlops.scoring import regression_metrics
 
     records, where = load_labelled(model, data, work)
+    more = "pass a larger labelled file with --data" if data else "pass a labelled file with --data"
+    require_rows({"labelled": len(records)}, min_rows, where, more)
     predictions = runs.predict_records(model.ref.uri, records)
     truths = np.array([float(r["ground_truth"]) for r in records])
     frame = pd.DataFrame({"target": truths, "prediction": predictions})

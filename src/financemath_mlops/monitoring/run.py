@@ -3,6 +3,12 @@
 Publishing (``reports/latest.json``), the history (``reports/index.jsonl``) and MLflow logging
 come after the report files are written; a tracking store that cannot be reached costs the MLflow
 run (with a warning), never the report.
+
+Both jobs refuse inputs with fewer rows than ``monitoring.min_rows`` on any side
+(:func:`.inputs.require_rows`), before the statistics: a drift test on six rows says "no
+dataset drift" about plainly drifted data, so a gate (``--fail-on-drift``, the scheduled flow)
+must not pass on it.
+The command line and the scheduled flow both run these two jobs, so they share the one minimum.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from financemath_mlops.monitoring.inputs import (
     Featurizer,
     MonitoringError,
     load_input,
+    require_rows,
     resolve_model,
     training_features,
 )
@@ -88,7 +95,19 @@ def run_drift(settings: Settings, job: DriftJob) -> Done:
             reference = training_features(model, work)
         else:
             reference = load_input(job.reference, featurizer)
+        require_rows(
+            {"reference": reference.rows},
+            cfg.min_rows,
+            reference.source,
+            "pass a larger --reference" if job.reference else "pass a larger table as --reference",
+        )
         current = load_input(current_path, featurizer, job.since, job.until)
+        more = (
+            "widen the window (--since/--until; the scheduled flow's --window-hours)"
+            if current.kind == "prediction-log"
+            else "pass a larger --current"
+        )
+        require_rows({"current": current.rows}, cfg.min_rows, current.source, more)
         log.info("comparing %d current rows with %d reference rows", current.rows, reference.rows)
         outcome = compare(reference, current, threshold, job.components or cfg.embedding_components)
         outcome.model = model.identity() if model else None
@@ -127,7 +146,7 @@ def run_performance(settings: Settings, job: PerformanceJob) -> Done:
     with tempfile.TemporaryDirectory(prefix="fmops-performance-") as tmp:
         work = Path(tmp)
         model = resolve_model(settings, job.model_uri, work)
-        outcome = assess(model, job.data, work)
+        outcome = assess(model, job.data, work, settings.monitoring.min_rows)
     output = job.output or report_dir(settings.paths.reports_dir)
     files = write_performance_report(outcome, output)
     training_mae = outcome.training.get("holdout", {}).get("mae")
