@@ -19,6 +19,9 @@ from financemath_mlops.tables import ParsedTable
 SCHEMA_VERSION = 1
 REQUIRED_COLUMNS = ("question_id", "question", "topic")
 KNOWN_COLUMNS = ("question_id", "question", "tables", "python_solution", "ground_truth", "topic")
+LABEL_COLUMN = "ground_truth"  # the answer training learns; a row without it is unlabelled
+# What a prediction reads: batch prediction validates these and nothing else.
+SCORED_COLUMNS = ("question_id", "question", "tables", "topic")
 # FinanceMath's seven topics: features one-hot them, the synthetic generator draws from them.
 TOPICS: tuple[str, ...] = (
     "Accounting",
@@ -29,6 +32,26 @@ TOPICS: tuple[str, ...] = (
     "Quantitative Analysis & Valuation",
     "Risk Management",
 )
+
+
+def topic_key(text: str) -> str:
+    """How topics are compared everywhere: case and runs of white space do not count."""
+    return " ".join(text.split()).casefold()
+
+
+_CANONICAL_TOPICS = {topic_key(t): t for t in TOPICS}
+
+
+def canonical_topic(topic: str | None) -> str | None:
+    """FinanceMath's own spelling of ``topic`` (``"accounting "`` -> ``"Accounting"``), or None
+    when it is none of :data:`TOPICS`.
+
+    The one topic rule: ingestion stores this spelling, the features one-hot it (anything else is
+    ``topic_other``), and serving and batch prediction warn when it is None, so a topic that
+    differs only in case means the same thing in every stage.
+    """
+    return _CANONICAL_TOPICS.get(topic_key(topic)) if isinstance(topic, str) else None
+
 
 NonEmptyStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
@@ -52,6 +75,12 @@ class FinanceMathRecord(BaseModel):
         if value is not None and not math.isfinite(value):
             raise ValueError("ground_truth must be a finite number or null")
         return value
+
+    @field_validator("topic")
+    @classmethod
+    def _topic_spelling(cls, value: str) -> str:
+        # A known topic in any case is stored as FinanceMath spells it; others are kept as given.
+        return canonical_topic(value) or value
 
     @field_validator("tables", mode="before")
     @classmethod

@@ -140,7 +140,7 @@ def test_bad_row_becomes_a_reject_with_its_reason(
     code, err = ingest_cli(path, isolated_env, capsys)
     assert code == 0, err
     manifest = assert_consistent(isolated_env)
-    assert manifest["counts"] == {"read": 4, "written": 3, "rejected": 1}
+    assert manifest["counts"] == {"read": 4, "written": 3, "rejected": 1, "labelled": 3}
     rejects = output_set(isolated_env)["financemath.rejects.jsonl"].decode("utf-8")
     assert reason in json.loads(rejects)["reason"]
 
@@ -176,6 +176,7 @@ def test_bom_does_not_cost_the_first_row(
             "read": 3,
             "written": 3,
             "rejected": 0,
+            "labelled": 3,
         }
 
 
@@ -241,7 +242,12 @@ def test_kill_9_mid_write_keeps_the_previous_set_and_the_next_run_cleans_up(
 
     code, err = ingest_cli(source, isolated_env, capsys)
     assert code == 0, err
-    assert assert_consistent(isolated_env)["counts"] == {"read": 9, "written": 8, "rejected": 1}
+    assert assert_consistent(isolated_env)["counts"] == {
+        "read": 9,
+        "written": 8,
+        "rejected": 1,
+        "labelled": 8,
+    }
     assert len([p for p in store.iterdir() if p.name.startswith("g-")]) == 1
     assert not list((isolated_env / "data/interim").glob(".*.tmp"))
 

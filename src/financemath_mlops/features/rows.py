@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from financemath_mlops.records import TOPICS, RecordInput
+from financemath_mlops.records import TOPICS, RecordInput, canonical_topic
 from financemath_mlops.tables import ParsedTable, parse_tables
 
 FEATURE_VERSION = 1
@@ -119,9 +119,10 @@ def metadata_features(question: str, topic: str | None) -> dict[str, float]:
         "q_has_currency": float(bool(_CURRENCY.search(question))),
         "q_has_years": float(bool(_YEARS.search(question))),
     }
+    canonical = canonical_topic(topic)  # the one topic rule: case and spacing do not count
     for known in TOPICS:
-        out[topic_column(known)] = float(topic == known)
-    out["topic_other"] = float(topic not in TOPICS)
+        out[topic_column(known)] = float(canonical == known)
+    out["topic_other"] = float(canonical is None)
     return out
 
 

@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 from financemath_mlops.cli import base_parser, parse_stage_args, run_main, setting_flags
+from financemath_mlops.errors import StageError
 
 EPILOG = """\
 examples:
   python -m financemath_mlops.ingestion --source sample --rows 1000      # offline synthetic data
-  python -m financemath_mlops.ingestion --source local --path validation.json
+  python -m financemath_mlops.ingestion --path validation.json           # same as --source local
   python -m financemath_mlops.ingestion --source hf --split validation   # yale-nlp/FinanceMath
 
-Every input row ends up in the output or in <output>.rejects.jsonl with its reason.
+Each source takes its own flags: --path (local), --rows and --seed (sample), --split and
+--revision (hf); a flag of another source is refused (exit 2), never ignored. --path without
+--source means --source local. A local file is read whole (to ingest fewer rows, cut the file).
+Every input row ends up in the output or in <output>.rejects.jsonl with its reason; an input with
+no valid row exits 2 and leaves the previous output, rejects and manifest as they were.
 Environment: FMOPS_INGESTION__SOURCE, FMOPS_INGESTION__PATH, ... ; HF_TOKEN for the gated dataset.
 """
+
+# The flags that only one source reads, by source.
+SOURCE_FLAGS = {
+    "local": ("--path",),
+    "sample": ("--rows", "--seed"),
+    "hf": ("--split", "--revision"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,17 +36,63 @@ def main(argv: list[str] | None = None) -> int:
     ingestion = setting_flags(parser, "ingestion")
     ingestion("--source", choices=["hf", "local", "sample"], help="where rows come from")
     ingestion("--split", help="dataset split for --source hf (default: validation)")
-    ingestion("--revision", help="dataset revision (branch, tag or commit) for hf")
-    ingestion("--path", type=Path, help="input file for --source local (.json/.jsonl/.parquet)")
+    ingestion("--revision", help="dataset revision (branch, tag or commit) for --source hf")
+    ingestion(
+        "--path", type=Path, help="input file (.json/.jsonl/.parquet); alone, means --source local"
+    )
     ingestion("--rows", type=int, help="rows to generate for --source sample")
     ingestion("--seed", type=int, help="seed for --source sample")
     ingestion("--output", type=Path, help="output JSONL (default data/interim/financemath.jsonl)")
+    first = parser.parse_args(argv)
+    given = given_source_flags(first)
+    how = "--source" if getattr(first, "ingestion.source") else "the settings"
+    if "--path" in given and how == "the settings":
+        argv, how = [*(sys.argv[1:] if argv is None else argv), "--source", "local"], "--path"
     _, settings = parse_stage_args(parser, argv)
+    check_source_flags(settings.ingestion.source, given, how)
     from financemath_mlops.ingestion import ingest
 
     summary = ingest(settings)
     print(summary.table())
     return 0
+
+
+def given_source_flags(args: argparse.Namespace) -> dict[str, object]:
+    """The source-specific flags on the command line, with their values."""
+    flags = {flag for flags in SOURCE_FLAGS.values() for flag in flags}
+    return {
+        flag: value
+        for flag in sorted(flags)
+        if (value := getattr(args, f"ingestion.{flag.lstrip('-')}")) is not None
+    }
+
+
+def check_source_flags(source: str, given: dict[str, object], how: str) -> None:
+    """Refuse a flag the chosen source would ignore, naming it and the source that reads it.
+
+    ``how`` says where the source came from: ``--source``, ``--path`` (which implies local) or
+    ``the settings`` (YAML, FMOPS_INGESTION__SOURCE or the default).
+    """
+    chosen = {
+        "--source": f"--source {source}",
+        "--path": "--source local (which --path implies)",
+    }.get(how, f"source {source!r} (from the settings: ingestion.source)")
+    for flag, value in given.items():
+        owner = next(name for name, flags in SOURCE_FLAGS.items() if flag in flags)
+        if owner == source:
+            continue
+        raise StageError(
+            f"{flag} {value} does not apply to {chosen}: {flag} is read by --source {owner} "
+            f"only. {_instead(source, owner, flag)}"
+        )
+
+
+def _instead(source: str, owner: str, flag: str) -> str:
+    if source == "local" and owner == "sample":
+        return "A local file is read whole: to ingest fewer rows, cut the file; or drop the flag."
+    if source == "local" and owner == "hf":
+        return "A local file has no split or revision (DVC's is recorded by itself): drop it."
+    return f"Use --source {owner} to read it, or drop {flag}."
 
 
 if __name__ == "__main__":

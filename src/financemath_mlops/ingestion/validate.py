@@ -5,22 +5,35 @@ Nothing is dropped silently: each input row ends up either in ``records`` or in 
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from pydantic import ValidationError
 
 from financemath_mlops.atomic import dump_jsonl
 from financemath_mlops.ingestion.jsonl import ERROR, MAX_DEPTH, UNPARSEABLE
-from financemath_mlops.records import FinanceMathRecord, IngestedRecord, RecordMeta
+from financemath_mlops.records import (
+    KNOWN_COLUMNS,
+    SCORED_COLUMNS,
+    TOPICS,
+    FinanceMathRecord,
+    IngestedRecord,
+    RecordMeta,
+)
 from financemath_mlops.tables import parse_tables
 
 log = logging.getLogger(__name__)
+
+# "ingest": the whole record, as training will read it. "predict": only what a prediction reads
+# (SCORED_COLUMNS), so a bad ground_truth or python_solution never rejects a row to be scored.
+Mode = Literal["ingest", "predict"]
 
 
 @dataclass
@@ -49,22 +62,27 @@ class ValidationResult:
 
 
 def validate_rows(
-    rows: list[Any], meta: dict[str, Any], ingested_at: str | None = None
+    rows: list[Any], meta: dict[str, Any], ingested_at: str | None = None, mode: Mode = "ingest"
 ) -> ValidationResult:
     """Validate rows in order; the first occurrence of a question_id wins, later ones are rejected."""
-    return RowValidator(meta, ingested_at).validate(rows)
+    return RowValidator(meta, ingested_at, mode=mode).validate(rows)
 
 
 class RowValidator:
     """Validates one input, whole or batch by batch, with the same result either way.
 
     Rows are numbered from the start of the input, and ``seen`` (question_id -> row of its first
-    occurrence) spans every batch, so a duplicate is rejected whichever batch it lands in.
+    occurrence) spans every batch, so a duplicate is rejected whichever batch it lands in. In
+    ``predict`` mode only :data:`SCORED_COLUMNS` are read: the other fields are neither checked
+    nor kept (a reject still shows the whole original row).
     """
 
-    def __init__(self, meta: dict[str, Any], ingested_at: str | None = None) -> None:
+    def __init__(
+        self, meta: dict[str, Any], ingested_at: str | None = None, *, mode: Mode = "ingest"
+    ) -> None:
         stamp = ingested_at or datetime.now(UTC).isoformat(timespec="seconds")
         self.meta = RecordMeta(ingested_at=stamp, **meta)
+        self.mode = mode
         self.seen: dict[str, int] = {}
         self.rows = 0
 
@@ -84,10 +102,11 @@ class RowValidator:
                 raise TypeError(f"row is a {type(row).__name__}, not an object")
             if UNPARSEABLE in row:
                 raise TypeError(f"line is {row.get(ERROR)}")
-            problem = row_problem(row)
+            used = row if self.mode == "ingest" else {k: row[k] for k in SCORED_COLUMNS if k in row}
+            problem = row_problem(used)
             if problem:
                 raise TypeError(problem)
-            record = FinanceMathRecord.model_validate(row)
+            record = FinanceMathRecord.model_validate(used)
         except ValidationError as exc:
             errors = [_error_json(err) for err in exc.errors()]
             reason = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
@@ -106,6 +125,44 @@ class RowValidator:
             return None
         parsed = parse_tables(record.tables)
         return IngestedRecord(**record.model_dump(), parsed_tables=parsed, meta=self.meta)
+
+
+def unknown_columns(rows: Iterable[Any]) -> dict[str, int]:
+    """Columns of the input that no stage reads (``answer``, ``Ground_Truth``), with how many
+    rows carry each. They are reported, not rejected: the row is valid without them."""
+    counts: Counter[str] = Counter()
+    for row in rows:
+        if isinstance(row, dict) and UNPARSEABLE not in row:
+            counts.update(str(key) for key in row if key not in KNOWN_COLUMNS)
+    return dict(sorted(counts.items()))
+
+
+def closest(name: str, names: Iterable[str]) -> str | None:
+    """The real name a misspelt or miscased one most likely meant, or None."""
+    by_key = {candidate.casefold(): candidate for candidate in names}
+    match = difflib.get_close_matches(name.casefold(), list(by_key), n=1, cutoff=0.6)
+    return by_key[match[0]] if match else None
+
+
+def closest_topic(topic: str) -> str | None:
+    return closest(topic, TOPICS)
+
+
+def closest_column(column: str) -> str | None:
+    return closest(column, KNOWN_COLUMNS)
+
+
+def reason_counts(rejects: Iterable[Reject]) -> Counter[str]:
+    """Reject reasons with how often each occurs (a duplicate's first row left out)."""
+    return Counter(reject.reason.split(" (first seen at row")[0] for reject in rejects)
+
+
+def reasons_in_brief(counts: Counter[str], limit: int = 3) -> str:
+    """The commonest reasons for a one-line error: ``150 x ground_truth: Input should be ...``."""
+    shown = [f"{n} x {reason[:120]}" for reason, n in counts.most_common(limit)]
+    if len(counts) > limit:
+        shown.append(f"and {len(counts) - limit} other reasons")
+    return "; ".join(shown)
 
 
 def rejects_path_for(output: Path) -> Path:

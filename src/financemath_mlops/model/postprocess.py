@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
-from financemath_mlops.records import TOPICS
+from financemath_mlops.records import canonical_topic
 
 NON_FINITE = "the model produced a non-finite value"
 
@@ -36,7 +36,7 @@ def finish_predictions(
         else:
             finished.append(None)
             notes.append(NON_FINITE)
-        if topic is not None and topic not in TOPICS:
+        if topic is not None and canonical_topic(topic) is None:
             notes.append(f"unknown topic {topic[:40]!r}; scored as 'other'")
         notes_per_record.append(notes)
     return finished, notes_per_record
