@@ -14,9 +14,11 @@ import pandas as pd
 import pytest
 
 from financemath_mlops import runs
+from financemath_mlops.cli import run_main
 from financemath_mlops.errors import StageError
 from financemath_mlops.ingestion.synthetic import generate_sample
 from financemath_mlops.model.packaging import input_example
+from financemath_mlops.predict.__main__ import main as predict_main
 from financemath_mlops.predict.batch import BatchSummary, predict_file
 from tests.conftest import TrainedModel
 from tests.helpers import REPO_ROOT
@@ -32,7 +34,7 @@ CHAMPION_URI = "models:/financemath-regressor-sample@champion"
 def bad_rows(first: dict[str, Any]) -> list[Any]:
     return [
         {"question_id": "empty-question", "question": "  ", "topic": "Accounting"},
-        {**first, "ground_truth": float("nan")},  # also a duplicate id: one reject, first reason
+        {**first, "ground_truth": float("nan")},  # a duplicate id (ground_truth is not read)
         {"question_id": 7, "question": "Numbers are not ids?", "topic": "Accounting"},
     ]
 
@@ -121,7 +123,7 @@ def test_bad_rows_are_rejected_with_their_reasons(predicted: Predicted) -> None:
     rejects = [json.loads(line) for line in local.rejects_path.read_text().splitlines()]
     assert [r["row"] for r in rejects] == [100, 101, 102, 103]
     assert rejects[0]["reason"].startswith("question:")
-    assert "ground_truth" in rejects[1]["reason"]
+    assert rejects[1]["reason"] == "duplicate question_id (first seen at row 0)"
     assert rejects[2]["reason"].startswith("question_id:")
     assert "not valid JSON" in rejects[3]["reason"]
     dask_rejects = predicted.dask_output.with_name("dask.rejects.jsonl").read_text()
@@ -191,3 +193,65 @@ def test_unknown_model_and_missing_input_are_clear_errors(
         f"error: input file not found: {missing}; pass a FinanceMath .json, .jsonl or .parquet"
     )
     assert not list(tmp_path.iterdir())
+
+
+def test_prediction_does_not_reject_rows_for_a_ground_truth_it_does_not_use(
+    trained_model: TrainedModel, predicted: Predicted, tmp_path: Path
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = generate_sample(rows=GOOD_ROWS, seed=SEED)[:6]
+    odd = [{**r, "ground_truth": str(r["ground_truth"]), "python_solution": None} for r in rows]
+    pq.write_table(pa.Table.from_pylist(odd), tmp_path / "answers-as-text.parquet")
+    summary = predict_file(
+        trained_model.settings,
+        tmp_path / "answers-as-text.parquet",
+        tmp_path / "out.parquet",
+        CHAMPION_URI,
+    )
+    assert (summary.read, summary.predicted, summary.rejected) == (6, 6, 0)
+    expected = pd.read_parquet(predicted.local.output).head(6)
+    got = pd.read_parquet(summary.output)
+    np.testing.assert_allclose(got["prediction"], expected["prediction"], rtol=1e-9)
+
+
+def test_an_input_with_no_valid_row_exits_2_and_keeps_the_previous_predictions(
+    trained_model: TrainedModel, tmp_path: Path
+) -> None:
+    output = tmp_path / "out.parquet"
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(json.dumps(r) + "\n" for r in generate_sample(rows=3, seed=SEED)))
+    predict_file(trained_model.settings, good, output, CHAMPION_URI)
+    before = {p.name: p.read_bytes() for p in (output, output.with_name("out.rejects.jsonl"))}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(json.dumps({**r, "question": 7}) + "\n" for r in generate_sample(4)))
+    with pytest.raises(StageError) as refused:
+        predict_file(trained_model.settings, bad, output, CHAMPION_URI)
+    assert f"no valid row in {bad}: all 4 rows rejected (4 x question: " in str(refused.value)
+    assert "out.rejects.jsonl are unchanged" in str(refused.value)
+    after = {p.name: p.read_bytes() for p in (output, output.with_name("out.rejects.jsonl"))}
+    assert after == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "bad.jsonl", "good.jsonl", "out.parquet", "out.rejects.jsonl"
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--workers", "3"], "--workers 3 does not apply to the local executor"),
+        (["--dask-address", "tcp://h:8786"], "--dask-address tcp://h:8786 does not apply to"),
+        (
+            ["--executor", "dask", "--dask-address", "tcp://h:8786", "--workers", "3"],
+            "--workers 3 does not apply to the scheduler at tcp://h:8786",
+        ),
+    ],
+)
+def test_a_dask_flag_the_executor_would_ignore_is_refused(
+    isolated_env: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    argv = ["--input", "in.jsonl", "--output", "out.parquet", *flags]
+    assert run_main(predict_main, argv) == 2
+    assert message in capsys.readouterr().err
+    assert not list(isolated_env.iterdir())

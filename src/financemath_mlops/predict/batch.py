@@ -1,8 +1,11 @@
 """Batch prediction: a FinanceMath file in, one prediction per valid record out.
 
 The input (JSON array, JSONL or Parquet) goes through ingestion's own reader and validator, batch by
-batch: a bad row goes to ``<output stem>.rejects.jsonl`` with ingestion's reason, never silently
-dropped, and a duplicate id is rejected whichever batch it lands in. The model is the MLflow pyfunc
+batch, in its ``predict`` mode (only the fields a prediction reads are checked: a missing or odd
+``ground_truth`` never rejects a row): a bad row goes to ``<output stem>.rejects.jsonl`` with
+ingestion's reason, never silently dropped, and a duplicate id is rejected whichever batch it lands
+in. An input with no valid row is an error (exit 2) that leaves the previous output and rejects
+as they were. The model is the MLflow pyfunc
 training registered, by URI (``predict.model_uri``, default the served model), pinned to one
 version before any work starts. Rows are predicted in batches of ``predict.batch_rows`` and written
 as they come, so memory stays flat however large the file (a JSON array is one document and is read
@@ -19,6 +22,7 @@ import contextlib
 import functools
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +37,15 @@ from financemath_mlops.config import Settings
 from financemath_mlops.errors import StageError
 from financemath_mlops.executors import Partition, WorkerCached, map_in_order, model_loads
 from financemath_mlops.ingestion.sources import check_local_file, read_local_batches
-from financemath_mlops.ingestion.validate import RowValidator, rejects_path_for, write_rejects
+from financemath_mlops.ingestion.validate import (
+    RowValidator,
+    reason_counts,
+    reasons_in_brief,
+    rejects_path_for,
+    write_rejects,
+)
 from financemath_mlops.model.postprocess import finish_predictions
+from financemath_mlops.records import SCORED_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -155,11 +166,12 @@ def predict_file(
         model = load_batch_model(settings, summary.model_uri, cfg.threads)
     task = functools.partial(predict_rows, name=summary.model_name, version=summary.model_version)
     done: list[Partition] = []
+    reasons: Counter[str] = Counter()
     with (
         _OutputWriter(output_path) as writer,
         atomic_writer(summary.rejects_path) as rejects_out,
     ):
-        batches = _validated(input_path, cfg.batch_rows, summary, rejects_out)
+        batches = _validated(input_path, cfg.batch_rows, summary, rejects_out, reasons)
         with contextlib.closing(map_in_order(cfg, task, batches, model)) as results:
             for result in results:
                 table, result.value = result.value, None
@@ -176,6 +188,12 @@ def predict_file(
                     " (model loaded)" if result.built else "",
                     summary.predicted,
                 )
+        if not summary.predicted:  # raised inside the writers: neither file is replaced
+            raise PredictError(
+                f"no valid row in {input_path}: all {summary.read} rows rejected "
+                f"({reasons_in_brief(reasons)}); nothing written, {output_path} and "
+                f"{summary.rejects_path.name} are unchanged"
+            )
     summary.extra["model_loads"] = model_loads(done)
     summary.seconds = time.perf_counter() - started
     log.info("wrote %d predictions and %d rejects", summary.predicted, summary.rejected)
@@ -183,17 +201,21 @@ def predict_file(
 
 
 def _validated(
-    path: Path, batch_rows: int, summary: BatchSummary, rejects_out: Any
+    path: Path,
+    batch_rows: int,
+    summary: BatchSummary,
+    rejects_out: Any,
+    reasons: Counter[str],
 ) -> Iterator[list[dict[str, Any]]]:
-    """Batches of valid records (question_id, question, tables, topic); rejects written as read."""
-    validator = RowValidator({"source": "predict", "dataset_id": str(path)})
+    """Batches of valid records (SCORED_COLUMNS only); rejects written as read, reasons counted."""
+    validator = RowValidator({"source": "predict", "dataset_id": str(path)}, mode="predict")
     for rows in read_local_batches(path, batch_rows):
         result = validator.validate(rows)
         summary.read += result.read
         summary.rejected += write_rejects(rejects_out, result.rejects)
+        reasons.update(reason_counts(result.rejects))
         if result.records:
-            keep = ("question_id", "question", "tables", "topic")
-            yield [{name: getattr(r, name) for name in keep} for r in result.records]
+            yield [{name: getattr(r, name) for name in SCORED_COLUMNS} for r in result.records]
 
 
 class _OutputWriter:
