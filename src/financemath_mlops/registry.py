@@ -16,13 +16,31 @@ examples:
   python -m financemath_mlops.registry --name financemath-regressor-sample promote 3
   python -m financemath_mlops.registry rollback     # champion -> previous champion
   python -m financemath_mlops.registry --name financemath-regressor-sample export --to models/serving
+
+An unknown --name exits 2 listing the registered names, closest first. `export --to DIR`
+replaces DIR whole, so DIR must be new, empty or a model folder exported before; anything else
+(a folder holding other files) is refused with exit 2 unless --force.
 """
 
 
-def list_table(name: str) -> str:
+def registered_versions(name: str) -> list[Any]:
+    """The versions of `name` with their aliases; an unknown name is refused (exit 2) with the
+    registered names, closest first, rather than looking like a model with no versions."""
+    from financemath_mlops import runs
+    from financemath_mlops.runs.aliases import UnknownModelError
+
+    try:
+        return runs.list_versions(name)
+    except UnknownModelError as exc:
+        raise StageError(
+            f"{exc}. Pass the right one with --name (default: mlflow.model_name, "
+            "FMOPS_MLFLOW__MODEL_NAME)"
+        ) from None
+
+
+def list_table(name: str, versions: list[Any]) -> str:
     from financemath_mlops import runs
 
-    versions = runs.list_versions(name)
     if not versions:
         return f"no versions of {name} are registered"
     lines = [
@@ -75,26 +93,37 @@ def main(argv: list[str] | None = None) -> int:
     )
     export.add_argument("--alias", default="champion", help="alias to export (default: champion)")
     export.add_argument("--version", help="export this version instead of an alias")
-    export.add_argument("--to", type=Path, help="folder (default: paths.serving_model_dir)")
+    export.add_argument(
+        "--to",
+        type=Path,
+        help="folder (default: paths.serving_model_dir); new, empty or an earlier export",
+    )
+    export.add_argument(
+        "--force",
+        action="store_true",
+        help="replace --to even when it holds other files (they are deleted)",
+    )
     args, settings = parse_stage_args(parser, argv)
     from financemath_mlops import runs
 
     runs.check_reachable(settings)  # a dead tracking server: exit 2 in seconds
     runs.configure(settings, create_store=False)  # never an empty registry by mistake
     name = args.name or settings.mlflow.model_name
+    versions = registered_versions(name)  # an unknown name: exit 2 with the real ones
     if args.command == "list":
-        print(list_table(name))
+        print(list_table(name, versions))
     elif args.command == "export":
         uri = (
             runs.version_uri(name, args.version)
             if args.version
             else runs.alias_uri(name, args.alias)
         )
-        ref = runs.export_model(uri, args.to or settings.paths.serving_model_dir)
+        folder = args.to or settings.paths.serving_model_dir
+        ref = runs.export_model(uri, folder, force=args.force)
         print(f"{uri} (version {ref.version}) -> {ref.uri}")
         print(f"serve it: python -m financemath_mlops.serving --model-uri {ref.uri}")
     elif args.command == "promote":
-        if not any(str(v.version) == str(args.version) for v in runs.list_versions(name)):
+        if not any(str(v.version) == str(args.version) for v in versions):
             raise StageError(f"{name} has no version {args.version}")
         runs.move_champion(name, args.version)
         print(f"{name}: champion -> version {args.version}")

@@ -338,17 +338,53 @@ def _registered_meta(model_dir: Path) -> tuple[str | None, str | None]:
     return (str(name) if name else None), (str(version) if version else None)
 
 
-def export_model(uri: str, dst: Path) -> ModelRef:
+def exported_model_folder(folder: Path) -> bool:
+    """A model folder an export wrote: an MLflow model (`MLmodel`) that says which registered
+    model and version it is (`registered_model_meta`). Only these are replaced without asking."""
+    return (folder / "MLmodel").is_file() and (folder / REGISTERED_META).is_file()
+
+
+def check_export_target(dst: Path, force: bool = False) -> None:
+    """Refuse to export over anything but nothing, an empty folder or an earlier export.
+
+    The swap replaces `dst` whole, so every other file in it would be deleted: a folder holding
+    other files (a project, a data folder, a typo'd path) is refused unless ``force``.
+    """
+    if force or not (dst.exists() or dst.is_symlink()):
+        return
+    if dst.is_dir() and not dst.is_symlink():
+        entries = sorted(p.name for p in dst.iterdir())
+        if not entries or exported_model_folder(dst):
+            return
+        what = f"a folder holding {len(entries)} entries ({', '.join(entries[:3])}"
+        what += ", ...)" if len(entries) > 3 else ")"
+        what += " that is not a model folder exported before (no MLmodel and " + REGISTERED_META
+        what += ")"
+    else:
+        what = "a symbolic link" if dst.is_symlink() else "a file, not a folder"
+    raise TrackingError(
+        f"will not export to {dst}: it is {what}, and an export replaces the folder whole, "
+        "deleting what is there. Export to a new or empty folder (registry export --to DIR, "
+        "or paths.serving_model_dir), or replace it anyway with registry export --force"
+    )
+
+
+def export_model(uri: str, dst: Path, force: bool = False) -> ModelRef:
     """Download a registered model into the folder `dst` (an MLflow model folder that serving,
     compose and the `with-model` image use), replacing what was there whole: the new files are
-    complete before the swap (two renames), so no reader sees a mix. Returns the reference."""
+    complete before the swap (two renames), so no reader sees a mix. Returns the reference.
+
+    `dst` must be new, empty or an earlier export (:func:`check_export_target`); ``force``
+    replaces anything, as `registry export --force` asks.
+    """
     import shutil
     import tempfile
 
     import mlflow
 
-    ref = resolve(uri)
     dst = Path(dst)
+    check_export_target(dst, force)  # before the download: a refusal costs nothing
+    ref = resolve(uri)
     dst.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.new-", dir=dst.parent))
     staging.chmod(0o755)  # mkdtemp makes it 0700: a container's uid 10001 must read the mount
