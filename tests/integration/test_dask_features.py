@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from financemath_mlops import executors
-from financemath_mlops.features.build import FeatureError, build_features
+from financemath_mlops.features.build import FeatureError, build_features, read_feature_manifest
 from financemath_mlops.ingestion import ingest
 from tests.conftest import pipeline_settings
 from tests.helpers import REPO_ROOT
@@ -59,8 +58,7 @@ def test_dask_features_equal_local_features_in_order_and_value(workdir: Path) ->
     expected, got = pd.read_parquet(local.output), pd.read_parquet(dask.output)
     assert got["question_id"].tolist() == expected["question_id"].tolist()
     pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-6)
-    manifest = json.loads(dask.columns_path.read_text())
-    assert manifest == json.loads(local.columns_path.read_text())
+    assert dask.manifest == local.manifest == read_feature_manifest(dask.output)
     assert (dask.rows, dask.labelled) == (local.rows, local.labelled) == (ROWS, ROWS)
 
     # The workers did the embedding (fresh cache), on both worker processes, in 4 partitions,
@@ -70,11 +68,8 @@ def test_dask_features_equal_local_features_in_order_and_value(workdir: Path) ->
     assert dask.extra["partitions"] == -(-ROWS // PARTITION_ROWS)
     assert dask.extra["workers"] == 2
     assert all(loads == 1 for loads in dask.extra["model_loads"].values())
-    # Partition files are cleaned up; only the table and its manifest remain.
-    assert sorted(p.name for p in dask.output.parent.iterdir()) == [
-        "feature_columns.json",
-        "features.parquet",
-    ]
+    # Partition files are cleaned up; only the table remains (its manifest is inside it).
+    assert sorted(p.name for p in dask.output.parent.iterdir()) == ["features.parquet"]
 
 
 def test_unreachable_scheduler_is_a_clear_error(

@@ -345,7 +345,7 @@ def test_int8_model_serves_its_training_rows_and_refuses_an_fp32_bundle(
     import pandas as pd
 
     from financemath_mlops import runs
-    from financemath_mlops.features.build import ID_COLUMN, build_features, columns_path_for
+    from financemath_mlops.features.build import ID_COLUMN, build_features, read_feature_manifest
     from financemath_mlops.features.rows import FEATURE_COLUMNS
     from financemath_mlops.ingestion import ingest
     from financemath_mlops.model.predictor import Predictor
@@ -359,7 +359,7 @@ def test_int8_model_serves_its_training_rows_and_refuses_an_fp32_bundle(
     )
     ingest(settings)
     build_features(settings, show_progress=False)
-    manifest = json.loads(columns_path_for(settings.features_output).read_text())
+    manifest = read_feature_manifest(settings.features_output)
     assert manifest["embedding"]["precision"] == "int8"
     summary = train(settings)
     runs.configure(settings)

@@ -1,4 +1,5 @@
-"""The features stage on real files: output contract, embedding cache reuse, clear errors."""
+"""The features stage on real files: output contract, embedding cache reuse, clear errors, a
+manifest inside each table, and only ingested records (or rows the caller vouches for)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from financemath_mlops.features.build import (
-    COLUMNS_FILE,
-    FeatureError,
-    build_features,
-    read_features,
-)
+from financemath_mlops.cli import run_main
+from financemath_mlops.features.__main__ import main as features_main
+from financemath_mlops.features.build import FeatureError, build_features, read_features
 from financemath_mlops.features.rows import FEATURE_COLUMNS
 from financemath_mlops.ingestion import ingest
 from tests.conftest import pipeline_settings
@@ -66,15 +64,69 @@ def test_rerun_on_unchanged_input_reuses_cached_embeddings(built) -> None:
     pd.testing.assert_frame_equal(before, pd.read_parquet(settings.features_output))
 
 
-def test_feature_table_not_matching_its_columns_file_is_refused(built, tmp_path: Path) -> None:
+def with_manifest_of(source: Path, frame: pd.DataFrame, target: Path) -> Path:
+    """``frame`` written with the manifest ``source`` carries (as if built that way)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from financemath_mlops.features.build import MANIFEST_KEY
+
+    key = MANIFEST_KEY.encode()
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    with pq.ParquetWriter(target, table.schema) as writer:
+        writer.write_table(table)
+        writer.add_key_value_metadata({key: pq.ParquetFile(source).metadata.metadata[key]})
+    return target
+
+
+def test_feature_table_not_matching_its_manifest_is_refused(built, tmp_path: Path) -> None:
     settings, _ = built
-    frame = pd.read_parquet(settings.features_output).drop(columns=["tbl_num_mean"])
-    frame.to_parquet(tmp_path / "f.parquet")
-    (tmp_path / COLUMNS_FILE).write_text(
-        (settings.features_output.parent / COLUMNS_FILE).read_text()
+    frame = pd.read_parquet(settings.features_output)
+    dropped = with_manifest_of(
+        settings.features_output, frame.drop(columns=["tbl_num_mean"]), tmp_path / "f.parquet"
     )
     with pytest.raises(FeatureError, match=r"does not match .*missing \['tbl_num_mean'\]"):
-        read_features(tmp_path / "f.parquet")
+        read_features(dropped)
+    fewer = with_manifest_of(settings.features_output, frame.head(40), tmp_path / "g.parquet")
+    with pytest.raises(FeatureError, match="holds 40 rows but its manifest describes 80"):
+        read_features(fewer)
+    twice = pd.concat([frame.head(40), frame.head(40)]).head(80)
+    repeated = with_manifest_of(settings.features_output, twice, tmp_path / "h.parquet")
+    with pytest.raises(FeatureError, match="holds 40 question_ids more than once"):
+        read_features(repeated)  # training never meets them as a ValueError
+
+
+def test_two_tables_in_one_folder_each_describe_their_own_rows(
+    built, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 29: b built beside a used to overwrite the one `feature_columns.json` of the folder,
+    so training on a read b's embedding settings and b's records."""
+    settings, _ = built
+    other = tmp_path / "other" / "records.jsonl"
+    ingest(pipeline_settings(tmp_path, rows=30, seed=9, ingestion={"output": other}))
+    folder = tmp_path / "tables"
+    a, b = folder / "a.parquet", folder / "b.parquet"
+    for records, table in ((settings.ingestion_output, a), (other, b)):
+        argv = ["--input", str(records), "--output", str(table)]
+        assert run_main(features_main, argv) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    _, manifest_a = read_features(a)
+    _, manifest_b = read_features(b)
+    assert manifest_a["data"]["input"] == str(settings.ingestion_output)
+    assert manifest_b["data"]["input"] == str(other)
+    assert (manifest_a["rows"], manifest_b["rows"]) == (80, 30)
+
+    # A table from before manifests were inside: the folder's file is named, never trusted.
+    legacy = folder / "legacy.parquet"
+    pd.read_parquet(a).to_parquet(legacy)  # a rewrite by another tool drops the manifest too
+    (folder / "feature_columns.json").write_text(json.dumps(manifest_b))
+    with pytest.raises(FeatureError) as refused:
+        read_features(legacy)
+    assert str(legacy) in str(refused.value)
+    assert str(folder / "feature_columns.json") in str(refused.value)
+    assert "python -m financemath_mlops.features --output" in str(refused.value)
+    code = run_main(features_main, ["manifest", str(a)])
+    assert code == 0 and json.loads(capsys.readouterr().out) == manifest_a
 
 
 @pytest.mark.parametrize("content", [None, ""])
@@ -99,4 +151,60 @@ def test_input_that_is_not_ingested_records_is_refused(tmp_path: Path) -> None:
     source.write_text(json.dumps({"foo": 1}) + "\n")
     settings = pipeline_settings(tmp_path, features={"input": source})
     with pytest.raises(FeatureError, match="not an ingested record"):
-        build_features(settings, show_progress=False)
+        build_features(settings, show_progress=False, validated_elsewhere=True)
+
+
+def test_raw_rows_are_refused_unless_the_caller_vouches_for_them(
+    built, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 29: `features --input raw.jsonl` built labelled rows ingestion would reject (answers
+    as numeric strings) and the table said nothing of where they came from."""
+    settings, _ = built
+    rows = [json.loads(line) for line in settings.ingestion_output.read_text().splitlines()][:25]
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text("".join(json.dumps({**r, "ground_truth": str(r["ground_truth"])}) + "\n"
+                           for r in rows))  # fmt: skip
+    table = tmp_path / "raw.parquet"
+    argv = ["--input", str(raw), "--output", str(table)]
+    assert run_main(features_main, argv) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "raw.manifest.json") in err and "--validated-elsewhere" in err
+    assert "python -m financemath_mlops.ingestion --source local --path" in err
+    assert not table.exists()
+
+    assert run_main(features_main, [*argv, "--validated-elsewhere"]) == 0
+    assert "validated elsewhere (--validated-elsewhere)" in capsys.readouterr().out
+    _, manifest = read_features(table)
+    assert manifest["data"]["validated"] == "elsewhere"
+    assert manifest["data"]["input"] == str(raw)
+
+    # Ingested records edited afterwards are no longer what ingestion checked.
+    edited = tmp_path / "ingested" / settings.ingestion_output.name
+    ingest(pipeline_settings(tmp_path, rows=20, seed=5, ingestion={"output": edited}))
+    _, manifest = read_features(settings.features_output)
+    assert manifest["data"]["validated"] == "ingestion"
+    assert manifest["data"]["ingestion_manifest"] == str(
+        settings.ingestion_output.with_name("financemath.manifest.json")
+    )
+    assert manifest["data"]["source"] == "sample"
+    with edited.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(rows[0] | {"question_id": "added-later"}) + "\n")
+    assert run_main(features_main, ["--input", str(edited), "--output", str(table)]) == 2
+    err = capsys.readouterr().err
+    assert "changed since ingestion wrote" in err
+    assert str(edited.with_name("financemath.manifest.json")) in err
+
+
+def test_a_duplicated_id_is_refused_by_the_features_stage(
+    built, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 29: a duplicated id built a table, and training failed on it with a traceback."""
+    settings, _ = built
+    lines = settings.ingestion_output.read_text().splitlines()[:30]
+    raw = tmp_path / "dup.jsonl"
+    raw.write_text("\n".join([*lines, lines[3]]) + "\n")
+    argv = ["--input", str(raw), "--output", str(tmp_path / "dup.parquet")]
+    assert run_main(features_main, [*argv, "--validated-elsewhere"]) == 2
+    err = capsys.readouterr().err
+    assert f"question_id {json.loads(lines[3])['question_id']!r} appears more than once" in err
+    assert not (tmp_path / "dup.parquet").exists()

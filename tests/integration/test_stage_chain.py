@@ -4,6 +4,7 @@ model. Every stage must use the inputs and the model of its own chain, or refuse
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -107,3 +108,53 @@ def test_each_stage_uses_the_inputs_and_the_model_of_its_own_chain_or_refuses(
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def test_a_pointer_is_followed_only_into_the_store_it_names(
+    in_default_project: TrainedModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 29: trained with one store, then evaluation and promotion against another: they
+    followed `models:/...-sample/N` of the pointer into the other store's version N."""
+    trained = in_default_project  # its pointer names the session store; the env a copy of it
+    features = trained.features_path
+    here = runs.store_identity(f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
+    there = runs.read_trained_pointer(features)
+    assert there is not None and there.tracking_uri == runs.store_identity(trained.tracking_uri)
+    metrics = tmp_path / "metrics.json"
+    for main, argv in ((evaluation_main, ["--output", str(metrics)]), (promotion_main, [])):
+        code, _, err = stage(main, argv, capsys)
+        assert code == 2, err
+        assert here in err and there.tracking_uri in err and there.model_uri in err
+        assert "--tracking-uri" in err and "--model-uri" in err
+    assert not metrics.exists()
+
+    # The same store spelt relative to the working directory is the same store.
+    relative = Path(trained.tracking_uri.removeprefix("sqlite:///")).relative_to(trained.workdir)
+    assert runs.store_identity(f"sqlite:///{relative}") == there.tracking_uri
+
+    # The store it names, recreated: the version number now belongs to another run.
+    lone = tmp_path / "lone.parquet"
+    lone.write_bytes(features.read_bytes())
+    runs.write_trained_pointer(
+        lone, dataclasses.replace(there, run_id="0" * 32, tracking_uri=here)
+    )  # fmt: skip
+    code, _, err = stage(evaluation_main, ["--features", str(lone)], capsys)
+    assert code == 2
+    assert f"is now run {trained.run_id}, not run {'0' * 32}" in err and "recreated" in err
+
+
+def test_features_beside_a_given_model_is_refused_not_ignored(
+    in_default_project: TrainedModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 29: `evaluation --model-uri M --features new.parquet` scored M's own holdout rows
+    and said nothing of the table."""
+    trained = in_default_project
+    model = f"models:/{trained.model_name}/{trained.version}"
+    metrics = tmp_path / "metrics.json"
+    argv = ["--model-uri", model, "--features", str(trained.features_path)]
+    for main, extra in ((evaluation_main, ["--output", str(metrics)]), (promotion_main, [])):
+        code, _, err = stage(main, [*argv, *extra], capsys)
+        assert code == 2
+        assert "--features" in err and "would be ignored" in err and model in err
+        assert "Drop --features" in err and "drop --model-uri" in err
+    assert not metrics.exists()

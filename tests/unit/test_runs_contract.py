@@ -40,8 +40,9 @@ def test_the_challenger_is_what_training_registered_from_the_given_table(tmp_pat
     with pytest.raises(runs.TrackingError, match="pass --model-uri"):
         runs.challenger_uri(settings)  # nothing trained on it: no guess
     pointer = runs.TrainedPointer(
-        "run", "models:/m/4", "m", "4", str(features), file_sha256(features)
-    )
+        "run", "models:/m/4", "m", "4", str(features), file_sha256(features),
+        runs.store_identity(settings.mlflow.tracking_uri),
+    )  # fmt: skip
     runs.write_trained_pointer(features, pointer)
     assert runs.trained_pointer_path(features) == tmp_path / "features.trained.json"
     assert runs.challenger_uri(settings) == "models:/m/4"

@@ -24,6 +24,9 @@ examples:
   python -m financemath_mlops.evaluation report --input validation.json   # docs/model-card.md
 
 Scores only the holdout rows recorded in the model's own run; writes data/processed/metrics.json.
+--features picks the model training registered from that table, in the store the pointer
+(<features>.trained.json) names: another --tracking-uri is refused (exit 2), and so is
+--features beside --model-uri (a model is never scored on a table it may have trained on).
 Promotion (python -m financemath_mlops.promotion): the challenger becomes champion only if it
 beats the champion on the promotion metric over rows neither model trained on.
 """
@@ -77,12 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     evaluation("--output", type=Path, help="metrics JSON (default data/processed/metrics.json)")
     setting_flags(parser, "mlflow")("--tracking-uri", help="MLflow tracking URI")
     setting_flags(parser, "training")(
-        "--features", type=Path, help="the feature table training read (default: features output)"
-    )
-    _, settings = parse_stage_args(parser, argv)
+        "--features", type=Path,
+        help="evaluate the model training registered from this table (default: features "
+        "output); not with --model-uri",
+    )  # fmt: skip
+    args, settings = parse_stage_args(parser, argv)
     from financemath_mlops import runs
     from financemath_mlops.evaluation.evaluate import evaluate, report_table
 
+    runs.refuse_ignored_features(getattr(args, "training.features"), settings, "evaluation")
     runs.check_reachable(settings)  # a dead tracking server: exit 2 in seconds, before the work
 
     report = evaluate(settings)

@@ -41,12 +41,20 @@ def score(predictions: np.ndarray, truths: np.ndarray, topics: list[str]) -> dic
 
 
 def evaluate(settings: Settings, model_uri: str | None = None) -> dict[str, Any]:
-    """Score the model on its run's holdout rows, write metrics.json, log to the run."""
+    """Score the model on its run's holdout rows, write metrics.json, log to the run.
+
+    ``model_uri`` (the flow's: what it just trained), else evaluation.model_uri, else the model
+    training registered from training.features in this store (:func:`runs.resolve_challenger`).
+    """
     started = time.perf_counter()
     runs.configure(settings)
-    uri = model_uri or runs.challenger_uri(settings)
-    ref = runs.resolve(uri)
-    assert ref.run_id is not None
+    ref = runs.resolve(model_uri) if model_uri else runs.resolve_challenger(settings)
+    uri = model_uri or settings.evaluation.model_uri or ref.uri
+    if ref.run_id is None:
+        raise runs.TrackingError(
+            f"{uri} is a model folder that names no MLflow run: evaluation scores the holdout "
+            "rows recorded in the model's run; pass its models:/ or runs:/ URI"
+        )
     data = runs.load_run_data_in_tmp(ref.run_id)
     truths = np.array([float(r["ground_truth"]) for r in data.holdout])
     topics = [str(r["topic"]) for r in data.holdout]

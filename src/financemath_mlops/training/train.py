@@ -224,6 +224,7 @@ def train(settings: Settings) -> TrainingSummary:
         version=logged.version,
         features=str(settings.training_features),
         features_sha256=features_sha256,
+        tracking_uri=runs.store_identity(tracking_uri),
     )
     runs.write_trained_pointer(settings.training_features, pointer)
     summary = TrainingSummary(
@@ -267,6 +268,7 @@ def _params(settings: Settings, manifest: dict[str, Any]) -> dict[str, Any]:
         "data.split": data.get("split"),
         "data.revision": data.get("revision"),
         "data.version": data_version(data),
+        "data.validated": data.get("validated"),  # by ingestion, or elsewhere (the user said so)
     }
     params.update({f"lightgbm.{k}": v for k, v in cfg.lightgbm.items()})
     return params

@@ -1,0 +1,101 @@
+"""Which records a feature table is built from, and whether the features stage may trust them.
+
+Ingestion publishes its records, rejects and manifest as one set; the manifest
+(`<records>.manifest.json`) names the records' source and sha256. The features stage builds only
+from such records: the manifest beside them must list the file with the sha256 of its bytes.
+Anything else (raw rows, a file edited after ingestion) is refused, naming the manifest it
+expected, unless the caller says the rows were validated by other means (``--validated-elsewhere``);
+the table's manifest records which of the two it was, so training and the run say it too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from financemath_mlops.atomic import file_sha256
+from financemath_mlops.errors import StageError
+
+log = logging.getLogger(__name__)
+
+VALIDATED_ELSEWHERE_FLAG = "--validated-elsewhere"
+SOURCE_FIELDS = ("source", "dataset_id", "split", "revision")
+
+
+class FeatureError(StageError):
+    """Bad input for the features stage; nothing is written."""
+
+
+def records_provenance(source: Path, validated_elsewhere: bool) -> tuple[Path, dict[str, Any]]:
+    """(the file to read, the ``data`` section of the table's manifest) for the given records.
+
+    Ingestion's output is a symlink into its current set: it is resolved once, and the records
+    read, the checksum and the manifest all come from that one set, even if ingestion publishes
+    another meanwhile.
+    """
+    from financemath_mlops.ingestion.run import manifest_path_for
+
+    published = Path(source).resolve()
+    expected = manifest_path_for(Path(source))  # the name the user sees beside their records
+    sha256 = file_sha256(published)
+    exact = {"input": str(source), "input_sha256": sha256}
+    ingested, problem = _ingestion_source(
+        manifest_path_for(published), expected, published.name, sha256
+    )
+    if problem is None:
+        meta = {**_first_record_meta(published), **ingested}
+        return published, {
+            **meta, **exact, "validated": "ingestion", "ingestion_manifest": str(expected)
+        }  # fmt: skip
+    if not validated_elsewhere:
+        raise FeatureError(
+            f"{source} is not a set of records ingestion vouched for: {problem}. "
+            "The features stage builds only from ingested records: run `python -m "
+            f"financemath_mlops.ingestion --source local --path {source} --output RECORDS.jsonl` "
+            f"and pass --input RECORDS.jsonl, or pass {VALIDATED_ELSEWHERE_FLAG} if these rows "
+            "were validated by other means. Nothing was written."
+        )
+    log.warning(
+        "%s: %s; building anyway (%s): the table records that its rows were validated "
+        "elsewhere", source, problem, VALIDATED_ELSEWHERE_FLAG,
+    )  # fmt: skip
+    return published, {**_first_record_meta(published), **exact, "validated": "elsewhere"}
+
+
+def _ingestion_source(
+    manifest: Path, shown: Path, name: str, sha256: str
+) -> tuple[dict[str, Any], str | None]:
+    """(the source ingestion recorded, None) when ``manifest`` vouches for the file ``name`` with
+    this sha256; else ({}, what is wrong, naming the manifest as ``shown``)."""
+    if not manifest.is_file():
+        return {}, f"there is no ingestion manifest {shown} beside it"
+    try:
+        body = json.loads(manifest.read_text(encoding="utf-8"))
+        recorded = body["files"][name]["sha256"]
+        source = body.get("source") or {}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        return {}, f"its ingestion manifest {shown} does not vouch for {name} ({reason})"
+    if recorded != sha256:
+        return {}, (
+            f"it changed since ingestion wrote {shown} (sha256 {sha256[:12]}..., the manifest "
+            f"records {str(recorded)[:12]}...)"
+        )
+    return {k: source.get(k) for k in SOURCE_FIELDS}, None
+
+
+def _first_record_meta(path: Path) -> dict[str, Any]:
+    """What the first record says about its origin (ingestion stamps every record)."""
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    return {}  # the features stage reports the bad line itself
+                meta = dict(row.get("meta") or {}) if isinstance(row, dict) else {}
+                meta.pop("ingested_at", None)
+                return meta
+    return {}
