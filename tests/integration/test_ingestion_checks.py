@@ -202,7 +202,7 @@ def test_a_miscased_column_is_reported_with_the_closest_real_name(
     code, out, _ = ingest(capsys, "--path", "rows.json")
     assert code == 0
     assert "labelled: 3 of 4 rows have ground_truth" in out
-    assert "'Ground_Truth' (1 rows; did you mean ground_truth?)" in out
+    assert "'Ground_Truth' (1 row; did you mean ground_truth?)" in out
     assert "no row has ground_truth" not in out
 
 

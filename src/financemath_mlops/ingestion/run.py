@@ -90,8 +90,9 @@ class IngestionSummary:
             notes.append(note)
         if self.unknown_topics:
             listed = ", ".join(_topic_note(t, n) for t, n in sorted(self.unknown_topics.items()))
+            rows = sum(self.unknown_topics.values())
             notes.append(
-                f"{sum(self.unknown_topics.values())} rows have a topic that is none of "
+                f"{_rows(rows)} {'has' if rows == 1 else 'have'} a topic that is none of "
                 f"FinanceMath's 7 (features score them as topic_other): {listed}"
             )
         return notes
@@ -99,12 +100,16 @@ class IngestionSummary:
 
 def _column_note(column: str, rows: int) -> str:
     hint = closest_column(column)
-    return f"{column!r} ({rows} rows" + (f"; did you mean {hint}?)" if hint else ")")
+    return f"{column!r} ({_rows(rows)}" + (f"; did you mean {hint}?)" if hint else ")")
 
 
 def _topic_note(topic: str, rows: int) -> str:
     hint = closest_topic(topic)
-    return f"{topic[:60]!r} ({rows} rows" + (f"; closest: {hint!r})" if hint else ")")
+    return f"{topic[:60]!r} ({_rows(rows)}" + (f"; closest: {hint!r})" if hint else ")")
+
+
+def _rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
 
 
 def manifest_path_for(output: Path) -> Path:
