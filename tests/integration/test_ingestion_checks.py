@@ -217,3 +217,16 @@ def test_a_labelled_file_reports_its_labels_and_no_warning(
     manifest = json.loads(MANIFEST.read_text())
     assert manifest["counts"] == {"read": 5, "written": 5, "rejected": 0, "labelled": 5}
     assert manifest["unknown_columns"] == {}
+
+
+def test_many_unknown_topics_are_listed_commonest_first_and_capped(
+    isolated_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [dict(make_rows(1)[0], question_id=f"u-{i}", topic=f"Topic {i % 12}") for i in range(13)]
+    write_json(Path("rows.json"), rows)
+    code, out, _ = ingest(capsys, "--path", "rows.json")
+    assert code == 0
+    (note,) = [line for line in out.splitlines() if "none of FinanceMath's 7" in line]
+    assert "13 rows have a topic" in note
+    assert ": 'Topic 0' (2 rows)" in note and note.endswith(", and 2 more (see the manifest)")
+    assert len(json.loads(MANIFEST.read_text())["unknown_topics"]) == 12

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,7 +80,7 @@ class IngestionSummary:
         """What the user should look at before training on this output (also logged)."""
         notes = []
         if self.unknown_columns:
-            listed = ", ".join(_column_note(c, n) for c, n in self.unknown_columns.items())
+            listed = _first(_column_note(c, n) for c, n in self.unknown_columns.items())
             notes.append(f"columns no stage reads (kept out of the output): {listed}")
         if self.written and not self.labelled:
             note = f"no row has {LABEL_COLUMN} (the label column): these rows can be scored, "
@@ -89,7 +90,8 @@ class IngestionSummary:
                 note += f"; if {names} holds the answers, rename it to {LABEL_COLUMN}"
             notes.append(note)
         if self.unknown_topics:
-            listed = ", ".join(_topic_note(t, n) for t, n in sorted(self.unknown_topics.items()))
+            by_rows = sorted(self.unknown_topics.items(), key=lambda item: (-item[1], item[0]))
+            listed = _first(_topic_note(t, n) for t, n in by_rows)
             rows = sum(self.unknown_topics.values())
             notes.append(
                 f"{_rows(rows)} {'has' if rows == 1 else 'have'} a topic that is none of "
@@ -106,6 +108,13 @@ def _column_note(column: str, rows: int) -> str:
 def _topic_note(topic: str, rows: int) -> str:
     hint = closest_topic(topic)
     return f"{topic[:60]!r} ({_rows(rows)}" + (f"; closest: {hint!r})" if hint else ")")
+
+
+def _first(notes: Iterable[str], limit: int = 10) -> str:
+    """At most ``limit`` notes on one line, then how many more (the manifest lists them all)."""
+    notes = list(notes)
+    more = f", and {len(notes) - limit} more (see the manifest)" if len(notes) > limit else ""
+    return ", ".join(notes[:limit]) + more
 
 
 def _rows(n: int) -> str:
