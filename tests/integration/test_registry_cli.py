@@ -92,6 +92,9 @@ def test_export_refuses_a_folder_holding_other_files_and_keeps_them(
 
     assert registry_cli(registry, "export", "--to", str(folder), "--force") == 0
     assert (folder / "MLmodel").is_file() and not (folder / "notes.txt").exists()
+    assert registry_cli(registry, "export", "--to", str(a_file), "--force") == 0
+    assert (a_file / "MLmodel").is_file()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # nor old copies
 
 
 def test_export_replaces_its_own_earlier_export_whole(registry: str, tmp_path: Path, capsys):

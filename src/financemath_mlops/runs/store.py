@@ -356,7 +356,8 @@ def check_export_target(dst: Path, force: bool = False) -> None:
         entries = sorted(p.name for p in dst.iterdir())
         if not entries or exported_model_folder(dst):
             return
-        what = f"a folder holding {len(entries)} entries ({', '.join(entries[:3])}"
+        count = f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"
+        what = f"a folder holding {count} ({', '.join(entries[:3])}"
         what += ", ...)" if len(entries) > 3 else ")"
         what += " that is not a model folder exported before (no MLmodel and " + REGISTERED_META
         what += ")"
@@ -397,10 +398,13 @@ def export_model(uri: str, dst: Path, force: bool = False) -> ModelRef:
                 f"model_name: {ref.name}\nmodel_version: '{ref.version}'\n", encoding="utf-8"
             )
         old = dst.parent / f".{dst.name}.old-{os.getpid()}"
-        if dst.exists():
+        if dst.exists() or dst.is_symlink():
             os.replace(dst, old)
         os.replace(staging, dst)
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_symlink() or old.is_file():  # replaced with --force: a link or a file
+            old.unlink()
+        else:
+            shutil.rmtree(old, ignore_errors=True)
     except Exception as exc:
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(exc, TrackingError):
