@@ -86,7 +86,8 @@ class FeatureSummary:
                 f"  records:    {data['input']}, {vouched}",
                 f"  manifest:   inside the table (`{MANIFEST_COMMAND} {self.output}`)",
                 f"  embeddings: {self.embedding['backend']} {self.embedding['model_id']} "
-                f"({self.embedding['source']}, revision {self.embedding['revision']}); "
+                f"({self.embedding['source']}, revision {self.embedding['revision']}, "
+                f"max_length {self.embedding['max_length']}); "
                 f"cache hits {self.cache_hits}, computed {self.cache_misses}",
             ]
         )
