@@ -45,6 +45,11 @@ def records_provenance(source: Path, validated_elsewhere: bool) -> tuple[Path, d
         manifest_path_for(published), expected, published.name, sha256
     )
     if problem is None:
+        if validated_elsewhere:
+            log.info(
+                "%s not needed: ingestion vouches for %s (%s); the table says so",
+                VALIDATED_ELSEWHERE_FLAG, source, expected,
+            )  # fmt: skip
         meta = {**_first_record_meta(published), **ingested}
         return published, {
             **meta, **exact, "validated": "ingestion", "ingestion_manifest": str(expected)
