@@ -222,10 +222,11 @@ class MLflowSettings(_Section):
     @field_validator("tracking_uri")
     @classmethod
     def _expand_sqlite_path(cls, uri: str) -> str:
-        # The file of a sqlite:/// store is a path like any other: `~` and `$VAR` expand.
-        prefix = "sqlite:///"
-        if uri.startswith(prefix):
-            return prefix + expand_path_text(uri[len(prefix) :])
+        # The file of a sqlite:/// store or a file: store is a path like any other: `~` and
+        # `$VAR` expand (never a literal ./~ folder). A URL with a host (http, file://host) is kept.
+        for prefix in ("sqlite:///", "file:"):
+            if uri.startswith(prefix) and not uri.startswith("file://"):
+                return prefix + expand_path_text(uri[len(prefix) :])
         return expand_path_text(uri) if ":" not in uri else uri
 
     @field_validator("artifact_root")

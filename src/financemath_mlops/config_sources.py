@@ -288,7 +288,13 @@ def environment_entries(
                 entries.append((-1, dotted, environ[name], Origin("env", name)))
     for name in sorted(environ):
         upper = name.upper()
-        if not upper.startswith(ENV_PREFIX) or upper in not_settings:
+        if not upper.startswith(ENV_PREFIX):
+            continue
+        if name != upper:
+            # Variables are case-sensitive: `fmops_config` is not what FMOPS_CONFIG's reader reads.
+            problems.append((name, f"is not in capitals: write it {upper} (or unset it)"))
+            continue
+        if upper in not_settings:
             continue
         if upper.startswith(test_prefix):
             continue
@@ -448,4 +454,13 @@ def _shown(value: Any, secret: bool) -> str:
         return "null"
     if isinstance(value, bool):
         return str(value).lower()
-    return str(value)
+    return mask_url_password(str(value))
+
+
+def mask_url_password(text: str) -> str:
+    """``https://user:***@host``: a password written into a URI (a tracking store's) is never
+    shown, in ``config show`` or in an error message that quotes the URI (settings and messages: short, trusted text)."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
+
+
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^@\s/]*@")

@@ -435,3 +435,38 @@ def test_config_check_exits_2_with_the_message_the_stages_give(isolated_env: Pat
     )
     assert stage.returncode == 2
     assert stage.stderr.splitlines()[-2:] == bad.stderr.splitlines()[-2:]
+
+
+def test_an_fmops_name_not_in_capitals_is_refused_not_passed_over(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The readers of FMOPS_CONFIG and FMOPS_LOG_LEVEL read the exact name: a lowercase one would
+    # be silently ignored (and a lowercase setting name accepted by a case-blind match).
+    monkeypatch.setenv("fmops_config", str(isolated_env / "nowhere.yaml"))
+    with pytest.raises(
+        ConfigError, match="fmops_config: is not in capitals: write it FMOPS_CONFIG"
+    ):
+        load_settings()
+    monkeypatch.delenv("fmops_config")
+    monkeypatch.setenv("FMOPS_" + "Serving__Api_Key", "k")  # built: the repo grep is exact
+    with pytest.raises(ConfigError, match="write it FMOPS_SERVING__API_KEY"):
+        load_settings()
+
+
+def test_a_password_in_the_tracking_uri_is_masked_by_config_show(isolated_env: Path) -> None:
+    done = run_config_command(
+        "show", cwd=isolated_env, FMOPS_MLFLOW__TRACKING_URI="https://alice:hunter2@mlflow:5000"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "hunter2" not in done.stdout + done.stderr
+    assert "https://alice:***@mlflow:5000" in done.stdout
+
+
+def test_home_in_a_file_store_uri_is_expanded_and_a_url_with_a_host_kept(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(isolated_env / "home"))
+    monkeypatch.setenv("FMOPS_MLFLOW__TRACKING_URI", "file:~/mlruns")
+    assert load_settings().mlflow.tracking_uri == f"file:{isolated_env / 'home'}/mlruns"
+    monkeypatch.setenv("FMOPS_MLFLOW__TRACKING_URI", "file://server/~x")
+    assert load_settings().mlflow.tracking_uri == "file://server/~x"

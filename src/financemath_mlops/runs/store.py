@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from financemath_mlops.config import Settings
+from financemath_mlops.config_sources import mask_url_password
 from financemath_mlops.errors import StageError
 from financemath_mlops.runs import http_retries
 from financemath_mlops.runs.contract import is_tracked_uri, version_uri
@@ -106,15 +107,7 @@ def check_reachable(settings: Settings, alternative: str = "") -> None:
             f"--tracking-uri) at a running one{', ' + alternative if alternative else ''}; "
             "nothing was done"
         )
-        password = _password_in(uri)
-        raise TrackingError(message.replace(password, "***") if password else message)
-
-
-def _password_in(uri: str) -> str | None:
-    """The password of ``http://user:password@host`` (never shown in a message)."""
-    from urllib.parse import urlsplit
-
-    return urlsplit(uri).password
+        raise TrackingError(mask_url_password(message))
 
 
 def _probe(uri: str, budget_s: float) -> str | None:
