@@ -145,3 +145,51 @@ def test_a_password_in_the_uri_is_not_shown(mlflow_http_env: pytest.MonkeyPatch)
         runs.check_reachable(http_settings(uri))
     assert "s3cret-pw" not in str(refused.value)
     assert f"http://ops:***@127.0.0.1:{port}" in str(refused.value)
+
+
+def test_the_probe_honours_mlflows_tls_settings(
+    tmp_path: Path, mlflow_http_env: pytest.MonkeyPatch
+) -> None:
+    # A store behind a private CA: MLflow reaches it with MLFLOW_TRACKING_SERVER_CERT_PATH (or
+    # INSECURE_TLS), so the probe must too, and must still refuse it without them.
+    import ssl
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    import subprocess
+
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+         "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
+         "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"https://127.0.0.1:{server.server_address[1]}"
+    try:
+        mlflow_http_env.delenv("MLFLOW_TRACKING_SERVER_CERT_PATH", raising=False)
+        mlflow_http_env.delenv("MLFLOW_TRACKING_INSECURE_TLS", raising=False)
+        with pytest.raises(runs.TrackingError, match="SSLError"):
+            runs.check_reachable(http_settings(uri))
+        mlflow_http_env.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(cert))
+        runs.check_reachable(http_settings(uri))
+        mlflow_http_env.delenv("MLFLOW_TRACKING_SERVER_CERT_PATH")
+        mlflow_http_env.setenv("MLFLOW_TRACKING_INSECURE_TLS", "true")
+        runs.check_reachable(http_settings(uri))
+    finally:
+        server.shutdown()
+        server.server_close()

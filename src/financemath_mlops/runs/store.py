@@ -129,7 +129,9 @@ def _probe(uri: str, budget_s: float) -> str | None:
         if problem is not None:
             return problem
     try:
-        answer = requests.get(health, timeout=max(0.1, deadline - time.monotonic()))
+        answer = requests.get(
+            health, timeout=max(0.1, deadline - time.monotonic()), **_mlflow_tls_options()
+        )
     except requests.exceptions.Timeout:
         return f"no answer to GET {health} within {budget_s:.0f} s"
     except requests.exceptions.RequestException as exc:
@@ -137,6 +139,19 @@ def _probe(uri: str, budget_s: float) -> str | None:
     if answer.status_code >= 500:
         return f"GET {health} answered {answer.status_code} {answer.reason}"
     return None
+
+
+def _mlflow_tls_options() -> dict[str, Any]:
+    """The TLS settings MLflow's own client honours (a private CA, mTLS, insecure on purpose), so
+    the probe never refuses a store that MLflow itself can use."""
+    options: dict[str, Any] = {}
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        options["verify"] = False
+    elif cert := os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"):
+        options["verify"] = cert
+    if client_cert := os.environ.get("MLFLOW_TRACKING_CLIENT_CERT_PATH"):
+        options["cert"] = client_cert
+    return options
 
 
 def _connect(host: str, port: int, deadline: float, budget_s: float) -> str | None:
