@@ -1,18 +1,34 @@
 # financemath-mlops: the two commands a newcomer needs are `make run` and `make test`.
-# Both create ./.venv and install what they need on first use (offline-friendly: PyPI only).
+# Both create ./.venv and install what they need on first use, with uv, from the hashed locks.
 
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PIP := $(PY) -m pip
-STAMP := $(VENV)/.installed
-# torch is installed first, pinned, so nothing pulls a multi-GB CUDA build. Elsewhere use the
-# CPU wheel index: make TORCH_INDEX=--extra-index-url=https://download.pytorch.org/whl/cpu
+# Each command installs the set it needs (scripts/install.sh: uv, from the hashed lock
+# requirements/<set>.txt, after torch): `make run` the pipeline set, `make test` and every test-*
+# target the dev set. One stamp per set; the sets nest with the same pins (serving < pipeline <
+# dev, tests/unit/test_requirements_lock.py), so installing one stamps those inside it, and
+# `make run` then `make test` adds only the difference.
+INSTALLED = $(VENV)/.installed-$(1)
+SETS_IN_serving := serving
+SETS_IN_pipeline := serving pipeline
+SETS_IN_dev := serving pipeline dev
+SETS_IN_lint := lint
+PIPELINE_SET := $(call INSTALLED,pipeline)
+DEV_SET := $(call INSTALLED,dev)
+# torch is installed first, pinned, as its CPU build (uv asks for $(TORCH_SPEC)+cpu), from where
+# pip takes it (pip's find-links / index settings, passed to uv). Where pip has no CPU wheel:
+# make TORCH_INDEX=--extra-index-url=https://download.pytorch.org/whl/cpu
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
-# The install set: requirements/$(EXTRAS).txt, the hashed lock of that extra (dev, pipeline, serving).
+# uv, or pip to install without it (scripts/install.sh falls back to pip when uv cannot be had).
+INSTALLER ?= auto
+# `make install` installs the set EXTRAS names: dev (the default), pipeline or serving.
 EXTRAS ?= dev
-LOCK := requirements/$(EXTRAS).txt
+# uv in its own venv, a per-user tool cache keyed by the hash of its pins (made on first use).
+UV_VENV ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/financemath-mlops/uv-$(shell sha256sum requirements/uv-tool.txt | cut -c1-12)
+INSTALL := VENV=$(VENV) UV_VENV=$(UV_VENV) INSTALLER=$(INSTALLER) TORCH_SPEC="$(TORCH_SPEC)" \
+	TORCH_INDEX="$(TORCH_INDEX)" bash scripts/install.sh
 
 # Main job settings: `make run SOURCE=hf` or `make run SOURCE=local INPUT=path/to/validation.json`
 SOURCE ?= sample
@@ -33,20 +49,15 @@ help:
 	@echo "make lock   - re-resolve the hashed locks requirements/*.txt from pyproject.toml (needs PyPI)"
 	@echo "make clean  - remove generated data, mlruns, caches and reports (keeps .venv)"
 
-# torch first, without its dependencies (the lock has them, hashed; the serving set has no torch),
-# then the lock with every file's hash checked and nothing outside it fetched, then the project.
-$(STAMP): pyproject.toml $(LOCK)
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(if $(filter serving,$(EXTRAS)),,$(PIP) install -q $(TORCH_INDEX) --no-deps "$(TORCH_SPEC)")
-	$(PIP) install -q --require-hashes --no-deps -r $(LOCK)
-	$(PIP) install -q --no-deps -e .
-	$(PIP) check
-	touch $(STAMP)
+# torch first (CPU build, --no-deps), then the lock with every file's hash checked and nothing
+# outside it fetched (--require-hashes --no-deps, never `sync`), then the project: scripts/install.sh.
+$(VENV)/.installed-%: pyproject.toml requirements/%.txt scripts/install.sh scripts/uv_pip.py
+	$(INSTALL) $*
+	touch $(addprefix $(VENV)/.installed-,$(SETS_IN_$*))
 
-install: $(STAMP)
+install: $(call INSTALLED,$(EXTRAS))
 
-run: $(STAMP)
+run: $(PIPELINE_SET)
 	$(PY) -m financemath_mlops.flows --source $(SOURCE) --rows $(ROWS) $(if $(INPUT),--path $(INPUT)) $(RUN_ARGS)
 
 # ruff, then the deployment files offline (hadolint, docker-compose config, check-jsonschema,
@@ -57,7 +68,7 @@ run: $(STAMP)
 tools:
 	bash scripts/system_tools.sh test
 
-lint: $(STAMP) tools
+lint: $(DEV_SET) tools
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	VENV_BIN=$(VENV)/bin bash scripts/check_offline.sh
@@ -67,31 +78,31 @@ test: lint
 
 # The operator's loop end to end (drifted traffic -> alert delivered -> retraining run created),
 # with real Prefect, Prometheus and Alertmanager processes: minutes, so not part of `make test`.
-test-loop: $(STAMP) tools
+test-loop: $(DEV_SET) tools
 	$(VENV)/bin/pytest -m loop tests/integration/test_operator_loop.py -s
 
 # Every page a user opens (/docs, /redoc, an Evidently report, the MLflow UI) in Debian's headless
 # Chromium, checking that no request leaves the host: about a minute, so not in `make test`.
-test-browser: $(STAMP)
+test-browser: $(DEV_SET)
 	bash scripts/system_tools.sh browser
 	$(VENV)/bin/pytest -m browser tests/browser -p no:cacheprovider
 
 # The committed docs/model-card.md is what the evaluation report (repeated nested CV) computes
 # from the real validation file beside the checkout (../shared/data/financemath/validation.json);
 # skipped, saying so, when that file is absent. Regenerate the card: docs/model-card.md says how.
-test-card: $(STAMP)
+test-card: $(DEV_SET)
 	FMOPS_TEST_CARD=1 $(VENV)/bin/pytest tests/model/test_model_card.py -q -p no:cacheprovider
 
 # The team stores against real servers: MLflow on a throwaway PostgreSQL with S3 artefacts (moto),
 # two trainers at once, a store of the previous MLflow minor version upgraded, a DVC round trip.
 # Minutes, and DVC / the previous MLflow install into their own tool venvs on first use.
-test-team-stores: $(STAMP) tools
+test-team-stores: $(DEV_SET) tools
 	FMOPS_TEST_TEAM_STORES=1 $(VENV)/bin/pytest -p no:cacheprovider tests/integration/test_team_stores.py \
 	  tests/integration/test_team_stores_dvc.py tests/integration/test_team_stores_upgrade.py
 
 # Build both images and run them as production would (docker, else podman configured by
 # docker/podman/; air-gapped: a Python base from Debian packages). scripts/test_images.sh.
-test-images: $(STAMP)
+test-images: $(DEV_SET)
 	VENV_BIN=$(VENV)/bin bash scripts/test_images.sh
 
 # The hashed locks, one per install set, resolved by uv (requirements/uv-tool.txt) for CPython 3.11
@@ -102,15 +113,12 @@ test-images: $(STAMP)
 # Needs PyPI, and torch's CPU wheel from pip's find-links or PyTorch's CPU index; installs do not.
 TORCH_FIND_LINKS ?= $(or $(PIP_FIND_LINKS),https://download.pytorch.org/whl/cpu/torch/)
 LOCK_ARGS ?=
-# uv in its own venv, a per-user tool cache keyed by the hash of its pins (made on first use).
-UV_VENV ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/financemath-mlops/uv-$(shell sha256sum requirements/uv-tool.txt | cut -c1-12)
 UV_COMPILE = $(UV_VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 \
 	--python-platform x86_64-manylinux_2_36 --custom-compile-command "make lock" \
 	--find-links $(TORCH_FIND_LINKS) -c <(echo "$(TORCH_SPEC)+cpu") --no-emit-package torch $(LOCK_ARGS)
 
 lock:
-	test -x $(UV_VENV)/bin/uv || { python3 -m venv --clear $(UV_VENV) \
-	  && $(UV_VENV)/bin/pip install -q --require-hashes --no-deps -r requirements/uv-tool.txt; }
+	INSTALLER=uv UV_VENV=$(UV_VENV) bash scripts/install.sh uv
 	$(UV_COMPILE) pyproject.toml --extra dev -o requirements/dev.txt
 	$(UV_COMPILE) pyproject.toml --extra pipeline -c requirements/dev.txt -o requirements/pipeline.txt
 	$(UV_COMPILE) pyproject.toml --extra serving -c requirements/dev.txt -o requirements/serving.txt

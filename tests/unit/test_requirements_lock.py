@@ -1,10 +1,11 @@
 """The hashed locks (requirements/<set>.txt, written by `make lock`) cover what they install.
 
-Every installer (Makefile, both Dockerfiles, CI) runs `pip install --require-hashes --no-deps -r
-requirements/<set>.txt` after torch (itself `--no-deps`, from the CPU build): with `--no-deps`
-nothing the lock misses is ever fetched, so a lock that lacks one distribution of its extra's
-closure breaks at import time, not at install. These tests walk that closure over the installed
-metadata of the dev venv (which `make install` builds from requirements/dev.txt), offline.
+Every installer runs `install --require-hashes --no-deps -r requirements/<set>.txt` after torch
+(itself `--no-deps`, the CPU build): uv through scripts/install.sh for `make` and CI (pip when uv
+cannot be had), pip in both Dockerfiles. With `--no-deps` nothing the lock misses is ever
+fetched, so a lock that lacks one distribution of its extra's closure breaks at import time, not
+at install. These tests walk that closure over the installed
+metadata of the dev venv (which `make test` builds from requirements/dev.txt), offline.
 """
 
 from __future__ import annotations
@@ -190,40 +191,107 @@ def test_images_install_their_lock_with_hashes_before_the_source() -> None:
             assert "--no-deps" in torch, "torch's dependencies come from the lock, hashed"
 
 
-def test_make_install_uses_the_dev_lock_with_hashes_after_torch() -> None:
+def makefile_rule(makefile: str, target: str) -> str:
+    """The rule of ``target`` (its prerequisites line and recipe), up to the next blank line."""
+    return makefile.split(f"\n{target}:", 1)[1].split("\n\n", 1)[0]
+
+
+def test_each_command_installs_its_set_and_a_set_stamps_only_the_sets_it_contains() -> None:
+    """`make run` the pipeline set, every target that runs pytest the dev set; a stamp per set."""
     makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
-    assert re.search(r"^EXTRAS \?= dev$", makefile, re.MULTILINE)
-    assert re.search(r"^LOCK := requirements/\$\(EXTRAS\)\.txt$", makefile, re.MULTILINE)
-    stamp = makefile.split("\n$(STAMP):", 1)[1].split("\n\n", 1)[0]
-    assert "$(LOCK)" in stamp.splitlines()[0]
-    lines = [line.strip() for line in stamp.splitlines()[1:]]
-    torch = next(i for i, line in enumerate(lines) if "$(TORCH_SPEC)" in line)
-    lock = next(i for i, line in enumerate(lines) if "-r $(LOCK)" in line)
-    assert torch < lock and "--no-deps" in lines[torch]
-    assert "--require-hashes" in lines[lock] and "--no-deps" in lines[lock]
-    assert any("--no-deps -e ." in line for line in lines[lock:])
-    assert "$(PIP) check" in lines
-
-
-def test_ci_installs_from_the_locks() -> None:
-    workflow = yaml.safe_load((REPO_ROOT / ".github" / "workflows" / "ci.yml").read_text())
-    runs = [step.get("run", "") for job in workflow["jobs"].values() for step in job["steps"]]
-    assert any("--require-hashes" in run and "-r requirements/lint.txt" in run for run in runs), (
-        "the lint job installs the linters from their lock"
+    assert re.search(r"^EXTRAS \?= dev$", makefile, re.MULTILINE)  # `make install`: the dev set
+    assert makefile_rule(makefile, "run").split("\n")[0].split() == ["$(PIPELINE_SET)"]
+    assert "PIPELINE_SET := $(call INSTALLED,pipeline)" in makefile
+    assert "DEV_SET := $(call INSTALLED,dev)" in makefile
+    for target in (
+        "lint",
+        "test-loop",
+        "test-browser",
+        "test-card",
+        "test-team-stores",
+        "test-images",
+    ):
+        assert "$(DEV_SET)" in makefile_rule(makefile, target).split("\n")[0], target
+    assert makefile_rule(makefile, "test").split("\n")[0].split() == ["lint"]
+    rule = makefile_rule(makefile, "$(VENV)/.installed-%")
+    prerequisites, *recipe = rule.splitlines()
+    assert {"pyproject.toml", "requirements/%.txt"} <= set(prerequisites.split())
+    assert recipe[0].strip() == "$(INSTALL) $*"
+    assert recipe[1].strip() == "touch $(addprefix $(VENV)/.installed-,$(SETS_IN_$*))"
+    assert re.search(
+        r"^INSTALL := [^\n]*\\\n[^\n]*bash scripts/install\.sh$", makefile, re.MULTILINE
     )
-    assert any(re.search(r"\bmake\b.*\btest\b", run) for run in runs)  # make install: dev.txt
-    caches = [
-        str(step.get("with", {}).get("cache-dependency-path", ""))
-        for job in workflow["jobs"].values()
-        for step in job["steps"]
-    ]
-    assert all("constraints.txt" not in cache for cache in caches)
-    assert any("requirements/dev.txt" in cache for cache in caches)
+    # A set's install stamps a smaller set only when its lock holds that set's pins, every one.
+    for outer in (*EXTRA_SETS, "lint"):
+        line = re.search(rf"^SETS_IN_{outer} := (.*)$", makefile, re.MULTILINE)
+        assert line, f"SETS_IN_{outer} is missing: `make` would stamp nothing after installing it"
+        inner_sets = line[1].split()
+        assert outer in inner_sets
+        outer_lock = read_lock(REQUIREMENTS / f"{outer}.txt")
+        for inner in inner_sets:
+            inner_lock = read_lock(REQUIREMENTS / f"{inner}.txt")
+            assert inner_lock.items() <= outer_lock.items(), f"{outer} does not contain {inner}"
+
+
+def install_steps(script: str, installer: str) -> list[str]:
+    """The commands of one installer's branch of scripts/install.sh, comments dropped."""
+    branches = script.split('\nif [ "$INSTALLER" = uv ]; then\n', 1)[1].split("\nfi\nsay ", 1)[0]
+    uv, pip = branches.split("\nelse\n", 1)
+    lines = (uv if installer == "uv" else pip).splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+
+
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_install_takes_torch_first_then_the_lock_with_hashes_then_the_project(
+    installer: str,
+) -> None:
+    script = (REPO_ROOT / "scripts" / "install.sh").read_text(encoding="utf-8")
+    assert "sync" not in script.replace("`uv pip sync`", ""), (
+        "never sync: the locks leave torch out"
+    )
+    assert re.search(r"^LOCK=requirements/\$SET\.txt$", script, re.MULTILINE)
+    steps = install_steps(script, installer)
+    run = "uv_install" if installer == "uv" else "pip_install"
+    torch = next(i for i, line in enumerate(steps) if "$TORCH_SPEC" in line)
+    lock = next(i for i, line in enumerate(steps) if '-r "$LOCK"' in line)
+    project = next(i for i, line in enumerate(steps) if "-e ." in line)
+    assert torch < lock < project
+    assert steps[torch].startswith(run) and "--no-deps" in steps[torch]
+    if installer == "uv":  # uv must ask for the CPU build by name: `torch==2.13.0` takes CUDA
+        assert '"$TORCH_SPEC+cpu"' in steps[torch]
+    assert steps[lock] == f'{run} --require-hashes --no-deps -r "$LOCK"'
+    assert steps[project] == f"{run} --no-deps -e ."
+    assert any(line.endswith("check") or " check " in line for line in steps[project:])
+    if installer == "uv":
+        definition = next(
+            line for line in script.splitlines() if line.lstrip().startswith("uv_install()")
+        )
+        assert 'scripts/uv_pip.py "$UV_VENV/bin/uv" install --python "$PY"' in definition
+
+
+def test_ci_installs_from_the_locks_with_uv_and_the_cpu_torch() -> None:
+    workflow = yaml.safe_load((REPO_ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    steps = [step for job in workflow["jobs"].values() for step in job["steps"]]
+    runs = [step.get("run", "") for step in steps]
+    assert any(re.search(r"bash scripts/install\.sh lint\b", run) for run in runs), (
+        "the lint job installs the linters from their lock, as `make` installs a set"
+    )
+    assert not any(re.search(r"\bpip install\b", run) for run in runs), (
+        "installs go through install.sh"
+    )
+    assert any(re.search(r"\bmake\b.*\btest\b", run) for run in runs)  # the dev set
+    assert (
+        workflow["env"]["TORCH_INDEX"] == "--extra-index-url=https://download.pytorch.org/whl/cpu"
+    )
+    assert workflow["env"]["INSTALLER"] == "uv", "CI fails rather than fall back to pip"
+    caches = [step for step in steps if str(step.get("uses", "")).startswith("actions/cache@")]
+    assert caches and all("requirements/" in step["with"]["key"] for step in caches)
+    assert all(step.get("with", {}).get("cache") != "pip" for step in steps)
 
 
 def test_make_lock_writes_every_lock_with_hashes_and_without_torch() -> None:
     makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
-    recipe = makefile.split("\nlock:", 1)[1].split("\n\n", 1)[0]
+    recipe = makefile_rule(makefile, "lock")
     for name in (*EXTRA_SETS, "lint"):
         assert f"-o requirements/{name}.txt" in recipe, name
     compile_command = re.search(r"^UV_COMPILE = ((?:.*\\\n)*.*)$", makefile, re.MULTILINE)
@@ -232,4 +300,8 @@ def test_make_lock_writes_every_lock_with_hashes_and_without_torch() -> None:
         assert option in compile_command[1], option
     uv = read_lock(REQUIREMENTS / "uv-tool.txt")
     assert list(uv) == ["uv"] and uv["uv"].sha256
-    assert "--require-hashes --no-deps -r requirements/uv-tool.txt" in recipe
+    assert "bash scripts/install.sh uv" in recipe  # the one bootstrap of uv, which installs use too
+    script = (REPO_ROOT / "scripts" / "install.sh").read_text(encoding="utf-8")
+    bootstrap = script.split("bootstrap_uv() {", 1)[1].split("\n}\n", 1)[0]
+    assert "pip install -q --disable-pip-version-check --require-hashes --no-deps" in bootstrap
+    assert "-r requirements/uv-tool.txt" in bootstrap
