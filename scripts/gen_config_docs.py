@@ -322,11 +322,16 @@ def render() -> str:
         "number, `true` a boolean) does. A `null` value removes a key, a default one included "
         "(`subsample: null`, `FMOPS_TRAINING__LIGHTGBM__SUBSAMPLE=null`).",
         "- Relative paths are relative to the working directory. `~` and `$VAR` / `${VAR}` in "
-        "path settings, `mlflow.artifact_root` and a `sqlite:///` tracking URI are expanded; a "
-        "variable that is not set is refused, never created as a literal folder.",
+        "path settings, `mlflow.artifact_root` and a `sqlite:///` or `file:` tracking URI are "
+        "expanded; a variable that is not set is refused, never created as a literal folder.",
+        "- `FMOPS_` variables are written in capitals; one that names no setting is refused "
+        "unless another tool reads it (`config.ENV_NOT_SETTINGS`) or it starts with `FMOPS_TEST_` "
+        "(the test suite's switches).",
         "- An error names the bad key and the source that set it (`env FMOPS_...`, "
         "`file:PATH:LINE`, or the flag). `python -m financemath_mlops.config show` prints every "
-        "effective value and where it came from (secrets masked); `check` only validates.",
+        "effective value and where it came from (secrets and URI passwords masked); `check` only "
+        "validates the settings. The values of `training.lightgbm` are checked by LightGBM's own "
+        "parser when training or the flow starts, before any other work, not by `config check`.",
         "- *Default* is the built-in default; where `configs/default.yaml` sets another value, "
         "the cell says so.",
         "",

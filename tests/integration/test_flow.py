@@ -16,9 +16,13 @@ from tests.helpers import REPO_ROOT, cli_env, run_ok
 pytestmark = pytest.mark.integration
 
 ROWS = 200
-# A log record as our handler (and MLflow's own) prints it: time, then the level.
+# A log record at WARNING or above as any handler in the run prints it: ours and MLflow's (time,
+# level), Prefect's ("10:45:01.123 | WARNING | ..."), logging's last resort and uvicorn's
+# ("WARNING:name:..." / "WARNING:  ...").
 LOUD_RECORD = re.compile(
-    r"^(\d{4}/\d\d/\d\d )?\d\d:\d\d:\d\d (WARNING|ERROR|CRITICAL)\b", re.MULTILINE
+    r"^(?:(?:\d{4}[/-]\d\d[/-]\d\d[ T])?\d\d:\d\d:\d\d(?:[.,]\d{3})?(?: \|)? )?"
+    r"(WARNING|ERROR|CRITICAL)\b *[:|]?",
+    re.MULTILINE,
 )
 # What warnings.warn prints: "<file>:<line>: UserWarning: <message>".
 WARNINGS_WARN = re.compile(r"^\S+:\d+: \w*Warning: .*$", re.MULTILINE)
@@ -115,3 +119,34 @@ def test_flow_runs_the_pipeline_end_to_end_and_promotes_a_sample_champion(
         "financemath-regressor-sample", "champion"
     )
     assert str(champion.version) == "1"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "10:45:01 WARNING financemath_mlops.x: ours",
+        "2026/12/07 10:45:01 WARNING mlflow.store: MLflow's",
+        "10:45:01.123 | WARNING | prefect.flow_runs - Prefect's",
+        "10:45:01.123 | ERROR   | Task run 'x' - Prefect's task",
+        "WARNING:root:logging's last resort",
+        "ERROR:    uvicorn's",
+    ],
+)
+def test_the_quiet_run_check_sees_every_log_format_in_the_flow(line: str) -> None:
+    assert LOUD_RECORD.findall(f"before\n{line}\nafter")
+    assert not LOUD_RECORD.findall(line.replace("WARNING", "INFO").replace("ERROR", "INFO"))
+
+
+def test_a_lightgbm_typo_stops_the_flow_before_ingestion(tmp_path: Path) -> None:
+    import subprocess
+
+    env = cli_env(PREFECT_HOME=str(tmp_path / "prefect"))
+    env["FMOPS_TRAINING__LIGHTGBM"] = '{"objectiv": "poisson"}'
+    done = subprocess.run(
+        [sys.executable, "-m", "financemath_mlops.flows", "--source", "sample", "--rows", "50"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "objectiv: not a LightGBM parameter (did you mean 'objective'?)" in done.stderr
+    assert not (tmp_path / "data").exists()  # nothing ingested, no Prefect server started
+    assert not (tmp_path / "prefect").exists()

@@ -54,8 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings(args.config, overrides, flags)
     if args.command == "run":  # a dead tracking server: exit 2 before Prefect starts
         from financemath_mlops import runs
+        from financemath_mlops.training.lightgbm_params import check_lightgbm_params
 
         runs.check_reachable(settings)
+        # A typo in training.lightgbm: exit 2 now, not after ingestion and minutes of embedding.
+        check_lightgbm_params(settings.training.lightgbm, settings.training.seed)
     prepare_prefect_env(settings.paths.cache_dir)
     params = {
         "source": args.source,

@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from financemath_mlops import runs
 from financemath_mlops.config import Settings, load_settings
+from financemath_mlops.training.lightgbm_params import check_lightgbm_params
 
 
 def _network_failure(task: Any, task_run: Any, state: Any) -> bool:
@@ -126,6 +127,7 @@ def financemath_pipeline(
     """Ingestion -> features -> training -> evaluation -> promotion; returns a run summary."""
     settings = flow_settings(source, split, rows, path, model_name, executor, config)
     runs.check_reachable(settings)  # a deployment's run starts here: fail before ingestion
+    check_lightgbm_params(settings.training.lightgbm, settings.training.seed)  # and before features
     ingested = ingest_task(settings)
     features = features_task(settings)
     trained = train_task(settings)

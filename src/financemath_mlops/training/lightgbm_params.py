@@ -16,15 +16,11 @@ Cost: about 27 ms in the training stage (docs/architecture.md).
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import os
 import re
-import sys
-import tempfile
 import time
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -243,27 +239,6 @@ class _StopAfterFirstTree:
         raise _Stopped
 
 
-@contextlib.contextmanager
-def _native_fatal_lines_dropped() -> Iterator[None]:
-    """LightGBM's C++ prints ``[LightGBM] [Fatal] ...`` on stderr before it raises; the StageError
-    says it once, with the parameter. Anything else written meanwhile is passed on."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            lines = sink.read().decode("utf-8", "replace").splitlines(keepends=True)
-            kept = "".join(line for line in lines if not line.startswith("[LightGBM] [Fatal]"))
-            if kept.strip():
-                os.write(2, kept.encode("utf-8"))
-
-
 def _parse(params: dict[str, Any], seed: int, threads: int | None, width: int) -> _Outcome:
     """Build the regressor on dummy data with warnings on (verbosity 0), stopped before a tree."""
     import lightgbm as lgb
@@ -276,7 +251,7 @@ def _parse(params: dict[str, Any], seed: int, threads: int | None, width: int) -
     previous = (basic._LOGGER, basic._INFO_METHOD_NAME, basic._WARNING_METHOD_NAME)
     lgb.register_logger(collector)
     try:
-        with warnings.catch_warnings(record=True) as caught, _native_fatal_lines_dropped():
+        with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 model = lgb.LGBMRegressor(**regressor_params(params, seed, threads, verbose=0))
