@@ -274,6 +274,13 @@ class ServingSettings(_Section):
         description="serve without an API key on a non-loopback address (the service refuses "
         "to start there without a key unless this is true)",
     )
+    published_address: str | None = Field(
+        default=None,
+        description="the address clients reach the service on when it is not --host: a "
+        "container listens on 0.0.0.0 but compose publishes its port on FMOPS_BIND_ADDRESS "
+        "(127.0.0.1 by default) and passes it here; the rule for serving without a key "
+        "(loopback or allow_anonymous) then judges this address",
+    )
     reload_interval_s: float = Field(default=0.0, ge=0.0, description="0 disables")
     max_question_chars: int = Field(default=8000, ge=1)
     max_tables: int = Field(default=10, ge=0)

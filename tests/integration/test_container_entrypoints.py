@@ -198,17 +198,22 @@ def test_inference_cmd_with_the_compose_api_registry_settings_serves_the_champio
 
 
 @pytest.mark.parametrize("name", ["api", "api-registry"])
-def test_compose_api_services_ask_for_anonymous_access_and_start_on_every_interface(
+def test_compose_api_services_start_keyless_only_on_their_loopback_published_port(
     name: str, tmp_path: Path
 ) -> None:
-    """The image CMD listens on 0.0.0.0, where the service refuses to start without a key unless
-    anonymous access is asked for: both compose API services ask for it (their ports are
-    published on 127.0.0.1 only) and then start, the CMD's own host kept."""
+    """The image CMD listens on 0.0.0.0, where the service refuses to start without a key: both
+    compose API services pass the address their port is published on (127.0.0.1 unless
+    FMOPS_BIND_ADDRESS opens it), so they start keyless there, the CMD's own host kept, and
+    anonymous access is never asked for on the user's behalf."""
     require_serving_app()
     service = deploy_files.compose()["services"][name]
     image = deploy_files.image(INFERENCE, service["build"]["target"])
     compose_env = compose_environment(service)
-    assert compose_env["FMOPS_SERVING__ALLOW_ANONYMOUS"] == "true"
+    assert compose_env["FMOPS_SERVING__PUBLISHED_ADDRESS"] == "127.0.0.1"
+    assert compose_env["FMOPS_SERVING__ALLOW_ANONYMOUS"] is None  # only when the user sets it
+    assert service["environment"]["FMOPS_SERVING__PUBLISHED_ADDRESS"] == (
+        "${FMOPS_BIND_ADDRESS:-127.0.0.1}"
+    )  # the same variable the ports bind to
     assert compose_env["FMOPS_SERVING__API_KEY"] is None  # from the shell, only when set there
     assert all(p.startswith("${FMOPS_BIND_ADDRESS:-127.0.0.1}:") for p in service["ports"])
     port = free_port()
@@ -227,7 +232,9 @@ def test_compose_api_services_ask_for_anonymous_access_and_start_on_every_interf
         wait_for(
             lambda: status(f"http://127.0.0.1:{port}/health") == 200, 120, "/health", process, log
         )
-    assert "anonymous access was asked for" in log.read_text(encoding="utf-8")
+    assert "serving on 0.0.0.0, published on 127.0.0.1 without an API key (loopback" in (
+        log.read_text(encoding="utf-8")
+    )
 
 
 def test_inference_cmd_without_a_key_or_anonymous_access_refuses_to_start(

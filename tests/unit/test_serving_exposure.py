@@ -74,6 +74,18 @@ def test_allow_anonymous_beyond_loopback_starts_and_says_it_was_asked_for(caplog
     assert "anonymous access was asked for" in record.getMessage()
 
 
+def test_the_published_address_is_what_the_keyless_rule_judges(caplog):
+    # compose: the container listens on 0.0.0.0; its port is published on FMOPS_BIND_ADDRESS.
+    with caplog.at_level(logging.INFO, logger=SECURITY_LOGGER):
+        check_bind(ServingSettings(published_address="127.0.0.1"), "0.0.0.0")
+    (record,) = [r for r in caplog.records if r.name == SECURITY_LOGGER]
+    assert "serving on 0.0.0.0, published on 127.0.0.1 without an API key" in record.getMessage()
+    with pytest.raises(StageError, match="refusing to serve on 0.0.0.0 without an API key"):
+        check_bind(ServingSettings(published_address="0.0.0.0"), "0.0.0.0")
+    with pytest.raises(StageError, match="published on 10.1.2.3"):
+        check_bind(ServingSettings(published_address="10.1.2.3"), "127.0.0.1")
+
+
 def test_a_key_beyond_loopback_starts_quietly(caplog):
     with caplog.at_level(logging.INFO, logger=SECURITY_LOGGER):
         check_bind(ServingSettings(api_key="k-123"), "0.0.0.0")

@@ -100,26 +100,33 @@ def is_loopback(host: str) -> bool:
 
 def check_bind(serving: ServingSettings, host: str) -> None:
     """Refuse to listen on ``host`` beyond loopback without a key unless anonymous access was
-    asked for (``serving.allow_anonymous``); say at INFO when the service runs without one."""
+    asked for (``serving.allow_anonymous``); say at INFO when the service runs without one.
+
+    The address judged is the one clients reach: ``serving.published_address`` when set (a
+    container listens on 0.0.0.0 behind a port compose publishes on 127.0.0.1), else ``host``.
+    """
     if serving.api_key is not None:
         return
-    if is_loopback(host):
+    reached = serving.published_address or host
+    where = host if reached == host else f"{host}, published on {reached}"
+    if is_loopback(reached):
         log.info(
             "serving on %s without an API key (loopback: only this machine can connect); set "
             "FMOPS_SERVING__API_KEY to require one on %s",
-            host,
+            where,
             KEY_ENDPOINTS,
         )
     elif serving.allow_anonymous:
         log.info(
             "serving on %s without an API key: anonymous access was asked for "
             "(serving.allow_anonymous); anyone who reaches the port may call %s",
-            host,
+            where,
             KEY_ENDPOINTS,
         )
     else:
+        shown = where if reached else "(every interface)"
         raise StageError(
-            f"refusing to serve on {host or '(every interface)'} without an API key: it is "
+            f"refusing to serve on {shown} without an API key: it is "
             "beyond loopback, so anyone who reaches the port could predict. Set "
             "FMOPS_SERVING__API_KEY (serving.api_key), or FMOPS_SERVING__ALLOW_ANONYMOUS=true "
             "(serving.allow_anonymous) if anonymous access is intended, or listen on "
