@@ -73,6 +73,28 @@ def model_config(
     return config
 
 
+def write_model_files(
+    booster: Any,
+    manifest: dict[str, Any],
+    target_transform: str,
+    bundle: Path,
+    work_dir: Path,
+) -> tuple[Path, Path, dict[str, Any]]:
+    """Write the booster and the model config that the pyfunc carries beside ``bundle``; returns
+    their paths and the bundle's config. Training's servable check loads exactly these files
+    (``training/servable.py``) before :func:`log_pyfunc` logs the same ones."""
+    from financemath_mlops.features.onnx_export import read_bundle_config
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    booster_path = work_dir / BOOSTER_FILE
+    booster.save_model(str(booster_path))
+    bundle_config = read_bundle_config(bundle)
+    config_path = work_dir / CONFIG_FILE
+    config = model_config(manifest, target_transform, bundle_config)
+    config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return booster_path, config_path, bundle_config
+
+
 def log_pyfunc(
     *,
     booster: Any,
@@ -93,15 +115,9 @@ def log_pyfunc(
     import mlflow
     import mlflow.pyfunc
 
-    from financemath_mlops.features.onnx_export import read_bundle_config
-
-    work_dir.mkdir(parents=True, exist_ok=True)
-    booster_path = work_dir / BOOSTER_FILE
-    booster.save_model(str(booster_path))
-    bundle_config = read_bundle_config(bundle)
-    config_path = work_dir / CONFIG_FILE
-    config = model_config(manifest, target_transform, bundle_config)
-    config_path.write_text(json.dumps(config, indent=2))
+    booster_path, config_path, bundle_config = write_model_files(
+        booster, manifest, target_transform, bundle, work_dir
+    )
     mlflow.set_tag("embedding_precision", bundle_config["precision"])
     return mlflow.pyfunc.log_model(
         name=name,

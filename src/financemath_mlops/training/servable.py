@@ -12,7 +12,6 @@ is opened: a refused model leaves no run, no model version and no alias move.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from dataclasses import dataclass
@@ -66,20 +65,19 @@ def check_servable(
     ``features``: the training matrix; ``manifest``: the feature table's; ``bundle``: the ONNX
     embedding bundle that will be logged with the model.
     """
-    from financemath_mlops.features.onnx_export import BundleError, read_bundle_config
-    from financemath_mlops.model.packaging import model_config
-    from financemath_mlops.model.predictor import BOOSTER_FILE, CONFIG_FILE, Predictor
+    from financemath_mlops.features.onnx_export import BundleError
+    from financemath_mlops.model.packaging import write_model_files
+    from financemath_mlops.model.predictor import Predictor
     from financemath_mlops.model.target import inverse
     from financemath_mlops.model.trees import TreeModelError
 
     started = time.perf_counter()
     x = np.asarray(features, dtype=np.float64)
     with tempfile.TemporaryDirectory(prefix="fmops-servable-") as tmp:
-        booster_path, config_path = Path(tmp) / BOOSTER_FILE, Path(tmp) / CONFIG_FILE
-        booster.save_model(str(booster_path))  # as packaging.log_pyfunc writes it
         try:
-            config = model_config(manifest, target_transform, read_bundle_config(bundle))
-            config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+            booster_path, config_path, _ = write_model_files(  # the files log_pyfunc logs
+                booster, manifest, target_transform, bundle, Path(tmp)
+            )
             predictor = Predictor.from_files(booster_path, bundle, config_path, threads=1)
         except TreeModelError as exc:
             raise StageError(
