@@ -180,6 +180,82 @@ MISTAKES: tuple[Mistake, ...] = (
          "within 8 s, before the stage's work"),
         "2",
     ),
+    # Rows of the issue "Wrong inputs never make a wrong model": each stage's tests pin them.
+    Mistake(
+        "every row of the input rejected (`ingestion` or `predict`)",
+        ("error: no valid row in bad.json: all 150 rows rejected", "nothing written, data/interim/financemath.jsonl and its rejects and manifest are unchanged",),
+        "2",
+    ),
+    Mistake(
+        "a flag the ingestion source does not read: `--source local --rows 10`",
+        ("error: --rows 10 does not apply to --source local: --rows is read by --source sample only",),
+        "2",
+    ),
+    Mistake(
+        "`--path` with `--source sample` (or `hf`); `--split` / `--revision` off the hub",
+        ("error: --path x.json does not apply to --source sample: --path is read by --source local only",),
+        "2",
+    ),
+    Mistake(
+        "`predict --workers 3` on the local executor",
+        ("error: --workers 3 does not apply to the local executor (predict.executor): it is read by --executor dask only",),
+        "2",
+    ),
+    Mistake(
+        "a label column named `answer` instead of `ground_truth`",
+        ("labelled: 0 of 6 rows have ground_truth", "warning: no row has ground_truth (the label column): ...; if 'answer' holds the answers, rename it to ground_truth",),
+        "0 (reported; training on it exits 2)",
+    ),
+    Mistake(
+        "a topic outside FinanceMath's 7: `Acounting` (`accounting` is matched as `Accounting`)",
+        ("warning: 1 row has a topic that is none of FinanceMath's 7 (features score them as topic_other): 'Acounting' (1 row; closest: 'Accounting')",),
+        "0 (reported)",
+    ),
+    Mistake(
+        "a feature table without its own manifest (built before, or rewritten by another tool)",
+        ("error: T carries no features manifest", "Re-run python -m financemath_mlops.features --output T",),
+        "2",
+    ),
+    Mistake(
+        "a feature table whose rows do not match its manifest (filtered, a column dropped, repeated ids)",
+        ("error: T holds 40 rows but its manifest describes 80",),
+        "2",
+    ),
+    Mistake(
+        "`features --input` on rows ingestion did not write, or edited since",
+        ("error: F is not a set of records ingestion vouched for", "or pass --validated-elsewhere",),
+        "2",
+    ),
+    Mistake(
+        "a duplicated `question_id` in the features input",
+        ("error: F: question_id 'X' appears more than once", "Nothing was written.",),
+        "2",
+    ),
+    Mistake(
+        "evaluation or promotion following a pointer into another tracking store",
+        ("error: T.trained.json names models:/… in the tracking store A, but this command uses the store B", "Pass --tracking-uri A",),
+        "2",
+    ),
+    Mistake(
+        "`--features` beside `--model-uri` in evaluation or promotion",
+        ("error: evaluation: --features T would be ignored beside the model M",),
+        "2",
+    ),
+    Mistake(
+        "`monitoring drift` or `performance` (with `--fail-on-drift` too) on fewer rows than `monitoring.min_rows`",
+        ("error: six.parquet: only 6 current rows (< 30), fewer than monitoring.min_rows", "lower the minimum with --min-rows N",),
+        "2",
+    ),
+    Mistake(
+        "`registry --name` misspelt (any command)",
+        ("error: no model named 'financemath-regresor-sample' is registered", "registered, closest first: financemath-regressor-sample",),
+        "2",
+    ),
+    Mistake(
+        "`registry export --to DIR` on a folder holding other files",
+        ("error: will not export to DIR: it is a folder holding 1 entry (notes.txt) that is not a model folder exported before", "registry export --force",),
+        "2",
+    ),
 )  # fmt: skip
 
 
