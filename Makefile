@@ -58,7 +58,7 @@ $(VENV)/.installed-%: pyproject.toml requirements/%.txt scripts/install.sh scrip
 install: $(call INSTALLED,$(EXTRAS))
 
 run: $(PIPELINE_SET)
-	$(PY) -m financemath_mlops.flows --source $(SOURCE) --rows $(ROWS) $(if $(INPUT),--path $(INPUT)) $(RUN_ARGS)
+	$(PY) -m financemath_mlops.flows --source $(SOURCE) $(if $(filter sample,$(SOURCE)),--rows $(ROWS)) $(if $(INPUT),--path $(INPUT)) $(RUN_ARGS)
 
 # ruff, then the deployment files offline (hadolint, docker-compose config, check-jsonschema,
 # promtool): scripts/check_offline.sh says how to install a missing tool; outside CI,

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from financemath_mlops.errors import StageError
 from tests.helpers import REPO_ROOT, cli_env, run_ok
 
 pytestmark = pytest.mark.integration
@@ -150,3 +151,24 @@ def test_a_lightgbm_typo_stops_the_flow_before_ingestion(tmp_path: Path) -> None
     assert "objectiv: not a LightGBM parameter (did you mean 'objective'?)" in done.stderr
     assert not (tmp_path / "data").exists()  # nothing ingested, no Prefect server started
     assert not (tmp_path / "prefect").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "refusal"),
+    [
+        (["--source", "local", "--path", "x.json", "--rows", "10"],
+         "--rows 10 does not apply to --source local"),
+        (["--source", "sample", "--path", "x.json"], "--path x.json does not apply to --source sample"),
+        (["--source", "sample", "--split", "test"], "--split test does not apply to --source sample"),
+    ],
+)  # fmt: skip
+def test_a_flag_the_flows_source_would_ignore_is_refused(
+    flags: list[str], refusal: str, isolated_env: Path
+) -> None:
+    from financemath_mlops.flows.__main__ import main
+
+    config = isolated_env / "c.yaml"
+    config.write_text("{}\n", encoding="utf-8")
+    with pytest.raises(StageError, match=re.escape(refusal)):
+        main(["--config", str(config), *flags])
+    assert not (isolated_env / "data").exists()  # refused before any work

@@ -40,10 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level)
     from financemath_mlops.config import load_settings
     from financemath_mlops.flows.environment import prepare_prefect_env
+    from financemath_mlops.ingestion.source_flags import check_source_flags
 
-    # Validate parameters before Prefect spends 10+ s starting a server.
+    # Validate parameters before Prefect spends 10+ s starting a server. As in ingestion:
+    # `--path` alone means a local file, and a flag the source would ignore is refused.
+    source = args.source or ("local" if args.path is not None else None)
     overrides = {
-        "ingestion": {"source": args.source, "split": args.split, "rows": args.rows,
+        "ingestion": {"source": source, "split": args.split, "rows": args.rows,
                       "path": args.path},
         "mlflow": {"model_name": args.model_name},
         "features": {"executor": args.executor},
@@ -52,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
              "ingestion.rows": "--rows", "ingestion.path": "--path",
              "mlflow.model_name": "--model-name", "features.executor": "--executor"}  # fmt: skip
     settings = load_settings(args.config, overrides, flags)
+    given = {flag: value for flag, value in
+             (("--path", args.path), ("--rows", args.rows), ("--split", args.split))
+             if value is not None}  # fmt: skip
+    how = "--source" if args.source else "--path" if args.path is not None else "the settings"
+    check_source_flags(settings.ingestion.source, given, how)
     if args.command == "run":  # a dead tracking server: exit 2 before Prefect starts
         from financemath_mlops import runs
         from financemath_mlops.training.lightgbm_params import check_lightgbm_params
@@ -61,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         check_lightgbm_params(settings.training.lightgbm, settings.training.seed)
     prepare_prefect_env(settings.paths.cache_dir)
     params = {
-        "source": args.source,
+        "source": source,
         "split": args.split,
         "rows": args.rows,
         "path": str(args.path) if args.path else None,

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from financemath_mlops.cli import base_parser, parse_stage_args, run_main, setting_flags
-from financemath_mlops.errors import StageError
+from financemath_mlops.ingestion.source_flags import SOURCE_FLAGS, check_source_flags
 
 EPILOG = """\
 examples:
@@ -24,11 +24,6 @@ Environment: FMOPS_INGESTION__SOURCE, FMOPS_INGESTION__PATH, ... ; HF_TOKEN for 
 """
 
 # The flags that only one source reads, by source.
-SOURCE_FLAGS = {
-    "local": ("--path",),
-    "sample": ("--rows", "--seed"),
-    "hf": ("--split", "--revision"),
-}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,34 +60,6 @@ def given_source_flags(args: argparse.Namespace) -> dict[str, object]:
         for flag in sorted(flags)
         if (value := getattr(args, f"ingestion.{flag.lstrip('-')}")) is not None
     }
-
-
-def check_source_flags(source: str, given: dict[str, object], how: str) -> None:
-    """Refuse a flag the chosen source would ignore, naming it and the source that reads it.
-
-    ``how`` says where the source came from: ``--source``, ``--path`` (which implies local) or
-    ``the settings`` (YAML, FMOPS_INGESTION__SOURCE or the default).
-    """
-    chosen = {
-        "--source": f"--source {source}",
-        "--path": "--source local (which --path implies)",
-    }.get(how, f"source {source!r} (from the settings: ingestion.source)")
-    for flag, value in given.items():
-        owner = next(name for name, flags in SOURCE_FLAGS.items() if flag in flags)
-        if owner == source:
-            continue
-        raise StageError(
-            f"{flag} {value} does not apply to {chosen}: {flag} is read by --source {owner} "
-            f"only. {_instead(source, owner, flag)}"
-        )
-
-
-def _instead(source: str, owner: str, flag: str) -> str:
-    if source == "local" and owner == "sample":
-        return "A local file is read whole: to ingest fewer rows, cut the file; or drop the flag."
-    if source == "local" and owner == "hf":
-        return "A local file has no split or revision (DVC's is recorded by itself): drop it."
-    return f"Use --source {owner} to read it, or drop {flag}."
 
 
 if __name__ == "__main__":
