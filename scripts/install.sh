@@ -46,8 +46,7 @@ say() { echo "install.sh: $*" >&2; }
 bootstrap_uv() {  # uv in its own venv, hash-checked; a concurrent clone's copy wins the rename
   [ -x "$UV_VENV/bin/uv" ] && return 0
   local tmp
-  mkdir -p "$(dirname "$UV_VENV")"
-  tmp=$(mktemp -d "$UV_VENV.tmp.XXXXXX")
+  mkdir -p "$(dirname "$UV_VENV")" && tmp=$(mktemp -d "$UV_VENV.tmp.XXXXXX") || return 1
   if python3 -m venv "$tmp" \
     && "$tmp/bin/python" -m pip install -q --disable-pip-version-check --require-hashes --no-deps \
       -r requirements/uv-tool.txt \
