@@ -53,11 +53,9 @@ class UnknownModelError(TrackingError):
 def _registry_uri() -> str:
     import mlflow
 
-    from financemath_mlops.runs.store import _password_in
+    from financemath_mlops.config_sources import mask_url_password
 
-    uri = mlflow.get_registry_uri()
-    password = _password_in(uri)
-    return uri.replace(password, "***") if password else uri
+    return mask_url_password(mlflow.get_registry_uri())
 
 
 def registered_names() -> list[str]:
