@@ -109,3 +109,102 @@ def test_retraining_is_requested_once_per_served_model(tmp_path: Path):
     assert earlier_request(tmp_path, v2) is None  # a new champion may drift again
     record_report(tmp_path, "drift", DRIFTED)  # other kinds in between do not matter
     assert earlier_request(tmp_path, v1) is not None
+
+
+def input_drift_fires(metrics: dict[str, float]) -> bool:
+    """FinanceMathInputDrift's expression (alerts.yml) on one scrape: absent series never fire."""
+    share, threshold = metrics.get("fmops_drift_share"), metrics.get("fmops_drift_share_threshold")
+    rows = metrics.get("fmops_drift_current_rows")
+    if share is None or threshold is None or rows is None:
+        return False
+    return share >= threshold and rows >= MonitoringSettings().min_rows
+
+
+def test_a_window_too_small_publishes_a_skip_that_resolves_the_drift_alert(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from financemath_mlops.config import load_settings
+    from financemath_mlops.monitoring import run
+    from financemath_mlops.monitoring.inputs import TooFewRows, require_rows
+    from financemath_mlops.monitoring.publish import (
+        latest_report_metrics,
+        publish_latest,
+        read_latest,
+    )
+
+    reports = tmp_path / "reports"
+    settings = load_settings(overrides={"paths": {"reports_dir": str(reports)}})
+    publish_latest(reports, "drift", {**DRIFTED, "drift_share_threshold": 0.3})  # last window
+    drifted = latest_report_metrics(reports)
+    assert input_drift_fires(drifted)
+
+    def six_rows(_settings, _job):  # what run_drift does on a window of six predictions
+        require_rows({"current": 6}, settings.monitoring.min_rows, "the log", "widen the window")
+
+    monkeypatch.setattr(run, "run_drift", six_rows)
+    with pytest.raises(TooFewRows, match="only 6 current rows"):
+        run.run_scheduled_drift(settings, run.DriftJob())
+    section = read_latest(reports)["drift"]
+    assert section["current_rows"] == 6 and section["share"] is None
+    assert section["dataset_drift"] is False and "only 6 current rows" in section["skipped"]
+    skipped = latest_report_metrics(reports)
+    assert skipped["fmops_drift_current_rows"] == 6 and skipped["fmops_drift_detected"] == 0
+    assert "fmops_drift_share" not in skipped
+    assert not input_drift_fires(skipped)
+    promtool_says_input_drift(tmp_path, drifted, fires=True)
+    promtool_says_input_drift(tmp_path, skipped, fires=False)
+
+
+def test_the_command_line_publishes_nothing_for_too_few_rows(tmp_path: Path, monkeypatch):
+    """Only the scheduled flow publishes a skip; a hand run on a small file exits 2, no trace."""
+    from financemath_mlops.config import load_settings
+    from financemath_mlops.monitoring import run
+    from financemath_mlops.monitoring.inputs import TooFewRows, require_rows
+
+    settings = load_settings(overrides={"paths": {"reports_dir": str(tmp_path)}})
+
+    def six_rows(_settings, _job):
+        require_rows({"current": 6}, 30, "six.parquet", "pass a larger --current")
+
+    monkeypatch.setattr(run, "run_drift", six_rows)
+    with pytest.raises(TooFewRows):
+        run.run_scheduled_drift(settings, run.DriftJob(publish=False))  # --no-publish
+    assert not (tmp_path / "latest.json").exists()
+
+
+def promtool_says_input_drift(tmp_path: Path, metrics: dict[str, float], fires: bool) -> None:
+    """`promtool test rules`: the real rule, fed the gauges these metrics export, fires or not."""
+    import shutil
+    import subprocess
+
+    tool = shutil.which("promtool")
+    if tool is None:
+        return  # the Python reading above still checked the expression
+    groups = yaml.safe_load((REPO_ROOT / "monitoring/prometheus/alerts.yml").read_text())
+    for group in groups["groups"]:
+        for rule in group["rules"]:
+            rule.pop("annotations", None)  # prose; promtool would compare it
+    rules = tmp_path / "alerts.yml"
+    rules.write_text(yaml.safe_dump(groups))
+    labels = {"job": "financemath-api", "instance": "api:8000"}
+    series = [
+        {"series": name + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}",
+         "values": f"{value}x10"}
+        for name, value in metrics.items()
+    ]  # fmt: skip
+    expected = [{"exp_labels": {"severity": "warning", **labels}}] if fires else []
+    test = {
+        "rule_files": [str(rules)],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": series,
+            "alert_rule_test": [
+                {"eval_time": "5m", "alertname": "FinanceMathInputDrift", "exp_alerts": expected}
+            ],
+        }],
+    }  # fmt: skip
+    path = tmp_path / "drift_test.yml"
+    path.write_text(yaml.safe_dump(test))
+    done = subprocess.run([tool, "test", "rules", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -4,7 +4,9 @@ Runs every ``monitoring.schedule_hours`` as the ``scheduled-monitoring`` deploym
 nightly retrain; see :mod:`.deployment`). Each run reports drift of the last
 ``monitoring.window_hours`` of the prediction log against the served model's training data, and
 performance on ``monitoring.performance_data`` when one is configured (else it says why it
-skipped). Reports are published as by hand (``reports/latest.json`` for /metrics, the history
+skipped). A window with fewer than ``monitoring.min_rows`` predictions (or none) publishes a
+drift section saying it skipped, so ``/metrics`` stops showing the previous window's drift.
+Reports are published as by hand (``reports/latest.json`` for /metrics, the history
 ``reports/index.jsonl``, MLflow). When a report is evidence (:mod:`..monitoring.evidence`) it
 emits the Prefect event the retraining deployment's trigger waits for, once per served model:
 a request already made for the same model version is not repeated every six hours.
@@ -42,11 +44,11 @@ RETRAIN_REQUEST_KIND = "retrain-request"
 def drift_task(settings: Settings, window_hours: float) -> dict[str, Any] | None:
     """The drift report's numbers, or None when there is nothing to compare (logged)."""
     from financemath_mlops.monitoring.inputs import MonitoringError
-    from financemath_mlops.monitoring.run import DriftJob, run_drift
+    from financemath_mlops.monitoring.run import DriftJob, run_scheduled_drift
 
     since = datetime.now(UTC) - timedelta(hours=window_hours)
-    try:
-        return run_drift(settings, DriftJob(since=since)).numbers
+    try:  # too few rows still publishes (a skipped section), so the last window's alert resolves
+        return run_scheduled_drift(settings, DriftJob(since=since))
     except MonitoringError as exc:
         get_run_logger().warning("drift report skipped: %s", exc)
         return None

@@ -32,6 +32,18 @@ class MonitoringError(StageError):
     """A report cannot be made from the given inputs; the message says what to do."""
 
 
+class TooFewRows(MonitoringError):
+    """A side of a report has fewer than ``monitoring.min_rows`` rows (an empty window included).
+
+    ``counts`` is the side counted (``{"current": 6}``): the scheduled flow publishes it as a
+    skipped drift section, so ``/metrics`` shows the small window instead of the last real one.
+    """
+
+    def __init__(self, message: str, counts: dict[str, int]) -> None:
+        super().__init__(message)
+        self.counts = dict(counts)
+
+
 MIN_ROWS_HINT = "or lower the minimum with --min-rows N (FMOPS_MONITORING__MIN_ROWS)"
 
 
@@ -43,9 +55,10 @@ def require_rows(counts: dict[str, int], min_rows: int, source: str, more: str) 
     """
     shortfall = row_shortfall(counts, min_rows)
     if shortfall:
-        raise MonitoringError(
+        raise TooFewRows(
             f"{source}: {shortfall}, fewer than monitoring.min_rows: too few to be evidence either "
-            f"way, so no report was made; {more}, {MIN_ROWS_HINT}"
+            f"way, so no report was made; {more}, {MIN_ROWS_HINT}",
+            counts,
         )
 
 
@@ -246,10 +259,11 @@ def prediction_log_input(
         "until": until.isoformat() if until else None,
     }
     if frame.empty:
-        raise MonitoringError(
+        raise TooFewRows(
             f"no predictions logged in {directory} ({len(log_files(directory))} files) between "
             f"{window['since'] or 'the start'} and {window['until'] or 'now'}: send traffic to "
-            "the service, widen --since/--until, or pass a file"
+            "the service, widen --since/--until, or pass a file",
+            {"current": 0},
         )
     check_feature_frame(frame, f"the prediction log {directory}")
     window["first"] = frame["timestamp"].min().isoformat()

@@ -9,6 +9,10 @@ Both jobs refuse inputs with fewer rows than ``monitoring.min_rows`` on any side
 dataset drift" about plainly drifted data, so a gate (``--fail-on-drift``, the scheduled flow)
 must not pass on it.
 The command line and the scheduled flow both run these two jobs, so they share the one minimum.
+The command line exits 2 and publishes nothing; the scheduled flow (:func:`run_scheduled_drift`)
+publishes a drift section that says it skipped (``skipped``, ``current_rows``, no ``share``),
+else the last real window's numbers would stay in ``latest.json`` and its alert would never
+resolve.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from financemath_mlops.monitoring.history import record_report
 from financemath_mlops.monitoring.inputs import (
     Featurizer,
     MonitoringError,
+    TooFewRows,
     load_input,
     require_rows,
     resolve_model,
@@ -139,6 +144,38 @@ def run_drift(settings: Settings, job: DriftJob) -> Done:
         tags = {"reference": reference.source, "current": current.source, "report": output}
         _log_safely(settings, "drift", metrics, {**tags, **_model_tags(outcome.model)}, files)
     return Done(outcome, files, numbers)
+
+
+def run_scheduled_drift(settings: Settings, job: DriftJob) -> dict[str, Any]:
+    """The scheduled flow's drift report; a window with too few rows publishes a skip, then raises.
+
+    ``/metrics`` reads ``latest.json``: left alone, the previous window's drift would keep
+    ``FinanceMathInputDrift`` firing for as long as traffic stays low.
+    """
+    try:
+        return run_drift(settings, job).numbers
+    except TooFewRows as exc:
+        if job.publish:
+            publish_latest(settings.paths.reports_dir, "drift", skipped_drift(settings, job, exc))
+        raise
+
+
+def skipped_drift(settings: Settings, job: DriftJob, exc: TooFewRows) -> dict[str, Any]:
+    """The drift section of a skipped window: its row counts and why, no share, no drift."""
+    threshold = job.drift_share or settings.monitoring.drift_share_threshold
+    return {
+        "columns": None,
+        "drifted": None,
+        "share": None,
+        "drift_share_threshold": threshold,
+        "dataset_drift": False,
+        "mean_cosine_distance": None,
+        "current_rows": exc.counts.get("current"),
+        "reference_rows": exc.counts.get("reference"),
+        "model": None,
+        "report": None,
+        "skipped": str(exc),
+    }
 
 
 def run_performance(settings: Settings, job: PerformanceJob) -> Done:
