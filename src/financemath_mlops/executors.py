@@ -41,6 +41,34 @@ class ExecutorError(StageError):
     """The Dask cluster cannot be used (bad address, scheduler unreachable); nothing is written."""
 
 
+def check_executor_flags(
+    executor: ExecutorSettings, given: dict[str, object], section: str
+) -> None:
+    """Refuse a Dask flag the chosen executor would ignore, naming it and what reads it.
+
+    ``executor`` is the stage's settings section (``features``, ``predict``) after flags, env and
+    YAML; ``given`` the parsed command line (``vars(args)``, keys ``<section>.dask_address`` and
+    ``<section>.dask_workers``, None when the flag was not given). Both stages call this one rule,
+    so a flag is refused (ExecutorError, exit 2) the same way everywhere, never silently dropped.
+    """
+    address = given.get(f"{section}.dask_address")
+    workers = given.get(f"{section}.dask_workers")
+    if executor.executor != "dask":
+        flag, value = ("--dask-address", address) if address is not None else ("--workers", workers)
+        if value is not None:
+            raise ExecutorError(
+                f"{flag} {value} does not apply to the {executor.executor} executor "
+                f"({section}.executor): it is read by --executor dask only; add --executor dask, "
+                f"or drop {flag}"
+            )
+    elif workers is not None and executor.dask_address != LOCAL_CLUSTER:
+        raise ExecutorError(
+            f"--workers {workers} does not apply to the scheduler at {executor.dask_address}: it "
+            f"sizes --dask-address {LOCAL_CLUSTER} only (a running cluster has the workers it was "
+            "given); drop --workers"
+        )
+
+
 @dataclass(frozen=True)
 class WorkerCached:
     """A picklable recipe for an object each Dask worker process builds once and reuses.

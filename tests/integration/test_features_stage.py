@@ -208,3 +208,67 @@ def test_a_duplicated_id_is_refused_by_the_features_stage(
     err = capsys.readouterr().err
     assert f"question_id {json.loads(lines[3])['question_id']!r} appears more than once" in err
     assert not (tmp_path / "dup.parquet").exists()
+
+
+def test_records_renamed_with_their_manifest_are_still_vouched_for(
+    built, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 29 review: copying financemath.jsonl + its manifest to my.jsonl + my.manifest.json
+    was refused with "KeyError: 'my.jsonl'"; the manifest vouches for content, not for a name."""
+    from financemath_mlops.features.lineage import records_provenance
+
+    settings, _ = built
+    mine = tmp_path / "my.jsonl"
+    mine.write_bytes(settings.ingestion_output.read_bytes())
+    manifest = settings.ingestion_output.with_name("financemath.manifest.json")
+    (tmp_path / "my.manifest.json").write_bytes(manifest.read_bytes())
+    _, data = records_provenance(mine, validated_elsewhere=False)
+    assert data["validated"] == "ingestion" and data["source"] == "sample"
+    assert data["ingestion_manifest"] == str(tmp_path / "my.manifest.json")
+
+    # Other records beside that manifest: refused in words, no exception name.
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(mine.read_text().splitlines(keepends=True)[:5]))
+    (tmp_path / "other.manifest.json").write_bytes(manifest.read_bytes())
+    argv = ["--input", str(other), "--output", str(tmp_path / "other.parquet")]
+    assert run_main(features_main, argv) == 2
+    err = capsys.readouterr().err
+    assert "changed since ingestion wrote" in err and "for financemath.jsonl" in err
+    assert "KeyError" not in err and "Traceback" not in err
+    # The rejects file is listed in the manifest too, but never vouches for records.
+    from financemath_mlops.atomic import file_sha256
+    from financemath_mlops.features.lineage import _ingestion_source
+
+    body = {"files": {"a.jsonl": {"sha256": "0" * 64}, "a.rejects.jsonl": {"sha256": "f" * 64}}}
+    (tmp_path / "a.manifest.json").write_text(json.dumps(body))
+    _, problem = _ingestion_source(tmp_path / "a.manifest.json", Path("x"), "b.jsonl", "f" * 64)
+    assert problem == "it is the rejects file a.rejects.jsonl of x, not the records"
+    assert (
+        file_sha256(mine)
+        == json.loads(manifest.read_text())["files"]["financemath.jsonl"]["sha256"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--workers", "3"],
+            "--workers 3 does not apply to the local executor (features.executor)",
+        ),
+        (["--dask-address", "tcp://h:8786"], "--dask-address tcp://h:8786 does not apply to"),
+        (
+            ["--executor", "dask", "--dask-address", "tcp://h:8786", "--workers", "3"],
+            "--workers 3 does not apply to the scheduler at tcp://h:8786",
+        ),
+    ],
+)
+def test_a_dask_flag_the_executor_would_ignore_is_refused(
+    isolated_env: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    """Issue 29 review: features took --dask-address/--workers on the local executor and ignored
+    them (predict refused them); both stages now share executors.check_executor_flags."""
+    argv = ["--input", "in.jsonl", "--output", "out.parquet", *flags]
+    assert run_main(features_main, argv) == 2
+    assert message in capsys.readouterr().err
+    assert not list(isolated_env.iterdir())

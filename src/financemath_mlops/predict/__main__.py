@@ -6,8 +6,7 @@ import sys
 from pathlib import Path
 
 from financemath_mlops.cli import base_parser, parse_stage_args, run_main, setting_flags
-from financemath_mlops.config import Settings
-from financemath_mlops.errors import StageError
+from financemath_mlops.executors import check_executor_flags
 
 EPILOG = """\
 examples:
@@ -21,10 +20,11 @@ The input is a FinanceMath JSON array, JSONL or Parquet file; only what a predic
 (question_id, question, tables, topic) is checked, and invalid rows go to
 <output stem>.rejects.jsonl with their reasons. An input with no valid row exits 2 and leaves an
 earlier output and rejects file as they were. --dask-address and --workers apply to the dask
-executor only (--workers to its local-cluster only): elsewhere they are refused, not ignored. The output (Parquet or JSONL, by extension) has
-question_id, prediction, model_name, model_version and warnings per record. The model defaults to
-predict.model_uri, else the served model (serving.model_uri or models:/<serving.model_name>@<serving.alias>)
-in the configured MLflow store. Settings: the `predict` section.
+executor only (--workers to its local-cluster only): elsewhere they are refused, not ignored.
+The output (Parquet or JSONL, by extension) has question_id, prediction, model_name,
+model_version and warnings per record. The model defaults to predict.model_uri, else the served
+model (serving.model_uri or models:/<serving.model_name>@<serving.alias>) in the configured
+MLflow store. Settings: the `predict` section.
 Environment: FMOPS_MLFLOW__TRACKING_URI, FMOPS_PREDICT__EXECUTOR, FMOPS_PREDICT__BATCH_ROWS, ...
 """
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     predict("--batch-rows", type=int, help="rows per batch / Dask partition")
     predict("--threads", type=int, help="embedding threads (default: all cores; 1 per Dask worker)")
     args, settings = parse_stage_args(parser, argv)
-    check_executor_flags(settings, vars(args))
+    check_executor_flags(settings.predict, vars(args), "predict")
     from financemath_mlops import runs
     from financemath_mlops.predict.batch import default_model_uri, predict_file
 
@@ -52,25 +52,6 @@ def main(argv: list[str] | None = None) -> int:
 
     print(predict_file(settings, args.input, args.output).table())
     return 0
-
-
-def check_executor_flags(settings: Settings, given: dict[str, object]) -> None:
-    """Refuse a Dask flag the chosen executor would ignore, naming it and what reads it."""
-    cfg = settings.predict
-    address, workers = given.get("predict.dask_address"), given.get("predict.dask_workers")
-    if cfg.executor != "dask":
-        flag, value = ("--dask-address", address) if address is not None else ("--workers", workers)
-        if value is not None:
-            raise StageError(
-                f"{flag} {value} does not apply to the {cfg.executor} executor (predict.executor): "
-                f"it is read by --executor dask only; add --executor dask, or drop {flag}"
-            )
-    elif workers is not None and cfg.dask_address != "local-cluster":
-        raise StageError(
-            f"--workers {workers} does not apply to the scheduler at {cfg.dask_address}: it sizes "
-            "--dask-address local-cluster only (a running cluster has the workers it was given); "
-            "drop --workers"
-        )
 
 
 if __name__ == "__main__":
