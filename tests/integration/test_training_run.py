@@ -15,7 +15,7 @@ from financemath_mlops import runs
 from financemath_mlops.config import Settings
 from financemath_mlops.errors import StageError
 from financemath_mlops.features.build import ID_COLUMN, feature_values, read_features
-from financemath_mlops.features.rows import FEATURE_COLUMNS
+from financemath_mlops.features.rows import FEATURE_COLUMNS, FEATURE_VERSION
 from financemath_mlops.model.target import inverse
 from tests.conftest import TrainedModel, pipeline_settings
 
@@ -38,7 +38,7 @@ def test_run_records_params_lineage_and_cv_metrics(trained_model: TrainedModel, 
     assert params["target_transform"] == "signed_log1p"
     assert params["split_seed"] == "42"
     assert params["data.source"] == "sample"
-    assert params["feature_version"] == "1"
+    assert params["feature_version"] == str(FEATURE_VERSION)
     assert "lightgbm.num_leaves" in params
     assert run.data.tags["git_commit"]
     metrics = run.data.metrics

@@ -18,7 +18,10 @@ import numpy as np
 from financemath_mlops.records import TOPICS, RecordInput, canonical_topic
 from financemath_mlops.tables import ParsedTable, parse_tables
 
-FEATURE_VERSION = 1
+# Raise by one whenever a column's meaning changes, even with the same names: 2 = a topic that
+# differs from FinanceMath's only in case or spacing sets its own topic_* column, no longer
+# topic_other (records.canonical_topic, issue 29).
+FEATURE_VERSION = 2
 EMBEDDING_DIM = 384
 
 

@@ -23,8 +23,6 @@ no valid row exits 2 and leaves the previous output, rejects and manifest as the
 Environment: FMOPS_INGESTION__SOURCE, FMOPS_INGESTION__PATH, ... ; HF_TOKEN for the gated dataset.
 """
 
-# The flags that only one source reads, by source.
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser("python -m financemath_mlops.ingestion", __doc__ or "", EPILOG)
