@@ -16,6 +16,7 @@ from financemath_mlops import runs
 from financemath_mlops.cli import run_main
 from financemath_mlops.config import load_settings
 from financemath_mlops.registry import main as registry_main
+from financemath_mlops.runs import store
 
 pytestmark = pytest.mark.integration
 
@@ -101,14 +102,41 @@ def test_export_replaces_its_own_earlier_export_whole(registry: str, tmp_path: P
     folder = tmp_path / "models" / "serving"
     assert registry_cli(registry, "export", "--to", str(folder), "--version", "1") == 0
     assert runs.resolve(str(folder)).version == "1"
-    (folder / "stale.txt").write_text("from the older export")
     assert registry_cli(registry, "export", "--to", str(folder)) == 0  # the champion: 2
     assert "(version 2)" in capsys.readouterr().out
     assert runs.resolve(str(folder)).version == "2"
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        ["MLmodel", "weights.bin", runs.REGISTERED_META]
+        ["MLmodel", "weights.bin", runs.REGISTERED_META, store.EXPORT_RECORD]
     )
     assert [p.name for p in folder.parent.iterdir()] == ["serving"]  # no staging or old copy
     empty = tmp_path / "empty"
     empty.mkdir()
     assert registry_cli(registry, "export", "--to", str(empty)) == 0
+
+
+def test_export_refuses_files_added_to_an_earlier_export(registry: str, tmp_path: Path, capsys):
+    """MLmodel + registered_model_meta are in any model download: only the record says ours."""
+    folder = tmp_path / "serving"
+    assert registry_cli(registry, "export", "--to", str(folder), "--version", "1") == 0
+    capsys.readouterr()
+    (folder / "notes.txt").write_text("mine")
+    (folder / "weights.bin").with_name("extra").mkdir()
+    assert registry_cli(registry, "export", "--to", str(folder)) == 2
+    err = capsys.readouterr().err
+    assert "will not export to" in err and "an earlier export holding 2 entries" in err
+    assert "extra, notes.txt" in err and "registry export --force" in err
+    assert (folder / "notes.txt").read_text() == "mine"
+    assert runs.resolve(str(folder)).version == "1"
+
+    # A model folder a user downloaded and keeps notes in (no record): refused, not replaced.
+    kept = tmp_path / "kept"
+    assert registry_cli(registry, "export", "--to", str(kept), "--version", "1") == 0
+    (kept / store.EXPORT_RECORD).unlink()
+    (kept / "notes.txt").write_text("mine")
+    assert registry_cli(registry, "export", "--to", str(kept)) == 2
+    assert f"no {store.EXPORT_RECORD}" in capsys.readouterr().err
+    assert (kept / "notes.txt").exists()
+
+    assert registry_cli(registry, "export", "--to", str(folder), "--force") == 0
+    assert not (folder / "notes.txt").exists() and runs.resolve(str(folder)).version == "2"
+    assert registry_cli(registry, "export", "--to", str(folder), "--version", "1") == 0  # clean

@@ -346,29 +346,66 @@ def _registered_meta(model_dir: Path) -> tuple[str | None, str | None]:
     return (str(name) if name else None), (str(version) if version else None)
 
 
-def exported_model_folder(folder: Path) -> bool:
-    """A model folder an export wrote: an MLflow model (`MLmodel`) that says which registered
-    model and version it is (`registered_model_meta`). Only these are replaced without asking."""
-    return (folder / "MLmodel").is_file() and (folder / REGISTERED_META).is_file()
+EXPORT_RECORD = ".fmops-export.json"  # what an export wrote, so a later one replaces only that
+
+
+def folder_entries(folder: Path) -> list[str]:
+    """Every file, link and folder under ``folder`` (relative, POSIX), the export record aside."""
+    found = []
+    for root, dirs, files in os.walk(folder):  # links to folders are listed, never followed
+        for name in dirs + files:
+            found.append((Path(root) / name).relative_to(folder).as_posix())
+    return sorted(e for e in found if e != EXPORT_RECORD)
+
+
+def write_export_record(folder: Path, uri: str) -> None:
+    """Note in ``folder`` the entries the export put there (read by :func:`check_export_target`)."""
+    import json
+
+    record = folder / EXPORT_RECORD
+    record.write_text(
+        json.dumps({"model_uri": uri, "entries": folder_entries(folder)}, indent=2) + "\n",
+        encoding="utf-8",
+    )
+    record.chmod(0o644)  # the serving container (another uid) lists the folder too
+
+
+def added_to_export(folder: Path) -> list[str] | None:
+    """Entries in an earlier export that it did not write (user files), or None: not an export.
+
+    Only the record counts as proof: an `MLmodel` and a `registered_model_meta` are in any MLflow
+    model download, including one a user keeps beside their own files.
+    """
+    import json
+
+    try:
+        record = json.loads((folder / EXPORT_RECORD).read_text(encoding="utf-8"))
+        written = set(record["entries"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return [e for e in folder_entries(folder) if e not in written]
 
 
 def check_export_target(dst: Path, force: bool = False) -> None:
-    """Refuse to export over anything but nothing, an empty folder or an earlier export.
+    """Refuse to export over anything but nothing, an empty folder or an untouched earlier export.
 
     The swap replaces `dst` whole, so every other file in it would be deleted: a folder holding
-    other files (a project, a data folder, a typo'd path) is refused unless ``force``.
+    other files (a project, a data folder, a typo'd path, files added to an earlier export) is
+    refused unless ``force``. An earlier export is known by its record (``.fmops-export.json``,
+    the entries it wrote); an export made before the record existed is refused once, too.
     """
     if force or not (dst.exists() or dst.is_symlink()):
         return
     if dst.is_dir() and not dst.is_symlink():
         entries = sorted(p.name for p in dst.iterdir())
-        if not entries or exported_model_folder(dst):
+        added = added_to_export(dst)
+        if not entries or added == []:
             return
-        count = f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"
-        what = f"a folder holding {count} ({', '.join(entries[:3])}"
-        what += ", ...)" if len(entries) > 3 else ")"
-        what += " that is not a model folder exported before (no MLmodel and " + REGISTERED_META
-        what += ")"
+        if added:
+            what = f"an earlier export holding {_entries(added)} it did not write"
+        else:
+            what = f"a folder holding {_entries(entries)} that is not a model folder exported "
+            what += f"before (no {EXPORT_RECORD} listing what an export wrote)"
     else:
         what = "a symbolic link" if dst.is_symlink() else "a file, not a folder"
     raise TrackingError(
@@ -378,13 +415,20 @@ def check_export_target(dst: Path, force: bool = False) -> None:
     )
 
 
+def _entries(names: list[str]) -> str:
+    """``2 entries (a, b)``: the count and the first three names."""
+    count = f"{len(names)} entr{'y' if len(names) == 1 else 'ies'}"
+    return f"{count} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+
+
 def export_model(uri: str, dst: Path, force: bool = False) -> ModelRef:
     """Download a registered model into the folder `dst` (an MLflow model folder that serving,
     compose and the `with-model` image use), replacing what was there whole: the new files are
     complete before the swap (two renames), so no reader sees a mix. Returns the reference.
 
-    `dst` must be new, empty or an earlier export (:func:`check_export_target`); ``force``
-    replaces anything, as `registry export --force` asks.
+    `dst` must be new, empty or an earlier export with nothing added (:func:`check_export_target`,
+    which reads the ``.fmops-export.json`` record written here); ``force`` replaces anything, as
+    `registry export --force` asks.
     """
     import shutil
     import tempfile
@@ -405,6 +449,7 @@ def export_model(uri: str, dst: Path, force: bool = False) -> ModelRef:
             (staging / REGISTERED_META).write_text(
                 f"model_name: {ref.name}\nmodel_version: '{ref.version}'\n", encoding="utf-8"
             )
+        write_export_record(staging, ref.uri)
         old = dst.parent / f".{dst.name}.old-{os.getpid()}"
         if dst.exists() or dst.is_symlink():
             os.replace(dst, old)
