@@ -230,3 +230,50 @@ def test_many_unknown_topics_are_listed_commonest_first_and_capped(
     assert "13 rows have a topic" in note
     assert ": 'Topic 0' (2 rows)" in note and note.endswith(", and 2 more (see the manifest)")
     assert len(json.loads(MANIFEST.read_text())["unknown_topics"]) == 12
+
+
+def test_many_long_unknown_columns_and_topics_keep_the_report_small(
+    isolated_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 29 review: 2,000 unlabelled rows with 20 made-up 200-character columns and a topic
+    each printed an 8.6 MB summary line, 2,009 table lines and a 9 MB manifest. Now every listing
+    is cut (run.py's module docstring states the bound) and the counts still add up."""
+    rows = []
+    for i, row in enumerate(make_rows(150)):
+        row.pop("ground_truth")
+        row |= {f"col-{i}-{j}-" + "c" * 200: 1 for j in range(3)}
+        rows.append(dict(row, question_id=f"u-{i}", topic=f"topic-{i}-" + "t" * 200))
+    rows[-1]["GroundTruth"] = 1  # close to the label's name: the one the no-label warning names
+    write_json(Path("rows.json"), rows)
+    code, out, err = ingest(capsys, "--path", "rows.json")
+    assert code == 0, err
+    assert len(out) < 20_000 and len(err) < 20_000
+    assert len(out.splitlines()) < 25
+    assert "  (140 more unknown topics: 140 rows)" in out.splitlines()
+    (label,) = [line for line in out.splitlines() if "no row has ground_truth" in line]
+    assert label.endswith("; if 'GroundTruth' holds the answers, rename it to ground_truth")
+    (topics,) = [line for line in out.splitlines() if "none of FinanceMath's 7" in line]
+    assert topics.endswith(", and 140 more (the manifest keeps the 100 with most rows)")
+    assert "t" * 61 not in out and "c" * 61 not in out
+    manifest_text = MANIFEST.read_text()
+    assert len(manifest_text) < 32_000
+    manifest = json.loads(manifest_text)
+    for what, total in (("per_topic", 150), ("unknown_topics", 150), ("unknown_columns", 451)):
+        kept, more = manifest[what], manifest[f"{what}_more"]
+        assert len(kept) == 100 and max(map(len, kept)) <= 60
+        assert sum(kept.values()) + more["rows"] == total
+        assert len(kept) + more["names"] == total
+
+
+def test_the_no_label_warning_names_three_unread_columns_when_none_is_close() -> None:
+    from financemath_mlops.ingestion.run import IngestionSummary
+
+    columns = {name: 4 for name in ("notes", "extra", "misc", "source_url", "z")}
+    summary = IngestionSummary(
+        Path("o"), Path("r"), Path("m"), read=4, written=4, rejected=0, source="local",
+        revision=None, unknown_columns=columns,
+    )  # fmt: skip
+    (note,) = [n for n in summary.warnings() if n.startswith("no row has")]
+    assert note.endswith(
+        "if one of 'extra', 'misc', 'notes' (+2 more) holds the answers, rename it to ground_truth"
+    )

@@ -8,6 +8,15 @@ The summary (and the manifest) say what a later stage would otherwise find out t
 many rows carry the label (``ground_truth``), which columns no stage reads (``answer`` instead of
 ``ground_truth``), and which topics are none of FinanceMath's seven (the features score them as
 ``topic_other``).
+
+Both stay small whatever the input holds (a file with thousands of made-up columns or topics is
+still ingested, and reported in a few lines): a column name or topic is shown cut to
+``NAME_CHARS`` characters; a warning lists at most ``LISTED`` names, then how many more; the
+summary's topic table has one line per FinanceMath topic, at most ``LISTED`` unknown ones, and one
+``(N unknown topics: M rows)`` line for the rest; each name -> rows map in the manifest keeps the
+``MANIFEST_KEPT`` names with the most rows and puts the rest in ``<map>_more`` (``names`` and
+``rows``), so the kept rows plus ``rows`` still add up to the total. The summary is then at most a
+few KB and the manifest under 32 KB.
 """
 
 from __future__ import annotations
@@ -16,7 +25,6 @@ import hashlib
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +46,11 @@ from financemath_mlops.ingestion.validate import (
 from financemath_mlops.records import LABEL_COLUMN, canonical_topic
 
 log = logging.getLogger(__name__)
+
+NAME_CHARS = 60  # a column name or topic longer than this is shown cut, ending in "..."
+LISTED = 10  # names a warning or the topic table lists before "and N more"
+MANIFEST_KEPT = 100  # names each map of the manifest keeps (most rows first)
+LABEL_GUESSES = 3  # unread columns the no-label warning names when none is close to the label
 
 
 @dataclass
@@ -67,31 +80,39 @@ class IngestionSummary:
         if self.table_warnings:
             lines.append(f"  tables kept as text or with parse warnings: {self.table_warnings}")
         lines += [f"  warning: {note}" for note in self.warnings()]
-        width = max((len(topic) for topic in self.per_topic), default=5)
+        known = {t: n for t, n in self.per_topic.items() if t not in self.unknown_topics}
+        unknown = _commonest(self.unknown_topics)
+        shown = sorted([*known.items(), *unknown[:LISTED]])
+        width = max((len(_cut(topic)) for topic, _ in shown), default=5)
         lines.append(f"  {'topic':<{width}}  rows")
         lines += [
-            f"  {topic:<{width}}  {n:>4}"
+            f"  {_cut(topic):<{width}}  {n:>4}"
             + ("  (unknown: scored as topic_other)" if topic in self.unknown_topics else "")
-            for topic, n in sorted(self.per_topic.items())
+            for topic, n in shown
         ]
+        if rest := unknown[LISTED:]:
+            rows = sum(n for _, n in rest)
+            lines.append(f"  ({len(rest)} more unknown topics: {_rows(rows)})")
         return "\n".join(lines)
 
     def warnings(self) -> list[str]:
-        """What the user should look at before training on this output (also logged)."""
+        """What the user should look at before training on this output (also logged).
+
+        Each note names at most ``LISTED`` columns or topics, each cut to ``NAME_CHARS``."""
         notes = []
-        if self.unknown_columns:
-            listed = _first(_column_note(c, n) for c, n in self.unknown_columns.items())
+        columns = _commonest(self.unknown_columns)
+        if columns:
+            listed = _first([_column_note(c, n) for c, n in columns[:LISTED]], len(columns))
             notes.append(f"columns no stage reads (kept out of the output): {listed}")
         if self.written and not self.labelled:
             note = f"no row has {LABEL_COLUMN} (the label column): these rows can be scored, "
             note += "not trained on"
-            if self.unknown_columns:
-                names = ", ".join(repr(c) for c in self.unknown_columns)
-                note += f"; if {names} holds the answers, rename it to {LABEL_COLUMN}"
+            if columns:
+                note += f"; {_label_hint([c for c, _ in columns])}"
             notes.append(note)
         if self.unknown_topics:
-            by_rows = sorted(self.unknown_topics.items(), key=lambda item: (-item[1], item[0]))
-            listed = _first(_topic_note(t, n) for t, n in by_rows)
+            topics = _commonest(self.unknown_topics)
+            listed = _first([_topic_note(t, n) for t, n in topics[:LISTED]], len(topics))
             rows = sum(self.unknown_topics.values())
             notes.append(
                 f"{_rows(rows)} {'has' if rows == 1 else 'have'} a topic that is none of "
@@ -100,21 +121,61 @@ class IngestionSummary:
         return notes
 
 
+def _label_hint(columns: list[str]) -> str:
+    """Which unread columns may hold the label: those closest to it, else the first few."""
+    near = [c for c in columns if closest_column(c) == LABEL_COLUMN]
+    named = near[:LABEL_GUESSES] or columns[:LABEL_GUESSES]
+    more = len(near or columns) - len(named)
+    names = ", ".join(repr(_cut(c)) for c in named) + (f" (+{more} more)" if more else "")
+    which = names if len(named) == 1 and not more else f"one of {names}"
+    return f"if {which} holds the answers, rename it to {LABEL_COLUMN}"
+
+
 def _column_note(column: str, rows: int) -> str:
     hint = closest_column(column)
-    return f"{column!r} ({_rows(rows)}" + (f"; did you mean {hint}?)" if hint else ")")
+    return f"{_cut(column)!r} ({_rows(rows)}" + (f"; did you mean {hint}?)" if hint else ")")
 
 
 def _topic_note(topic: str, rows: int) -> str:
     hint = closest_topic(topic)
-    return f"{topic[:60]!r} ({_rows(rows)}" + (f"; closest: {hint!r})" if hint else ")")
+    return f"{_cut(topic)!r} ({_rows(rows)}" + (f"; closest: {hint!r})" if hint else ")")
 
 
-def _first(notes: Iterable[str], limit: int = 10) -> str:
-    """At most ``limit`` notes on one line, then how many more (the manifest lists them all)."""
-    notes = list(notes)
-    more = f", and {len(notes) - limit} more (see the manifest)" if len(notes) > limit else ""
-    return ", ".join(notes[:limit]) + more
+def _first(notes: list[str], total: int) -> str:
+    """At most ``LISTED`` of ``total`` notes on one line, then how many more."""
+    if total <= LISTED:
+        return ", ".join(notes[:LISTED])
+    where = (
+        "see the manifest"
+        if total <= MANIFEST_KEPT
+        else (f"the manifest keeps the {MANIFEST_KEPT} with most rows")
+    )
+    return ", ".join(notes[:LISTED]) + f", and {total - LISTED} more ({where})"
+
+
+def _commonest(counts: dict[str, int]) -> list[tuple[str, int]]:
+    """(name, rows), most rows first, then by name: the order every listing cuts from."""
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _cut(name: str) -> str:
+    """``name`` as shown: at most ``NAME_CHARS`` characters, ending in "..." when cut."""
+    return name if len(name) <= NAME_CHARS else name[: NAME_CHARS - 3] + "..."
+
+
+def _kept(counts: dict[str, int], what: str) -> dict[str, Any]:
+    """``{what: the MANIFEST_KEPT names with most rows (cut)}``, and ``{what}_more`` for the rest.
+
+    Cut names that collide add their rows, so the kept rows plus ``_more.rows`` equal the total.
+    """
+    ranked = _commonest(counts)
+    kept: Counter[str] = Counter()
+    for name, rows in ranked[:MANIFEST_KEPT]:
+        kept[_cut(name)] += rows
+    out: dict[str, Any] = {what: dict(sorted(kept.items()))}
+    if rest := ranked[MANIFEST_KEPT:]:
+        out[f"{what}_more"] = {"names": len(rest), "rows": sum(n for _, n in rest)}
+    return out
 
 
 def _rows(n: int) -> str:
@@ -184,7 +245,11 @@ def ingest(settings: Settings) -> IngestionSummary:
 def manifest_body(
     summary: IngestionSummary, provenance: Provenance, output: Path, rejects: Path
 ) -> dict[str, Any]:
-    """What a reader needs to trust the pair: counts, where the rows came from, checksums."""
+    """What a reader needs to trust the pair: counts, where the rows came from, checksums.
+
+    Bounded whatever the input (see the module docstring): each name -> rows map keeps its
+    ``MANIFEST_KEPT`` commonest names, cut to ``NAME_CHARS``, and counts the rest in ``<map>_more``.
+    """
     return {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "source": {
@@ -199,9 +264,9 @@ def manifest_body(
             "rejected": summary.rejected,
             "labelled": summary.labelled,
         },
-        "per_topic": dict(sorted(summary.per_topic.items())),
-        "unknown_topics": dict(sorted(summary.unknown_topics.items())),
-        "unknown_columns": summary.unknown_columns,
+        **_kept(summary.per_topic, "per_topic"),
+        **_kept(summary.unknown_topics, "unknown_topics"),
+        **_kept(summary.unknown_columns, "unknown_columns"),
         "files": {
             summary.output.name: _file_facts(output, summary.written),
             summary.rejects_path.name: _file_facts(rejects, summary.rejected),
