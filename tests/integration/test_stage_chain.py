@@ -14,6 +14,7 @@ import pytest
 from financemath_mlops import runs
 from financemath_mlops.atomic import file_sha256
 from financemath_mlops.cli import run_main
+from financemath_mlops.config import load_settings
 from financemath_mlops.evaluation.__main__ import main as evaluation_main
 from financemath_mlops.features.__main__ import main as features_main
 from financemath_mlops.ingestion.__main__ import main as ingestion_main
@@ -114,20 +115,32 @@ def test_a_pointer_is_followed_only_into_the_store_it_names(
     in_default_project: TrainedModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Issue 29: trained with one store, then evaluation and promotion against another: they
-    followed `models:/...-sample/N` of the pointer into the other store's version N."""
+    followed `models:/...-sample/N` of the pointer into the other store's version N. Stores are
+    told apart by the run id: the store here is a copy of the one training used, so it holds the
+    very run (the same model under another spelling); a pointer to another run is refused."""
     trained = in_default_project  # its pointer names the session store; the env a copy of it
     features = trained.features_path
+    copy = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    here = runs.store_identity(copy)
+    there = runs.read_trained_pointer(features)
+    assert there is not None and there.tracking_uri == runs.store_identity(trained.tracking_uri)
+    assert here != there.tracking_uri
+    runs.configure(load_settings())
+    assert runs.model_trained_on(features, copy).run_id == trained.run_id  # recognised
+
+    # Another store: there, the pointer's version N is another run than training registered.
+    elsewhere = tmp_path / "elsewhere.parquet"
+    elsewhere.write_bytes(features.read_bytes())
+    runs.write_trained_pointer(elsewhere, dataclasses.replace(there, run_id="f" * 32))
     metrics = tmp_path / "metrics.json"
     refusals = []
     for main, argv in ((evaluation_main, ["--output", str(metrics)]), (promotion_main, [])):
-        code, _, err = stage(main, argv, capsys)
+        code, _, err = stage(main, [*argv, "--features", str(elsewhere)], capsys)
         assert code == 2, err
         assert "--tracking-uri" in err and "--model-uri" in err
+        assert f"is run {trained.run_id}" in err
         refusals.append(err)
     assert not metrics.exists()
-    here = runs.store_identity(f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
-    there = runs.read_trained_pointer(features)
-    assert there is not None and there.tracking_uri == runs.store_identity(trained.tracking_uri)
     for err in refusals:
         assert here in err and there.tracking_uri in err and there.model_uri in err
 

@@ -43,3 +43,85 @@ def test_features_beside_a_model_uri_is_refused_naming_both() -> None:
     with pytest.raises(runs.TrackingError, match=r"--features t\.parquet would be ignored") as err:
         runs.refuse_ignored_features(Path("t.parquet"), settings, "promotion")
     assert "models:/m/3" in str(err.value) and "Drop --features" in str(err.value)
+
+
+def test_spellings_that_name_no_local_path_are_kept(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert runs.store_identity("databricks") == "databricks"  # not file://<cwd>/databricks
+    assert runs.store_identity("databricks-uc") == "databricks-uc"
+    assert runs.store_identity("file://server/share/mlruns") == "file://server/share/mlruns"
+    assert runs.store_identity("file://localhost/srv/mlruns") == "file:///srv/mlruns"
+    assert runs.store_identity("http://[::1]:5000/") == "http://[::1]:5000"
+    assert runs.store_identity("http://tracker:80") == runs.store_identity("http://tracker")
+    assert runs.store_identity("https://tracker:443/") == "https://tracker"
+    assert runs.store_identity("postgresql+psycopg2://u:pw@db/mlflow") == runs.store_identity(
+        "postgresql://db/mlflow"
+    )
+
+
+RUN_ID = "5f0c8a3e2b1d4c6f9e8a7b6c5d4e3f21"
+
+
+def pointed_table(tmp_path: Path, store: str) -> Path:
+    from financemath_mlops.atomic import file_sha256
+
+    features = tmp_path / "features.parquet"
+    features.write_bytes(b"a table")
+    runs.write_trained_pointer(
+        features,
+        runs.TrainedPointer(
+            RUN_ID,
+            "models:/m/2",
+            "m",
+            "2",
+            str(features),
+            file_sha256(features),
+            runs.store_identity(store),
+        ),  # fmt: skip
+    )
+    return features
+
+
+@pytest.mark.parametrize(
+    ("trained_in", "judged_in"),
+    [
+        ("http://localhost:5000", "http://127.0.0.1:5000"),
+        ("http://mlflow:5000", "http://192.168.1.20:5000"),  # compose's name vs the host's address
+        ("http://[::1]:5000", "http://localhost:5000"),
+    ],
+)
+def test_one_store_under_two_addresses_is_recognised_by_the_run_id(
+    tmp_path: Path, monkeypatch, caplog, trained_in: str, judged_in: str
+) -> None:
+    from financemath_mlops.runs import pointer as pointer_module
+
+    features = pointed_table(tmp_path, trained_in)
+    asked = []
+    monkeypatch.setattr(
+        pointer_module, "resolve",
+        lambda uri: asked.append(uri) or runs.ModelRef(uri, "m", "2", None, RUN_ID),
+    )  # fmt: skip
+    with caplog.at_level("INFO", logger=pointer_module.__name__):
+        assert runs.model_trained_on(features, judged_in).model_uri == "models:/m/2"
+    assert asked == ["models:/m/2"]
+    assert f"recognised by its run id {RUN_ID}" in caplog.text
+
+
+def test_another_store_is_refused_naming_both(tmp_path: Path, monkeypatch) -> None:
+    from financemath_mlops.runs import pointer as pointer_module
+
+    features = pointed_table(tmp_path, "http://localhost:5000")
+    other_run = runs.ModelRef("models:/m/2", "m", "2", None, "0" * 32)
+    monkeypatch.setattr(pointer_module, "resolve", lambda uri: other_run)
+    with pytest.raises(runs.TrackingError) as err:
+        runs.model_trained_on(features, "http://tracker.example:5000")
+    message = str(err.value)
+    assert "http://localhost:5000" in message and "http://tracker.example:5000" in message
+    assert f"there models:/m/2 is run {'0' * 32}" in message and "--tracking-uri" in message
+
+    def missing(uri: str) -> runs.ModelRef:
+        raise runs.TrackingError(f"cannot resolve model {uri}: not found")
+
+    monkeypatch.setattr(pointer_module, "resolve", missing)
+    with pytest.raises(runs.TrackingError, match="it has no such model"):
+        runs.model_trained_on(features, "http://tracker.example:5000")

@@ -6,12 +6,15 @@ promotion find "the model trained on these features" there, for the table they a
 through a manifest at a default path that another chain may have written. They refuse rather than
 guess when the table changed since training, when they are pointed at another tracking store
 than the one the pointer names (``models:/NAME/2`` there is another model), or when the version
-it names now belongs to another run (the store was recreated).
+it names now belongs to another run (the store was recreated). Two spellings of one store
+(``localhost`` and ``127.0.0.1``, compose's service name and the host's address) are told apart
+from two stores by the run id (a UUID): the pointer's version resolved here must be its run.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -19,6 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 from financemath_mlops.config import Settings
 from financemath_mlops.runs.contract import trained_pointer_path
 from financemath_mlops.runs.store import ModelRef, TrackingError, resolve
+
+log = logging.getLogger(__name__)
 
 NO_MODEL_HINT = "pass --model-uri, or --features with the table training read"
 
@@ -34,25 +39,49 @@ class TrainedPointer:
     tracking_uri: str  # the store it was registered in (store_identity: absolute, no password)
 
 
+_SCHEME_ONLY = {"databricks", "databricks-uc", "uc"}  # MLflow's stores named by a word alone
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_DATABASES = {"postgresql", "mysql", "mssql", "sqlite"}  # `+driver` picks a client, not a store
+
+
 def store_identity(uri: str) -> str:
     """One spelling per tracking store, to compare two URIs: a local store's path made absolute
     (against the working directory) and a server's address without user or password, scheme and
-    host lower-cased, no trailing slash. Never holds a password: it is written to the pointer
-    and shown in messages."""
+    host lower-cased, no default port, no database driver, no trailing slash. Never holds a
+    password: it is written to the pointer and shown in messages.
+
+    Spellings still differ for one store (``localhost`` and ``127.0.0.1``, compose's
+    ``http://mlflow:5000`` and the host's address): :func:`model_trained_on` then asks the store
+    itself (the pointer's run id). ``databricks`` and ``file://host/share`` are kept as written.
+    """
+    if uri in _SCHEME_ONLY:
+        return uri
     if uri.startswith("sqlite:///"):
         return "sqlite:///" + _absolute(uri.removeprefix("sqlite:///"))
     if uri.startswith("file:"):
         rest = uri.removeprefix("file:")
-        return "file://" + _absolute(rest[2:] if rest.startswith("//") else rest)
+        if rest.startswith("//"):
+            host, _, path = rest[2:].partition("/")
+            if host and host.lower() != "localhost":
+                return uri  # a share on another machine: not a path here
+            rest = "/" + path
+        return "file://" + _absolute(rest)
     if "://" not in uri:  # a plain folder: MLflow's file store
         return "file://" + _absolute(uri)
     parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if scheme.split("+")[0] in _DATABASES:
+        scheme = scheme.split("+")[0]
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6: the brackets are part of the address's spelling
+        host = f"[{host}]"
     try:
-        port = f":{parts.port}" if parts.port else ""
+        port = parts.port
     except ValueError:
-        port = ""
-    host = (parts.hostname or "") + port
-    return urlunsplit((parts.scheme.lower(), host, parts.path.rstrip("/"), parts.query, ""))
+        port = None
+    if port and port != _DEFAULT_PORTS.get(scheme):
+        host += f":{port}"
+    return urlunsplit((scheme, host, parts.path.rstrip("/"), parts.query, ""))
 
 
 def _absolute(path: str) -> str:
@@ -104,16 +133,30 @@ def model_trained_on(features_path: Path, tracking_uri: str) -> TrainedPointer:
         )
     here = store_identity(tracking_uri)
     if here != pointer.tracking_uri:
-        raise TrackingError(
-            f"{trained_pointer_path(features_path)} names {pointer.model_uri} (run "
-            f"{pointer.run_id}) in the tracking store {pointer.tracking_uri}, but this command "
-            f"uses the store {here} (version numbers are per store: there it is another model, or"
-            " none). Pass "
-            f"--tracking-uri {pointer.tracking_uri} (or set FMOPS_MLFLOW__TRACKING_URI) to judge "
-            "the model trained on this table, or --model-uri (without --features) to judge a "
-            "model of this store"
-        )
+        there = _run_of(pointer.model_uri)
+        if there != pointer.run_id:
+            found = f"there {pointer.model_uri} is run {there}" if there else "it has no such model"
+            raise TrackingError(
+                f"{trained_pointer_path(features_path)} names {pointer.model_uri} (run "
+                f"{pointer.run_id}) in the tracking store {pointer.tracking_uri}, but this command "
+                f"uses the store {here} ({found}: version numbers are per store). Pass "
+                f"--tracking-uri {pointer.tracking_uri} (or set FMOPS_MLFLOW__TRACKING_URI) to "
+                "judge the model trained on this table, or --model-uri (without --features) to "
+                "judge a model of this store"
+            )
+        log.info(
+            "the store %s is %s, where training registered %s: recognised by its run id %s",
+            here, pointer.tracking_uri, pointer.model_uri, pointer.run_id,
+        )  # fmt: skip
     return pointer
+
+
+def _run_of(model_uri: str) -> str | None:
+    """The run of ``model_uri`` in the configured store, or None when it has no such model."""
+    try:
+        return resolve(model_uri).run_id
+    except TrackingError:
+        return None
 
 
 def challenger_uri(settings: Settings) -> str:
