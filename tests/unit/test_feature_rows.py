@@ -109,3 +109,44 @@ def test_feature_matrix_reports_table_warnings_per_record() -> None:
 def test_wrong_embedding_shape_is_an_error() -> None:
     with pytest.raises(ValueError, match="expected embeddings of shape"):
         feature_matrix([RecordInput("q")], np.zeros((1, 10)))
+
+
+# What the hand features compute for a few fixed records, per FEATURE_VERSION. A model records the
+# version it was trained on; if these values change, a model trained before would be served
+# features with another meaning under the same column names, and the column check cannot tell.
+# Version 2 (issue 29): a topic that differs from FinanceMath's only in case or spacing ("risk
+# MANAGEMENT") sets its own topic column; version 1 scored it as topic_other.
+HAND_FEATURE_FINGERPRINTS = {1: "9da99088dccab5e1", 2: "d02f6b9611e0c139"}
+FINGERPRINT_RECORDS = [
+    RecordInput(
+        "What is the 2024 margin if sales were $1,500 and costs 20%?", (TABLE,), "Accounting"
+    ),
+    RecordInput("Compute the NPV at 8% over 5 years.", (), "risk  MANAGEMENT"),
+    RecordInput("How much?", ("| a |\n|---|\n| x |",), "Astrology"),
+    RecordInput("No topic here: 3 or 4?", (), None),
+]
+
+
+def hand_feature_fingerprint() -> str:
+    import hashlib
+    import json
+
+    from financemath_mlops.features.rows import hand_features
+
+    rows = [
+        {k: None if math.isnan(v) else round(v, 6) for k, v in hand_features(r)[0].items()}
+        for r in FINGERPRINT_RECORDS
+    ]
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def test_changed_feature_values_come_with_a_new_feature_version() -> None:
+    from financemath_mlops.features.rows import FEATURE_VERSION
+
+    now = hand_feature_fingerprint()
+    version = FEATURE_VERSION + (FEATURE_VERSION in HAND_FEATURE_FINGERPRINTS)
+    assert now == HAND_FEATURE_FINGERPRINTS.get(FEATURE_VERSION), (
+        "the hand features compute other values than FEATURE_VERSION "
+        f"{FEATURE_VERSION} recorded: set FEATURE_VERSION = {version} in features/rows.py, "
+        f"run scripts/gen_features_doc.py and add {version}: {now!r} here"
+    )
