@@ -97,24 +97,47 @@ def test_feature_table_not_matching_its_manifest_is_refused(built, tmp_path: Pat
 
 
 def test_two_tables_in_one_folder_each_describe_their_own_rows(
-    built, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    built, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 29: b built beside a used to overwrite the one `feature_columns.json` of the folder,
-    so training on a read b's embedding settings and b's records."""
+    """Issue 29: b built beside a (other records, other embedding settings) used to overwrite the
+    one `feature_columns.json` of the folder, so training on a read b's embedding settings and
+    b's records."""
+    from financemath_mlops.features import embeddings
+    from financemath_mlops.training.train import _params
+
     settings, _ = built
     other = tmp_path / "other" / "records.jsonl"
     ingest(pipeline_settings(tmp_path, rows=30, seed=9, ingestion={"output": other}))
     folder = tmp_path / "tables"
     a, b = folder / "a.parquet", folder / "b.parquet"
-    for records, table in ((settings.ingestion_output, a), (other, b)):
-        argv = ["--input", str(records), "--output", str(table)]
-        assert run_main(features_main, argv) == 0, capsys.readouterr().err
+    argv = ["--input", str(settings.ingestion_output), "--output", str(a)]
+    assert run_main(features_main, argv) == 0, capsys.readouterr().err
+    # b with another max_length. Only the manifest matters here: the embedder reuses the len-256
+    # ONNX bundle, since exporting a len-16 one would take torch and most of a minute.
+    real = embeddings.make_embedder
+    monkeypatch.setattr(
+        embeddings, "make_embedder", lambda *a, **kw: real(*a, **{**kw, "max_length": 256})
+    )
+    monkeypatch.setenv("FMOPS_FEATURES__EMBEDDING__MAX_LENGTH", "16")
+    argv = ["--input", str(other), "--output", str(b)]
+    assert run_main(features_main, argv) == 0, capsys.readouterr().err
+    monkeypatch.delenv("FMOPS_FEATURES__EMBEDDING__MAX_LENGTH")
     capsys.readouterr()
     _, manifest_a = read_features(a)
     _, manifest_b = read_features(b)
     assert manifest_a["data"]["input"] == str(settings.ingestion_output)
     assert manifest_b["data"]["input"] == str(other)
     assert (manifest_a["rows"], manifest_b["rows"]) == (80, 30)
+    assert (manifest_a["embedding"]["max_length"], manifest_b["embedding"]["max_length"]) == (
+        256, 16,
+    )  # fmt: skip
+    # Training on a (it reads a's manifest: train.py read_features) logs a's settings, not b's.
+    on_a = settings.model_copy(
+        update={"training": settings.training.model_copy(update={"features": a})}
+    )
+    _, trained_on = read_features(on_a.training_features)
+    assert _params(on_a, trained_on)["embedding.max_length"] == 256
+    assert _params(on_a, trained_on)["data.source"] == manifest_a["data"]["source"]
 
     # A table from before manifests were inside: the folder's file is named, never trusted.
     legacy = folder / "legacy.parquet"
