@@ -104,16 +104,21 @@ def _ingestion_source(
     rejects = [file for file, digest in digests.items() if digest == sha256]
     if rejects:
         return {}, f"it is the rejects file {rejects[0]} of {shown}, not the records"
-    if len(records) == 1 or name in records:
-        listed, recorded = (name, records[name]) if name in records else next(iter(records.items()))
+    if name in records:
         return {}, (
             f"it changed since ingestion wrote {shown} (sha256 {sha256[:12]}..., the manifest "
-            f"records {str(recorded)[:12]}... for {listed})"
+            f"records {str(records[name])[:12]}...)"
         )
+    listed = ", ".join(f"{file} (sha256 {str(d)[:12]}...)" for file, d in sorted(records.items()))
     return {}, (
-        f"none of the records {shown} lists ({', '.join(sorted(records)) or 'none'}) has its "
-        f"sha256 {sha256[:12]}...: the file changed since ingestion, or the manifest is another's"
+        f"its sha256 {sha256[:12]}... is none of the records {shown} lists: "
+        f"{_cut_list(listed) or 'none'}; the file changed since ingestion, or the manifest is "
+        "another file's"
     )
+
+
+def _cut_list(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _is_rejects(file: str) -> bool:
