@@ -128,14 +128,19 @@ def test_export_refuses_files_added_to_an_earlier_export(registry: str, tmp_path
     assert (folder / "notes.txt").read_text() == "mine"
     assert runs.resolve(str(folder)).version == "1"
 
-    # A model folder a user downloaded and keeps notes in (no record): refused, not replaced.
+    # An export from before the record (or a model download a user keeps notes in): replaced
+    # only when it holds nothing the new export does not write.
     kept = tmp_path / "kept"
     assert registry_cli(registry, "export", "--to", str(kept), "--version", "1") == 0
     (kept / store.EXPORT_RECORD).unlink()
     (kept / "notes.txt").write_text("mine")
     assert registry_cli(registry, "export", "--to", str(kept)) == 2
-    assert f"no {store.EXPORT_RECORD}" in capsys.readouterr().err
-    assert (kept / "notes.txt").exists()
+    assert "an earlier export holding 1 entry (notes.txt)" in capsys.readouterr().err
+    assert (kept / "notes.txt").exists() and runs.resolve(str(kept)).version == "1"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging
+    (kept / "notes.txt").unlink()
+    assert registry_cli(registry, "export", "--to", str(kept)) == 0
+    assert (kept / store.EXPORT_RECORD).is_file() and runs.resolve(str(kept)).version == "2"
 
     assert registry_cli(registry, "export", "--to", str(folder), "--force") == 0
     assert not (folder / "notes.txt").exists() and runs.resolve(str(folder)).version == "2"

@@ -386,19 +386,25 @@ def added_to_export(folder: Path) -> list[str] | None:
     return [e for e in folder_entries(folder) if e not in written]
 
 
-def check_export_target(dst: Path, force: bool = False) -> None:
+def check_export_target(dst: Path, force: bool = False, written: list[str] | None = None) -> None:
     """Refuse to export over anything but nothing, an empty folder or an untouched earlier export.
 
     The swap replaces `dst` whole, so every other file in it would be deleted: a folder holding
     other files (a project, a data folder, a typo'd path, files added to an earlier export) is
     refused unless ``force``. An earlier export is known by its record (``.fmops-export.json``,
-    the entries it wrote); an export made before the record existed is refused once, too.
+    the entries it wrote). A model folder exported before the record existed (`MLmodel` and
+    `registered_model_meta`, no record) is judged after the download, against ``written``: the
+    entries of the new export; anything else in it is the user's.
     """
     if force or not (dst.exists() or dst.is_symlink()):
         return
     if dst.is_dir() and not dst.is_symlink():
         entries = sorted(p.name for p in dst.iterdir())
         added = added_to_export(dst)
+        if added is None and _unrecorded_export(dst):
+            if written is None:
+                return  # judged once the new export is downloaded
+            added = [e for e in folder_entries(dst) if e not in set(written)]
         if not entries or added == []:
             return
         if added:
@@ -413,6 +419,13 @@ def check_export_target(dst: Path, force: bool = False) -> None:
         "deleting what is there. Export to a new or empty folder (registry export --to DIR, "
         "or paths.serving_model_dir), or replace it anyway with registry export --force"
     )
+
+
+def _unrecorded_export(folder: Path) -> bool:
+    """An MLflow model download with its registry name, from before exports kept a record."""
+    if (folder / EXPORT_RECORD).exists():
+        return False
+    return (folder / "MLmodel").is_file() and (folder / REGISTERED_META).is_file()
 
 
 def _entries(names: list[str]) -> str:
@@ -450,6 +463,7 @@ def export_model(uri: str, dst: Path, force: bool = False) -> ModelRef:
                 f"model_name: {ref.name}\nmodel_version: '{ref.version}'\n", encoding="utf-8"
             )
         write_export_record(staging, ref.uri)
+        check_export_target(dst, force, folder_entries(staging))  # an export from before records
         old = dst.parent / f".{dst.name}.old-{os.getpid()}"
         if dst.exists() or dst.is_symlink():
             os.replace(dst, old)
