@@ -253,10 +253,14 @@ def test_serving_sessions_say_when_idle_onnx_threads_spin(
 ) -> None:
     """with_threads (the server's sessions) rebuilds the embedder with its spinning: the option
     reaches the session, survives pickling and leaves the vectors as they were."""
-    from financemath_mlops.features.rows import FEATURE_COLUMNS
+    from financemath_mlops.features.rows import FEATURE_COLUMNS, FEATURE_VERSION
     from financemath_mlops.model.predictor import Predictor, with_threads
 
-    config = {"feature_columns": list(FEATURE_COLUMNS), "target_transform": "none"}
+    config = {
+        "feature_columns": list(FEATURE_COLUMNS),
+        "feature_version": FEATURE_VERSION,
+        "target_transform": "none",
+    }
     served = with_threads(Predictor(None, onnx_embedder, config), 3, spinning)
     quiet = served.embedder
     assert isinstance(quiet, OnnxEmbedder) and quiet.threads == 3 and quiet.spinning == spinning

@@ -100,10 +100,13 @@ def test_an_exported_model_folder_serves_without_the_registry(trained_model, tmp
     assert folder.stat().st_mode & 0o005 == 0o005
     assert all(p.stat().st_mode & 0o004 for p in folder.rglob("*"))
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")], "staging left"
-    # Exporting again replaces the folder whole (no leftovers of the previous copy).
-    (folder / "stale.txt").write_text("from an older export")
-    runs.export_model(uri, folder)
-    assert not (folder / "stale.txt").exists()
+    runs.export_model(uri, folder)  # its own earlier export: replaced whole
+    # A file added to an earlier export is the user's: refused, not deleted.
+    (folder / "stale.txt").write_text("mine")
+    with pytest.raises(runs.TrackingError, match="stale.txt"):
+        runs.export_model(uri, folder)
+    assert (folder / "stale.txt").read_text() == "mine"
+    (folder / "stale.txt").unlink()
 
     # Served from the folder with a tracking server that cannot answer: no registry needed, and
     # the registered name and version still show on /ready and fmops_model_info.

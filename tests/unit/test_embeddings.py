@@ -542,7 +542,7 @@ def test_int8_bundle_is_quantized_from_the_fp32_bundle(
 
 
 def test_predictor_refuses_a_bundle_of_another_precision() -> None:
-    from financemath_mlops.features.rows import FEATURE_COLUMNS
+    from financemath_mlops.features.rows import FEATURE_COLUMNS, FEATURE_VERSION
     from financemath_mlops.model.predictor import Predictor
 
     class Bundle(FakeEmbedder):
@@ -553,10 +553,14 @@ def test_predictor_refuses_a_bundle_of_another_precision() -> None:
 
     config = {
         "feature_columns": list(FEATURE_COLUMNS),
+        "feature_version": FEATURE_VERSION,
         "target_transform": "none",
         "embedding": {"model_id": "m", "max_length": 256, "precision": "fp32"},
     }
     assert Predictor(None, Bundle("fp32"), config).embedder.precision == "fp32"
+    # Same columns, older meaning (topics matched by case before version 2): refused.
+    with pytest.raises(ValueError, match="trained on feature version 1, this code builds version"):
+        Predictor(None, Bundle("fp32"), {**config, "feature_version": 1})
     with pytest.raises(ValueError, match="precision: trained 'fp32', bundle 'int8'"):
         Predictor(None, Bundle("int8"), config)
     old = {**config, "embedding": {"model_id": "m", "max_length": 256}}  # before precisions

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from financemath_mlops.features.rows import FEATURE_COLUMNS, feature_matrix
+from financemath_mlops.features.rows import FEATURE_COLUMNS, FEATURE_VERSION, feature_matrix
 from financemath_mlops.model.target import inverse
 from financemath_mlops.records import RecordInput
 
@@ -46,6 +46,14 @@ class Predictor:
             raise ValueError(
                 "model was trained on other feature columns than this code builds "
                 f"(model feature_version {config.get('feature_version')}); retrain or pin the code"
+            )
+        if str(config.get("feature_version")) != str(FEATURE_VERSION):
+            # Same columns, other meaning (version 2: topics matched in any case): served, the
+            # model would read values it was not trained on.
+            raise ValueError(
+                f"model was trained on feature version {config.get('feature_version')}, this "
+                f"code builds version {FEATURE_VERSION} (same columns, other values: "
+                "docs/features.md); retrain it, or serve it with the code that trained it"
             )
         mismatch = bundle_mismatch(config.get("embedding") or {}, embedder)
         if mismatch:
