@@ -256,6 +256,31 @@ MISTAKES: tuple[Mistake, ...] = (
         ("error: will not export to DIR: it is a folder holding 1 entry (notes.txt) that is not a model folder exported before", "registry export --force",),
         "2",
     ),
+    Mistake(
+        "`features` or `predict` with `--workers 3` (or `--dask-address`) on the local executor",
+        ("error: --workers 3 does not apply to the local executor (features.executor): it is read by --executor dask only",),
+        "2",
+    ),
+    Mistake(
+        "`features --input other.jsonl` beside a manifest copied from other records",
+        ("error: other.jsonl is not a set of records ingestion vouched for: its sha256 … is none of the records other.manifest.json lists",),
+        "2",
+    ),
+    Mistake(
+        "`registry export --to DIR` over an earlier export you added files to",
+        ("error: will not export to DIR: it is an earlier export holding 1 entry (notes.txt) it did not write", "registry export --force",),
+        "2",
+    ),
+    Mistake(
+        "evaluation or promotion with a pointer whose run the current store does not hold (the same store under another address is recognised by the run id)",
+        ("error: …names models:/NAME/N (run R) in the tracking store A, but this command uses the store B (there models:/NAME/N is run R2: version numbers are per store)",),
+        "2",
+    ),
+    Mistake(
+        "serving a model trained on another feature version (same columns, other meaning)",
+        ("model was trained on feature version 1, this code builds version 2", "retrain it, or serve it with the code that trained it",),
+        "not ready (`/ready` 503 with the reason)",
+    ),
 )  # fmt: skip
 
 
