@@ -13,19 +13,20 @@ and never the reverse. Nothing here reads the environment or a file until asked.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, SecretStr, ValidationError
+
+from financemath_mlops.names import closest
 
 ENV_PREFIX = "FMOPS_"
 DELIMITER = "__"
@@ -257,11 +258,6 @@ class Layers:
 # --- the environment ---------------------------------------------------------------------------
 
 
-def _closest(name: str, candidates: Iterable[str]) -> str | None:
-    found = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.6)
-    return found[0] if found else None
-
-
 def environment_entries(
     environ: Mapping[str, str],
     schema: Schema,
@@ -303,8 +299,8 @@ def environment_entries(
         if dotted is None:
             dotted, key = _dict_entry(upper, schema)
         if dotted is None:
-            closest = _closest(upper, [*index, *not_settings])
-            hint = f"closest: {closest}" if closest else "no setting has a similar name"
+            near = closest(upper, [*index, *not_settings])
+            hint = f"closest: {near}" if near else "no setting has a similar name"
             problems.append(
                 (
                     name,
@@ -406,11 +402,11 @@ def describe(exc: ValidationError, layers: Layers) -> str:
             culprits.append(origin.source)
         where = str(origin) if origin.kind == "file" else origin.source
         if err["type"] == "extra_forbidden":
-            closest = _closest(
+            near = closest(
                 key.rpartition(".")[2], [s.rpartition(".")[2] for s in schema.siblings(key)]
             )
             parent = key.rpartition(".")[0]
-            hint = f"; closest: {parent + '.' if parent else ''}{closest}" if closest else ""
+            hint = f"; closest: {parent + '.' if parent else ''}{near}" if near else ""
             lines.append(f"  {key}: unknown setting (in {where}{hint})")
             continue
         got = err.get("input")

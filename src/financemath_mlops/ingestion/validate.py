@@ -5,7 +5,6 @@ Nothing is dropped silently: each input row ends up either in ``records`` or in 
 
 from __future__ import annotations
 
-import difflib
 import logging
 import math
 from collections import Counter
@@ -19,6 +18,7 @@ from pydantic import ValidationError
 
 from financemath_mlops.atomic import dump_jsonl
 from financemath_mlops.ingestion.jsonl import ERROR, MAX_DEPTH, UNPARSEABLE
+from financemath_mlops.names import closest
 from financemath_mlops.records import (
     KNOWN_COLUMNS,
     SCORED_COLUMNS,
@@ -135,13 +135,6 @@ def unknown_columns(rows: Iterable[Any]) -> dict[str, int]:
         if isinstance(row, dict) and UNPARSEABLE not in row:
             counts.update(str(key) for key in row if key not in KNOWN_COLUMNS)
     return dict(sorted(counts.items()))
-
-
-def closest(name: str, names: Iterable[str]) -> str | None:
-    """The real name a misspelt or miscased one most likely meant, or None."""
-    by_key = {candidate.casefold(): candidate for candidate in names}
-    match = difflib.get_close_matches(name.casefold(), list(by_key), n=1, cutoff=0.6)
-    return by_key[match[0]] if match else None
 
 
 def closest_topic(topic: str) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from financemath_mlops.names import closest_first
 from financemath_mlops.runs.contract import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
 from financemath_mlops.runs.store import TrackingError, client
 
@@ -68,16 +69,6 @@ def registered_names() -> list[str]:
         token = page.token
         if not token:
             return sorted(names)
-
-
-def closest_first(name: str, names: list[str]) -> list[str]:
-    """``names`` ordered by likeness to ``name`` (a misspelt name finds the real one first)."""
-    import difflib
-
-    def likeness(candidate: str) -> float:
-        return difflib.SequenceMatcher(None, name.lower(), candidate.lower()).ratio()
-
-    return sorted(names, key=lambda n: (-likeness(n), n))
 
 
 def registered_aliases(name: str) -> dict[str, list[str]]:

@@ -16,7 +16,6 @@ Cost: about 27 ms in the training stage (docs/architecture.md).
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import time
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from financemath_mlops.errors import StageError
+from financemath_mlops.names import closest
 from financemath_mlops.training.fit import regressor_params
 
 SETTING = (
@@ -143,9 +143,9 @@ def _known_names() -> list[str]:
     return sorted(set(_aliases()) | {name for name in wrapper if name not in ("self", "kwargs")})
 
 
-def _closest(name: str, names: list[str]) -> str:
-    match = difflib.get_close_matches(name.lower(), names, n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
+def _did_you_mean(name: str, names: list[str]) -> str:
+    match = closest(name, names)
+    return f" (did you mean {match!r}?)" if match else ""
 
 
 def _truthy(value: Any) -> bool:
@@ -282,7 +282,7 @@ def _parser_problems(
         if unknown:
             name = unknown.group(1)
             problems.append(
-                f"{name}: not a LightGBM parameter{_closest(name, names)}; LightGBM would ignore it"
+                f"{name}: not a LightGBM parameter{_did_you_mean(name, names)}; LightGBM would ignore it"
             )
         elif ignored:
             # The scikit-learn wrapper passes its own defaults (boosting_type, subsample, ...):
@@ -316,7 +316,7 @@ def _error_problems(
     problems = []
     for key, message in culprits.items():
         unknown = _UNKNOWN_OBJECTIVE.search(message)
-        hint = _closest(unknown.group(1), objectives) if unknown else ""
+        hint = _did_you_mean(unknown.group(1), objectives) if unknown else ""
         problems.append(f"{key}={params[key]!r}: LightGBM refuses it: {message}{hint}")
     return problems
 
