@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -79,43 +78,64 @@ def test_an_unresolvable_name_stops_the_stage_within_seconds_naming_it(
     assert "nonexistent.invalid does not resolve" in done.stderr
 
 
-@pytest.fixture()
-def silent_uri() -> Iterator[str]:
-    """A server whose listen queue accepts connections that nobody ever answers."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(8)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+RETRY_PROBE = (
+    "from financemath_mlops import runs\n"
+    "from financemath_mlops.config import load_settings\n"
+    "runs.configure(load_settings())\n"
+    "try:\n"
+    "    runs.client().search_experiments()\n"
+    "except Exception as exc:\n"
+    "    print(type(exc).__name__, exc)\n"
+)
 
 
-def test_a_server_that_never_answers_stops_training_within_seconds(
-    silent_uri: str, tmp_path: Path
-) -> None:
-    done, seconds = run_stage(STAGES["training"], silent_uri, tmp_path)
+@pytest.fixture(scope="module")
+def waits(
+    refused_uri: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[subprocess.CompletedProcess[str], float, str]]:
+    """The two runs that wait seconds by design, started together so the module pays one wait:
+    training against a server whose listen queue accepts connections nobody answers (the probe's
+    budget), and an MLflow call after the probe on a store that died (MLflow's bounded retries,
+    4 attempts and 2 + 4 s of back-off instead of its default 7 retries and about 250 s)."""
+    cwd = tmp_path_factory.mktemp("waits")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        silent_uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        commands = {
+            "silent": ([sys.executable, "-m", "financemath_mlops.training"], silent_uri),
+            "retries": ([sys.executable, "-c", RETRY_PROBE], refused_uri),
+        }
+        started = time.perf_counter()
+        running = {
+            name: subprocess.Popen(
+                command,
+                env=cli_env(FMOPS_MLFLOW__TRACKING_URI=uri),
+                cwd=cwd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+            for name, (command, uri) in commands.items()
+        }
+        results = {}
+        for name, process in running.items():
+            out, err = process.communicate(timeout=120)
+            done = subprocess.CompletedProcess(process.args, process.returncode, out, err)
+            results[name] = (done, time.perf_counter() - started, commands[name][1])
+    return results
+
+
+def test_a_server_that_never_answers_stops_training_within_seconds(waits) -> None:
+    done, seconds, silent_uri = waits["silent"]
     assert done.returncode == 2, done.stderr[-2000:]
     assert seconds < BOUND_S
     assert f"cannot reach the MLflow tracking server {silent_uri}: no answer" in done.stderr
 
 
-def test_mlflow_calls_after_the_probe_give_up_within_the_documented_bound(
-    refused_uri: str, tmp_path: Path
-) -> None:
-    """A store that dies mid-run: MLflow's own retries are bounded for the stages (4 attempts,
-    2 + 4 s of back-off) instead of its default 7 retries and about 250 s."""
-    code = (
-        "from financemath_mlops import runs\n"
-        "from financemath_mlops.config import load_settings\n"
-        "runs.configure(load_settings())\n"
-        "try:\n"
-        "    runs.client().search_experiments()\n"
-        "except Exception as exc:\n"
-        "    print(type(exc).__name__, exc)\n"
-    )
-    env = cli_env(FMOPS_MLFLOW__TRACKING_URI=refused_uri)
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
-    seconds = time.perf_counter() - started
+def test_mlflow_calls_after_the_probe_give_up_within_the_documented_bound(waits) -> None:
+    """A store that dies mid-run: MLflow's own retries are bounded for the stages."""
+    done, seconds, _ = waits["retries"]
     assert "MlflowException" in done.stdout, done.stdout + done.stderr[-2000:]
     assert "Max retries exceeded" in done.stdout
     assert seconds < BOUND_S
