@@ -182,3 +182,19 @@ def test_uv_refuses_a_file_whose_hash_is_not_in_the_lock_and_fetches_nothing_els
         p.name.split("-")[0] for p in (venv / "lib").glob("python3*/site-packages/*.dist-info")
     }
     assert installed == {"pytest_timeout"}
+
+
+@pytest.mark.skipif(
+    not os.environ.get("PYTHONDONTWRITEBYTECODE"),
+    reason="Python writes bytecode at first import here: the install need not compile it",
+)
+def test_where_python_writes_no_bytecode_the_install_compiled_it() -> None:
+    """With PYTHONDONTWRITEBYTECODE set nothing writes .pyc at import, so without bytecode from
+    the install every process compiles every module it imports, each time (the suite ran 40 %
+    slower): scripts/install.sh compiles at install there, as pip does."""
+    import mlflow
+    import pandas
+
+    for package in (mlflow, pandas):
+        cached = Path(package.__file__).parent / "__pycache__"
+        assert list(cached.glob("__init__.cpython-*.pyc")), f"no bytecode in {cached}"
