@@ -1,0 +1,1 @@
+"""The fault matrix (issue 31): each test is one row of docs/reliability.md, run by `make test-faults`."""
