@@ -159,7 +159,10 @@ def _in_order(
     submit_more()
     try:
         for future in running:
-            result = future.result()
+            try:
+                result = future.result()
+            except dask_failures() as exc:  # the cluster's fault, not the task's own error
+                raise ExecutorError(cluster_failure(client, future.key, exc)) from None
             done[result.index] = result
             while next_index in done:
                 yield done.pop(next_index)
@@ -170,6 +173,27 @@ def _in_order(
         raise
     if done:  # cannot happen unless a partition went missing: refuse to leave a gap
         raise ExecutorError(f"partitions {sorted(done)} finished but earlier ones did not")
+
+
+def dask_failures() -> tuple[type[BaseException], ...]:
+    """What Dask raises for a partition when the cluster, not the task, failed: a worker killed
+    more often than ``distributed.scheduler.allowed-failures`` (a single death is rescheduled by
+    the scheduler and never reaches us), a lost scheduler connection, a cancelled future."""
+    from distributed import KilledWorker
+    from distributed.client import FutureCancelledError
+    from distributed.comm.core import CommClosedError
+
+    return (KilledWorker, FutureCancelledError, CommClosedError)
+
+
+def cluster_failure(client: Any, key: Any, exc: BaseException) -> str:
+    """The message for a partition the Dask cluster lost: Dask, its scheduler address, what to do."""
+    address = getattr(getattr(client, "scheduler", None), "address", None) or "unknown"
+    return (
+        f"the Dask cluster (scheduler {address}) lost partition {str(key).rpartition('-')[2]}: "
+        f"{type(exc).__name__}: {exc}. Nothing was written (the previous output is kept); check "
+        f"the workers' memory and logs, then rerun (or use --executor local)"
+    )
 
 
 @contextlib.contextmanager
