@@ -55,9 +55,10 @@ DEFAULT_CONFIG = Path("configs/default.yaml")
 CONFIG_ENV = "FMOPS_CONFIG"
 SAMPLE_MODEL_SUFFIX = "-sample"
 # FMOPS_ names the repo uses that are not settings: the config file and log level the CLIs read,
-# and docker compose's ports, image tag and buckets. Any other FMOPS_ name must be a setting or
-# start with TEST_ENV_PREFIX (switches read by tests and scripts only); anything else stops the
-# run. tests/unit/test_env_names.py greps the repo to keep this list complete.
+# the actor the audit trail records, and docker compose's ports, image tag and buckets. Any other
+# FMOPS_ name must be a setting or start with TEST_ENV_PREFIX (switches read by tests and scripts
+# only); anything else stops the run. tests/unit/test_env_names.py greps the repo to keep this
+# list complete.
 ENV_NOT_SETTINGS = frozenset(
     {
         CONFIG_ENV,
@@ -75,6 +76,7 @@ ENV_NOT_SETTINGS = frozenset(
         "FMOPS_MINIO_CONSOLE_PORT",
         "FMOPS_MLFLOW_BUCKET",
         "FMOPS_DVC_BUCKET",
+        "FMOPS_ACTOR",  # who moves an alias, in the audit trail (runs/audit.py)
     }
 )
 TEST_ENV_PREFIX = "FMOPS_TEST_"

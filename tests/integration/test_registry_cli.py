@@ -69,7 +69,8 @@ def test_an_unknown_name_lists_the_registered_ones_closest_first(registry: str, 
     assert "no model named 'financemath-regresor-sample' is registered" in err
     assert f"closest first: {NAME}, financemath-regressor, other-model" in err
     assert "--name" in err
-    for command in (["rollback"], ["promote", "1"], ["export", "--to", "anywhere"]):
+    reason = ["--reason", "a test"]
+    for command in (["rollback", *reason], ["promote", "1", *reason], ["export", "--to", "x"]):
         assert run_main(registry_main, args[:-1] + command) == 2
         assert "closest first" in capsys.readouterr().err
 

@@ -93,7 +93,7 @@ def test_postgres_store_trains_registers_evaluates_promotes_and_serves_the_champ
     if not decision.promoted:  # the evidence rule may decline; a person promotes with the CLI
         done = subprocess.run(
             [str(VENV_BIN / "python"), "-m", "financemath_mlops.registry", "--name", name,
-             "promote", summary.version],
+             "promote", summary.version, "--reason", "team-stores check: by hand"],
             env=client_env(team.tracking_uri), capture_output=True, text=True, timeout=300,
             cwd=tmp_path,
         )  # fmt: skip

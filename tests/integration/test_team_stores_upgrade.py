@@ -83,7 +83,7 @@ def test_store_of_the_previous_mlflow_minor_upgrades_and_still_serves_its_champi
                 mlflow.set_registry_uri(registry)
             promoted = subprocess.run(
                 [str(VENV_BIN / "python"), "-m", "financemath_mlops.registry", "--name",
-                 summary.model_name, "promote", summary.version],
+                 summary.model_name, "promote", summary.version, "--reason", "upgrade check"],
                 env=client_env(uri), capture_output=True, text=True, timeout=300, cwd=tmp_path,
             )  # fmt: skip
             assert promoted.returncode == 0, promoted.stdout + promoted.stderr

@@ -115,7 +115,8 @@ def test_moving_the_champion_keeps_the_previous_one_and_rollback_swaps_them(
     assert _version(runs.CHAMPION) == v2
     assert _version(runs.PREVIOUS_CHAMPION) == v1
 
-    assert run_main(registry_main, ["--tracking-uri", uri, "--name", "m", "rollback"]) == 0
+    rollback = ["--tracking-uri", uri, "--name", "m", "rollback", "--reason", "v2 misbehaves"]
+    assert run_main(registry_main, rollback) == 0
     assert f"champion -> version {v1} (was {v2})" in capsys.readouterr().out
     assert _version(runs.CHAMPION) == v1
     assert _version(runs.PREVIOUS_CHAMPION) == v2
@@ -128,6 +129,7 @@ def test_rollback_without_a_previous_champion_fails_with_a_reason(
 ) -> None:
     uri, (v1, _, _) = registry
     runs.move_champion("m", v1)
-    assert run_main(registry_main, ["--tracking-uri", uri, "--name", "m", "rollback"]) == 2
+    rollback = ["--tracking-uri", uri, "--name", "m", "rollback", "--reason", "undo v1"]
+    assert run_main(registry_main, rollback) == 2
     assert "no previous champion" in capsys.readouterr().err
     assert _version(runs.CHAMPION) == v1

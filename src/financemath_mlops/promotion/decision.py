@@ -6,7 +6,8 @@ challenger wins when the paired bootstrap 95 % interval of its per-row loss minu
 alone never promotes. The first version has no champion: it must beat the global median of its own
 training answers the same way. With fewer rows than ``evaluation.min_promotion_rows`` (at least
 10) promotion refuses and says why. n, the difference and the interval are logged to the
-challenger's run. Moving `champion` keeps the old one as `previous-champion` (`registry rollback`).
+challenger's run. Moving `champion` keeps the old one as `previous-champion` (`registry rollback`)
+and records both moves in the audit trail with this evidence as the reason (`registry history`).
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ def _too_few(n: int, settings: Settings) -> str | None:
         return None
     return (
         f"only {n} holdout rows are unseen by both models (minimum {minimum}); promote by hand "
-        "with `python -m financemath_mlops.registry promote VERSION` if you have other evidence"
+        "with `python -m financemath_mlops.registry promote VERSION --reason TEXT` if you have "
+        "other evidence (the text goes into the audit trail)"
     )
 
 
@@ -171,6 +173,11 @@ def promote_if_better(settings: Settings, challenger: runs.ModelRef) -> Promotio
     runs.record_promotion(challenger.run_id, tags, metrics)
     if decision.promoted:
         assert challenger.name
-        runs.move_champion(challenger.name, decision.challenger_version)
+        runs.move_champion(
+            challenger.name,
+            decision.challenger_version,
+            reason=f"promotion evidence: {decision.reason}",
+            action="promotion",
+        )
     log.info("%s", decision.line())
     return decision

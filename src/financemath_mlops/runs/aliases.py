@@ -1,22 +1,142 @@
 """Registry aliases: who is challenger, champion and previous champion, and moving them.
 
 Every alias move of the project goes through these functions (training, promotion, `registry`),
-so a champion is never replaced without keeping the old one as `previous-champion`. Reading
-them back (:func:`list_versions`) refuses a name that is not registered, listing the names that
-are, so a misspelt model never looks like an empty one.
+so a champion is never replaced without keeping the old one as `previous-champion`, and every
+move that changes an alias is appended to the audit trail (:mod:`.audit`: who, when, from and to
+which version, why). Reading them back (:func:`list_versions`) refuses a name that is not
+registered, listing the names that are, so a misspelt model never looks like an empty one.
+
+Moves are serialised per model by a lock kept in the registry itself: a registered model named
+``<name>.alias-lock`` exists while a move is under way. Creating a registered model is the one
+compare-and-set MLflow offers on every store (the name is the table's key: a second create fails
+with ``RESOURCE_ALREADY_EXISTS`` on SQLite, PostgreSQL and through a server alike), so two
+promotions at once run one after the other: both are recorded, and `champion` /
+`previous-champion` end as the second move left them, never a mix of the two. A lock left by a
+process that died mid-move is taken over after :data:`LOCK_STALE_S`; a waiter gives up after
+:data:`LOCK_WAIT_S` naming the holder.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import random
+import secrets
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from financemath_mlops.names import closest_first
+from financemath_mlops.runs import audit
 from financemath_mlops.runs.contract import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
 from financemath_mlops.runs.store import TrackingError, client
 
+log = logging.getLogger(__name__)
 
-def set_alias(name: str, alias: str, version: str | int) -> None:
+LOCK_SUFFIX = ".alias-lock"
+LOCK_WAIT_S = 60.0  # a move takes well under a second; a queue of them, a few
+LOCK_STALE_S = 300.0  # older than this, the holder is taken to be dead
+
+
+@contextmanager
+def alias_lock(name: str) -> Iterator[None]:
+    """Hold the lock of ``name``'s aliases (see the module docstring) for the block."""
+    from mlflow.exceptions import MlflowException
+
+    lock = name + LOCK_SUFFIX
+    token = secrets.token_hex(8)
+    holder = json.dumps(
+        {"token": token, "actor": audit.current_actor(), "pid": os.getpid(),
+         "host": socket.gethostname(), "since": audit.utc_now()}
+    )  # fmt: skip
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            client().create_registered_model(lock, description=holder)
+            break
+        except MlflowException as exc:
+            held = exc.error_code in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST")
+            if not held and "locked" not in str(exc):  # SQLite busy: wait as for the lock
+                raise TrackingError(f"cannot take the alias lock {lock}: {exc}") from None
+        found = _lock_holder(lock)
+        if found is not None and found[0].get("token") == token:
+            break  # our create went through and its answer was lost
+        if found is not None and found[1] > LOCK_STALE_S:
+            log.warning("taking over the alias lock %s, held %.0f s by %s (a move that died)",
+                        lock, found[1], found[0])  # fmt: skip
+            _release(lock)
+            continue
+        if time.monotonic() > deadline:
+            who = found[0] if found else "another move"
+            raise TrackingError(
+                f"another alias move of {name} holds the lock {lock} ({who}); nothing was moved. "
+                f"Try again; if that process is gone, delete the registered model {lock} (it is "
+                f"taken over after {LOCK_STALE_S:.0f} s)"
+            )
+        time.sleep(random.uniform(0.05, 0.25))
+    try:
+        yield
+    finally:
+        _release(lock)
+
+
+def _lock_holder(lock: str) -> tuple[dict[str, Any], float] | None:
+    """(who holds ``lock``, its age in seconds), or None when it is gone."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client().get_registered_model(lock)
+    except MlflowException:
+        return None
+    try:
+        who = json.loads(model.description or "{}")
+    except ValueError:
+        who = {"description": model.description}
+    return who, time.time() - (model.creation_timestamp or 0) / 1000
+
+
+def _release(lock: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client().delete_registered_model(lock)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise TrackingError(f"cannot release the alias lock {lock}: {exc}") from None
+
+
+def _move(name: str, alias: str, version: str | int) -> audit.Move | None:
+    """Point ``alias`` at ``version``; the move made, or None when it already pointed there."""
+    current = alias_version(name, alias)
+    before = str(current.version) if current is not None else None
+    if before == str(version):
+        return None
     client().set_registered_model_alias(name, alias, str(version))
+    run_id = client().get_model_version(name, str(version)).run_id
+    return audit.Move(alias, before, str(version), run_id)
+
+
+def _record(name: str, moves: list[audit.Move | None], action: str, reason: str) -> None:
+    made = [m for m in moves if m is not None]
+    try:
+        audit.append(name, made, action, reason)
+    except Exception as exc:  # the move is made; say what is not recorded
+        what = ", ".join(f"{m.alias} -> version {m.to_version}" for m in made)
+        raise TrackingError(
+            f"{name}: moved {what}, but the audit entry could not be written ({exc}); "
+            "`registry history` will flag the move as unexplained"
+        ) from None
+
+
+def set_alias(
+    name: str, alias: str, version: str | int, reason: str = "", action: str = "set"
+) -> None:
+    """Point ``alias`` at ``version`` and record the move (nothing when it already points there)."""
+    with alias_lock(name):
+        _record(name, [_move(name, alias, version)], action, reason)
 
 
 def alias_version(name: str, alias: str) -> Any | None:
@@ -60,12 +180,12 @@ def _registry_uri() -> str:
 
 
 def registered_names() -> list[str]:
-    """Every registered model name in the store (all pages), sorted."""
+    """Every registered model name in the store (all pages), sorted; alias locks left out."""
     names: list[str] = []
     token = None
     while True:
         page = client().search_registered_models(max_results=1000, page_token=token)
-        names += [m.name for m in page]
+        names += [m.name for m in page if not m.name.endswith(LOCK_SUFFIX)]
         token = page.token
         if not token:
             return sorted(names)
@@ -108,26 +228,42 @@ def list_versions(name: str) -> list[Any]:
     return sorted(versions, key=lambda v: int(v.version))
 
 
-def set_challenger(name: str, version: str | int) -> None:
-    set_alias(name, CHALLENGER, version)
+def set_challenger(
+    name: str, version: str | int, reason: str = "training registered a new version"
+) -> None:
+    set_alias(name, CHALLENGER, version, reason, action="training")
 
 
-def move_champion(name: str, version: str | int) -> None:
-    """Point `champion` at version, keeping the current one as `previous-champion`."""
-    current = alias_version(name, CHAMPION)
-    if current is not None and str(current.version) != str(version):
-        set_alias(name, PREVIOUS_CHAMPION, current.version)
-    set_alias(name, CHAMPION, version)
+def move_champion(
+    name: str, version: str | int, reason: str = "", action: str = "promotion"
+) -> bool:
+    """Point `champion` at version, keeping the current one as `previous-champion`; both moves
+    recorded with ``reason``. False when version already is the champion (nothing moved)."""
+    with alias_lock(name):
+        current = alias_version(name, CHAMPION)
+        if current is not None and str(current.version) == str(version):
+            return False
+        moves = []
+        if current is not None:
+            moves.append(_move(name, PREVIOUS_CHAMPION, current.version))
+        moves.append(_move(name, CHAMPION, version))
+        _record(name, moves, action, reason)
+        return True
 
 
-def rollback_champion(name: str) -> tuple[str, str | None]:
+def rollback_champion(
+    name: str, reason: str = "", action: str = "registry rollback"
+) -> tuple[str, str | None]:
     """Return `champion` to `previous-champion`; the replaced champion becomes the previous one
-    (so a second rollback undoes the first). Returns (new champion version, old one or None)."""
-    previous = alias_version(name, PREVIOUS_CHAMPION)
-    if previous is None:
-        raise TrackingError(f"{name} has no previous champion to roll back to")
-    current = alias_version(name, CHAMPION)
-    set_alias(name, CHAMPION, previous.version)
-    if current is not None:
-        set_alias(name, PREVIOUS_CHAMPION, current.version)
+    (so a second rollback undoes the first); both moves recorded with ``reason``. Returns (new
+    champion version, old one or None)."""
+    with alias_lock(name):
+        previous = alias_version(name, PREVIOUS_CHAMPION)
+        if previous is None:
+            raise TrackingError(f"{name} has no previous champion to roll back to")
+        current = alias_version(name, CHAMPION)
+        moves = [_move(name, CHAMPION, previous.version)]
+        if current is not None:
+            moves.append(_move(name, PREVIOUS_CHAMPION, current.version))
+        _record(name, moves, action, reason)
     return str(previous.version), (str(current.version) if current is not None else None)
