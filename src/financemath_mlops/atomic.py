@@ -7,11 +7,18 @@ so a later write of the same target removes the leftovers of writers that were k
 :func:`atomic_set` does the same for several files that must change together (ingestion's output,
 rejects and manifest): they are written into a fresh generation folder and published by renaming
 one ``current`` symlink, so readers see the previous complete set or the new one, never a mix.
+
+A full disk (ENOSPC, or EDQUOT for a quota) while writing becomes :class:`OutOfSpaceError`
+(exit 1), naming the target, the space left on its file system and what was kept; the temp files
+are removed first, so the previous outputs stay as they were and nothing half-written remains.
+:func:`published_folder` and :func:`append_line` extend the same promise to a report folder and
+to one line of an append-only index.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -25,10 +32,91 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from financemath_mlops.errors import OutOfSpaceError
+
 log = logging.getLogger(__name__)
 
 _TEMP_PID = re.compile(r"\.(\d+)\.[0-9a-f]{8}")
+_STAGED_FOLDER = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$")
 CURRENT = "current"
+
+
+SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# How libraries that re-raise without errno word it: pyarrow ("[errno 28] No space left on
+# device"), SQLite through SQLAlchemy/MLflow ("database or disk is full").
+_SPACE_WORDS = ("no space left on device", "disk quota exceeded", "database or disk is full")
+
+
+def is_out_of_space(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) says a disk or quota is full."""
+    for _ in range(8):  # the cause chain, bounded
+        if exc is None:
+            return False
+        if isinstance(exc, OSError) and exc.errno in SPACE_ERRNOS:
+            return True
+        if any(words in str(exc).lower() for words in _SPACE_WORDS):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def free_space(path: Path | str) -> str:
+    """``"12 KiB free of 64 KiB on /mnt"``: the file system holding ``path`` (or its nearest
+    existing parent), for messages; ``"free space unknown"`` where it cannot be read."""
+    here = Path(path).absolute()
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    try:
+        stats = os.statvfs(here)
+    except OSError:
+        return "free space unknown"
+    mount = here
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    free, total = stats.f_bavail * stats.f_frsize, stats.f_blocks * stats.f_frsize
+    return f"{_size(free)} free of {_size(total)} on {mount}"
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def out_of_space(
+    path: Path | str, kept: str, what: str = "writing", also: Sequence[Path | str] = ()
+) -> OutOfSpaceError:
+    """The error a full disk under ``path`` becomes: the path, the space left, what was kept,
+    what to do. ``kept`` says what the user still has (``"the previous ... is unchanged"``);
+    ``also`` names other folders the failed write may have been in, with their free space."""
+    folder = Path(path).parent if not Path(path).is_dir() else Path(path)
+    others = "".join(f"; {other}: {free_space(other)}" for other in also)
+    return OutOfSpaceError(
+        f"no space left on device {what} {path} ({free_space(path)}{others}); {kept}. Free "
+        f"space there (`df -h {folder}`) or write elsewhere, then rerun the same command"
+    )
+
+
+@contextlib.contextmanager
+def space_checked(path: Path | str, kept: str, what: str = "writing") -> Iterator[None]:
+    """Turn a full disk inside the block into :func:`out_of_space` for ``path``; other errors
+    (and an :class:`OutOfSpaceError` already raised by an inner block) pass unchanged."""
+    try:
+        yield
+    except OutOfSpaceError:
+        raise
+    except Exception as exc:
+        if not is_out_of_space(exc):
+            raise
+        raise out_of_space(path, kept, what) from exc
+
+
+def _kept_file(target: Path) -> str:
+    if target.is_file():
+        return f"the previous {target.name} is unchanged"
+    return "nothing was written"
 
 
 def pid_alive(pid: int) -> bool:
@@ -75,12 +163,14 @@ def atomic_path(target: Path, suffix: str = "") -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(target)
-    tmp = _create_temp(target, suffix)
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    kept = _kept_file(target)
+    with space_checked(target, kept):
+        tmp = _create_temp(target, suffix)
+        try:
+            yield tmp
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -111,6 +201,82 @@ def write_json(target: Path, payload: Any) -> None:
     with atomic_writer(target) as handle:
         json.dump(payload, handle, indent=2, sort_keys=False, allow_nan=False)
         handle.write("\n")
+
+
+@contextlib.contextmanager
+def published_folder(target: Path) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``target``; on success it becomes ``target``.
+
+    A new ``target`` appears whole with one rename (a report folder: every file or none). An
+    existing one (a folder the user named) gets each staged file renamed over its namesake, all
+    written before the first rename, so a failure while writing leaves it as it was. On a full
+    disk the staging folder is removed and :class:`OutOfSpaceError` names ``target``; staging
+    folders of killed writers are removed by the next call in the same parent.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_folders(target.parent)
+    kept = (
+        f"the files already in {target.name} are unchanged"
+        if target.is_dir()
+        else f"no partial {target.name} was left behind"
+    )
+    with space_checked(target, kept):
+        staging = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        staging.mkdir(mode=0o777)
+        try:
+            yield staging
+            for path in staging.iterdir():
+                _fsync(path)
+            if target.is_dir():
+                for path in sorted(staging.iterdir()):
+                    os.replace(path, target / path.name)
+            else:
+                os.rename(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remove_stale_folders(parent: Path) -> None:
+    """Staging folders (``.<name>.<pid>.<token>.tmp``) of writers that no longer run."""
+    for entry in parent.glob(".*.tmp"):
+        match = _STAGED_FOLDER.match(entry.name)
+        if match and entry.is_dir() and not pid_alive(int(match.group(1))):
+            log.info("removing %s, left by an interrupted run", entry)
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def append_line(target: Path, line: str) -> None:
+    """Append one line (``\n`` added) with one write in append mode, or nothing.
+
+    Concurrent writers interleave whole lines. A failed or short write (a full disk) is cut back
+    to where the file ended, so no torn line glues itself to the next writer's; then a full disk
+    raises :class:`OutOfSpaceError` naming ``target``.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    data = (line.rstrip("\n") + "\n").encode("utf-8")
+    with space_checked(target, f"{target.name} is as it was (no torn line)"):
+        fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            before = os.fstat(fd).st_size
+            try:
+                written = os.write(fd, data)
+            except OSError:
+                _cut_back(fd, before)
+                raise
+            if written != len(data):
+                _cut_back(fd, before)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+        finally:
+            os.close(fd)
+
+
+def _cut_back(fd: int, size: int) -> None:
+    """Cut the file back to ``size``: our torn tail goes (on a full disk no other writer's
+    line can have landed after it)."""
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, size)
 
 
 # --- several files as one unit -----------------------------------------------------------------
@@ -145,6 +311,17 @@ def atomic_set(targets: Sequence[Path]) -> Iterator[dict[Path, Path]]:
     if any(t.parent != folder for t in targets) or len({t.name for t in targets}) != len(targets):
         raise ValueError(f"a file set needs distinct names in one folder: {targets}")
     store = set_store(targets[0])
+    names = ", ".join(t.name for t in targets)
+    kept = (
+        f"the previous set ({names}) is unchanged" if targets[0].exists() else "nothing was written"
+    )
+    with space_checked(targets[0], kept), _locked_set(store, targets) as generation:
+        yield {t: generation / t.name for t in targets}
+
+
+@contextlib.contextmanager
+def _locked_set(store: Path, targets: list[Path]) -> Iterator[Path]:
+    """The body of :func:`atomic_set`: a fresh generation folder, published on success."""
     store.mkdir(parents=True, exist_ok=True)
     with (store / "lock").open("a") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released by the kernel even on kill -9
@@ -157,7 +334,7 @@ def atomic_set(targets: Sequence[Path]) -> Iterator[dict[Path, Path]]:
         generation = store / f"g-{time.time_ns()}-{os.getpid()}"
         generation.mkdir()
         try:
-            yield {t: generation / t.name for t in targets}
+            yield generation
             for path in generation.iterdir():
                 _fsync(path)
             _fsync(generation)

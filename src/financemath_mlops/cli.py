@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from financemath_mlops import errors
+from financemath_mlops.atomic import is_out_of_space, out_of_space
 from financemath_mlops.config import ConfigError, Settings, load_settings
 
 
@@ -104,12 +105,34 @@ def flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:
 
 
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """Run a stage's main; expected errors print one clear line and exit non-zero (no traceback)."""
+    """Run a stage's main; expected errors print one clear line and exit non-zero (no traceback).
+
+    Exit 2: something the user gave must change (a setting, a flag, an input). Exit 1: the
+    machine failed the command (:class:`errors.OutOfSpaceError`, or a full disk a stage did not
+    name): free space and rerun it unchanged.
+    """
     try:
         return main(argv)
     except (ConfigError, errors.StageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)
+    except Exception as exc:
+        if not is_out_of_space(exc):
+            raise
+        where = getattr(exc, "filename", None)
+        kept = "the stage's log above says what it kept"
+        message = out_of_space(where, kept) if where else _unnamed_full_disk(exc)
+        print(f"error: {message}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _unnamed_full_disk(exc: BaseException) -> str:
+    """A full disk raised where no stage named the path (a library's write): say so plainly."""
+    return (
+        f"no space left on device ({exc}); the path was not reported: `df -h` shows which "
+        "file system is full (the outputs, mlruns/ or the temp folder). Free space there and "
+        "rerun the same command"
+    )

@@ -53,8 +53,7 @@ def report_main(argv: list[str]) -> int:
                         metavar="200..100000")  # fmt: skip
     parser.add_argument("--jobs", type=int, default=1, choices=range(1, 65), metavar="1..64")
     args, settings = parse_stage_args(parser, argv)
-    from financemath_mlops.atomic import write_json
-    from financemath_mlops.evaluation.card import precision_evidence, render_card, write_plot
+    from financemath_mlops.evaluation.card import precision_evidence, publish_card
     from financemath_mlops.evaluation.report import ReportOptions, build_report
 
     opts = ReportOptions(args.folds, args.seeds, args.inner_folds, args.bootstrap, args.jobs)
@@ -62,10 +61,7 @@ def report_main(argv: list[str]) -> int:
     report["embedding_precision"] = precision_evidence(Path("benchmarks/results"))
     plot = args.plot or args.card.with_name(f"{args.card.stem}-errors.png")
     results = args.results or args.card.with_suffix(".json")
-    write_plot(report, plot)
-    args.card.parent.mkdir(parents=True, exist_ok=True)
-    args.card.write_text(render_card(report, plot.name), encoding="utf-8")
-    write_json(results, report)
+    publish_card(report, args.card, plot, results)
     print(f"card: {args.card}\nplot: {plot}\nresults: {results} ({report['seconds']} s)")
     return 0
 

@@ -6,12 +6,14 @@ written here so that the card, the tables and the plot change together when the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from financemath_mlops.atomic import atomic_path
 from financemath_mlops.evaluation.evaluate import PUBLISHED_ACCURACY
 
 LABELS = {
@@ -385,8 +387,25 @@ def render_card(r: dict[str, Any], plot_name: str) -> str:
     return text
 
 
-def write_plot(r: dict[str, Any], path: Path) -> None:
-    """Grouped bars: log-MAE by answer range for the model and the baselines."""
+def publish_card(report: dict[str, Any], card: Path, plot: Path, results: Path) -> None:
+    """The card, its plot and its results JSON: all three replaced, or none.
+
+    Each is written to a temp file beside its target first; the renames come only once all
+    three are complete, so a full disk (exit 1, naming the file) keeps the previous three.
+    """
+    with contextlib.ExitStack() as stack:
+        tmp_plot = stack.enter_context(atomic_path(plot))
+        write_plot(report, tmp_plot, plot.suffix.lstrip(".") or "png")
+        tmp_card = stack.enter_context(atomic_path(card))
+        tmp_card.write_text(render_card(report, plot.name), encoding="utf-8")
+        tmp_results = stack.enter_context(atomic_path(results))
+        tmp_results.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", "utf-8")
+
+
+def write_plot(r: dict[str, Any], path: Path, fmt: str | None = None) -> None:
+    """Grouped bars: log-MAE by answer range for the model and the baselines.
+
+    ``fmt`` (``"png"``) when ``path`` is a temp name whose suffix says nothing of the format."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -407,7 +426,7 @@ def write_plot(r: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, metadata={"Software": None})
+    fig.savefig(path, format=fmt, metadata={"Software": None})
     plt.close(fig)
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections import deque
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from financemath_mlops.atomic import append_line
 from financemath_mlops.monitoring.publish import finite_json, readable
 
 log = logging.getLogger(__name__)
@@ -27,15 +27,10 @@ INDEX_FILE = "index.jsonl"
 def record_report(reports_dir: Path | str, kind: str, numbers: Mapping[str, Any]) -> Path:
     """Append one report's headline numbers to the index; returns the index path."""
     path = Path(reports_dir) / INDEX_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
     entry = {"kind": kind, "time": datetime.now(UTC).isoformat(timespec="seconds"), **numbers}
-    line = json.dumps(finite_json(entry), allow_nan=False, default=str) + "\n"
-    # One write of one line in append mode: concurrent writers interleave whole lines.
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode("utf-8"))
-    finally:
-        os.close(fd)
+    # One write of one line in append mode: concurrent writers interleave whole lines, and a
+    # full disk leaves no torn line (atomic.append_line cuts it back and raises).
+    append_line(path, json.dumps(finite_json(entry), allow_nan=False, default=str))
     readable(path)
     return path
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from financemath_mlops.atomic import write_json
+from financemath_mlops.atomic import published_folder, write_json
 
 log = logging.getLogger(__name__)
 
@@ -125,15 +125,17 @@ def finite_json(value: Any) -> Any:
 
 
 def write_report_files(output: Path, stem: str, evidently: Any, payload: dict) -> dict[str, Path]:
-    """``<stem>.html`` (Evidently's page, written via a temp file) and ``<stem>.json`` (ours)."""
-    output.mkdir(parents=True, exist_ok=True)
+    """``<stem>.html`` (Evidently's page) and ``<stem>.json`` (ours), published together.
+
+    Both are written into a staging folder first (:func:`atomic.published_folder`): a new report
+    folder appears with both files or not at all, and a full disk (exit 1, naming the folder)
+    leaves no half-written report and an existing ``--output`` folder as it was.
+    """
     html, data = output / f"{stem}.html", output / f"{stem}.json"
-    if evidently is not None:
-        tmp = output / f".{stem}.html.tmp"
-        evidently.save_html(tmp)
-        tmp.replace(html)
-    write_json(data, finite_json(payload))
-    for path in (html, data):
-        if path.exists():
+    with published_folder(output) as staging:
+        if evidently is not None:
+            evidently.save_html(staging / html.name)
+        write_json(staging / data.name, finite_json(payload))
+        for path in staging.iterdir():
             readable(path)
     return {"html": html, "json": data}

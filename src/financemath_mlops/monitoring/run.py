@@ -2,7 +2,8 @@
 
 Publishing (``reports/latest.json``), the history (``reports/index.jsonl``) and MLflow logging
 come after the report files are written; a tracking store that cannot be reached costs the MLflow
-run (with a warning), never the report.
+run (with a warning), never the report. A full disk costs the whole report instead (exit 1):
+folder, index line and ``latest.json`` are published together or not at all.
 
 Both jobs refuse inputs with fewer rows than ``monitoring.min_rows`` on any side
 (:func:`.inputs.require_rows`), before the statistics: a drift test on six rows says "no
@@ -18,6 +19,8 @@ resolve.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,9 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from financemath_mlops import runs
+from financemath_mlops.atomic import out_of_space
 from financemath_mlops.config import Settings
+from financemath_mlops.errors import OutOfSpaceError
 from financemath_mlops.monitoring.drift import compare, report_dir, write_drift_report
-from financemath_mlops.monitoring.history import record_report
+from financemath_mlops.monitoring.history import INDEX_FILE, record_report
 from financemath_mlops.monitoring.inputs import (
     Featurizer,
     MonitoringError,
@@ -41,7 +46,7 @@ from financemath_mlops.monitoring.performance import (
     assess,
     write_performance_report,
 )
-from financemath_mlops.monitoring.publish import publish_latest
+from financemath_mlops.monitoring.publish import LATEST_FILE, publish_latest
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +122,7 @@ def run_drift(settings: Settings, job: DriftJob) -> Done:
         outcome = compare(reference, current, threshold, job.components or cfg.embedding_components)
         outcome.model = model.identity() if model else None
     output = job.output or report_dir(settings.paths.reports_dir)
+    created = not output.exists()
     files = write_drift_report(outcome, output)
     numbers: dict[str, Any] = {
         **outcome.summary(),
@@ -127,9 +133,7 @@ def run_drift(settings: Settings, job: DriftJob) -> Done:
         "report": str(output),
     }
     numbers.pop("drifted_by_group")
-    record_report(settings.paths.reports_dir, "drift", numbers)
-    if job.publish:
-        publish_latest(settings.paths.reports_dir, "drift", numbers)
+    _index_and_publish(settings, "drift", numbers, output, created, job.publish)
     if job.mlflow:
         metrics = {
             "drift_share": outcome.share,
@@ -185,6 +189,7 @@ def run_performance(settings: Settings, job: PerformanceJob) -> Done:
         model = resolve_model(settings, job.model_uri, work)
         outcome = assess(model, job.data, work, settings.monitoring.min_rows)
     output = job.output or report_dir(settings.paths.reports_dir)
+    created = not output.exists()
     files = write_performance_report(outcome, output)
     training_mae = outcome.training.get("holdout", {}).get("mae")
     numbers = {
@@ -195,9 +200,7 @@ def run_performance(settings: Settings, job: PerformanceJob) -> Done:
         "model": outcome.model,
         "report": str(output),
     }
-    record_report(settings.paths.reports_dir, "performance", numbers)
-    if job.publish:
-        publish_latest(settings.paths.reports_dir, "performance", numbers)
+    _index_and_publish(settings, "performance", numbers, output, created, job.publish)
     if job.mlflow:
         metrics = {k: v for k, v in outcome.metrics.items() if isinstance(v, int | float)}
         metrics.update({f"evidently_{k}": v for k, v in outcome.evidently_metrics.items()})
@@ -206,6 +209,36 @@ def run_performance(settings: Settings, job: PerformanceJob) -> Done:
         tags = {"data": outcome.data["source"], "report": output}
         _log_safely(settings, "performance", metrics, {**tags, **_model_tags(outcome.model)}, files)
     return Done(outcome, files, numbers)
+
+
+def _index_and_publish(
+    settings: Settings, kind: str, numbers: dict, output: Path, created: bool, publish: bool
+) -> None:
+    """The report's line in ``index.jsonl``, then its section of ``latest.json``: all or none.
+
+    On a full disk the line is cut back and a report folder this run created is removed, so the
+    reports are the previous complete set (folders, index, latest.json), never a report the
+    index or ``/metrics`` does not know about.
+    """
+    reports = Path(settings.paths.reports_dir)
+    index = reports / INDEX_FILE
+    before = index.stat().st_size if index.is_file() else None
+    try:
+        record_report(reports, kind, numbers)
+        if publish:
+            publish_latest(reports, kind, numbers)
+    except OutOfSpaceError as exc:
+        if before is not None and index.stat().st_size > before:
+            os.truncate(index, before)
+        elif before is None:
+            index.unlink(missing_ok=True)
+        if created:
+            shutil.rmtree(output, ignore_errors=True)
+        kept = (
+            f"no {kind} report was published: {index.name} and {LATEST_FILE} are as they were"
+            + (f" and {output} was removed" if created else "")
+        )
+        raise out_of_space(reports, kept) from exc
 
 
 def _model_tags(model: dict[str, Any] | None) -> dict[str, Any]:

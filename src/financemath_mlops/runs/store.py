@@ -16,7 +16,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
+from financemath_mlops.atomic import is_out_of_space, out_of_space
 from financemath_mlops.config import Settings
 from financemath_mlops.config_sources import mask_url_password
 from financemath_mlops.errors import StageError
@@ -276,6 +279,33 @@ def ensure_experiment(settings: Settings, name: str | None = None) -> str:
     return mlflow.create_experiment(name, artifact_location=location)
 
 
+def training_out_of_space(settings: Settings) -> StageError:
+    """What a full disk while training logged its run says: where the artefacts were going
+    (the experiment's local folder, when it has one) and the temp folder the model is packed in.
+
+    Registration is the run's last step, so a run that failed writing has no model version and
+    moved no alias: that is what the message promises and the fault matrix tests.
+    """
+    import tempfile
+
+    import mlflow
+
+    work = Path(tempfile.gettempdir())
+    try:
+        experiment = mlflow.get_experiment_by_name(settings.mlflow.experiment_name)
+        location = experiment.artifact_location if experiment else ""
+    except Exception:  # the store is what failed: name the temp folder alone
+        location = ""
+    folder = Path(url2pathname(urlparse(location).path)) if location.startswith("file:") else None
+    kept = (
+        "the run is marked FAILED; no model version was registered and no alias moved (delete "
+        "the failed run's partial artefacts with `mlflow gc` once space is back)"
+    )
+    if folder is None:
+        return out_of_space(work, kept, "packing the model in")
+    return out_of_space(folder, kept, "logging the run's artefacts to", also=[work])
+
+
 def _is_uri(value: str) -> bool:
     """`s3://b/x`, `mlflow-artifacts:/x`, `file:///x` are URIs; `mlruns/artifacts` is a path."""
     return bool(re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]+:", value))
@@ -476,6 +506,9 @@ def export_model(uri: str, dst: Path, force: bool = False) -> ModelRef:
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(exc, TrackingError):
             raise
+        if is_out_of_space(exc):  # exit 1 naming the folder, not exit 2 as if the model were bad
+            kept = f"the previous export in {dst} is unchanged" if dst.exists() else "nothing kept"
+            raise out_of_space(dst, f"{kept}; the partial download was removed") from None
         raise TrackingError(f"cannot export {ref.uri} to {dst}: {exc}") from None
     return ModelRef(str(dst), ref.name, ref.version, ref.alias, ref.run_id)
 

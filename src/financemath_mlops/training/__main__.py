@@ -30,9 +30,20 @@ def main(argv: list[str] | None = None) -> int:
     training("--cv-folds", type=int)
     training("--seed", type=int, help="split and model seed")
     _, settings = parse_stage_args(parser, argv)
+    from financemath_mlops.atomic import is_out_of_space
+    from financemath_mlops.errors import OutOfSpaceError
+    from financemath_mlops.runs.store import training_out_of_space
     from financemath_mlops.training.train import train
 
-    print(train(settings).table())
+    try:
+        summary = train(settings)
+    except OutOfSpaceError:
+        raise
+    except Exception as exc:  # MLflow's artefact copy says ENOSPC without the path: name it
+        if not is_out_of_space(exc):
+            raise
+        raise training_out_of_space(settings) from exc
+    print(summary.table())
     return 0
 
 
