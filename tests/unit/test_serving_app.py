@@ -78,6 +78,18 @@ def test_predict_says_503_without_a_model(client):
     assert error_of(response)["code"] == "model_unavailable"
 
 
+def test_ready_lists_the_dependencies_even_without_a_model(client):
+    details = error_of(client.get("/ready"))["details"]
+    log = details["dependencies"]["prediction_log"]
+    assert log["up"] is True and log["address"] == "paths.predictions_dir"
+    assert "tracking_store" not in details["dependencies"]  # nowhere:/ is no registry URI
+    text = client.get("/metrics").text
+    assert 'fmops_dependency_up{name="prediction_log"} 1.0' in text
+    assert "fmops_prediction_log_durable 1.0" in text
+    free = [line for line in text.splitlines() if line.startswith("fmops_prediction_log_disk_f")]
+    assert len(free) == 1 and float(free[0].split()[-1]) > 0
+
+
 def test_metrics_report_not_ready(client):
     text = client.get("/metrics").text
     assert "fmops_model_ready 0.0" in text

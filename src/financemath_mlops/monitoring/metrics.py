@@ -12,11 +12,12 @@ Two kinds, built so that they stay right under several uvicorn workers:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -28,6 +29,9 @@ PREDICTION_LOG_METRICS = (
     f"{PREFIX}_prediction_log_written_total",
     f"{PREFIX}_prediction_log_dropped_total",
     f"{PREFIX}_prediction_log_write_errors_total",
+    f"{PREFIX}_prediction_log_durable",
+    f"{PREFIX}_prediction_log_disk_free_bytes",
+    f"{PREFIX}_prediction_log_disk_size_bytes",
 )
 MONITORING_METRICS: tuple[str, ...] = (*PREDICTION_LOG_METRICS, *REPORT_GAUGES)
 
@@ -49,9 +53,19 @@ class PredictionLogMetrics:
         )
         self.write_errors_total = Counter(
             f"{PREFIX}_prediction_log_write_errors",
-            "Prediction log part files that could not be written (disk full, no permission)",
+            "Failed writes of the prediction log (journal or part file: disk full, no "
+            "permission); while they fail the writer retries every flush interval",
             registry=registry,
         )
+        # livemin: one worker that cannot make its rows durable makes the service not durable.
+        self.durable_gauge = Gauge(
+            f"{PREFIX}_prediction_log_durable",
+            "1 while every answered prediction taken by the log is on disk (journal or part "
+            "file); 0 from a failed write until the rows held in memory are written",
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
+        self.durable_gauge.set(1)
         for reason in DROP_REASONS:  # export the series at 0 so rate() works from the start
             self.dropped_total.labels(reason)
 
@@ -63,6 +77,46 @@ class PredictionLogMetrics:
 
     def write_error(self) -> None:
         self.write_errors_total.inc()
+
+    def durable(self, durable: bool) -> None:
+        self.durable_gauge.set(1 if durable else 0)
+
+
+def disk_space(directory: Path | str) -> tuple[int, int] | None:
+    """(free, size) in bytes of the file system holding ``directory`` (its nearest existing
+    parent before the log creates it); None when nothing on the path exists."""
+    path = Path(directory).absolute()
+    for candidate in (path, *path.parents):
+        try:
+            stats = os.statvfs(candidate)
+        except OSError:
+            continue
+        return stats.f_bavail * stats.f_frsize, stats.f_blocks * stats.f_frsize
+    return None
+
+
+class PredictionLogDiskCollector(Collector):
+    """Free and total bytes where the prediction log writes, read at scrape time (a statvfs:
+    microseconds), so the alert can warn before the disk is full, not after."""
+
+    def __init__(self, directory: Path | str) -> None:
+        self.directory = Path(directory)
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families(None))
+
+    def collect(self) -> Iterable[Metric]:
+        return list(self._families(disk_space(self.directory)))
+
+    @staticmethod
+    def _families(space: tuple[int, int] | None) -> Iterable[Metric]:
+        helps = (
+            ("free", "Bytes free to unprivileged writers on the prediction log's file system"),
+            ("size", "Size in bytes of the prediction log's file system"),
+        )
+        for i, (what, text) in enumerate(helps):
+            name = f"{PREFIX}_prediction_log_disk_{what}_bytes"
+            yield GaugeMetricFamily(name, text, value=None if space is None else space[i])
 
 
 class ReportMetricsCollector(Collector):

@@ -7,16 +7,22 @@ file each (every ``rotate_rows`` entries or ``rotate_seconds`` after the oldest 
 on :meth:`~PredictionLog.close`), written to a hidden temp file, fsynced and renamed, so a crash
 never leaves a torn file behind and readers only ever see complete files. File names sort by time
 and are unique per process (``predictions-<utc>-<pid>-<seq>.parquet``), so several uvicorn
-workers can share one directory. A write that fails (unwritable directory, full disk) drops that
-batch, counts it and logs a warning; it never raises into the service.
+workers can share one directory. A write that fails (unwritable directory, full disk) never
+raises into the service: the rows stay in memory (at most ``max_queue`` of them; beyond that new
+ones are dropped and counted, reason ``write_error``), ``write_errors`` counts every failed write,
+:attr:`PredictionLog.durable` turns False (the listener hears it at once: the service's
+``fmops_prediction_log_durable`` gauge) and the writer tries again every flush interval, writing
+what it holds as one part file as soon as the disk takes it. A kill -9 while ``durable`` is False
+loses the rows held in memory: that is what the gauge and its alert warn about.
 
 Between part files the writer appends each entry to a hidden per-process journal
 (``.journal-<pid>-<token>.jsonl``; feature rows as base64 float64, a tenth of the CPU of JSON
 numbers on a thread that shares the GIL with the event loop) and hands it to the OS at least
 every ``flush_seconds``, so a kill -9 loses at most that window (plus entries still on the
 queue); the next log opened on the directory turns the journals of dead processes into part
-files. ``flush_seconds=0`` turns the journal off (a kill then loses everything not yet in a part
-file).
+files (a journal it cannot write out stays for the next start). ``flush_seconds=0`` turns the
+journal off (a kill then loses everything not yet in a part file). A journal write that fails
+(full disk) is one write error and makes the log not durable until a part file holds the rows.
 
 Only the fields in :data:`ENTRY_FIELDS` and the feature values are stored: whatever else a caller
 puts in an entry (headers, API keys) is ignored by construction.
@@ -30,6 +36,7 @@ files of either writer alike.
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import logging
@@ -82,6 +89,8 @@ class LogListener(Protocol):
     def dropped(self, rows: int, reason: str) -> None: ...
 
     def write_error(self) -> None: ...
+
+    def durable(self, durable: bool) -> None: ...
 
 
 def logged_columns(features: str) -> tuple[str, ...]:
@@ -167,7 +176,8 @@ class PredictionLog:
     """Append-only prediction log; see the module docstring for the guarantees.
 
     ``written``, ``dropped`` (by reason in ``dropped_by_reason``: ``queue_full``, ``write_error``,
-    ``closed``) and ``write_errors`` count what happened; a ``listener`` hears the same as it
+    ``closed``) and ``write_errors`` count what happened, ``durable`` says whether the rows taken
+    so far are safe from a kill -9 (``last_error`` why not); a ``listener`` hears the same as it
     happens. With ``enabled=False`` nothing is started and :meth:`record` is a no-op.
     """
 
@@ -196,7 +206,16 @@ class PredictionLog:
             self.directory / f"{JOURNAL_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.jsonl"
         )
         self._unflushed_since: float | None = None
-        self._journal_warned = False
+        self._journal_gap = False  # some row held is not in the journal (its write failed)
+        # While writes fail: retry this often (the flush interval: the journal's own promise),
+        # holding at most this many rows in memory.
+        self.retry_seconds = max(self.flush_seconds or min(self.rotate_seconds, 1.0), 0.1)
+        self.max_pending = max(max_queue, rotate_rows)
+        self._retry_at = 0.0
+        self.durable = True  # False from a failed write until a part file holds the rows
+        self.last_error: str | None = None
+        self._last_exc: Exception | None = None
+        self.pending = 0  # rows taken by the writer, not yet in a part file
         self.feature_columns = logged_columns(features)
         self.enabled = enabled
         self.listener = listener
@@ -206,7 +225,7 @@ class PredictionLog:
         self._counts = threading.Lock()
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self._accepting = enabled
-        self._last_warning = -math.inf
+        self._last_warning: dict[str, float] = {}
         self._thread: threading.Thread | None = None
         if enabled:
             self._thread = threading.Thread(
@@ -297,19 +316,10 @@ class PredictionLog:
         buffer: list[Mapping[str, Any]] = []
         oldest = 0.0
         while True:
-            timeout = None
-            if buffer:
-                timeout = max(0.0, self.rotate_seconds - (time.monotonic() - oldest))
-            if self._unflushed_since is not None:
-                due = self.flush_seconds - (time.monotonic() - self._unflushed_since)
-                timeout = max(0.0, min(due, timeout if timeout is not None else due))
             try:
-                item = self._queue.get(timeout=timeout)
+                item = self._queue.get(timeout=self._wait(buffer, oldest))
             except queue.Empty:
-                self._sync_journal()
-                if buffer and time.monotonic() - oldest >= self.rotate_seconds:
-                    buffer = self._flush(buffer)
-                continue
+                item = None
             if item is _STOP:
                 while True:  # entries queued by a record() that raced with close()
                     try:
@@ -320,25 +330,70 @@ class PredictionLog:
                         late.done.set()
                     elif late is not _STOP:
                         buffer.append(late)
-                self._flush(buffer)
-                self._close_journal()
+                self._finish(buffer)
                 return
             if isinstance(item, _FlushRequest):
                 buffer = self._flush(buffer)
                 item.done.set()
-                continue
-            if not buffer:
-                oldest = time.monotonic()
-            buffer.append(item)
-            self._journal_entry(item)
-            if len(buffer) >= self.rotate_rows:
+            elif item is not None:
+                if not buffer:
+                    oldest = time.monotonic()
+                if not self.durable and len(buffer) >= self.max_pending:
+                    self._drop(1, "write_error")  # the disk refuses and memory is bounded
+                else:
+                    buffer.append(item)
+                    self._journal_entry(item)
+                    if self.durable and len(buffer) >= self.rotate_rows:
+                        buffer = self._flush(buffer)
+            # Timed work, also under a steady stream of entries (a get() that never times out).
+            now = time.monotonic()
+            if (
+                self._unflushed_since is not None
+                and now >= self._unflushed_since + self.flush_seconds
+            ):
+                self._sync_journal()
+            if buffer and now >= self._due(oldest):
                 buffer = self._flush(buffer)
+            self.pending = len(buffer)
+
+    def _due(self, oldest: float) -> float:
+        """When the rows held must be written: their age limit, or the next retry after a failure."""
+        return self._retry_at if not self.durable else oldest + self.rotate_seconds
+
+    def _wait(self, buffer: list[Mapping[str, Any]], oldest: float) -> float | None:
+        deadlines = [self._due(oldest)] if buffer else []
+        if self._unflushed_since is not None:
+            deadlines.append(self._unflushed_since + self.flush_seconds)
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+
+    def _finish(self, buffer: list[Mapping[str, Any]]) -> None:
+        """On close: write what is held; if the disk still refuses, a complete journal stays for
+        the next start (nothing lost), else the rows are counted as dropped."""
+        buffer = self._flush(buffer)
+        self.pending = len(buffer)
+        if buffer and self._journal is not None and not self._journal_gap:
+            try:
+                self._journal.close()
+            except Exception as exc:
+                self._journal_failed(exc)
+            else:
+                self._journal = None
+                log.warning(
+                    "prediction log: %d entries could not be written; they stay in %s, which "
+                    "the next start writes out",
+                    len(buffer),
+                    self._journal_path,
+                )
+                return
+        if buffer:
+            self._drop(len(buffer), "write_error", error=self._last_exc)
+        self._close_journal()
 
     # --- the journal: what a kill -9 would otherwise take with it ------------------------------
 
     def _journal_entry(self, entry: Mapping[str, Any]) -> None:
-        if not self.flush_seconds:
-            return
+        if not self.flush_seconds or self._journal_gap:
+            return  # a gap: these rows are in memory only until a part file holds them
         try:
             if self._journal is None:
                 self.directory.mkdir(parents=True, exist_ok=True)
@@ -355,8 +410,6 @@ class PredictionLog:
             return
         if self._unflushed_since is None:
             self._unflushed_since = time.monotonic()
-        if time.monotonic() - self._unflushed_since >= self.flush_seconds:
-            self._sync_journal()
 
     def _sync_journal(self) -> None:
         """Hand the journal to the OS: a killed process keeps it, only a power cut does not."""
@@ -368,14 +421,25 @@ class PredictionLog:
         self._unflushed_since = None
 
     def _reset_journal(self) -> None:
-        """Everything journaled is in a part file now (or counted as dropped)."""
-        if self._journal is not None:
-            try:
+        """Everything journaled is in a part file now: empty the journal (a broken one is
+        removed, and the next entry starts a new one)."""
+        try:
+            if self._journal is not None and not self._journal_gap:
                 self._journal.seek(0)
                 self._journal.truncate()
-            except Exception as exc:
-                self._journal_failed(exc)
+            else:
+                self._discard_journal()
+                self._journal_path.unlink(missing_ok=True)
+                self._journal_gap = False
+        except Exception as exc:
+            self._journal_failed(exc)
         self._unflushed_since = None
+
+    def _discard_journal(self) -> None:
+        handle, self._journal = self._journal, None
+        if handle is not None:
+            with contextlib.suppress(Exception):  # its buffer may not reach the disk: a gap
+                handle.close()
 
     def _close_journal(self) -> None:
         try:
@@ -387,10 +451,32 @@ class PredictionLog:
         self._journal = None
 
     def _journal_failed(self, exc: Exception) -> None:
-        """Warn once: the part files (and their own warnings) still tell the real story."""
-        if not self._journal_warned:
-            self._journal_warned = True
-            log.warning("prediction log journal %s failed: %s", self._journal_path, exc)
+        """The journal no longer covers every row held: stop journaling (the rows journaled so
+        far stay on disk for a kill -9) until a part file holds them all."""
+        self._journal_gap = True
+        self._discard_journal()
+        self._unflushed_since = None
+        self._write_failed(f"journal {self._journal_path}", exc)
+
+    def _write_failed(self, what: str, exc: Exception) -> None:
+        """One failed write: counted, the log not durable, a retry within one flush interval."""
+        with self._counts:
+            self.write_errors += 1
+        self._last_exc = exc
+        self.last_error = f"{what}: {type(exc).__name__}: {exc}"[:MAX_TEXT]
+        self._retry_at = time.monotonic() + self.retry_seconds
+        if self.listener is not None:
+            self.listener.write_error()
+        if self.durable:
+            self.durable = False
+            if self.listener is not None:
+                self.listener.durable(False)
+        self._warn(
+            f"prediction log cannot make rows durable ({self.last_error}); the rows stay in "
+            f"memory (at most {self.max_pending}) and the writer retries every "
+            f"{self.retry_seconds:g}s; a kill -9 now would lose them",
+            kind="durable",
+        )
 
     def _recover_journals(self) -> None:
         """Part files from the journals of processes that died (kill -9, OOM) before rotating."""
@@ -411,8 +497,16 @@ class PredictionLog:
                         recovered.append(self._from_journal(json.loads(line)))
                     except (json.JSONDecodeError, AttributeError):
                         continue  # the line being written when the process died
-            for start in range(0, len(recovered), self.rotate_rows):
-                self._flush(recovered[start : start + self.rotate_rows], journaled=False)
+            if recovered:
+                try:  # one part file per journal: written whole or not at all
+                    self._write(self._table(recovered))
+                except OSError as exc:
+                    self._write_failed(f"recovering {path.name}", exc)
+                    continue  # the journal stays: the next start tries again
+                with self._counts:
+                    self.written += len(recovered)
+                if self.listener is not None:
+                    self.listener.written(len(recovered))
             log.info("prediction log: recovered %d entries from %s", len(recovered), path)
             path.unlink(missing_ok=True)
 
@@ -426,29 +520,36 @@ class PredictionLog:
                 row["features"] = None
         return row
 
-    def _flush(
-        self, buffer: list[Mapping[str, Any]], journaled: bool = True
-    ) -> list[Mapping[str, Any]]:
-        """Write the buffer as one part file; on any failure count the rows as dropped."""
+    def _flush(self, buffer: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """Write the rows held as one part file; returns what is still held (all on failure).
+
+        A disk that refuses (``OSError``) keeps the rows for the next try; rows that cannot be
+        turned into a table at all (a bug, not the disk) are dropped and counted.
+        """
         if not buffer:
             return []
         try:
-            self._write(self._table(buffer))
+            table = self._table(buffer)
         except Exception as exc:  # the writer thread must survive anything
-            with self._counts:
-                self.write_errors += 1
             self._drop(len(buffer), "write_error", error=exc)
-            if self.listener is not None:
-                self.listener.write_error()
-            if journaled:
-                self._reset_journal()
-            return []
-        if journaled:
             self._reset_journal()
+            return []
+        try:
+            self._write(table)
+        except OSError as exc:
+            self._write_failed(f"part file in {self.directory}", exc)
+            return buffer
+        self._reset_journal()
         with self._counts:
             self.written += len(buffer)
         if self.listener is not None:
             self.listener.written(len(buffer))
+        if not self.durable and not self._journal_gap:
+            self.durable = True
+            self.last_error = None
+            log.info("prediction log: durable again (%d held rows written)", len(buffer))
+            if self.listener is not None:
+                self.listener.durable(True)
         return []
 
     def _write(self, table: Any) -> Path:
@@ -528,11 +629,11 @@ class PredictionLog:
             f"{total} dropped so far, directory {self.directory}"
         )
 
-    def _warn(self, message: str) -> None:
-        """A warning at most once a minute: a full disk must not flood the service log."""
+    def _warn(self, message: str, kind: str = "drop") -> None:
+        """A warning of each kind at most once a minute: a full disk must not flood the log."""
         now = time.monotonic()
-        if now - self._last_warning >= WARN_EVERY_S:
-            self._last_warning = now
+        if now - self._last_warning.get(kind, -math.inf) >= WARN_EVERY_S:
+            self._last_warning[kind] = now
             log.warning("%s", message)
 
 

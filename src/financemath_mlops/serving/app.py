@@ -24,6 +24,12 @@ from financemath_mlops import __version__ as package_version
 from financemath_mlops.config import ServingSettings, Settings, load_settings
 from financemath_mlops.monitoring.prediction_log import PredictionLog
 from financemath_mlops.serving import docs_pages
+from financemath_mlops.serving.dependencies import (
+    PREDICTION_LOG,
+    TRACKING_STORE,
+    Dependencies,
+    public_address,
+)
 from financemath_mlops.serving.errors import install_error_handlers
 from financemath_mlops.serving.inference import InferencePool, pool_size
 from financemath_mlops.serving.metrics import ServiceMetrics
@@ -64,6 +70,7 @@ class ServiceState:
         self.pool: InferencePool | None = None
         self.metrics: ServiceMetrics | None = None
         self.prediction_log: PredictionLog | None = None
+        self.dependencies = Dependencies()
         self._reloader: asyncio.Task[None] | None = None
         self._configure_lock = threading.Lock()
         self._configured = False
@@ -87,10 +94,15 @@ class ServiceState:
         runs.limit_http_requests(serving.mlflow_timeout_s, serving.mlflow_retries)
         # Refuse a missing store, never create it empty.
         runs.require_store(settings, runs.served_model_uri(settings))
-        self.metrics = ServiceMetrics(settings.paths.reports_dir)
-        self.prediction_log = PredictionLog.from_settings(
-            settings, listener=self.metrics.prediction_log
-        )
+        self.metrics = ServiceMetrics(settings.paths.reports_dir, settings.paths.predictions_dir)
+        self.dependencies = Dependencies(self.metrics.dependency_up)
+        served = runs.served_model_uri(settings)
+        if runs.is_tracked_uri(served):
+            self.dependencies.declare(TRACKING_STORE, public_address(settings.mlflow.tracking_uri))
+        listener = _LogListener(self.metrics.prediction_log, self.dependencies)
+        self.prediction_log = listener.log = PredictionLog.from_settings(settings, listener)
+        if self.prediction_log.enabled:
+            self.dependencies.declare(PREDICTION_LOG, "paths.predictions_dir", up=True)
         cores = available_cores()
         if serving.inference_threads:  # fixed: every call gets this many ONNX threads
             threads = concurrent = serving.inference_threads
@@ -98,7 +110,9 @@ class ServiceState:
         else:  # adaptive: a lone call uses every core, overlapping calls one core each
             threads, concurrent, workers = cores, 1, cores
         self.pool = InferencePool(workers, self.metrics)
-        self.holder = ModelHolder(settings, threads, concurrent, self._model_changed)
+        self.holder = ModelHolder(
+            settings, threads, concurrent, self._model_changed, self._store_said
+        )
         # The model loads in the background: /health answers at once whatever MLflow does, and
         # /ready says 503 with the reason until a model is in service.
         self._reloader = asyncio.create_task(self._load_then_refresh(settings))
@@ -177,6 +191,9 @@ class ServiceState:
             except Exception:
                 log.exception("periodic model reload failed")
 
+    def _store_said(self, up: bool, error: str | None) -> None:
+        self.dependencies.report(TRACKING_STORE, up, error)
+
     def _model_changed(self, model: LoadedModel) -> None:
         if self.metrics is not None:
             ref = model.ref
@@ -184,6 +201,30 @@ class ServiceState:
                 ref.name or "", ref.version or "", ref.alias or "", ref.run_id or "",
                 trained_at=model.trained_at,
             )  # fmt: skip
+
+
+class _LogListener:
+    """The prediction log's listener: its Prometheus counters, and the log's folder as one of the
+    service's dependencies (down while the log cannot make rows durable)."""
+
+    def __init__(self, metrics: Any, dependencies: Dependencies) -> None:
+        self.metrics = metrics
+        self.dependencies = dependencies
+        self.log: PredictionLog | None = None
+
+    def written(self, rows: int) -> None:
+        self.metrics.written(rows)
+
+    def dropped(self, rows: int, reason: str) -> None:
+        self.metrics.dropped(rows, reason)
+
+    def write_error(self) -> None:
+        self.metrics.write_error()
+
+    def durable(self, durable: bool) -> None:
+        self.metrics.durable(durable)
+        error = self.log.last_error if self.log is not None else None
+        self.dependencies.report(PREDICTION_LOG, durable, error)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -42,8 +42,13 @@ def multiprocess_mode() -> bool:
 class ServiceMetrics:
     """The metric objects and their exposition."""
 
-    def __init__(self, reports_dir: str | os.PathLike[str] = "reports") -> None:
+    def __init__(
+        self,
+        reports_dir: str | os.PathLike[str] = "reports",
+        predictions_dir: str | os.PathLike[str] = "data/predictions",
+    ) -> None:
         from financemath_mlops.monitoring.metrics import (
+            PredictionLogDiskCollector,
             PredictionLogMetrics,
             ReportMetricsCollector,
         )
@@ -60,8 +65,20 @@ class ServiceMetrics:
         # (read from reports/latest.json at scrape time; see docs/monitoring.md).
         self.prediction_log = PredictionLogMetrics(reg)
         self.reports = ReportMetricsCollector(reports_dir)
+        self.log_disk = PredictionLogDiskCollector(predictions_dir)
         if not self.multiprocess:
             reg.register(self.reports)
+            reg.register(self.log_disk)
+        # What the service needs beside its model (serving/dependencies.py): 0 while the last
+        # call to it failed; the service keeps answering with the model it has.
+        self.dependency_up = Gauge(
+            f"{PREFIX}_dependency_up",
+            "1 when the dependency answered its last call (tracking_store: the last model "
+            "(re)load; prediction_log: its folder takes writes), 0 when it did not",
+            ["name"],
+            registry=reg,
+            multiprocess_mode="livemin",
+        )
         self.requests = Counter(
             f"{PREFIX}_http_requests",
             "HTTP requests by endpoint (route template), method and status code",
@@ -183,6 +200,7 @@ class ServiceMetrics:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
             registry.register(self.reports)
+            registry.register(self.log_disk)
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 

@@ -23,17 +23,14 @@ from financemath_mlops.config import Settings
 from financemath_mlops.model.folder import load_folder
 from financemath_mlops.model.predictor import with_threads
 from financemath_mlops.records import RecordInput
+from financemath_mlops.serving.dependencies import public_text, store_unreachable
 from financemath_mlops.serving.schemas import EXAMPLE_RECORD
 
 log = logging.getLogger(__name__)
 
 WARMUP_RECORD = RecordInput.from_mapping(EXAMPLE_RECORD)
-_CREDENTIALS = re.compile(r"://[^/@\s]+@")
-# An absolute path (not the path part of a URI such as models:/name or http://host/path).
-_PATH = re.compile(r"(?<![\w:/.])(?:/[^\s'\"(),;:]+)+")
 # Where SQLAlchemy / the DB driver starts quoting internals: statement, parameters, driver error.
 _DB_DETAILS = re.compile(r"\[SQL:|\(sqlite3\.|\(psycopg|\(pymysql|\(Background on this error")
-_MAX_REASON = 300
 
 
 class ModelLoadError(RuntimeError):
@@ -77,11 +74,14 @@ class ModelHolder:
         threads: int | None = None,
         concurrent_threads: int | None = None,
         on_change: Any = None,
+        on_store: Any = None,
     ):
         self.settings = settings
         self.threads = threads
         self.concurrent_threads = concurrent_threads
         self.on_change = on_change
+        # on_store(up, error): what each load from the tracking store said about the store.
+        self.on_store = on_store
         self.problem: str | None = "the model is loading"
         self._current: LoadedModel | None = None
         self._lock = threading.Lock()
@@ -98,12 +98,15 @@ class ModelHolder:
         uri = runs.served_model_uri(self.settings)
         with self._lock:
             previous = self._current
+            resolved = False
             try:
                 ref = runs.resolve(uri)
+                resolved = True
                 if ref.name and ref.alias is None and not runs.is_tracked_uri(uri):
                     # A model folder has no alias of its own: the configured one says what it is.
                     ref = replace(ref, alias=self.settings.serving.alias)
                 if previous is not None and previous.ref.uri == ref.uri:
+                    self._store_said(uri, None, True)
                     return ReloadOutcome(False, previous, previous)
                 started = time.perf_counter()
                 model = self._load(uri, ref)
@@ -112,9 +115,11 @@ class ModelHolder:
                 if previous is None:
                     self.problem = reason
                 log.error("%s", reason, exc_info=not isinstance(exc, runs.TrackingError))
+                self._store_said(uri, exc, resolved, reason)
                 raise ModelLoadError(reason) from None
             self._current = model
             self.problem = None
+        self._store_said(uri, None, True)
         log.info(
             "serving %s version %s (%s) from run %s; loaded in %.1fs",
             ref.name or uri,
@@ -126,6 +131,18 @@ class ModelHolder:
         if self.on_change is not None:
             self.on_change(model)
         return ReloadOutcome(True, model, previous)
+
+    def _store_said(
+        self, uri: str, exc: Exception | None, resolved: bool, reason: str = ""
+    ) -> None:
+        """Tell ``on_store`` whether the tracking store answered (models:/ and runs:/ only)."""
+        if self.on_store is None or not runs.is_tracked_uri(uri):
+            return
+        unreachable = store_unreachable(exc) if exc is not None else False
+        if unreachable:
+            self.on_store(False, reason)
+        elif unreachable is False or resolved:
+            self.on_store(True, None)
 
     def _load(self, uri: str, ref: runs.ModelRef) -> LoadedModel:
         from_registry = runs.is_tracked_uri(uri)
@@ -193,5 +210,4 @@ def describe_failure(uri: str, exc: Exception) -> str:
         text = text.splitlines()[0] if text else type(exc).__name__
     else:
         text = f"model {uri} could not be loaded ({type(exc).__name__})"
-    text = _PATH.sub("<path>", _CREDENTIALS.sub("://***@", text))[:_MAX_REASON]
-    return f"{text}; see the service log"
+    return f"{public_text(text)}; see the service log"

@@ -200,8 +200,20 @@ async def health_head() -> Response:
     summary="Readiness: a model is loaded and predictions are served",
 )
 async def ready(request: Request) -> ReadyResponse:
-    model = _current_model(request)
-    return ReadyResponse(status="ready", model=ModelIdentity(**model.identity()))
+    """200 while a model is in service, whatever its stores do (the readiness probe must not take
+    a serving pod out of rotation because MLflow is down): dependencies are reported, not gated."""
+    dependencies = _service(request).dependencies
+    try:
+        model = _current_model(request)
+    except ApiError as exc:
+        exc.details = {"dependencies": dependencies.snapshot()}
+        raise
+    return ReadyResponse(
+        status="ready",
+        model=ModelIdentity(**model.identity()),
+        dependencies=dependencies.snapshot(),
+        down=dependencies.down(),
+    )
 
 
 @router.get(

@@ -154,11 +154,27 @@ class HealthResponse(BaseModel):
     status: str = Field(examples=["ok"])
 
 
+class DependencyState(BaseModel):
+    up: bool | None = Field(description="The last call answered (null: not called yet)")
+    address: str = Field(description="Where it is (no credentials, no paths)")
+    checked_at: str | None = Field(default=None, description="When (UTC, ISO 8601)")
+    error: str | None = Field(default=None, description="Why it is down (details: the log)")
+
+
 class ReadyResponse(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
     status: str = Field(examples=["ready"])
     model: ModelIdentity
+    dependencies: dict[str, DependencyState] = Field(
+        default_factory=dict,
+        description="What the service needs beside its model (tracking_store when it serves "
+        "from the registry, prediction_log) and whether each answered its last call; a "
+        "dependency that is down leaves the answer 200: the model in service keeps serving",
+    )
+    down: list[str] = Field(
+        default_factory=list, description="The dependencies whose last call failed"
+    )
 
 
 class EmbeddingInfo(BaseModel):
