@@ -24,6 +24,7 @@ TRAIN_IDS = "split/train_ids.json"
 HOLDOUT_IDS = "split/holdout_ids.json"
 TRAINING_FEATURES = "data/training_features.parquet"  # monitoring's reference
 HOLDOUT_RECORDS = "data/holdout_records.jsonl"  # raw records the model never saw
+REBUILD_RECIPE = "reproduce/recipe.json"  # what `registry reproduce` rebuilds from
 EVALUATION_DIR = "evaluation"  # the evaluation stage's metrics file, added later
 # Artefacts of a monitoring run (one run per report, in the monitoring experiment).
 REPORT_DIR = "report"

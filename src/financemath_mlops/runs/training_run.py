@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +24,12 @@ from financemath_mlops.runs.contract import (
     HOLDOUT_IDS,
     HOLDOUT_RECORDS,
     MODEL_IN_RUN,
+    REBUILD_RECIPE,
     TRAIN_IDS,
     TRAINING_FEATURES,
     version_uri,
 )
-from financemath_mlops.runs.store import download, ensure_experiment
+from financemath_mlops.runs.store import client, download, ensure_experiment
 
 
 @dataclass
@@ -48,6 +49,8 @@ class TrainingRunContent:
     booster: Any
     target_transform: str
     embedding_bundle: Path  # the ONNX bundle the features were embedded with, served beside it
+    # what `registry reproduce` rebuilds from (data, embedding, LightGBM, code, packages), typed
+    recipe: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,8 @@ def log_training_run(
             TRAINING_FEATURES: lambda p: content.train_frame.to_parquet(p, index=False),
             HOLDOUT_RECORDS: lambda p: write_jsonl(p, content.holdout_records),
         }
+        if content.recipe:
+            files[REBUILD_RECIPE] = lambda p: write_json(p, content.recipe)
         for artefact, write in files.items():
             folder = artefact.rpartition("/")[0]
             path = tmp / "artefacts" / artefact
@@ -148,6 +153,15 @@ def load_training_features(run_id: str, work: Path) -> Any:
 def load_feature_manifest(run_id: str, work: Path) -> dict[str, Any]:
     """The features manifest the run's model was trained with (columns, embedding, data)."""
     return json.loads(download(run_id, FEATURE_MANIFEST, work).read_text(encoding="utf-8"))
+
+
+def load_rebuild_recipe(run_id: str, work: Path) -> dict[str, Any] | None:
+    """What the run recorded for a rebuild (`registry reproduce`); None for runs logged before."""
+    folder, _, name = REBUILD_RECIPE.rpartition("/")
+    listed = {Path(a.path).name for a in client().list_artifacts(run_id, folder)}
+    if name not in listed:
+        return None
+    return json.loads(download(run_id, REBUILD_RECIPE, work).read_text(encoding="utf-8"))
 
 
 def load_split_ids(run_id: str, work: Path) -> tuple[list[str], list[str]]:

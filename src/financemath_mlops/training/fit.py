@@ -13,12 +13,25 @@ from financemath_mlops.training.split import kfold_indices, stratified_kfold_ind
 CV_METRICS = ("mae", "rmse", "median_ae", "log_mae", "accuracy")
 
 
+# Rebuilt bit for bit (`registry reproduce`): LightGBM's ``deterministic`` plus one fixed histogram
+# layout. Left to itself LightGBM times row-wise against col-wise on the data and keeps the faster,
+# so two runs on one machine can build their histograms differently. A user's own
+# force_row_wise/force_col_wise wins. Cost measured on the sample (docs/deployment.md): within
+# the noise on 1 thread (training.threads' default).
+DETERMINISM = {"deterministic": True, "force_col_wise": True}
+_LAYOUT = ("force_col_wise", "force_row_wise")
+
+
 def regressor_params(
     params: dict[str, Any], seed: int, threads: int | None = None, verbose: int = -1
 ) -> dict[str, Any]:
-    """What :func:`fit_booster` hands to ``LGBMRegressor``: the pipeline's seed, threads and
-    verbosity, then ``params`` (``training.lightgbm``). The parameter check builds the same."""
-    return {"random_state": seed, "verbose": verbose, "n_jobs": threads or -1, **params}
+    """What :func:`fit_booster` hands to ``LGBMRegressor``: the pipeline's seed, threads,
+    verbosity and :data:`DETERMINISM`, then ``params`` (``training.lightgbm``). The parameter
+    check builds the same."""
+    fixed = {
+        k: v for k, v in DETERMINISM.items() if not (k in _LAYOUT and set(_LAYOUT) & set(params))
+    }
+    return {"random_state": seed, "verbose": verbose, "n_jobs": threads or -1, **fixed, **params}
 
 
 def fit_booster(
@@ -30,10 +43,18 @@ def fit_booster(
     threads: int | None = None,
 ) -> Any:
     """Train on (features, target) and return the fitted LightGBM Booster."""
+    return fit_exactly(features, target, regressor_params(params, seed, threads), transform)
+
+
+def fit_exactly(
+    features: np.ndarray, target: np.ndarray, booster_params: dict[str, Any], transform: str
+) -> Any:
+    """Train with exactly ``booster_params`` (what :func:`regressor_params` built for a run, as
+    the run recorded it): a rebuild uses the run's, not today's defaults."""
     import lightgbm as lgb
 
-    model = lgb.LGBMRegressor(**regressor_params(params, seed, threads))
-    model.fit(features, forward(target, transform))
+    model = lgb.LGBMRegressor(**booster_params)
+    model.fit(features, forward(target, transform))  # type: ignore[arg-type]
     return model.booster_
 
 

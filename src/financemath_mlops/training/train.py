@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from financemath_mlops import runs
+from financemath_mlops import provenance, runs
 from financemath_mlops.atomic import file_sha256
 from financemath_mlops.config import Settings
 from financemath_mlops.errors import StageError
@@ -31,7 +30,7 @@ from financemath_mlops.features.build import (
     read_features,
 )
 from financemath_mlops.features.rows import FEATURE_VERSION
-from financemath_mlops.training.fit import cross_validate, fit_booster
+from financemath_mlops.training.fit import cross_validate, fit_booster, regressor_params
 from financemath_mlops.training.lightgbm_params import check_lightgbm_params, lightgbm_refusal
 from financemath_mlops.training.servable import check_servable
 from financemath_mlops.training.split import holdout_split
@@ -81,13 +80,83 @@ def data_version(data: dict[str, Any]) -> str | None:
 
 
 def git_commit() -> str:
+    return provenance.git_commit()
+
+
+def sample_rows(records_path: Path, data: dict[str, Any]) -> int | None:
+    """How many rows the generator made for the sample the records came from (its seed alone does
+    not say): the `read` count of the ingestion manifest that lists these records' sha256."""
+    if data.get("source") != "sample":
+        return None
+    from financemath_mlops.ingestion.run import manifest_path_for
+
     try:
-        done = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
-        )
-        return done.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        body = json.loads(manifest_path_for(records_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    files = body.get("files") if isinstance(body, dict) else None
+    listed = {f.get("sha256") for f in (files or {}).values() if isinstance(f, dict)}
+    if data.get("input_sha256") not in listed:
+        return None  # another set was published since: the count would be its own
+    return body.get("counts", {}).get("read")
+
+
+def first_ingested_at(records: list[dict[str, Any]]) -> str | None:
+    """Ingestion stamps every record of one set with one time; a rebuild restamps with it so the
+    records' bytes (and sha256) can be compared with the run's."""
+    for record in records:
+        stamp = (record.get("meta") or {}).get("ingested_at")
+        if stamp:
+            return str(stamp)
+    return None
+
+
+def rebuild_recipe(
+    settings: Settings,
+    manifest: dict[str, Any],
+    records_path: Path,
+    holdout_records: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Everything `registry reproduce` needs to rebuild this run, typed (params are strings):
+    the data and how to get it again, the embedding and LightGBM settings, the code and packages."""
+    cfg = settings.training
+    embedding = settings.features.embedding
+    data = manifest.get("data", {})
+    code = provenance.checkout()
+    env = provenance.environment()
+    return {
+        "data": {
+            **{k: data.get(k) for k in ("source", "dataset_id", "split", "revision")},
+            "version": data_version(data),
+            "sample_rows": sample_rows(records_path, data),
+            "records_sha256": data.get("input_sha256"),
+            "ingested_at": first_ingested_at(holdout_records),
+            "rows": manifest.get("rows"),
+        },
+        "embedding": {
+            **{k: manifest["embedding"].get(k) for k in ("model_id", "revision", "source")},
+            **{k: manifest["embedding"].get(k) for k in ("backend", "max_length", "precision")},
+            "weights_sha256": manifest["embedding"].get("weights_sha256"),
+            "batch_size": embedding.batch_size,
+            "threads": embedding.threads,
+            "partition_rows": settings.features.partition_rows,
+        },
+        "training": {
+            "lightgbm": dict(cfg.lightgbm),
+            "seed": cfg.seed,
+            "threads": cfg.threads,
+            "target_transform": cfg.target_transform,
+            "holdout_fraction": cfg.holdout_fraction,
+            "booster_params": regressor_params(cfg.lightgbm, cfg.seed, cfg.threads),
+        },
+        "code": {"commit": code.commit, "dirty": code.dirty, "diff_sha256": code.diff_sha256},
+        "environment": {
+            "lock": env.lock_name,
+            "lock_sha256": env.lock_sha256,
+            "packages_sha256": env.packages_sha256,
+            "packages": list(env.packages),
+        },
+    }
 
 
 def load_raw_records(path: Path, ids: set[str]) -> list[dict[str, Any]]:
@@ -191,13 +260,14 @@ def train(settings: Settings) -> TrainingSummary:
         "%.0f ms", servable.rows, servable.max_abs_diff, servable.seconds * 1000,
     )  # fmt: skip
     holdout_records = load_raw_records(records_path, set(holdout_ids))
+    recipe = rebuild_recipe(settings, manifest, records_path, holdout_records)
 
     tracking_uri = runs.configure(settings)
     data_meta = manifest.get("data", {})
     model_name = runs.model_name_for(settings, data_meta.get("source"))
     content = runs.TrainingRunContent(
-        params=_params(settings, manifest),
-        tags=_tags(manifest),
+        params=_params(settings, manifest, recipe),
+        tags=_tags(manifest, recipe),
         metrics={
             **{f"cv_{k}": v for k, v in cv.items()},
             "n_train": len(train_ids),
@@ -214,6 +284,7 @@ def train(settings: Settings) -> TrainingSummary:
         booster=booster,
         target_transform=cfg.target_transform,
         embedding_bundle=bundle,
+        recipe=recipe,
     )
     logged = runs.log_training_run(settings, model_name, content)
     runs.set_challenger(model_name, logged.version)
@@ -248,7 +319,7 @@ def train(settings: Settings) -> TrainingSummary:
     return summary
 
 
-def _params(settings: Settings, manifest: dict[str, Any]) -> dict[str, Any]:
+def _params(settings: Settings, manifest: dict[str, Any], recipe: dict[str, Any]) -> dict[str, Any]:
     cfg = settings.training
     embedding = manifest["embedding"]
     data = manifest.get("data", {})
@@ -259,6 +330,7 @@ def _params(settings: Settings, manifest: dict[str, Any]) -> dict[str, Any]:
         "embedding.source": embedding["source"],
         "embedding.backend": embedding["backend"],
         "embedding.max_length": embedding["max_length"],
+        "embedding.precision": embedding.get("precision", "fp32"),
         "target_transform": cfg.target_transform,
         "holdout_fraction": cfg.holdout_fraction,
         "split_seed": cfg.seed,
@@ -269,16 +341,31 @@ def _params(settings: Settings, manifest: dict[str, Any]) -> dict[str, Any]:
         "data.revision": data.get("revision"),
         "data.version": data_version(data),
         "data.validated": data.get("validated"),  # by ingestion, or elsewhere (the user said so)
+        "data.rows": manifest.get("rows"),
+        "data.sample_rows": recipe["data"]["sample_rows"],  # beside the seed in data.split
+        "data.records_sha256": data.get("input_sha256"),
+        "training.threads": cfg.threads,
+        "lock.name": recipe["environment"]["lock"],
+        "lock.sha256": recipe["environment"]["lock_sha256"],
     }
-    params.update({f"lightgbm.{k}": v for k, v in cfg.lightgbm.items()})
+    # every parameter the booster was built with: training.lightgbm and the pipeline's own
+    # (seed, threads, verbosity, determinism)
+    booster = recipe["training"]["booster_params"]
+    params.update({f"lightgbm.{k}": v for k, v in booster.items()})
     return params
 
 
-def _tags(manifest: dict[str, Any]) -> dict[str, str]:
-    commit = git_commit()
+def _tags(manifest: dict[str, Any], recipe: dict[str, Any]) -> dict[str, str]:
+    code = recipe["code"]
+    commit = code["commit"]
     data = manifest.get("data", {})
     return {
         "git_commit": commit,
+        "git_dirty": code["dirty"],
+        "git_diff_sha256": code["diff_sha256"],
+        "lock.name": recipe["environment"]["lock"],
+        "lock.sha256": recipe["environment"]["lock_sha256"],
+        "packages_sha256": recipe["environment"]["packages_sha256"],
         "mlflow.source.git.commit": commit,
         "stage": "training",
         "data.source": str(data.get("source")),
