@@ -117,12 +117,22 @@ UV_COMPILE = $(UV_VENV)/bin/uv pip compile --quiet --generate-hashes --python-ve
 	--python-platform x86_64-manylinux_2_36 --custom-compile-command "make lock" \
 	--find-links $(TORCH_FIND_LINKS) -c <(echo "$(TORCH_SPEC)+cpu") --no-emit-package torch $(LOCK_ARGS)
 
+# The tool venvs' locks (scripts/tool_venv.sh), requirements/<tool>-tool.in -> <tool>-tool.txt,
+# each resolved on its own (they cannot share the dev lock: the .in files say why) for the same
+# platform, with the same hashes; no torch in them. The first word is the Python version: checkov's
+# pinned soupsieve needs CPython >= 3.11.5.
+UV_COMPILE_TOOL = $(UV_VENV)/bin/uv pip compile --quiet --generate-hashes \
+	--python-platform x86_64-manylinux_2_36 --custom-compile-command "make lock" $(LOCK_ARGS) --python-version
+
 lock:
 	INSTALLER=uv UV_VENV=$(UV_VENV) bash scripts/install.sh uv
 	$(UV_COMPILE) pyproject.toml --extra dev -o requirements/dev.txt
 	$(UV_COMPILE) pyproject.toml --extra pipeline -c requirements/dev.txt -o requirements/pipeline.txt
 	$(UV_COMPILE) pyproject.toml --extra serving -c requirements/dev.txt -o requirements/serving.txt
 	$(UV_COMPILE) requirements/lint.in -c requirements/dev.txt -o requirements/lint.txt
+	$(UV_COMPILE_TOOL) 3.11 requirements/dvc-tool.in -o requirements/dvc-tool.txt
+	$(UV_COMPILE_TOOL) 3.11 requirements/mlflow-previous-tool.in -o requirements/mlflow-previous-tool.txt
+	$(UV_COMPILE_TOOL) 3.11.5 requirements/checkov-tool.in -o requirements/checkov-tool.txt
 
 clean:
 	rm -rf data/interim data/processed data/predictions mlruns models reports .cache .pytest_cache .ruff_cache

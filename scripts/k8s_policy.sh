@@ -8,26 +8,17 @@
 # Every failed check fails the run; the only exceptions are `checkov.io/skipN` annotations on the
 # object itself, each with its reason (deploy/k8s/base/inference-deployment.yaml, the overlays).
 # checkov pins boto3 and friends exactly, so it lives in its own venv, installed on first use
-# from requirements/checkov-tool.txt into a per-user tool cache keyed by that file's hash (as
-# pre-commit keeps its hook envs): a fresh clone on the same machine reuses it, a changed pin
-# gets a new one. CHECKOV_VENV overrides the location.
+# from its hashed lock requirements/checkov-tool.txt (every file's sha256 checked, nothing else
+# fetched) into a per-user tool cache keyed by that file's hash, by scripts/tool_venv.sh (the
+# installer DVC's and the previous MLflow's venvs share; uv, else pip): a fresh clone on the same
+# machine reuses it, a changed pin gets a new one. CHECKOV_VENV overrides the location.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV_BIN=${VENV_BIN:-.venv/bin}
-CHECKOV_VERSION=3.3.30
-PINS=requirements/checkov-tool.txt
-pins_hash=$(sha256sum "$PINS" | cut -c1-12)
-TOOL_VENV=${CHECKOV_VENV:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/financemath-mlops/checkov-$CHECKOV_VERSION-$pins_hash}
-
-if [ ! -f "$TOOL_VENV/.complete" ]; then # only a finished install is ever used
-  echo "installing checkov $CHECKOV_VERSION into $TOOL_VENV (once; a few minutes)" >&2
-  python_bin=$("$VENV_BIN/python" -c 'import sys; print(sys.executable)')
-  mkdir -p "$(dirname "$TOOL_VENV")"
-  "$python_bin" -m venv --clear "$TOOL_VENV"
-  timeout 900 "$TOOL_VENV/bin/pip" install -q --disable-pip-version-check \
-    -c "$PINS" "checkov==$CHECKOV_VERSION" >&2
-  touch "$TOOL_VENV/.complete"
-fi
+CHECKOV_VERSION=3.3.30 # requirements/checkov-tool.in pins it
+# The venv is made from the interpreter behind the project's venv, not from the venv itself.
+python_bin=$("$VENV_BIN/python" -c 'import os, sys; print(os.path.realpath(sys.executable))')
+TOOL_BIN=$(PYTHON=$python_bin TOOL_VENV=${CHECKOV_VENV:-} bash scripts/tool_venv.sh checkov)
 
 if [ $# -ge 1 ]; then
   RENDERED=$1
@@ -38,6 +29,6 @@ else
 fi
 # No telemetry, no download, no upload; bounded: checkov reads a handful of local files.
 BC_SKIP_MAPPING=TRUE CHECKOV_RUN_SCA_PACKAGE_SCAN_V2=false timeout 300 \
-  "$TOOL_VENV/bin/checkov" --directory "$RENDERED" --framework kubernetes --skip-download \
+  "$TOOL_BIN/checkov" --directory "$RENDERED" --framework kubernetes --skip-download \
   --compact --quiet
 echo "checkov $CHECKOV_VERSION: no failed Kubernetes policy (skips are annotated with reasons)"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import hashlib
 import os
 import re
 import shutil
@@ -260,27 +259,18 @@ def create_experiment(tracking_uri: str, name: str) -> str:
     return experiment_id
 
 
-def tool_venv(name: str, requirements: list[str], constraints: str) -> Path:
-    """A tool that cannot share the project's constraints, in its own venv in the per-user tool
-    cache keyed by its pins (as scripts/k8s_policy.sh keeps checkov), installed once from PyPI;
-    only a finished install (its stamp written last) is used."""
-    pins = (REPO_ROOT / "requirements" / constraints).read_bytes()
-    key = hashlib.sha256(pins + " ".join(requirements).encode()).hexdigest()[:12]
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    venv = cache / "financemath-mlops" / f"{name}-{key}"
-    stamp = venv / ".installed"
-    if not stamp.is_file():
-        python = os.path.realpath(sys.executable)
-        subprocess.run([python, "-m", "venv", "--clear", str(venv)], check=True, timeout=300)
-        done = subprocess.run(
-            [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
-             "-c", str(REPO_ROOT / "requirements" / constraints), *requirements],
-            capture_output=True, text=True, timeout=1200,
-        )  # fmt: skip
-        if done.returncode != 0:
-            pytest.fail(f"pip install {requirements} into {venv} failed:\n{done.stderr[-3000:]}")
-        stamp.write_text("ok\n")
-    return venv / "bin"
+def tool_venv(name: str) -> Path:
+    """The bin folder of a tool that cannot share the project's lock (requirements/<name>-tool.in
+    says why), installed once from its hashed lock requirements/<name>-tool.txt into the per-user
+    tool cache by scripts/tool_venv.sh, the installer checkov's venv shares."""
+    done = subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts" / "tool_venv.sh"), name],
+        capture_output=True, text=True, timeout=1200,
+        env={**os.environ, "PYTHON": os.path.realpath(sys.executable)},
+    )  # fmt: skip
+    if done.returncode != 0:
+        pytest.fail(f"scripts/tool_venv.sh {name} failed:\n{done.stderr[-3000:]}")
+    return Path(done.stdout.strip())
 
 
 # What the team-store tests ask the service.

@@ -35,7 +35,7 @@ def test_dvc_push_then_pull_in_another_clone_restores_the_bytes_and_the_run_name
 ) -> None:
     from financemath_mlops.ingestion.synthetic import generate_sample
 
-    dvc = str(tool_venv("dvc", ["dvc[s3]==3.67.1"], "dvc-tool.txt") / "dvc")
+    dvc = str(tool_venv("dvc") / "dvc")
     with moto_s3(tmp_path) as s3:
         s3.client.create_bucket(Bucket=DATA_BUCKET)
         env = cli_env(**S3_ENV, DVC_NO_ANALYTICS="1", GIT_TERMINAL_PROMPT="0")

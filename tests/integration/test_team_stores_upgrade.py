@@ -49,11 +49,7 @@ def test_store_of_the_previous_mlflow_minor_upgrades_and_still_serves_its_champi
 
     from financemath_mlops.training.train import train
 
-    previous = tool_venv(
-        "mlflow-previous",
-        [f"mlflow=={PREVIOUS}", "psycopg[binary]", "boto3", "prometheus-flask-exporter"],
-        "mlflow-previous-tool.txt",
-    )
+    previous = tool_venv("mlflow-previous")  # requirements/mlflow-previous-tool.in: PREVIOUS
     done = subprocess.run(
         [str(previous / "mlflow"), "--version"], capture_output=True, text=True, timeout=120
     )

@@ -198,3 +198,60 @@ def test_where_python_writes_no_bytecode_the_install_compiled_it() -> None:
     for package in (mlflow, pandas):
         cached = Path(package.__file__).parent / "__pycache__"
         assert list(cached.glob("__init__.cpython-*.pyc")), f"no bytecode in {cached}"
+
+
+# --- the tool venvs (scripts/tool_venv.sh): DVC, the previous MLflow, checkov ----------------------
+
+
+def tool_tree(tmp_path: Path, lock: str) -> Path:
+    """A copy of the scripts tool_venv.sh runs, with one tool `fake` whose lock is ``lock``."""
+    tree = tmp_path / "tree"
+    for name in ("scripts/tool_venv.sh", "scripts/install.sh", "scripts/uv_pip.py",
+                 "requirements/uv-tool.txt"):  # fmt: skip
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_bytes((REPO_ROOT / name).read_bytes())
+    (tree / "requirements" / "fake-tool.in").write_text("iniconfig\n")
+    (tree / "requirements" / "fake-tool.txt").write_text(lock)
+    return tree
+
+
+def run_tool_venv(tree: Path, tool: str, installer: str, venv: Path):
+    uv = uv_binary()
+    env = {**os.environ, "INSTALLER": installer, "TOOL_VENV": str(venv),
+           "PYTHON": os.path.realpath(sys.executable), "UV_VENV": str(uv.parent.parent if uv else "")}  # fmt: skip
+    return subprocess.run(["bash", str(tree / "scripts" / "tool_venv.sh"), tool],
+                          env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_a_tool_venv_refuses_a_file_whose_hash_is_not_in_its_lock_and_publishes_nothing(
+    tmp_path: Path, installer: str
+) -> None:
+    if installer == "uv" and uv_binary() is None:
+        pytest.skip("no uv in the per-user tool cache: this venv was installed with pip")
+    good = pinned_lines("iniconfig")  # no dependencies: `pip check` passes on it alone
+    bad = re.sub(r"--hash=sha256:[0-9a-f]{64}", "--hash=sha256:" + "0" * 64, good)
+    venv = tmp_path / "tools" / "fake"
+    refused = run_tool_venv(tool_tree(tmp_path, bad), "fake", installer, venv)
+    assert refused.returncode == 1 and "hash" in refused.stderr.lower(), refused.stderr
+    assert f"installing fake from requirements/fake-tool.txt with {installer} failed" in (
+        refused.stderr
+    )
+    assert refused.stdout == "" and not list(venv.parent.iterdir()), "a failed install was kept"
+    if installer == "uv":  # the good lock: published, with exactly what the lock names
+        taken = run_tool_venv(tool_tree(tmp_path, good), "fake", installer, venv)
+        assert taken.returncode == 0, taken.stderr
+        assert taken.stdout == f"{venv}/bin\n" and venv.is_symlink()
+        installed = {
+            p.name.split("-")[0] for p in venv.glob("lib/python3*/site-packages/*.dist-info")
+        }
+        assert installed == {"iniconfig"}
+        again = run_tool_venv(tool_tree(tmp_path, bad), "fake", installer, venv)
+        assert again.returncode == 0 and again.stdout == taken.stdout  # made once per lock
+
+
+def test_an_unknown_tool_is_refused_naming_the_tools(tmp_path: Path) -> None:
+    done = run_tool_venv(REPO_ROOT, "dcv", "pip", tmp_path / "venv")
+    assert done.returncode == 2
+    assert "unknown tool 'dcv': one of: checkov dvc mlflow-previous" in done.stderr
+    assert not (tmp_path / "venv").exists()
