@@ -124,6 +124,68 @@ def test_postgres_store_trains_registers_evaluates_promotes_and_serves_the_champ
     assert isinstance(body["prediction"], float)
 
 
+def test_concurrent_promotions_through_the_team_server_are_serialised_and_recorded(
+    team: TeamStore, tmp_path: Path
+) -> None:
+    """Three people promote three versions at the same moment through the tracking server: every
+    move is an entry (rows in PostgreSQL), each starts where the one before it left the alias,
+    and `registry history` from a laptop (the tracking URI alone) finds the chain intact."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=team.tracking_uri, registry_uri=team.tracking_uri)
+    name = "team-audit"
+    client.create_registered_model(name)
+    experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    for _ in range(3):  # stand-in versions: moving aliases never loads a model
+        run_id = client.create_run(experiment_id).info.run_id
+        client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id)
+    registry = [str(VENV_BIN / "python"), "-m", "financemath_mlops.registry", "--name", name]
+    people = {"alice": "1", "bob": "2", "carol": "3"}
+    promotions = [
+        subprocess.Popen(
+            [*registry, "promote", version, "--reason", f"{who}'s evidence"],
+            env=client_env(team.tracking_uri, FMOPS_ACTOR=who),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for who, version in people.items()
+    ]
+    for process in promotions:
+        out, _ = process.communicate(timeout=300)
+        assert process.returncode == 0, out
+
+    done = subprocess.run(
+        [*registry, "history", "--json"], env=client_env(team.tracking_uri), cwd=tmp_path,
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    history = json.loads(done.stdout)
+    entries = history["entries"]
+    assert history["problems"] == [] and history["unexplained"] == []
+    assert len(entries) == 1 + 2 * 2  # the first promotion has no champion to keep
+    state: dict[str, str] = {}
+    for entry in entries:  # no move was made from a stale read
+        assert entry["from_version"] == state.get(entry["alias"]), entries
+        state[entry["alias"]] = entry["to_version"]
+    assert {e["actor"] for e in entries} == set(people)
+    assert {e["reason"] for e in entries} == {f"{who}'s evidence" for who in people}
+    aliases = db_rows(
+        team.postgres, "SELECT alias, version FROM registered_model_aliases WHERE name = %s", name
+    )
+    assert {alias: str(version) for alias, version in aliases} == state
+    rows = db_rows(
+        team.postgres, "SELECT count(*) FROM tags WHERE key = 'audit.model' AND value = %s", name
+    )
+    assert rows == [(5,)]  # the trail is in the database a pg_dump backs up
+    locks = db_rows(team.postgres, "SELECT name FROM registered_models WHERE name LIKE %s",
+                    "%.alias-lock")  # fmt: skip
+    assert locks == []
+
+
 SUMMARY_LINES = {
     "run": re.compile(r"MLflow run: ([0-9a-f]{32})"),
     "registered": re.compile(r"registered: (\S+) version (\d+) @challenger"),
