@@ -53,6 +53,25 @@ def setup_logging(level: str = "INFO") -> None:
     # Third-party chatter that drowns the story at INFO.
     for noisy in ("httpx", "urllib3", "alembic", "filelock", "fsspec", "datasets", "numexpr"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet = _FullDiskInOneLine()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(quiet)
+    for name in FULL_DISK_LOGGERS:  # they log through handlers of their own
+        logging.getLogger(name).addFilter(quiet)
+
+
+# Loggers that log a caught full disk with its traceback before raising it (MLflow's SQL store:
+# "database or disk is full"); the stage's own error line says it once, with the path.
+FULL_DISK_LOGGERS = ("mlflow.store.db.utils",)
+
+
+class _FullDiskInOneLine(logging.Filter):
+    """A logged full disk keeps its line and loses its traceback: `error:` tells the rest."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and is_out_of_space(record.exc_info[1]):
+            record.exc_info, record.exc_text = None, None
+        return True
 
 
 def setting_flags(parser: argparse.ArgumentParser, section: str) -> Callable[..., None]:

@@ -29,6 +29,14 @@ from financemath_mlops.runs.contract import is_tracked_uri, version_uri
 log = logging.getLogger(__name__)
 
 REGISTERED_META = "registered_model_meta"  # written by MLflow when it downloads a models:/ URI
+# A model version's registration state (docs/reliability.md#tracking-postgres-restart-before-alias):
+# training creates the version with REGISTRATION_TAG = PENDING (in the same request, so no version
+# exists without it) once its artefacts are uploaded whole, moves @challenger, then sets COMPLETE.
+# A version still PENDING and without an alias is half-registered (the store failed between the
+# two): resolving it by number is refused, so it is never served; a rerun registers a new one.
+REGISTRATION_TAG = "fmops.registration"
+REGISTRATION_PENDING = "pending-alias"
+REGISTRATION_COMPLETE = "complete"
 _STAGES = {"production", "staging", "archived", "none"}
 
 # The start-of-stage probe of an http(s) tracking server: resolve, connect and one GET of
@@ -47,6 +55,13 @@ STAGE_HTTP_BACKOFF_JITTER = 0.5
 
 class TrackingError(StageError):
     """The tracking store or a model cannot be reached or resolved."""
+
+
+class StoreFailedError(TrackingError):
+    """A tracking server that answered the start-of-stage probe failed mid-stage: the address is
+    right and the command was too, so exit 1 (rerun it unchanged once the server is back)."""
+
+    exit_code = 1
 
 
 @dataclass(frozen=True)
@@ -111,6 +126,62 @@ def check_reachable(settings: Settings, alternative: str = "") -> None:
             "nothing was done"
         )
         raise TrackingError(mask_url_password(message))
+
+
+# How long a stage may wait on a tracking server that accepts connections and then stops
+# answering mid-run (its database or artefact store wedged): each request gives up after
+# MLFLOW_HTTP_REQUEST_TIMEOUT; a read or idempotent write is sent at most 1 + retries times with
+# back-off between; any other write only once (:mod:`.http_retries`). docs/reliability.md states it.
+def stage_request_bound_s() -> float:
+    """The longest one MLflow call of a stage can take on a hanging server, in seconds."""
+    timeout = float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", STAGE_HTTP_TIMEOUT_S))
+    retries = int(os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", STAGE_HTTP_RETRIES))
+    factor = float(os.environ.get("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", STAGE_HTTP_BACKOFF_FACTOR))
+    jitter = float(os.environ.get("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", STAGE_HTTP_BACKOFF_JITTER))
+    backoff = sum(factor * 2**attempt + jitter for attempt in range(retries))
+    return (retries + 1) * timeout + backoff
+
+
+def store_failure(exc: BaseException, uri: str, doing: str, kept: str) -> StoreFailedError | None:
+    """A tracking server that failed mid-stage, in words (None: ``exc`` is something else).
+
+    MLflow raises its own ``MlflowException`` (or a ``requests`` error) with a traceback when the
+    server it talks to stops answering, answers 5xx (its PostgreSQL restarting, its S3 refusing
+    an upload) or drops the connection. The stage catches that at its edge and says instead which
+    server, what it was doing, the cause in one line and what was kept, so the user sees
+    ``error: ...`` and exit 1 (:class:`StoreFailedError`), never a traceback. Only for http(s) stores: a local store's errors
+    are the stage's own.
+    """
+    if not is_http_store(uri):
+        return None
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, MlflowException):
+        cause = exc.message
+        transport = cause.startswith("API request to")
+        server_side = exc.error_code in _SERVER_ERRORS
+        if not (transport or server_side):
+            return None
+    elif isinstance(exc, requests.exceptions.RequestException):
+        cause = f"{type(exc).__name__}: {exc}"
+    else:
+        return None
+    message = (
+        f"the MLflow tracking server {uri} failed while {doing}: {_one_line(cause)}. {kept} "
+        "Check the server (and its database and artefact store: its log says which), then "
+        "rerun the same command"
+    )
+    return StoreFailedError(mask_url_password(message))
+
+
+# What a REST store answers when the server itself (or what is behind it) failed.
+_SERVER_ERRORS = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"}
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _probe(uri: str, budget_s: float) -> str | None:
@@ -298,8 +369,9 @@ def training_out_of_space(settings: Settings) -> StageError:
         location = ""
     folder = Path(url2pathname(urlparse(location).path)) if location.startswith("file:") else None
     kept = (
-        "the run is marked FAILED; no model version was registered and no alias moved (delete "
-        "the failed run's partial artefacts with `mlflow gc` once space is back)"
+        "no model version was registered and no alias moved; the run was cut short (FAILED, or "
+        "left RUNNING when the tracking store is on the full disk too: delete it, and its "
+        "partial artefacts, once space is back)"
     )
     if folder is None:
         return out_of_space(work, kept, "packing the model in")
@@ -344,6 +416,7 @@ def resolve(uri: str) -> ModelRef:
             version = client().get_model_version_by_alias(name, alias)
         elif ref and ref.isdigit():
             version = client().get_model_version(name, ref)
+            _refuse_half_registered(uri, version)
         else:
             assert ref is not None
             if ref.lower() not in _STAGES:
@@ -362,6 +435,19 @@ def resolve(uri: str) -> ModelRef:
         raise TrackingError(f"cannot resolve model {uri}: {exc.message}") from None
     return ModelRef(
         version_uri(name, version.version), name, str(version.version), alias, version.run_id
+    )
+
+
+def _refuse_half_registered(uri: str, version: Any) -> None:
+    """A version training registered but could not give an alias (see REGISTRATION_TAG)."""
+    tags = getattr(version, "tags", None) or {}
+    if tags.get(REGISTRATION_TAG) != REGISTRATION_PENDING or getattr(version, "aliases", None):
+        return
+    raise TrackingError(
+        f"{uri} is half-registered: training registered version {version.version} but the "
+        f"tracking store failed before @challenger moved to it (tag {REGISTRATION_TAG}="
+        f"{REGISTRATION_PENDING}), so it is not served. Rerun training (it registers a new "
+        "version), or use an alias (models:/NAME@champion)"
     )
 
 

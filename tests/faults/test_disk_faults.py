@@ -1,0 +1,425 @@
+"""The fault matrix's disk rows: a full disk (ENOSPC) under each stage's outputs, injected for real.
+
+Each row mounts a size-limited tmpfs under the output folder, makes one good run (the previous
+outputs), fills the mount with a filler file until only a few KiB are left, reruns the stage
+in-process (``cli.run_main(main, argv)``, exactly what ``python -m`` runs) and checks the promise:
+exit 1, one ``error: no space left on device ...`` line naming the path and its free space, no
+traceback, the previous outputs byte for byte, no temp leftovers; then frees the space and reruns
+to show the recovery the row states.
+
+Where ``mount`` is refused (not root, no CAP_SYS_ADMIN) a row cannot fill a disk for real: it
+skips naming the refusal, and CI (``CI`` / ``FMOPS_TEST_FAULTS_STRICT``) turns that skip into a
+failure (tests/faults/conftest.py). Failing the write calls themselves is no fallback here:
+pyarrow, MLflow's copies and Python's buffered files write below ``os.write``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from financemath_mlops.cli import run_main
+from tests.helpers import REPO_ROOT
+
+pytestmark = [pytest.mark.faults, pytest.mark.integration]
+
+ROWS = 60  # sample rows: enough for monitoring.min_rows (30) on both sides of a drift report
+FILLER = "filler"
+
+
+# --- a full disk, for real ----------------------------------------------------------------------
+
+
+class Mounts:
+    """Size-limited tmpfs mounts, each unmounted by :meth:`unmount_all` (a fixture's finally)."""
+
+    def __init__(self) -> None:
+        self.mounted: list[Path] = []
+
+    def mount(self, folder: Path, size: str) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(folder)],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            pytest.skip(f"mount -t tmpfs refused ({done.stderr.strip()}): no real full disk")
+        self.mounted.append(folder)
+        return folder
+
+    def unmount_all(self) -> None:
+        for folder in reversed(self.mounted):
+            if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
+                subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+        self.mounted.clear()
+
+
+def fill(mount: Path, leave: int) -> Path:
+    """Write a filler file until at most ``leave`` bytes are free on ``mount``."""
+    filler = mount / FILLER
+    chunk = b"\0" * (1 << 20)
+    with filler.open("ab") as handle:
+        while (free := _free(mount)) > leave:
+            try:
+                handle.write(chunk[: min(len(chunk), free - leave)] or b"\0")
+                handle.flush()
+            except OSError:
+                break
+    assert _free(mount) <= leave + 4096, f"{mount} still has {_free(mount)} bytes free"
+    return filler
+
+
+def _free(mount: Path) -> int:
+    stats = os.statvfs(mount)
+    return stats.f_bavail * stats.f_frsize
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every entry under ``folder`` (but the filler): a file's sha256, a link's target, a dir."""
+    seen: dict[str, str] = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = Path(root) / name
+            rel = str(path.relative_to(folder))
+            if rel == FILLER:
+                continue
+            if path.is_symlink():
+                seen[rel] = "-> " + os.readlink(path)
+            elif path.is_dir():
+                seen[rel] = "dir"
+            else:
+                seen[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return seen
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temp files and staging folders a writer left (``.tmp``, ``.new-``, ``.old-``)."""
+    return sorted(
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.name.endswith(".tmp") or ".new-" in p.name or ".old-" in p.name
+    )
+
+
+# --- the stages, in-process, on one small chain ---------------------------------------------------
+
+
+@dataclass
+class Chain:
+    """One small pipeline in a temp folder: records, a feature table, v1 trained into mlruns/."""
+
+    workdir: Path
+    config: Path
+    records: Path
+    features: Path
+    mlruns: Path  # a tmpfs: the SQLite store and the artefacts, as in the default layout
+    model_name: str
+
+
+def write_config(workdir: Path, **paths: Path) -> Path:
+    """A config file with every path under ``workdir`` (``paths`` override some)."""
+    body = {
+        "paths": {
+            "raw_dir": str(workdir / "data" / "raw"),
+            "interim_dir": str(workdir / "data" / "interim"),
+            "processed_dir": str(workdir / "data" / "processed"),
+            "predictions_dir": str(workdir / "data" / "predictions"),
+            "reports_dir": str(workdir / "reports"),
+            "serving_model_dir": str(workdir / "models" / "serving"),
+            "cache_dir": str(REPO_ROOT / ".cache"),  # content-keyed ONNX export and embeddings
+            "hf_cache_dir": str(REPO_ROOT / ".cache" / "hf"),
+            **{k: str(v) for k, v in paths.items()},
+        },
+        "ingestion": {"source": "sample", "rows": ROWS, "seed": 7},
+        "mlflow": {
+            "tracking_uri": f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}",
+            "artifact_root": str(workdir / "mlruns" / "artifacts"),
+        },
+        "training": {"cv_folds": 3},
+    }
+    config = workdir / "config.yaml"
+    config.write_text(yaml.safe_dump(body), encoding="utf-8")
+    return config
+
+
+def stage(main: Callable[[list[str] | None], int], argv: list[str], capsys) -> tuple[int, str]:
+    """Run a stage as `python -m` does; returns (exit code, what it printed on stderr)."""
+    capsys.readouterr()
+    code = run_main(main, argv)
+    return code, capsys.readouterr().err
+
+
+def assert_clean_full_disk(code: int, err: str, path: Path | str, kept: str, capsys) -> None:
+    """The promise every disk row makes about what the user sees."""
+    assert code == 1, err
+    assert "Traceback" not in err, err
+    line = next((x for x in err.splitlines() if x.startswith("error: ")), "")
+    with capsys.disabled():  # shown with -s: the row's `sees`, as measured
+        print(f"\n  exit {code}: {line}")
+    assert line.startswith("error: no space left on device"), err
+    assert str(path) in line and " free of " in line, line
+    assert kept in line, line
+    assert "rerun" in line and "df -h" in line, line
+
+
+@pytest.fixture(scope="module")
+def mounts() -> Iterator[Mounts]:
+    held = Mounts()
+    try:
+        yield held
+    finally:
+        held.unmount_all()
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory, mounts: Mounts) -> Iterator[Chain]:
+    """Ingest, features, and train v1 (@challenger) into an mlruns/ on a 200 MiB tmpfs."""
+    import mlflow
+
+    from financemath_mlops.features.__main__ import main as features_main
+    from financemath_mlops.ingestion.__main__ import main as ingestion_main
+    from financemath_mlops.training.__main__ import main as training_main
+
+    workdir = tmp_path_factory.mktemp("disk-chain")
+    mlruns = mounts.mount(workdir / "mlruns", "200m")  # the model's ONNX bundle is about 90 MB
+    config = write_config(workdir)
+    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith(("FMOPS_", "MLFLOW_")) or name == "PREFECT_API_URL":
+                patch.delenv(name)
+        patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        for main in (ingestion_main, features_main, training_main):
+            assert run_main(main, ["--config", str(config), "--log-level", "WARNING"]) == 0
+        yield Chain(
+            workdir=workdir,
+            config=config,
+            records=workdir / "data" / "interim" / "financemath.jsonl",
+            features=workdir / "data" / "processed" / "finance_math_features.parquet",
+            mlruns=mlruns,
+            model_name="financemath-regressor-sample",
+        )
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(registry)
+
+
+@pytest.fixture()
+def row_mounts() -> Iterator[Mounts]:
+    held = Mounts()
+    try:
+        yield held
+    finally:
+        held.unmount_all()
+
+
+# --- the rows -------------------------------------------------------------------------------------
+
+
+@pytest.mark.fault_row(
+    id="ingestion-enospc",
+    where="ingestion stage",
+    fault="disk full (ENOSPC) under data/interim (a 2 MiB tmpfs filled to 4 KiB)",
+    sees="exit 1: `error: no space left on device writing data/interim/financemath.jsonl "
+    "(N KiB free of M on ...); the previous set (financemath.jsonl, ...) is unchanged. Free "
+    "space there (`df -h data/interim`) ..., then rerun the same command`; no traceback",
+    kept="the previous complete set (records, rejects, manifest) byte for byte; the unfinished "
+    "generation folder removed at once",
+    recover="free space, rerun the same command",
+    bound="immediate (the first write that fails)",
+    retry="none (a full disk does not empty itself)",
+    runbook="df -h data/interim; free space; rerun `python -m financemath_mlops.ingestion`",
+)
+def test_ingestion_on_a_full_disk_keeps_the_previous_set(
+    tmp_path: Path, row_mounts: Mounts, capsys
+) -> None:
+    from financemath_mlops.ingestion.__main__ import main
+
+    interim = row_mounts.mount(tmp_path / "data" / "interim", "2m")
+    config = write_config(tmp_path)
+    argv = ["--config", str(config), "--log-level", "WARNING"]
+    assert stage(main, argv, capsys)[0] == 0
+    before = snapshot(interim)
+    fill(interim, leave=4096)
+
+    code, err = stage(main, [*argv, "--rows", "400", "--seed", "8"], capsys)
+
+    assert_clean_full_disk(code, err, interim / "financemath.jsonl", "the previous set", capsys)
+    assert snapshot(interim) == before  # byte for byte, and no generation folder left behind
+    assert leftovers(interim) == []
+    (interim / FILLER).unlink()
+    assert stage(main, [*argv, "--rows", "400", "--seed", "8"], capsys)[0] == 0
+    assert len((interim / "financemath.jsonl").read_text().splitlines()) == 400
+    assert leftovers(interim) == []
+    assert len(list((interim / ".financemath.jsonl.set").glob("g-*"))) == 1  # the old one went
+
+
+@pytest.mark.fault_row(
+    id="features-enospc",
+    where="features stage",
+    fault="disk full (ENOSPC) under data/processed (a 1 MiB tmpfs filled to 16 KiB)",
+    sees="exit 1: `error: no space left on device writing "
+    "data/processed/finance_math_features.parquet (N KiB free of M on ...); the previous "
+    "finance_math_features.parquet is unchanged. Free space there ...`; no traceback "
+    "(before: a raw `OSError: [Errno 28]` traceback, exit 1)",
+    kept="the previous complete table (its manifest inside it) byte for byte; the temp file "
+    "removed at once",
+    recover="free space, rerun the same command",
+    bound="immediate",
+    retry="none",
+    runbook="df -h data/processed; free space; rerun `python -m financemath_mlops.features`",
+)
+def test_features_on_a_full_disk_keep_the_previous_table(
+    chain: Chain, tmp_path: Path, row_mounts: Mounts, capsys
+) -> None:
+    from financemath_mlops.features.__main__ import main
+
+    processed = row_mounts.mount(tmp_path / "processed", "1m")
+    table = processed / "finance_math_features.parquet"
+    argv = ["--config", str(chain.config), "--log-level", "WARNING"]
+    argv += ["--input", str(chain.records), "--output", str(table)]
+    assert stage(main, argv, capsys)[0] == 0
+    before = snapshot(processed)
+    fill(processed, leave=16 * 1024)
+
+    code, err = stage(main, argv, capsys)
+
+    assert_clean_full_disk(code, err, table, "the previous finance_math_features.parquet", capsys)
+    assert snapshot(processed) == before
+    assert leftovers(processed) == []
+    (processed / FILLER).unlink()
+    assert stage(main, argv, capsys)[0] == 0
+    assert leftovers(processed) == []
+
+
+@pytest.mark.fault_row(
+    id="mlruns-enospc",
+    where="training stage (MLflow artefacts)",
+    fault="disk full (ENOSPC) under mlruns/ (SQLite store and artefact root on one 200 MiB "
+    "tmpfs, filled to 1 MiB: the run's small files fit, the model's 90 MB do not)",
+    sees="exit 1: `error: no space left on device logging the run's artefacts to "
+    "mlruns/artifacts (N KiB free of M on ...; /tmp: ...); no model version was registered "
+    "and no alias moved; the run was cut short ...`; no traceback (MLflow's logged SQL "
+    "traceback cut to its line)",
+    kept="every registered version and its artefacts byte for byte; @challenger where it was; "
+    "the cut-short run with its partial artefacts (RUNNING: the store on the full disk could not "
+    "mark it FAILED)",
+    recover="free space, rerun training (a new version); delete the cut-short run",
+    bound="immediate",
+    retry="none",
+    runbook="df -h mlruns; free space; rerun `python -m financemath_mlops.training`",
+)
+def test_training_on_a_full_mlruns_registers_nothing_and_moves_no_alias(
+    chain: Chain, capsys
+) -> None:
+    from mlflow import MlflowClient
+
+    from financemath_mlops.training.__main__ import main
+
+    client = MlflowClient(f"sqlite:///{chain.mlruns / 'mlflow.db'}")
+    versions = sorted(
+        str(v.version) for v in client.search_model_versions(f"name='{chain.model_name}'")
+    )
+    challenger = client.get_model_version_by_alias(chain.model_name, "challenger").version
+    artefacts = chain.mlruns / "artifacts"
+    before = snapshot(artefacts)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    earlier = {r.info.run_id for r in client.search_runs(experiments)}
+    filler = fill(chain.mlruns, leave=1 << 20)
+    try:
+        code, err = stage(main, ["--config", str(chain.config), "--log-level", "WARNING"], capsys)
+    finally:
+        filler.unlink()
+
+    assert_clean_full_disk(code, err, artefacts, "no model version was registered", capsys)
+    after = sorted(
+        str(v.version) for v in client.search_model_versions(f"name='{chain.model_name}'")
+    )
+    assert after == versions == ["1"]
+    assert client.get_model_version_by_alias(chain.model_name, "challenger").version == challenger
+    now = snapshot(artefacts)
+    assert {k: now.get(k) for k in before} == before  # what v1 and its run hold, byte for byte
+    cut_short = [r for r in client.search_runs(experiments) if r.info.run_id not in earlier]
+    # FAILED where the store could say so; here it shares the full disk, so it stays RUNNING
+    assert [r.info.status for r in cut_short] in (["FAILED"], ["RUNNING"])
+
+
+@pytest.mark.fault_row(
+    id="reports-enospc",
+    where="monitoring reports (drift, performance)",
+    fault="disk full (ENOSPC) under reports/ (a 16 MiB tmpfs filled to 64 KiB)",
+    sees="exit 1: `error: no space left on device writing reports/<timestamp> (N KiB free of M "
+    "on ...); no partial <timestamp> was left behind. Free space there ...`; no traceback",
+    kept="the previous reports: every folder, index.jsonl and latest.json (what /metrics shows) "
+    "byte for byte; no half-written folder, no torn index line",
+    recover="free space; the next scheduled run (6 h) or a rerun writes the next report",
+    bound="immediate",
+    retry="none (the scheduled flow runs again at its next slot)",
+    runbook="df -h reports; free space; rerun `python -m financemath_mlops.monitoring drift`",
+)
+def test_a_drift_report_on_a_full_disk_publishes_nothing(
+    chain: Chain, tmp_path: Path, row_mounts: Mounts, capsys
+) -> None:
+    from financemath_mlops.monitoring.__main__ import main
+
+    reports = row_mounts.mount(tmp_path / "reports", "16m")
+    config = write_config(tmp_path, reports_dir=reports)
+    argv = ["--config", str(config), "--log-level", "WARNING", "drift", "--no-mlflow"]
+    argv += ["--reference", str(chain.features), "--current", str(chain.records)]
+    assert stage(main, argv, capsys)[0] == 0
+    before = snapshot(reports)
+    assert len(before) == 5, before  # one folder (drift.html, drift.json), index, latest
+    fill(reports, leave=64 * 1024)
+
+    code, err = stage(main, argv, capsys)
+
+    assert_clean_full_disk(code, err, reports, "no partial", capsys)
+    assert snapshot(reports) == before
+    assert leftovers(reports) == []
+    # No rerun here (a drift report costs 5-30 s on 2 shared cores): the first run above is
+    # the recovery, in the same folder; tests/unit/test_atomic_outputs.py pins the index line.
+
+
+@pytest.mark.fault_row(
+    id="export-enospc",
+    where="registry export (models/serving)",
+    fault="disk full (ENOSPC) under models/ (a 200 MiB tmpfs holding one 90 MB export, the "
+    "rest filled to 1 MiB)",
+    sees="exit 1: `error: no space left on device writing models/serving (N KiB free of M on "
+    "...); the previous export in models/serving is unchanged; the partial download was "
+    "removed. Free space there ...`; no traceback (before: exit 2 `cannot export ...: [Errno 28]"
+    " No space left on device`, as if the model were at fault)",
+    kept="the previous export byte for byte (what compose mounts and the service serves)",
+    recover="free space, rerun the export",
+    bound="immediate",
+    retry="none",
+    runbook="df -h models; free space; rerun `python -m financemath_mlops.registry export`",
+)
+def test_an_export_on_a_full_disk_keeps_the_served_folder(
+    chain: Chain, tmp_path: Path, row_mounts: Mounts, capsys
+) -> None:
+    from financemath_mlops.registry import main
+
+    models = row_mounts.mount(tmp_path / "models", "200m")
+    serving = models / "serving"
+    argv = ["--config", str(chain.config), "--log-level", "WARNING"]
+    argv += ["--name", chain.model_name, "export", "--version", "1", "--to", str(serving)]
+    assert stage(main, argv, capsys)[0] == 0
+    before = snapshot(models)
+    fill(models, leave=1 << 20)
+
+    code, err = stage(main, argv, capsys)
+
+    assert_clean_full_disk(code, err, serving, "the previous export", capsys)
+    assert snapshot(models) == before
+    assert leftovers(models) == []
+    (models / FILLER).unlink()
+    assert stage(main, argv, capsys)[0] == 0
+    assert leftovers(models) == []
