@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from financemath_mlops.cli import run_main
 from financemath_mlops.errors import StageError
+from financemath_mlops.registry import main as registry_main
 from tests.helpers import REPO_ROOT, cli_env, run_ok
 
 pytestmark = pytest.mark.integration
@@ -60,7 +62,7 @@ def write_config(workdir: Path) -> Path:
 
 
 def test_flow_runs_the_pipeline_end_to_end_and_promotes_a_sample_champion(
-    tmp_path: Path,
+    tmp_path: Path, restore_mlflow_uris: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = write_config(tmp_path)
     env = cli_env(PREFECT_HOME=str(tmp_path / "prefect"))
@@ -120,6 +122,19 @@ def test_flow_runs_the_pipeline_end_to_end_and_promotes_a_sample_champion(
         "financemath-regressor-sample", "champion"
     )
     assert str(champion.version) == "1"
+    # The flow's alias moves are in the audit trail, made by this flow run, with the evidence.
+    with sqlite3.connect(tmp_path / "prefect" / "prefect.db") as db:
+        ((flow_run_id,),) = db.execute("select id from flow_run").fetchall()
+    history = ["--tracking-uri", uri, "--name", "financemath-regressor-sample", "history", "--json"]
+    capsys.readouterr()
+    assert run_main(registry_main, history) == 0
+    entries = json.loads(capsys.readouterr().out)["entries"]
+    assert [(e["alias"], e["to_version"], e["action"]) for e in entries] == [
+        ("challenger", "1", "training"), ("champion", "1", "promotion"),
+    ]  # fmt: skip
+    for entry in entries:
+        assert entry["actor"].startswith(f"prefect flow-run {flow_run_id} ("), entry
+    assert entries[1]["reason"].startswith("promotion evidence: there is no champion yet")
 
 
 @pytest.mark.parametrize(
