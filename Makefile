@@ -36,7 +36,7 @@ ROWS ?= 1000
 INPUT ?=
 RUN_ARGS ?=
 
-.PHONY: run test test-images test-loop test-card test-team-stores test-browser lint unit install lock clean help tools
+.PHONY: run test test-images test-loop test-card test-team-stores test-faults test-browser lint unit install lock clean help tools
 
 help:
 	@echo "make run    - run the pipeline (SOURCE=sample|hf|local, INPUT=FILE, ROWS=N)"
@@ -45,6 +45,7 @@ help:
 	@echo "make test-loop - drifted traffic -> alert delivered -> retraining started, end to end (minutes)"
 	@echo "make test-card - the model card equals what the evaluation report computes from the real file (minutes)"
 	@echo "make test-team-stores - MLflow on PostgreSQL + S3, two trainers at once, MLflow upgrade, DVC round trip (minutes)"
+	@echo "make test-faults - the fault matrix against real servers: store, disk, process and service faults (docs/reliability.md; minutes)"
 	@echo "make test-browser - /docs, /redoc, a drift report and the MLflow UI in headless Chromium, offline"
 	@echo "make lock   - re-resolve the hashed locks requirements/*.txt from pyproject.toml (needs PyPI)"
 	@echo "make clean  - remove generated data, mlruns, caches and reports (keeps .venv)"
@@ -99,6 +100,13 @@ test-card: $(DEV_SET)
 test-team-stores: $(DEV_SET) tools
 	FMOPS_TEST_TEAM_STORES=1 $(VENV)/bin/pytest -p no:cacheprovider tests/integration/test_team_stores.py \
 	  tests/integration/test_team_stores_dvc.py tests/integration/test_team_stores_upgrade.py
+
+# The fault matrix (docs/reliability.md): each row injects a fault into real processes (PostgreSQL,
+# `mlflow server`, moto's S3 behind our fault proxy, a tmpfs for ENOSPC, Dask, Prefect, the
+# service) and checks what the user sees and what is kept. A skipped row fails here (STRICT).
+# It prints the matrix and writes its JSON; scripts/gen_reliability_doc.py renders the doc from it.
+test-faults: $(DEV_SET) tools
+	FMOPS_TEST_FAULTS_STRICT=1 $(VENV)/bin/pytest -p no:cacheprovider -m faults tests/faults
 
 # Build both images and run them as production would (docker, else podman configured by
 # docker/podman/; air-gapped: a Python base from Debian packages). scripts/test_images.sh.
