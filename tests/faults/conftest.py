@@ -200,3 +200,166 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         )
     except OSError as error:
         terminalreporter.write_line(f"could not write the matrix JSON to {path}: {error}")
+
+
+# -- shared fixtures: the team's stores with a fault proxy in front of each ---------------------
+
+EXPERIMENT = "financemath-faults"  # created on the server: its artefacts go to S3
+
+
+@dataclass
+class FaultStack:
+    """The team's stores, running on 127.0.0.1, each reachable through a fault proxy:
+
+    client -> ``tracking`` proxy -> `mlflow server` (PostgreSQL backend, proxied artefacts)
+    -> ``s3`` proxy -> moto's S3 API. ``tracking_uri`` is the proxied address the stages are
+    given; ``direct_uri`` the server itself (for the test's own checks, never faulted).
+    """
+
+    tracking_uri: str
+    direct_uri: str
+    tracking: Any  # FaultProxy in front of `mlflow server`
+    s3_proxy: Any  # FaultProxy in front of moto (the server's MLFLOW_S3_ENDPOINT_URL)
+    s3: Any  # team_stores.S3, a boto3 client straight to moto
+    postgres: Any  # team_stores.Postgres
+    workdir: Path
+    server_log: Path
+
+    def stop_postgres(self) -> None:
+        """`pg_ctl stop -m fast`: sessions are cut, the server is gone (as a restart begins)."""
+        _pg_ctl(self.postgres, "stop", "-m", "fast")
+
+    def start_postgres(self) -> None:
+        _pg_ctl(self.postgres, "start")
+
+    def client(self) -> Any:
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(tracking_uri=self.direct_uri, registry_uri=self.direct_uri)
+
+
+def _pg_ctl(postgres: Any, action: str, *extra: str) -> None:
+    """pg_ctl on the throwaway cluster of tests/integration/team_stores.py, its start options."""
+    import subprocess
+
+    from tests.integration.team_stores import _as_postgres, postgres_bin
+
+    folder = postgres.folder
+    command = [str(postgres_bin("pg_ctl")), "-D", str(folder / "data"), "-w", "-t", "60"]
+    if action == "start":
+        options = (
+            f"-p {postgres.port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c max_connections=60"
+        )
+        command += ["-l", str(folder / "postgres.log"), "-o", options]
+    done = subprocess.run(
+        _as_postgres([*command, action, *extra]),
+        capture_output=True, text=True, timeout=90, cwd=folder,
+    )  # fmt: skip
+    assert done.returncode == 0, f"pg_ctl {action} failed:\n{done.stdout}\n{done.stderr}"
+
+
+@pytest.fixture(scope="module")
+def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One PostgreSQL, one moto, one `mlflow server` and two fault proxies per test module.
+
+    Tests switch the proxies back to ``pass`` (and start PostgreSQL) when they are done; the
+    fixture checks at each test's end that the stack answers again (see ``healthy_stack``).
+    """
+    import httpx
+
+    from tests.faults.fault_proxy import FaultProxy
+    from tests.helpers import VENV_BIN
+    from tests.integration.team_stores import (
+        S3,
+        create_experiment,
+        mlflow_server,
+        moto_s3,
+        throwaway_postgres,
+    )
+
+    workdir = tmp_path_factory.mktemp("fault-stack")
+    with throwaway_postgres() as postgres:
+        postgres.create_database("mlflow")
+        with moto_s3(workdir) as s3:
+            moto_port = int(s3.endpoint.rsplit(":", 1)[1])
+            with FaultProxy(moto_port) as s3_proxy:
+                proxied_s3 = S3(s3_proxy.url, s3.client)  # the server writes through the proxy
+                with mlflow_server(
+                    VENV_BIN / "mlflow", postgres, "mlflow", proxied_s3, workdir
+                ) as direct:
+                    # Created on the server's side, as the team does: artefacts proxied to S3
+                    # (a stage creating it would store them under its own mlruns/ folder).
+                    create_experiment(direct, EXPERIMENT)
+                    port = int(direct.rsplit(":", 1)[1])
+                    with FaultProxy(port) as tracking:
+                        assert httpx.get(f"{tracking.url}/health", timeout=10).status_code == 200
+                        yield FaultStack(
+                            tracking_uri=tracking.url,
+                            direct_uri=direct,
+                            tracking=tracking,
+                            s3_proxy=s3_proxy,
+                            s3=s3,
+                            postgres=postgres,
+                            workdir=workdir,
+                            server_log=workdir / "mlflow.log",
+                        )
+
+
+@pytest.fixture()
+def healthy_stack(fault_stack: FaultStack) -> Any:
+    """The module's stack, put back to health after the test (proxies pass, PostgreSQL up)."""
+    import httpx
+
+    yield fault_stack
+    fault_stack.tracking.set_mode("pass")
+    fault_stack.s3_proxy.set_mode("pass")
+    try:
+        import psycopg
+
+        psycopg.connect(fault_stack.postgres.uri("postgres"), connect_timeout=3).close()
+    except Exception:
+        fault_stack.start_postgres()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{fault_stack.direct_uri}/health", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def features_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small feature table built by the real stages (sample source, 150 rows), so training
+    runs against the faulted stores start from its own folder (cwd) in seconds."""
+    from financemath_mlops.features.build import build_features
+    from financemath_mlops.ingestion import ingest
+    from tests.conftest import pipeline_settings
+
+    workdir = tmp_path_factory.mktemp("fault-features")
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith(("FMOPS_", "MLFLOW_"))}
+    try:
+        settings = pipeline_settings(workdir, rows=150)
+        ingest(settings)
+        build_features(settings, show_progress=False)
+    finally:
+        os.environ.update(saved)
+    return workdir
+
+
+def stage_env(tracking_uri: str, **extra: str) -> dict[str, str]:
+    """A user's environment for a stage run against ``tracking_uri`` (no S3 or database secrets:
+    artefacts go through the tracking server), the shared embedding caches, 3 CV folds."""
+    from tests.helpers import REPO_ROOT
+    from tests.integration.team_stores import client_env
+
+    return client_env(
+        tracking_uri,
+        FMOPS_PATHS__CACHE_DIR=str(REPO_ROOT / ".cache"),
+        FMOPS_PATHS__HF_CACHE_DIR=str(REPO_ROOT / ".cache" / "hf"),
+        FMOPS_TRAINING__CV_FOLDS="3",
+        FMOPS_MLFLOW__EXPERIMENT_NAME=EXPERIMENT,
+        **extra,
+    )

@@ -14,8 +14,8 @@ relays bytes unchanged until the test switches its mode:
 - ``cut``: a connection is closed once one request has sent ``after_bytes`` bytes upstream: an
   upload larger than that is cut half-way, every time (retries included), smaller requests pass.
 
-``on_request(pattern, action)`` runs ``action()`` in the relaying thread before forwarding the
-first request whose bytes hold ``pattern`` (once), holding that request until it returns: how a
+``on_request(*patterns, action=...)`` runs ``action()`` in the relaying thread before forwarding
+the first request whose bytes hold one of ``patterns`` (once), holding that request until it returns: how a
 test injects a fault at an exact point of a client's conversation (stop PostgreSQL just before
 the alias move), with no sleep and no race. Requests seen are kept (their first line) for the
 test to assert on. Threads only; stopped by :meth:`stop` (or as a context manager).
@@ -33,11 +33,12 @@ from dataclasses import dataclass, field
 
 MODES = ("pass", "refuse", "hang", "slow", "cut")
 CHUNK = 65536
+METHODS = {b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"}
 
 
 @dataclass
 class _Trigger:
-    pattern: bytes
+    patterns: tuple[bytes, ...]
     action: Callable[[], object]
     claimed: bool = False
     fired: threading.Event = field(default_factory=threading.Event)
@@ -53,6 +54,7 @@ class FaultProxy:
         self.after_bytes = 0
         self.requests: list[str] = []  # first line of every request forwarded (or held)
         self.cuts = 0  # connections closed by `cut`
+        self.accepted: list[float] = []  # time.monotonic() of every connection accepted
         self._lock = threading.Lock()
         self._triggers: list[_Trigger] = []
         self._listener: socket.socket | None = None
@@ -83,13 +85,16 @@ class FaultProxy:
             self._close_listener()
         elif mode != "refuse" and was == "refuse":
             self._listen(self.port)
-        if mode in ("refuse", "hang"):
-            self._drop_open()  # a refused or wedged server answers nothing already asked either
+        if mode == "refuse":
+            self._drop_open()  # a server that went away: open connections are reset too
+        # hang: open connections stop relaying (see _relay), kept open and unanswered
 
-    def on_request(self, pattern: bytes | str, action: Callable[[], object]) -> threading.Event:
-        """Run ``action`` once, before the first request holding ``pattern`` goes upstream;
-        returns an event set once it ran."""
-        trigger = _Trigger(pattern.encode() if isinstance(pattern, str) else pattern, action)
+    def on_request(self, *patterns: bytes | str, action: Callable[[], object]) -> threading.Event:
+        """Run ``action`` once, before the first request holding any of ``patterns`` (in its
+        first 4 KiB: request line, headers, the start of the body) goes upstream; returns an
+        event set once it ran."""
+        encoded = tuple(p.encode() if isinstance(p, str) else p for p in patterns)
+        trigger = _Trigger(encoded, action)
         with self._lock:
             self._triggers.append(trigger)
         return trigger.fired
@@ -146,6 +151,7 @@ class FaultProxy:
                 client, _ = listener.accept()
             except (TimeoutError, OSError):
                 continue
+            self.accepted.append(time.monotonic())
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _track(self, *socks: socket.socket) -> None:
@@ -211,8 +217,9 @@ class FaultProxy:
                     except OSError:
                         return
                     continue
-                if new_request:
+                if new_request and data[:8].split(b" ", 1)[0] in METHODS:
                     new_request, sent_up = False, 0
+                    data = self._whole_head(client, data)
                     self._before_request(data)
                     if self.mode == "hang":
                         self._swallow(client)
@@ -230,11 +237,39 @@ class FaultProxy:
                     return
                 sent_up += len(data)
 
+    def _whole_head(self, client: socket.socket, data: bytes) -> bytes:
+        """The request's headers and up to 2 KiB of its body (a client may send them in two
+        writes), so that a trigger can match a name in a JSON body; waits at most 0.5 s."""
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            head, sep, body = data.partition(b"\r\n\r\n")
+            if sep:
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length" and value.strip().isdigit():
+                        length = int(value.strip())
+                expect = b"100-continue" in head.lower()  # the body follows the server's go
+                if expect or len(body) >= min(length, 2048):
+                    return data
+            readable, _, _ = select.select([client], [], [], max(0.0, deadline - time.monotonic()))
+            if not readable:
+                return data
+            more = client.recv(CHUNK)
+            if not more:
+                return data
+            data += more
+        return data
+
     def _before_request(self, data: bytes) -> None:
         line = data.split(b"\r\n", 1)[0][:200].decode("latin-1")
         with self._lock:
             self.requests.append(line)
-            due = [t for t in self._triggers if not t.claimed and t.pattern in data[:4096]]
+            due = [
+                t
+                for t in self._triggers
+                if not t.claimed and any(p in data[:4096] for p in t.patterns)
+            ]
             for trigger in due:
                 trigger.claimed = True  # once, even while the action runs
         for trigger in due:

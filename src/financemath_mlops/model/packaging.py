@@ -102,11 +102,11 @@ def log_pyfunc(
     target_transform: str,
     bundle: Path,
     work_dir: Path,
-    registered_model_name: str,
     example: list[dict[str, Any]],
     name: str = "model",
 ) -> Any:
-    """Log the model in the active run as `name` and register it; returns MLflow's ModelInfo.
+    """Log the model in the active run as `name`; returns MLflow's ModelInfo. Registering it is
+    the caller's (:func:`financemath_mlops.runs.training_run.log_training_run`, tagged).
 
     ``bundle``: the ONNX embedding bundle the features were embedded with, logged as given:
     packaging never resolves weights (no hub probe while a run is open).
@@ -131,5 +131,4 @@ def log_pyfunc(
         signature=signature(),
         input_example=input_example(example) if example else None,
         pip_requirements=pip_requirements(),
-        registered_model_name=registered_model_name,
     )

@@ -75,6 +75,7 @@ from financemath_mlops.runs.training_run import (
     load_split_ids,
     load_training_features,
     log_training_run,
+    mark_registered,
 )
 
 __all__ = [
@@ -111,6 +112,7 @@ __all__ = [
     "local_store_path",
     "log_monitoring_report",
     "log_training_run",
+    "mark_registered",
     "model_name_for",
     "model_trained_on",
     "move_champion",

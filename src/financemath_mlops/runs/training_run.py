@@ -10,6 +10,7 @@ and the raw-record pyfunc, registered under the model name. The artefact names a
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -29,7 +30,16 @@ from financemath_mlops.runs.contract import (
     TRAINING_FEATURES,
     version_uri,
 )
-from financemath_mlops.runs.store import client, download, ensure_experiment
+from financemath_mlops.runs.store import (
+    REGISTRATION_COMPLETE,
+    REGISTRATION_PENDING,
+    REGISTRATION_TAG,
+    client,
+    download,
+    ensure_experiment,
+)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -110,18 +120,38 @@ def log_training_run(
             path.parent.mkdir(parents=True, exist_ok=True)
             write(path)
             mlflow.log_artifact(str(path), folder or None)
-        info = log_pyfunc(
+        log_pyfunc(
             booster=content.booster,
             manifest=content.manifest,
             target_transform=content.target_transform,
             bundle=content.embedding_bundle,
             work_dir=tmp / "model",
-            registered_model_name=model_name,
             example=content.holdout_records[:2],
             name=MODEL_IN_RUN,
         )
-        version = str(info.registered_model_version)
-        return LoggedModel(experiment_id, run.info.run_id, model_name, version)
+        # Registered once the artefacts are uploaded whole (log_pyfunc raised otherwise), tagged
+        # pending in the same request: until the alias moves (mark_registered), a store failure
+        # leaves a version nobody serves (store.REGISTRATION_TAG).
+        registered = mlflow.register_model(
+            f"runs:/{run.info.run_id}/{MODEL_IN_RUN}",  # what log_model itself registers
+            model_name,
+            tags={REGISTRATION_TAG: REGISTRATION_PENDING},
+        )
+        return LoggedModel(experiment_id, run.info.run_id, model_name, str(registered.version))
+
+
+def mark_registered(name: str, version: str) -> None:
+    """Training moved @challenger to ``version``: its registration is complete. Best effort: the
+    alias is what serves it, so a store failing now only leaves the tag saying pending (a
+    warning), never a failed training."""
+    try:
+        client().set_model_version_tag(name, version, REGISTRATION_TAG, REGISTRATION_COMPLETE)
+    except Exception as exc:  # the alias moved: the model is served; say what is stale
+        log.warning(
+            "%s version %s is @challenger but its tag %s could not be set to %s (%s); "
+            "harmless: a version with an alias is served",
+            name, version, REGISTRATION_TAG, REGISTRATION_COMPLETE, exc,
+        )  # fmt: skip
 
 
 @dataclass

@@ -17,6 +17,14 @@ Tracking defaults to sqlite:///mlruns/mlflow.db (browse with `mlflow ui --backen
 sqlite:///mlruns/mlflow.db`); MLFLOW_TRACKING_URI or FMOPS_MLFLOW__TRACKING_URI override it.
 Runs on the synthetic sample register as <model-name>-sample.
 """
+# What a store failure mid-run leaves (docs/reliability.md, rows tracking-* and s3-*): the
+# model version is registered only after its artefacts are uploaded whole, and @challenger moves
+# only after that, so no alias points at an incomplete model.
+KEPT = (
+    "Nothing of this attempt is served: @challenger and @champion still point where they did "
+    "(a model version registered before the failure has complete artefacts and no alias; "
+    "`registry list` shows it); the run is marked FAILED where the server allowed it."
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     _, settings = parse_stage_args(parser, argv)
     from financemath_mlops.atomic import is_out_of_space
     from financemath_mlops.errors import OutOfSpaceError
-    from financemath_mlops.runs.store import training_out_of_space
+    from financemath_mlops.runs.store import store_failure, training_out_of_space
     from financemath_mlops.training.train import train
 
     try:
@@ -40,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     except OutOfSpaceError:
         raise
     except Exception as exc:  # MLflow's artefact copy says ENOSPC without the path: name it
+        failed = store_failure(exc, settings.mlflow.tracking_uri, "training logged its run", KEPT)
+        if failed is not None:  # the tracking server (or its database, its S3) failed mid-run
+            raise failed from None
         if not is_out_of_space(exc):
             raise
         raise training_out_of_space(settings) from exc

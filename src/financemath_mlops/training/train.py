@@ -288,6 +288,7 @@ def train(settings: Settings) -> TrainingSummary:
     )
     logged = runs.log_training_run(settings, model_name, content)
     runs.set_challenger(model_name, logged.version)
+    runs.mark_registered(model_name, logged.version)  # after the alias: see store.REGISTRATION_TAG
     pointer = runs.TrainedPointer(
         run_id=logged.run_id,
         model_uri=logged.uri,

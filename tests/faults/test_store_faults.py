@@ -1,0 +1,412 @@
+"""Store rows of the fault matrix: the tracking server and the stores behind it fail under a run.
+
+Real processes only: a throwaway PostgreSQL, moto's S3 API and compose's `mlflow server` (as the
+team runs it: PostgreSQL backend, artefacts proxied to S3; tests/integration/team_stores.py),
+with our fault proxy (fault_proxy.py) in front of the tracking server and in front of S3.
+Training runs as a user runs it: a subprocess, cwd a folder holding a small feature table, the
+proxied tracking address and nothing else (no S3 or database credentials).
+
+The promise every row checks: no alias ever points at a version whose artefacts are missing or
+incomplete (a version is registered only once its artefacts are uploaded whole, tagged
+``fmops.registration=pending-alias`` until @challenger moves to it), and the user sees one
+``error:`` line naming the tracking server's address, never a traceback.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.faults.conftest import FaultStack, stage_env
+
+pytestmark = [pytest.mark.faults, pytest.mark.integration]
+
+MODEL = "financemath-regressor-sample"  # training on the sample source registers this name
+# Small client timeouts for the mid-run rows, so a row costs seconds: the bound they prove is
+# runs/store.py's formula, which states the defaults' bound (30 s a request, 3 retries) in the doc.
+SHORT_HTTP = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "3",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
+}
+
+
+def train(
+    stack: FaultStack, cwd: Path, timeout: float = 180, **env: str
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """`python -m financemath_mlops.training` against the proxied tracking server, timed."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "financemath_mlops.training"],
+        env=stage_env(stack.tracking_uri, **env), cwd=cwd,
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    return done, time.perf_counter() - started
+
+
+def registry_state(stack: FaultStack) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """(alias -> version, version -> its tags) of the sample model, read straight from the server."""
+    client = stack.client()
+    try:
+        aliases = dict(client.get_registered_model(MODEL).aliases or {})
+    except Exception:  # not registered yet
+        return {}, {}
+    versions = client.search_model_versions(f"name='{MODEL}'")
+    return aliases, {str(v.version): dict(v.tags or {}) for v in versions}
+
+
+def assert_aliases_served_whole(stack: FaultStack) -> None:
+    """Every alias points at a version whose model loads: MLmodel and the booster downloaded
+    whole through the server from S3 (the promise: never an alias on an incomplete model)."""
+    import mlflow
+
+    aliases, _ = registry_state(stack)
+    for alias, version in aliases.items():
+        mlflow.set_tracking_uri(stack.direct_uri)
+        with_model = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{MODEL}/{version}",
+            dst_path=str(stack.workdir / f"check-{alias}-{version}-{time.monotonic_ns()}"),
+        )
+        files = {p.name for p in Path(with_model).rglob("*")}
+        assert {"MLmodel", "booster.txt", "model.onnx"} <= files, (alias, version, files)
+
+
+def run_statuses(stack: FaultStack) -> dict[str, str]:
+    from tests.faults.conftest import EXPERIMENT
+
+    client = stack.client()
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    return {r.info.run_id: r.info.status for r in client.search_runs([experiment.experiment_id])}
+
+
+def error_line(done: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert lines, f"no `error:` line (exit {done.returncode}):\n{done.stderr[-3000:]}"
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    return lines[-1]
+
+
+# -- PostgreSQL under `mlflow server` restarts while training logs (first: its rerun leaves
+# a @challenger that the later rows show unmoved) --------------------------------------------
+
+
+@pytest.mark.fault_row(
+    id="tracking-postgres-restart-during-logging",
+    where="training (logging its run)",
+    fault="PostgreSQL behind `mlflow server` restarts while the run logs (down about 3 s)",
+    sees="exit 1: `error: the MLflow tracking server <address> failed while training logged its "
+    "run: ... 503 ... Nothing of this attempt is served ...`",
+    kept="the run, marked FAILED (its end is an idempotent write, retried past the restart); "
+    "@challenger and @champion unchanged; no model version",
+    recover="rerun training once PostgreSQL is back (the test does: it registers a new version "
+    "and moves @challenger)",
+    bound="the failed write answers at once (503); the run's end waits for PostgreSQL at most "
+    "the read bound (default 128.5 s)",
+    retry="the failed log write: none (not idempotent); the run's end: bounded, back-off",
+    runbook="pg_isready -h <db host>; the mlflow server log; rerun training",
+)
+def test_postgres_restarting_while_training_logs_fails_the_run_and_a_rerun_works(
+    healthy_stack: FaultStack, features_workdir: Path
+) -> None:
+    stack = healthy_stack
+    aliases_before, versions_before = registry_state(stack)
+    runs_before = run_statuses(stack)
+
+    def restart() -> None:
+        stack.stop_postgres()
+        threading.Timer(3, stack.start_postgres).start()
+
+    restarted = stack.tracking.on_request("/runs/log-batch", action=restart)
+    done, _ = train(stack, features_workdir)
+    assert restarted.is_set(), "training never logged: the fault was not injected"
+    assert done.returncode == 1, done.stderr[-3000:]
+    line = error_line(done)
+    assert f"the MLflow tracking server {stack.tracking_uri} failed while training" in line, line
+    _wait_for_postgres(stack)
+    new_runs = {k: v for k, v in run_statuses(stack).items() if k not in runs_before}
+    assert list(new_runs.values()) == ["FAILED"], new_runs
+    assert registry_state(stack) == (aliases_before, versions_before)
+
+    rerun, _ = train(stack, features_workdir)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    aliases, versions = registry_state(stack)
+    assert aliases["challenger"] not in versions_before
+    assert versions[aliases["challenger"]].get("fmops.registration") == "complete"
+    assert_aliases_served_whole(stack)
+
+
+# -- the tracking server accepts connections and never answers -----------------------------------
+
+
+@pytest.mark.fault_row(
+    id="tracking-hang-at-start",
+    where="training, evaluation, promotion, registry, flow, predict, monitoring (start of stage)",
+    fault="the tracking server accepts connections and never answers",
+    sees="exit 2 within 15 s: `error: cannot reach the MLflow tracking server <address>: no "
+    "answer to GET <address>/health within 8 s ...; nothing was done`",
+    kept="everything: the stage stops before its work (no run, no version, no alias move)",
+    recover="fix or restart the tracking server (or point FMOPS_MLFLOW__TRACKING_URI at a "
+    "running one), then rerun the same command",
+    bound="8 s probe (runs/store.py PROBE_SECONDS) + start-up: 15 s",
+    retry="none: one bounded probe (resolve, connect, GET /health share the 8 s)",
+    runbook="curl -m 5 <address>/health; check the server's process and its database; rerun",
+)
+def test_a_hanging_tracking_server_stops_training_within_the_probe_bound(
+    healthy_stack: FaultStack, features_workdir: Path
+) -> None:
+    from financemath_mlops.runs.store import PROBE_SECONDS
+
+    stack = healthy_stack
+    stack.tracking.set_mode("hang")
+    accepted = len(stack.tracking.accepted)
+    done, seconds = train(stack, features_workdir, timeout=120)
+    ended = time.monotonic()
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert len(stack.tracking.accepted) > accepted, "the probe never connected"
+    # From the probe's connection to the exit: the probe's budget (+ exiting). The whole run
+    # also pays Python's start-up, about 5 s on an idle machine, more on a loaded one.
+    waited = ended - stack.tracking.accepted[accepted]
+    assert waited < PROBE_SECONDS + 3, (waited, seconds)
+    line = error_line(done)
+    address = healthy_stack.tracking_uri
+    assert f"cannot reach the MLflow tracking server {address}" in line, line
+    assert f"no answer to GET {address}/health within 8 s" in line, line
+
+
+@pytest.mark.fault_row(
+    id="tracking-hang-mid-run",
+    where="training (any stage past its start-of-stage probe; the service: serving.mlflow_timeout_s)",
+    fault="the tracking server stops answering while the run logs (after the probe passed)",
+    sees="exit 1: `error: the MLflow tracking server <address> failed while training logged its "
+    "run: ... Read timed out ... Nothing of this attempt is served ...`",
+    kept="@challenger and @champion unchanged; no model version; the run stays RUNNING in the "
+    "store when the server never heard its end (MLflow shows it; harmless)",
+    recover="restart the tracking server, rerun training",
+    bound="per MLflow call: (1 + MLFLOW_HTTP_REQUEST_MAX_RETRIES) x MLFLOW_HTTP_REQUEST_TIMEOUT "
+    "+ back-off; defaults 4 x 30 s + 8.5 s = 128.5 s for a read or idempotent write, 30 s for "
+    "any other write (this row: 3 s, 1 retry)",
+    retry="reads and idempotent writes (tags, aliases, run status): bounded, back-off 1, 2, 4 s "
+    "+ jitter; creating writes (runs, versions, metrics): never sent twice",
+    runbook="the server's log and `curl -m 5 <address>/health`; restart it; rerun training",
+)
+def test_a_tracking_server_that_hangs_mid_run_fails_training_within_the_stated_bound(
+    healthy_stack: FaultStack, features_workdir: Path
+) -> None:
+    from financemath_mlops.runs.store import stage_request_bound_s
+
+    stack = healthy_stack
+    before = registry_state(stack)
+    injected: list[float] = []
+
+    def hang() -> None:
+        injected.append(time.perf_counter())
+        stack.tracking.set_mode("hang")
+
+    stack.tracking.on_request("/runs/log-batch", action=hang)
+    done, _ = train(stack, features_workdir, **SHORT_HTTP)
+    waited = time.perf_counter() - injected[0] if injected else None
+    stack.tracking.set_mode("pass")
+    assert waited is not None, "training never logged: the fault was not injected"
+    assert done.returncode == 1, done.stderr[-3000:]
+    line = error_line(done)
+    assert f"the MLflow tracking server {stack.tracking_uri} failed while training" in line, line
+    assert "timed out" in line.lower(), line
+    # After the fault: the log write (a creating write: one attempt) and the run's end (an
+    # idempotent write: retried) = at most two calls' bounds, the formula docs/reliability.md states.
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in SHORT_HTTP.items():
+            env.setenv(key, value)
+        bound = 2 * stage_request_bound_s()
+    assert bound == pytest.approx(2 * (2 * 3 + 1))
+    assert waited < bound + 3, (waited, bound)  # + the process's exit
+    assert registry_state(stack) == before  # no version, no alias moved
+
+
+# -- PostgreSQL under `mlflow server` stops between registration and the alias move -------------
+
+
+@pytest.mark.fault_row(
+    id="tracking-postgres-restart-before-alias",
+    where="training (between registering the model version and moving @challenger; the alias "
+    "move takes the audit lock, moves, appends the audit entry)",
+    fault="PostgreSQL behind `mlflow server` stops after the version is registered, before the "
+    "alias move",
+    sees="exit 2: `error: cannot take the alias lock <model>.alias-lock: API request to "
+    "<address>/api/2.0/mlflow/registered-models/create failed ... 503`",
+    kept="the new version's artefacts, whole, tagged fmops.registration=pending-alias and "
+    "without an alias: resolving it by number is refused (never served); @challenger, "
+    "@champion and the audit trail unchanged",
+    recover="rerun training once PostgreSQL is back: it registers a new version and moves "
+    "@challenger (the half-registered one stays tagged, harmless)",
+    bound="at once (503 on a creating write)",
+    retry="none for the lock (a create); the registry reads before it: bounded, back-off",
+    runbook="pg_isready; `python -m financemath_mlops.registry list` shows the version without "
+    "alias; rerun training",
+)
+def test_postgres_stopping_between_registration_and_the_alias_move_leaves_no_alias_on_it(
+    healthy_stack: FaultStack, features_workdir: Path
+) -> None:
+    stack = healthy_stack
+    aliases_before, versions_before = registry_state(stack)
+    # The alias move's first request: the audit lock (runs/aliases.py), or the alias itself.
+    stopped = stack.tracking.on_request(
+        "alias-lock", "/registered-models/alias", action=stack.stop_postgres
+    )
+    done, seconds = train(stack, features_workdir)
+    assert stopped.is_set(), "training never reached the alias move: the fault was not injected"
+    assert done.returncode in (1, 2), done.stderr[-3000:]
+    line = error_line(done)
+    assert stack.tracking_uri.removeprefix("http://") in line, line
+    stack.start_postgres()
+    _wait_for_postgres(stack)
+
+    aliases, versions = registry_state(stack)
+    assert aliases == aliases_before  # no alias moved
+    (half,) = set(versions) - set(versions_before)
+    assert versions[half].get("fmops.registration") == "pending-alias", versions[half]
+    _assert_refused_by_number(stack, half)
+
+    rerun, _ = train(stack, features_workdir)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    aliases, versions = registry_state(stack)
+    assert aliases["challenger"] not in (half, *versions_before)
+    assert versions[aliases["challenger"]].get("fmops.registration") == "complete"
+    assert versions[half].get("fmops.registration") == "pending-alias"
+    assert_aliases_served_whole(stack)
+
+
+def _assert_refused_by_number(stack: FaultStack, version: str) -> None:
+    """What the service, evaluation and export resolve: models:/NAME/V is refused for it."""
+    import mlflow
+
+    from financemath_mlops.runs.store import TrackingError, resolve
+
+    mlflow.set_tracking_uri(stack.direct_uri)
+    mlflow.set_registry_uri(stack.direct_uri)
+    with pytest.raises(TrackingError, match="half-registered"):
+        resolve(f"models:/{MODEL}/{version}")
+
+
+def _wait_for_postgres(stack: FaultStack, timeout: float = 30) -> None:
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            psycopg.connect(stack.postgres.uri("postgres"), connect_timeout=2).close()
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+# -- the artefact store (S3 API) behind the tracking server ---------------------------------------
+
+
+def _s3_keys(stack: FaultStack) -> set[str]:
+    from tests.integration.team_stores import BUCKET
+
+    return set(stack.s3.keys_in(BUCKET, ""))
+
+
+@pytest.mark.fault_row(
+    id="s3-refuses",
+    where="training (artefact upload through `mlflow server --serve-artifacts`)",
+    fault="the S3 API refuses connections",
+    sees="exit 1: `error: the MLflow tracking server <address> failed while training logged its "
+    "run: ... 500 ... Nothing of this attempt is served ...` (the server's log names the S3 "
+    "endpoint)",
+    kept="the run, marked FAILED; no model version; @challenger and @champion unchanged",
+    recover="bring S3 (MinIO) back, rerun training",
+    bound="the server's S3 client retries (boto3: 5 attempts, back-off) per upload, then the "
+    "client's bounded retries of the idempotent PUT",
+    retry="artefact PUT: idempotent, retried (client: bounded, back-off; server: boto3's)",
+    runbook="curl <s3 endpoint>/minio/health/live; the mlflow server log; rerun training",
+)
+def test_s3_refusing_fails_training_before_any_version_is_registered(
+    healthy_stack: FaultStack, features_workdir: Path
+) -> None:
+    stack = healthy_stack
+    before = registry_state(stack)
+    runs_before = run_statuses(stack)
+    stack.s3_proxy.set_mode("refuse")
+    done, seconds = train(stack, features_workdir, **SHORT_HTTP)
+    assert done.returncode == 1, done.stderr[-3000:]
+    line = error_line(done)
+    assert f"the MLflow tracking server {stack.tracking_uri} failed while training" in line, line
+    assert registry_state(stack) == before
+    stack.s3_proxy.set_mode("pass")
+    new_runs = {k: v for k, v in run_statuses(stack).items() if k not in runs_before}
+    assert list(new_runs.values()) == ["FAILED"], new_runs
+    assert_aliases_served_whole(stack)
+
+
+@pytest.mark.fault_row(
+    id="s3-cut-mid-upload",
+    where="training (`log_model`: the model's files, the ONNX bundle the largest)",
+    fault="S3 closes every connection after 1 MB of an upload: the small files land, the "
+    "model bundle never does",
+    sees="exit 1: `error: the MLflow tracking server <address> failed while training logged its "
+    "run: ... Nothing of this attempt is served ...`",
+    kept="the run's small artefacts and a FAILED logged model; no model version (registration "
+    "comes after the upload); @challenger and @champion unchanged and loadable",
+    recover="fix the S3 path (proxy, disk, MinIO), rerun training",
+    bound="the uploads' retries (server boto3, client PUT), then at once",
+    retry="artefact PUT: idempotent, retried (bounded, back-off); registration: not reached",
+    runbook="the mlflow server log (the S3 error); `mc admin info`; rerun training",
+)
+def test_s3_cutting_an_upload_half_way_registers_no_version(
+    healthy_stack: FaultStack, features_workdir: Path
+) -> None:
+    stack = healthy_stack
+    before = registry_state(stack)
+    keys_before = _s3_keys(stack)
+    stack.s3_proxy.set_mode("cut", after_bytes=1_000_000)
+    done, seconds = train(stack, features_workdir, **SHORT_HTTP)
+    cuts = stack.s3_proxy.cuts
+    stack.s3_proxy.set_mode("pass")
+    assert cuts > 0, "no upload was cut: the fault was not injected"
+    assert done.returncode == 1, done.stderr[-3000:]
+    line = error_line(done)
+    assert f"the MLflow tracking server {stack.tracking_uri} failed while training" in line, line
+    new_keys = _s3_keys(stack) - keys_before
+    assert new_keys, "nothing of the run landed: the cut was not half-way"
+    assert not any(k.endswith("model.onnx") for k in new_keys), sorted(new_keys)
+    assert registry_state(stack) == before
+    assert_aliases_served_whole(stack)
+
+
+@pytest.mark.fault_row(
+    id="s3-slow",
+    where="training (every artefact upload)",
+    fault="the S3 API takes 1 s per request",
+    sees="nothing but time: training succeeds, slower (this row: under 2 minutes)",
+    kept="the new version, registered after its artefacts landed whole, then @challenger moved",
+    recover="nothing to do; if uploads pass MLFLOW_HTTP_REQUEST_TIMEOUT (30 s each), the "
+    "client retries the PUT (idempotent) and then fails as s3-refuses",
+    bound="per upload: MLFLOW_HTTP_REQUEST_TIMEOUT (default 30 s) x 4 attempts",
+    retry="artefact PUT: idempotent, retried (bounded, back-off)",
+    runbook="the S3 latency (`mc admin trace`); raise MLFLOW_HTTP_REQUEST_TIMEOUT for big models",
+)
+def test_a_slow_s3_only_slows_training_down(
+    healthy_stack: FaultStack, features_workdir: Path
+) -> None:
+    stack = healthy_stack
+    _, versions_before = registry_state(stack)
+    seen_before = len(stack.s3_proxy.requests)
+    stack.s3_proxy.set_mode("slow", seconds=1)
+    done, seconds = train(stack, features_workdir)
+    slowed = len(stack.s3_proxy.requests) - seen_before
+    stack.s3_proxy.set_mode("pass")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert slowed >= 3, f"only {slowed} S3 requests went through the slow proxy"
+    aliases, versions = registry_state(stack)
+    assert aliases["challenger"] not in versions_before
+    assert versions[aliases["challenger"]].get("fmops.registration") == "complete"
+    assert_aliases_served_whole(stack)
