@@ -191,6 +191,16 @@ tests:
         values: '60x20'
       - series: 'fmops_prediction_log_dropped_total{{{labels},reason="queue_full"}}'
         values: '0+5x30'
+      - series: 'fmops_prediction_log_durable{{{labels}}}'
+        values: '1 1 0x28'
+      - series: 'fmops_prediction_log_disk_free_bytes{{{labels}}}'
+        values: '500-10x30'
+      - series: 'fmops_prediction_log_disk_size_bytes{{{labels}}}'
+        values: '1000x30'
+      - series: 'fmops_dependency_up{{{labels},name="tracking_store"}}'
+        values: '1 1 0x28'
+      - series: 'fmops_dependency_up{{{labels},name="prediction_log"}}'
+        values: '0x30'
     alert_rule_test:
       - {{eval_time: 1m, alertname: FinanceMathInputDrift, exp_alerts: []}}
       - eval_time: 3m
@@ -222,6 +232,17 @@ tests:
       - eval_time: 25m
         alertname: FinanceMathPredictionLogDropping
         exp_alerts: [{{exp_labels: {{severity: warning, {plain}}}}}]
+      - {{eval_time: 2m, alertname: FinanceMathPredictionLogNotDurable, exp_alerts: []}}
+      - eval_time: 4m
+        alertname: FinanceMathPredictionLogNotDurable
+        exp_alerts: [{{exp_labels: {{severity: warning, {plain}}}}}]
+      - eval_time: 15m
+        alertname: FinanceMathPredictionLogDiskFilling
+        exp_alerts: [{{exp_labels: {{severity: warning, {plain}}}}}]
+      - {{eval_time: 5m, alertname: FinanceMathDependencyDown, exp_alerts: []}}
+      - eval_time: 8m
+        alertname: FinanceMathDependencyDown
+        exp_alerts: [{{exp_labels: {{severity: warning, name: tracking_store, {plain}}}}}]
       - eval_time: 6m
         alertname: FinanceMathMLOpsServerDown
         exp_alerts: [{{exp_labels: {{severity: warning, job: mlflow, instance: "mlflow:5000"}}}}]
@@ -271,6 +292,14 @@ tests:
         values: '10x20'
       - series: 'fmops_prediction_log_dropped_total{{{labels},reason="queue_full"}}'
         values: '0x20'
+      - series: 'fmops_prediction_log_durable{{{labels}}}'
+        values: '1x20'
+      - series: 'fmops_prediction_log_disk_free_bytes{{{labels}}}'
+        values: '500x20'
+      - series: 'fmops_prediction_log_disk_size_bytes{{{labels}}}'
+        values: '1000x20'
+      - series: 'fmops_dependency_up{{{labels},name="tracking_store"}}'
+        values: '1 0 0 1x17'
     alert_rule_test:
       - {{eval_time: 15m, alertname: FinanceMathServiceDown, exp_alerts: []}}
       - {{eval_time: 15m, alertname: FinanceMathServiceAbsent, exp_alerts: []}}
@@ -282,6 +311,9 @@ tests:
       - {{eval_time: 15m, alertname: FinanceMathInputDrift, exp_alerts: []}}
       - {{eval_time: 15m, alertname: FinanceMathPerformanceDegraded, exp_alerts: []}}
       - {{eval_time: 15m, alertname: FinanceMathPredictionLogDropping, exp_alerts: []}}
+      - {{eval_time: 15m, alertname: FinanceMathPredictionLogNotDurable, exp_alerts: []}}
+      - {{eval_time: 15m, alertname: FinanceMathPredictionLogDiskFilling, exp_alerts: []}}
+      - {{eval_time: 15m, alertname: FinanceMathDependencyDown, exp_alerts: []}}
       - {{eval_time: 15m, alertname: FinanceMathMLOpsServerDown, exp_alerts: []}}
       - {{eval_time: 15m, alertname: FinanceMathDriftReportMissing, exp_alerts: []}}
   - interval: 1m
@@ -355,6 +387,31 @@ def test_each_alert_fires_when_it_should_and_only_then(tmp_path: Path):
         assert done.returncode == 0, done.stdout + done.stderr
     every_alert = {rule["alert"] for rule in alert_rules()}
     assert fired == every_alert and quiet == every_alert  # each one firing and not firing
+
+
+def fault_row_ids() -> set[str]:
+    """The ids of the fault matrix's rows (tests/faults), read as text: nothing is imported."""
+    pattern = re.compile(r"fault_row\(\s*id=\"([a-z0-9-]+)\"")
+    return {
+        row_id
+        for path in (REPO_ROOT / "tests" / "faults").glob("test_*.py")
+        for row_id in pattern.findall(path.read_text(encoding="utf-8"))
+    }
+
+
+def test_fault_alerts_link_their_row_of_the_fault_matrix():
+    """The prediction-log and dependency alerts each carry a runbook_url to a row that exists."""
+    rows = fault_row_ids()
+    linked = {
+        rule["alert"]: rule["annotations"]["runbook_url"]
+        for rule in alert_rules()
+        if "runbook_url" in rule.get("annotations", {})
+    }
+    assert {"FinanceMathPredictionLogDropping", "FinanceMathPredictionLogNotDurable",
+            "FinanceMathPredictionLogDiskFilling", "FinanceMathDependencyDown"} <= set(linked)  # fmt: skip
+    for alert, url in linked.items():
+        page, _, anchor = url.partition("#")
+        assert page == "docs/reliability.md" and anchor in rows, (alert, url, sorted(rows))
 
 
 def test_grafana_provisions_the_dashboard_on_the_provisioned_datasource():

@@ -28,6 +28,7 @@ from financemath_mlops.serving.dependencies import (
     PREDICTION_LOG,
     TRACKING_STORE,
     Dependencies,
+    failure_cause,
     public_address,
 )
 from financemath_mlops.serving.errors import install_error_handlers
@@ -191,7 +192,18 @@ class ServiceState:
             except Exception:
                 log.exception("periodic model reload failed")
 
-    def _store_said(self, up: bool, error: str | None) -> None:
+    def _store_said(self, up: bool, exc: Exception | None) -> None:
+        """The tracking store's part of the last (re)load: the error names it, its address and
+        the bound each of its calls has."""
+        error = None
+        if exc is not None and self.settings is not None:
+            serving = self.settings.serving
+            error = (
+                f"the tracking store at {public_address(self.settings.mlflow.tracking_uri)} "
+                f"{failure_cause(exc)} (each call bounded by serving.mlflow_timeout_s = "
+                f"{serving.mlflow_timeout_s} s, {1 + serving.mlflow_retries} tries); the model "
+                "in service keeps answering"
+            )
         self.dependencies.report(TRACKING_STORE, up, error)
 
     def _model_changed(self, model: LoadedModel) -> None:

@@ -126,3 +126,23 @@ def store_unreachable(exc: BaseException) -> bool | None:
                                     "Timeout", "ReadTimeout", "ConnectTimeout"}:  # fmt: skip
             return True  # SQLAlchemy / requests, known by name: neither is imported here
     return None
+
+
+def failure_cause(exc: BaseException) -> str:
+    """What went wrong in a few words (timed out, connection refused, ...), for /ready."""
+    text = " ".join(str(error) for error in _chain(exc)).lower()
+    for needles, cause in (
+        (("timed out", "timeout"), "timed out"),
+        (("refused",), "refused the connection"),
+        (("name or service not known", "nodename nor servname", "temporary failure in name"),
+         "host not found"),
+        (("connection reset", "connection aborted", "remote end closed", "broken pipe"),
+         "dropped the connection"),
+    ):  # fmt: skip
+        if any(needle in text for needle in needles):
+            return cause
+    for error in _chain(exc):
+        status = getattr(error, "get_http_status_code", None)
+        if callable(status):
+            return f"answered {status()} ({public_text(str(error))[:120]})"
+    return public_text(f"{type(exc).__name__}: {exc}")[:160]

@@ -80,7 +80,7 @@ class ModelHolder:
         self.threads = threads
         self.concurrent_threads = concurrent_threads
         self.on_change = on_change
-        # on_store(up, error): what each load from the tracking store said about the store.
+        # on_store(up, exc): what each load from the tracking store said about the store.
         self.on_store = on_store
         self.problem: str | None = "the model is loading"
         self._current: LoadedModel | None = None
@@ -115,7 +115,7 @@ class ModelHolder:
                 if previous is None:
                     self.problem = reason
                 log.error("%s", reason, exc_info=not isinstance(exc, runs.TrackingError))
-                self._store_said(uri, exc, resolved, reason)
+                self._store_said(uri, exc, resolved)
                 raise ModelLoadError(reason) from None
             self._current = model
             self.problem = None
@@ -132,15 +132,13 @@ class ModelHolder:
             self.on_change(model)
         return ReloadOutcome(True, model, previous)
 
-    def _store_said(
-        self, uri: str, exc: Exception | None, resolved: bool, reason: str = ""
-    ) -> None:
+    def _store_said(self, uri: str, exc: Exception | None, resolved: bool) -> None:
         """Tell ``on_store`` whether the tracking store answered (models:/ and runs:/ only)."""
         if self.on_store is None or not runs.is_tracked_uri(uri):
             return
         unreachable = store_unreachable(exc) if exc is not None else False
         if unreachable:
-            self.on_store(False, reason)
+            self.on_store(False, exc)
         elif unreachable is False or resolved:
             self.on_store(True, None)
 

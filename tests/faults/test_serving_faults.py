@@ -1,0 +1,384 @@
+"""The service under its dependencies' faults, on real processes (issue 31, serving rows).
+
+One `mlflow server` on a copy of the session's SQLite store, one service (`python -m
+financemath_mlops.serving`) serving `models:/<name>@champion` from it and reloading every
+second, its prediction log on a real 4 MB tmpfs. Faults are injected for real: the server's
+process group stopped (SIGSTOP: it accepts connections and never answers) or killed (SIGKILL),
+the log's file system filled to the last byte. Timeouts are configured small (1 s a store call,
+no retry; 0.5 s flush interval) so the rows take seconds; the bounds they state scale with them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from financemath_mlops.monitoring.prediction_log import read_prediction_log
+from financemath_mlops.serving.schemas import EXAMPLE_RECORD
+from tests.helpers import (
+    VENV_BIN,
+    cli_env,
+    free_port,
+    metric_value,
+    start_process,
+    stop_process_group,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.faults, pytest.mark.integration]
+
+FLUSH_S = 0.5  # monitoring.log_flush_interval_s here (default 1 s)
+STORE_TIMEOUT_S = 1  # serving.mlflow_timeout_s here (default 10 s), no retry (default 2)
+RELOAD_S = 1.0  # serving.reload_interval_s here (default 0: no periodic reload)
+TMPFS_SIZE = "4m"
+# MLflow 3's server also starts a job runner and six huey consumers (each a Python importing
+# MLflow: a minute of CPU on 2 busy cores); the registry needs none of them.
+QUIET_SERVER = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+@dataclass
+class Store:
+    """A real `mlflow server` on a SQLite file, restartable on the same port."""
+
+    db: Path
+    port: int
+    workdir: Path
+    process: Any = None
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = self.workdir / "mlflow.log"
+        command = [
+            str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{self.db}",
+            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+        ]  # fmt: skip
+        self.process = start_process(
+            command, cli_env(MLFLOW_DISABLE_TELEMETRY="true", **QUIET_SERVER), self.workdir, log
+        )
+        wait_for(
+            lambda: httpx.get(f"{self.uri}/health", timeout=2).status_code == 200,
+            120, "mlflow server", self.process, log,
+        )  # fmt: skip
+
+    def signal(self, sig: int) -> None:
+        """To the whole process group: the server and the workers it spawned."""
+        os.killpg(self.process.pid, sig)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.signal(signal.SIGCONT)  # a stopped group would not hear SIGTERM
+            stop_process_group(self.process)
+
+
+@dataclass
+class Service:
+    base: str
+    process: Any
+    log: Path
+    predictions: Path
+
+    def metrics(self) -> str:
+        return httpx.get(f"{self.base}/metrics", timeout=5).text
+
+    def metric(self, metric: str, **labels: str) -> float:
+        return metric_value(self.metrics(), metric, **labels)
+
+    def predict(self) -> int:
+        return httpx.post(f"{self.base}/predict", json=EXAMPLE_RECORD, timeout=10).status_code
+
+    def ready(self) -> httpx.Response:
+        return httpx.get(f"{self.base}/ready", timeout=5)
+
+
+@pytest.fixture(scope="module")
+def workdir() -> Iterator[Path]:
+    path = Path(f"/tmp/fmops-serving-faults-{os.getpid()}")
+    path.mkdir(parents=True, exist_ok=True)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def tmpfs_predictions(workdir: Path) -> Iterator[Path]:
+    """A real size-limited tmpfs as the prediction log's folder (root mounts it; unmounted by the
+    finalizer, after the service that writes to it has stopped)."""
+    target = workdir / "predictions"
+    target.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE},mode=0755", "tmpfs", str(target)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs at {target} (root needed): {done.stderr.strip()}")
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", "-l", str(target)], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def store(trained_model: Any, workdir: Path) -> Iterator[Store]:
+    db = workdir / "mlflow.db"  # a copy: the session's store stays as the other tests see it
+    shutil.copy2(Path(trained_model.tracking_uri.removeprefix("sqlite:///")), db)
+    server = Store(db, free_port(), workdir)
+    try:
+        started = time.monotonic()
+        server.start()
+        print(f"\nmlflow server up in {time.monotonic() - started:.1f}s")
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def service(
+    trained_model: Any, store: Store, tmpfs_predictions: Path, workdir: Path
+) -> Iterator[Service]:
+    port = free_port()
+    env = dict(trained_model.env)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.update(
+        FMOPS_MLFLOW__TRACKING_URI=store.uri,
+        FMOPS_PATHS__PREDICTIONS_DIR=str(tmpfs_predictions),
+        FMOPS_PATHS__REPORTS_DIR=str(workdir / "reports"),
+        FMOPS_SERVING__RELOAD_INTERVAL_S=str(RELOAD_S),
+        FMOPS_SERVING__MLFLOW_TIMEOUT_S=str(STORE_TIMEOUT_S),
+        FMOPS_SERVING__MLFLOW_RETRIES="0",
+        FMOPS_MONITORING__LOG_FLUSH_INTERVAL_S=str(FLUSH_S),
+        FMOPS_MONITORING__LOG_ROTATE_SECONDS="1",
+        FMOPS_MONITORING__LOG_FEATURES="hand",
+    )
+    log = workdir / "api.log"
+    model_uri = f"models:/{trained_model.model_name}@champion"
+    command = [
+        str(VENV_BIN / "python"), "-m", "financemath_mlops.serving", "--model-uri", model_uri,
+        "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+    process = start_process(command, env, workdir / "api", log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        started = time.monotonic()
+        wait_for(
+            lambda: httpx.get(f"{base}/ready", timeout=5).status_code == 200,
+            180, "the service", process, log,
+        )  # fmt: skip
+        print(f"\nthe service ready in {time.monotonic() - started:.1f}s")
+        yield Service(base, process, log, tmpfs_predictions)
+    finally:
+        stop_process_group(process)
+
+
+def store_state(service: Service) -> tuple[float, dict[str, Any]]:
+    """fmops_dependency_up{name="tracking_store"} and /ready's view of it (asserting the 200)."""
+    ready = service.ready()
+    assert ready.status_code == 200, ready.text  # a model is in service: ready, whatever the store
+    up = service.metric("fmops_dependency_up", name="tracking_store")
+    return up, ready.json()
+
+
+def answers_throughout(service: Service, until: Any, timeout: float, what: str) -> int:
+    """Predict (each must be 200) until `until()` holds; the number of predictions answered."""
+    answered = 0
+    deadline = time.monotonic() + timeout
+    while True:
+        assert service.predict() == 200, f"a prediction failed while {what}"
+        answered += 1
+        if until():
+            return answered
+        assert time.monotonic() < deadline, f"{what}: not seen within {timeout:.0f}s"
+        time.sleep(0.1)
+
+
+@pytest.mark.fault_row(
+    id="serving-store-hangs",
+    where="prediction service, reloading from the tracking store",
+    fault="the MLflow tracking server accepts connections and never answers (SIGSTOP)",
+    sees='/ready 200 with `down: ["tracking_store"]` and dependencies.tracking_store.error '
+    '(`... Read timed out`, the store\'s address); fmops_dependency_up{name="tracking_store"} 0; '
+    "alert FinanceMathDependencyDown after 5 min",
+    kept="the model in service: /predict answers 200 throughout",
+    recover="nothing to do: the next reload after the store answers sets it back to 1",
+    bound="serving.reload_interval_s + serving.mlflow_timeout_s x (1 + serving.mlflow_retries) "
+    "+ back-off per store call (defaults 10 s x 3: about 33 s; here 1 s x 1: seen in ~2 s)",
+    retry="MLflow's HTTP retries (serving.mlflow_retries, a read of the registry: idempotent), "
+    "then the periodic reload",
+    runbook="curl <tracking>/health; check the MLflow server's process and its database; the "
+    "service needs no action",
+)
+def test_a_hanging_tracking_store_is_reported_while_the_service_answers(service: Service, store):
+    up, body = store_state(service)
+    assert up == 1 and body["down"] == [] and body["dependencies"]["tracking_store"]["up"]
+    store.signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        answered = answers_throughout(
+            service,
+            lambda: store_state(service)[0] == 0,
+            30,
+            "the tracking store hangs",
+        )
+        seen_s = time.monotonic() - started
+        up, body = store_state(service)
+        state = body["dependencies"]["tracking_store"]
+        assert body["down"] == ["tracking_store"] and state["up"] is False
+        assert state["address"] == store.uri and "timed out" in state["error"].lower()
+        assert service.predict() == 200
+        print(f"\nstore hang seen after {seen_s:.1f}s; {answered} predictions answered meanwhile")
+        assert seen_s < RELOAD_S + STORE_TIMEOUT_S + 8  # the stated bound, plus a busy machine
+    finally:
+        store.signal(signal.SIGCONT)
+    wait_for(lambda: store_state(service)[0] == 1, 30, "the store answering again")
+    assert store_state(service)[1]["down"] == []
+
+
+@pytest.mark.fault_row(
+    id="serving-store-down",
+    where="prediction service, reloading from the tracking store",
+    fault="the MLflow tracking server killed (SIGKILL: connections refused), then restarted",
+    sees='/ready 200 with `down: ["tracking_store"]` and the refusal in '
+    'dependencies.tracking_store.error; fmops_dependency_up{name="tracking_store"} 0; alert '
+    "FinanceMathDependencyDown after 5 min",
+    kept="the model in service: /predict answers 200 throughout",
+    recover="nothing to do once the store is back: the next reload sets the gauge to 1",
+    bound="serving.reload_interval_s + back-off of serving.mlflow_retries (a refusal is "
+    "immediate; seen here within ~1 s)",
+    retry="MLflow's HTTP retries, then the periodic reload",
+    runbook="restart the MLflow server (compose: `podman compose up -d mlflow`); the service "
+    "needs no action",
+)
+def test_a_dead_tracking_store_is_reported_and_recovered(service: Service, store: Store):
+    assert store_state(service)[0] == 1
+    store.kill()
+
+    def refused() -> bool:  # the first call may see its kept-alive connection dropped instead
+        up, body = store_state(service)
+        error = body["dependencies"]["tracking_store"]["error"] or ""
+        return up == 0 and body["down"] == ["tracking_store"] and "refused" in error
+
+    answered = answers_throughout(service, refused, 20, "the tracking store is dead")
+    store.start()  # the same port, the same SQLite file
+    answered += answers_throughout(
+        service, lambda: store_state(service)[0] == 1, 60, "the tracking store restarted"
+    )
+    assert store_state(service)[1]["down"] == []
+    print(f"\n{answered} predictions answered while the store was down and restarting")
+
+
+def fill(folder: Path) -> Path:
+    """Write a filler file until the file system refuses (ENOSPC): not a byte left."""
+    filler = folder / "filler.bin"
+    chunk = b"\0" * 65536
+    with filler.open("wb", buffering=0) as out:
+        while True:
+            try:
+                out.write(chunk)
+            except OSError as error:
+                assert error.errno == errno.ENOSPC, error
+                break
+        for size in (4096, 512, 1):  # the last partial blocks
+            with contextlib.suppress(OSError):
+                while True:
+                    out.write(b"\0" * size)
+    return filler
+
+
+def counts(service: Service) -> dict[str, float]:
+    text = service.metrics()
+    return {
+        "answered": metric_value(
+            text, "fmops_http_requests_total", endpoint="/predict", status="200"
+        ),
+        "written": metric_value(text, "fmops_prediction_log_written_total"),
+        "dropped": metric_value(text, "fmops_prediction_log_dropped_total"),
+        "write_errors": metric_value(text, "fmops_prediction_log_write_errors_total"),
+        "durable": metric_value(text, "fmops_prediction_log_durable"),
+        "free": metric_value(text, "fmops_prediction_log_disk_free_bytes"),
+        "log_up": metric_value(text, "fmops_dependency_up", name="prediction_log"),
+    }
+
+
+@pytest.mark.fault_row(
+    id="prediction-log-enospc",
+    where="prediction service, its prediction log",
+    fault="disk full (ENOSPC) under paths.predictions_dir (a 4 MB tmpfs filled to the last byte)",
+    sees="predictions answered 200; within one flush interval fmops_prediction_log_durable 0, "
+    "fmops_prediction_log_write_errors_total counting (a try every flush interval), /ready 200 "
+    "with dependencies.prediction_log down (`No space left on device`), one WARNING a minute; "
+    "alerts FinanceMathPredictionLogNotDurable (1 min), FinanceMathPredictionLogDiskFilling "
+    "(before: under 10 % free or full within 6 h), FinanceMathPredictionLogDropping if rows "
+    "overflow the memory bound",
+    kept="every answered prediction: held in memory (at most monitoring.log_queue_size rows, "
+    "beyond that dropped and counted as write_error); on SIGTERM a complete journal stays for "
+    "the next start; a kill -9 while not durable loses the rows held (the gauge said so)",
+    recover="free space: the held rows are written within one flush interval, the gauge back to 1",
+    bound="detected within one flush interval (monitoring.log_flush_interval_s, 1 s; 0.5 s "
+    "here); written within one flush interval of the space coming back",
+    retry="the log's writer, every flush interval, while it holds rows (a part file is written "
+    "whole under a temp name and renamed: idempotent)",
+    runbook="df -h <paths.predictions_dir>; move old predictions-*.parquet elsewhere or grow the "
+    "volume; watch fmops_prediction_log_durable return to 1",
+)
+def test_the_prediction_log_on_a_full_disk_says_so_and_loses_nothing(service: Service):
+    before = counts(service)
+    assert before["durable"] == 1 and before["free"] > 0
+    filler = fill(service.predictions)
+    try:
+        assert counts(service)["free"] < 64 * 1024
+        started = time.monotonic()
+        burst, seen_s = 0, None
+        # Traffic, scraping /metrics after each answer as Prometheus would (often), until the
+        # gauge says 0 and then over one more flush interval.
+        while seen_s is None or time.monotonic() - started < seen_s + FLUSH_S:
+            assert service.predict() == 200
+            burst += 1
+            if seen_s is None and counts(service)["durable"] == 0:
+                seen_s = time.monotonic() - started
+            assert time.monotonic() - started < 15, "fmops_prediction_log_durable stayed 1"
+        during = counts(service)
+        assert during["write_errors"] > before["write_errors"] and during["log_up"] == 0
+        ready = service.ready()
+        assert ready.status_code == 200 and "prediction_log" in ready.json()["down"]
+        error = ready.json()["dependencies"]["prediction_log"]["error"]
+        assert "No space left on device" in error and str(service.predictions) not in error
+        time.sleep(FLUSH_S * 3)  # still failing: the counter keeps counting
+        assert counts(service)["write_errors"] > during["write_errors"]
+    finally:
+        filler.unlink()
+    freed = time.monotonic()
+    wait_for(lambda: counts(service)["durable"] == 1, 10, "durable again after freeing space")
+    written_s = time.monotonic() - freed
+    after = wait_for(
+        lambda: (c := counts(service))["written"] + c["dropped"] == c["answered"] and c,
+        10, "answered = written + dropped",
+    )  # fmt: skip
+    assert after["answered"] - before["answered"] == burst
+    assert after["dropped"] == before["dropped"]  # held in memory, none lost
+    frame = read_prediction_log(service.predictions)
+    assert len(frame) == after["written"] and frame["request_id"].is_unique
+    print(
+        f"\n{burst} predictions on a full disk: not durable seen {seen_s:.2f}s after the "
+        f"first, written {written_s:.2f}s after freeing; answered {after['answered']:.0f} = "
+        f"written {after['written']:.0f} + dropped {after['dropped']:.0f}; "
+        f"{after['write_errors']:.0f} write errors"
+    )
+    assert seen_s < FLUSH_S + 2  # one flush interval, plus scrapes on a busy machine
