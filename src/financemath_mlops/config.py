@@ -104,6 +104,11 @@ class PathsSettings(_Section):
     reports_dir: Path = Path("reports")
     cache_dir: Path = Path(".cache")
     hf_cache_dir: Path = Path(".cache/hf")
+    onnx_cache_dir: Path | None = Field(
+        default=None,
+        description="ONNX embedding bundles, exported once and shared by this user's clones; "
+        "default ${XDG_CACHE_HOME:-~/.cache}/financemath-mlops/onnx (.cache/onnx: per clone)",
+    )
     serving_model_dir: Path = Field(
         default=Path("models/serving"),
         description="`make run` exports the model to serve here (an MLflow model folder)",

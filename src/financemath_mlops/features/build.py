@@ -189,7 +189,7 @@ def load_embedder(cfg: EmbeddingSettings, settings: Settings, show_progress: boo
     embedder = make_embedder(
         cfg.backend,
         resolved,
-        onnx_cache_dir=settings.paths.cache_dir / "onnx",
+        onnx_cache_dir=onnx_cache_dir(settings),
         batch_size=cfg.batch_size,
         threads=cfg.threads,
         max_length=cfg.max_length,
@@ -209,6 +209,13 @@ def load_embedder(cfg: EmbeddingSettings, settings: Settings, show_progress: boo
     if "weights_sha256" in pinned:
         info["weights_sha256"] = pinned["weights_sha256"]
     return embedder, info
+
+
+def onnx_cache_dir(settings: Settings) -> Path:
+    """Where ONNX bundles are cached: ``paths.onnx_cache_dir``, else per user (onnx_export)."""
+    from financemath_mlops.features.onnx_export import bundle_cache_dir
+
+    return bundle_cache_dir(settings.paths.onnx_cache_dir, settings.paths.cache_dir / "onnx")
 
 
 def onnx_bundle(settings: Settings, info: dict[str, Any]) -> Path:
@@ -236,7 +243,7 @@ def onnx_bundle(settings: Settings, info: dict[str, Any]) -> Path:
         )
     return ensure_onnx_bundle(
         resolved,
-        settings.paths.cache_dir / "onnx",
+        onnx_cache_dir(settings),
         max_length=int(info["max_length"]),
         precision=str(info.get("precision", "fp32")),  # manifests from before precisions: fp32
     )

@@ -14,6 +14,17 @@ of the embedding cache key.
 
 torch, transformers and onnx are imported only inside :func:`export_onnx_bundle`; reusing a
 bundle that already exists (:func:`ensure_onnx_bundle`) does not import them.
+
+Bundles are cached per user, outside any clone (:func:`bundle_cache_dir`: by default
+``${XDG_CACHE_HOME:-~/.cache}/financemath-mlops/onnx/<key>/``): the export costs 6-20 s of
+torch, and every clone of the project would otherwise repeat it. The key (:func:`bundle_key`)
+holds everything the bundle's bytes depend on -- the weights (commit, else their sha256),
+max_length, precision, the torch, transformers, onnx and onnxruntime versions and this
+module's own source -- so a change of any of them is a new entry, never a stale one. An entry
+is written whole (temp folder + rename: concurrent clones each export, the first rename wins,
+the others discard theirs) and sealed: its ``embedding_config.json`` lists the sha256 and size
+of the other files and the key it was made for, checked before every use (once per process and
+file), so a corrupt or foreign entry is exported again, never used.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import time
@@ -62,6 +74,14 @@ QUANTIZATION = {
 }
 
 
+# The distributions whose versions change an export's bytes (the exporter, the graph format and
+# the quantizer); part of the cache key, read from their metadata without importing them.
+EXPORT_DISTRIBUTIONS = ("torch", "transformers", "onnx", "onnxruntime")
+CACHE_ENV_HOME = "XDG_CACHE_HOME"
+CACHE_SUBDIR = Path("financemath-mlops") / "onnx"
+SEALED_FILES = (MODEL_FILE, TOKENIZER_FILE)  # listed with sha256 + size in the config
+
+
 class BundleError(RuntimeError):
     """An ONNX embedding bundle is missing files, or its config is unusable."""
 
@@ -91,14 +111,6 @@ def read_bundle_config(bundle_dir: Path) -> dict[str, Any]:
             f"normalize={config['normalize']!r} (only mean pooling + L2 norm)"
         )
     return config
-
-
-def is_complete_bundle(bundle_dir: Path) -> bool:
-    try:
-        read_bundle_config(bundle_dir)
-    except BundleError:
-        return False
-    return True
 
 
 def weights_sha256(model_path: Path) -> str:
@@ -133,10 +145,27 @@ def check_precision(precision: str) -> str:
     return precision
 
 
+@functools.lru_cache(maxsize=1)
+def exporter_versions() -> dict[str, str]:
+    """Versions of the distributions an export depends on, and of this module's source.
+
+    Read from package metadata (no import of torch); ``code`` is the sha256 of this file, so
+    any change to how bundles are made (export, tokenizer, quantization) is a new cache key.
+    """
+    versions = {"code": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]}
+    for name in EXPORT_DISTRIBUTIONS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
 def bundle_identity(
     resolved: ResolvedWeights, max_length: int, precision: str = "fp32"
 ) -> dict[str, Any]:
-    """What makes two exports interchangeable: model, revision, source, max_length, precision.
+    """What makes two exports interchangeable: model, revision, source, max_length, precision,
+    and the exporter (:func:`exporter_versions`).
 
     A commit sha pins the weights; otherwise (local folder, packaged weights, unknown revision)
     the weights' sha256 is part of the identity, so changed weights never reuse a stale export.
@@ -148,6 +177,7 @@ def bundle_identity(
         "max_length": int(max_length),
         "format_version": BUNDLE_FORMAT_VERSION,
         "precision": check_precision(precision),
+        "exporter": exporter_versions(),
     }
     if precision != "fp32":
         identity["quantization"] = QUANTIZATION
@@ -158,34 +188,72 @@ def bundle_identity(
 
 def bundle_key(resolved: ResolvedWeights, max_length: int = 256, precision: str = "fp32") -> str:
     """Folder name for the export of ``resolved``: readable prefix + hash of the identity."""
-    identity = bundle_identity(resolved, max_length, precision)
+    return key_for(bundle_identity(resolved, max_length, precision))
+
+
+def key_for(identity: dict[str, Any]) -> str:
+    """The folder name of a :func:`bundle_identity`: what a human needs to tell entries apart
+    (model, revision, source, max_length, precision), then a digest of all of it."""
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", resolved.model_id.split("/")[-1]).strip("-.")
-    revision = re.sub(r"[^A-Za-z0-9._-]+", "-", resolved.revision)[:12]
-    prefix = f"{name or 'model'}--{revision}--{resolved.source}--len{int(max_length)}"
-    return f"{prefix}--{precision}--{digest}"
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", identity["model_id"].split("/")[-1]).strip("-.")
+    revision = re.sub(r"[^A-Za-z0-9._-]+", "-", identity["revision"])[:12]
+    prefix = f"{name or 'model'}--{revision}--{identity['source']}--len{identity['max_length']}"
+    return f"{prefix}--{identity['precision']}--{digest}"
+
+
+def bundle_cache_dir(configured: Path | None = None, fallback: Path | None = None) -> Path:
+    """Where bundles are cached: ``configured`` (``paths.onnx_cache_dir``) when given, else
+    ``${XDG_CACHE_HOME:-~/.cache}/financemath-mlops/onnx``, shared by every clone of this user.
+
+    When that default cannot be created (a read-only or missing home, as in some containers),
+    ``fallback`` (the clone's ``<paths.cache_dir>/onnx``) is used, saying so.
+    """
+    if configured is not None:
+        return Path(configured).expanduser()
+    home = os.environ.get(CACHE_ENV_HOME, "")
+    base = Path(home) if os.path.isabs(home) else Path.home() / ".cache"  # XDG: only absolute
+    default = base / CACHE_SUBDIR
+    if fallback is None:
+        return default
+    try:
+        default.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        logger.warning(
+            "cannot create the ONNX bundle cache %s (%s); using %s (set paths.onnx_cache_dir "
+            "or FMOPS_PATHS__ONNX_CACHE_DIR to choose)",
+            default,
+            exc.strerror or exc,
+            fallback,
+        )
+        return Path(fallback)
+    return default
 
 
 def ensure_onnx_bundle(
     resolved: ResolvedWeights, cache_dir: Path, max_length: int = 256, precision: str = "fp32"
 ) -> Path:
-    """Bundle folder for ``resolved`` under ``cache_dir``: reused if complete, else exported.
+    """Bundle folder for ``resolved`` under ``cache_dir``: reused if sealed and intact, else
+    exported.
 
     An int8 bundle is quantized from the fp32 bundle (itself reused or exported first).
 
-    The export goes to a temp folder beside the target and is renamed into place only when
-    complete, so an interrupted export never leaves a half-written bundle; if another process
-    finished the same export first, its bundle is used and ours is discarded.
+    The export goes to a temp folder beside the target, is sealed (the files' sha256 in its
+    config) and renamed into place only when complete, so an interrupted export never leaves a
+    half-written bundle; if another process (another clone) finished the same export first,
+    its bundle is used and ours is discarded. An entry whose files do not match its seal is
+    moved aside and exported again.
     """
     cache_dir = Path(cache_dir)
-    target = cache_dir / bundle_key(resolved, max_length, check_precision(precision))
-    if is_complete_bundle(target):
+    key = bundle_key(resolved, max_length, check_precision(precision))
+    target = cache_dir / key
+    problem = entry_problem(target, key)
+    if problem is None:
         logger.info("reusing ONNX embedding bundle %s", target)
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
     if target.exists():
-        logger.warning("incomplete ONNX bundle %s: exporting it again", target)
-        shutil.rmtree(target)
+        logger.warning("ONNX bundle %s is unusable (%s): exporting it again", target, problem)
+        _discard(target)
     _remove_stale_temp_dirs(cache_dir, target.name)
     source = None if precision == "fp32" else ensure_onnx_bundle(resolved, cache_dir, max_length)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=cache_dir))
@@ -194,11 +262,12 @@ def ensure_onnx_bundle(
             export_onnx_bundle(resolved, tmp, max_length=max_length)
         else:
             quantize_bundle(source, tmp)
+        seal_bundle(tmp, key)
         tmp.chmod(0o755)  # mkdtemp makes it 0700; the bundle is shared (MLflow, serving)
         try:
             os.rename(tmp, target)
         except OSError:
-            if not is_complete_bundle(target):
+            if entry_problem(target, key) is not None:
                 raise
             logger.info("another process exported %s first; using it", target)
             shutil.rmtree(tmp, ignore_errors=True)
@@ -208,9 +277,68 @@ def ensure_onnx_bundle(
     return target
 
 
+def seal_bundle(bundle_dir: Path, key: str) -> None:
+    """Record in the bundle's config the cache key it was made for and each file's sha256 and
+    size (:func:`entry_problem` checks them before the bundle is used)."""
+    bundle_dir = Path(bundle_dir)
+    config = read_bundle_config(bundle_dir)
+    config["cache_key"] = key
+    config["files"] = {
+        name: {
+            "sha256": _file_sha256(
+                str((bundle_dir / name).resolve()), *_size_mtime(bundle_dir / name)
+            ),
+            "bytes": (bundle_dir / name).stat().st_size,
+        }
+        for name in SEALED_FILES
+    }
+    (bundle_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
+def entry_problem(bundle_dir: Path, key: str) -> str | None:
+    """Why the cached bundle at ``bundle_dir`` must not be used, or None when it is intact: a
+    file missing, a config that does not parse, no seal, a seal for another key, or a file
+    whose size or sha256 differs from its seal (hashed once per process and file version)."""
+    bundle_dir = Path(bundle_dir)
+    if not bundle_dir.exists():
+        return "absent"
+    try:
+        config = read_bundle_config(bundle_dir)
+    except BundleError as exc:
+        return str(exc)
+    files = config.get("files")
+    if config.get("cache_key") != key or not isinstance(files, dict):
+        return f"not sealed for key {key}"
+    for name in SEALED_FILES:
+        seal, file = files.get(name), bundle_dir / name
+        if not isinstance(seal, dict):
+            return f"{name} is not in the seal"
+        try:
+            size, mtime_ns = _size_mtime(file)
+        except OSError as exc:
+            return f"{name}: {exc.strerror or exc}"
+        if size != seal.get("bytes"):
+            return f"{name} has {size} bytes, sealed with {seal.get('bytes')}"
+        if _file_sha256(str(file.resolve()), size, mtime_ns) != seal.get("sha256"):
+            return f"{name} does not match its sha256"
+    return None
+
+
+def _discard(entry: Path) -> None:
+    """Move a bad entry aside in one rename (a reader never sees it half deleted), then delete.
+    If another process moved or replaced it first, leave theirs alone."""
+    aside = entry.with_name(f".bad-{entry.name}-{os.getpid()}-{secrets.token_hex(3)}")
+    try:
+        os.rename(entry, aside)
+    except OSError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 def _remove_stale_temp_dirs(cache_dir: Path, name: str, max_age_s: float = 6 * 3600) -> None:
     """Temp folders of exports killed hard (SIGKILL, power loss) long ago."""
-    for stale in cache_dir.glob(f".tmp-{name}-*"):
+    leftovers = [*cache_dir.glob(f".tmp-{name}-*"), *cache_dir.glob(f".bad-{name}-*")]
+    for stale in leftovers:
         try:
             if time.time() - stale.stat().st_mtime > max_age_s:
                 shutil.rmtree(stale, ignore_errors=True)
@@ -425,6 +553,8 @@ def quantize_bundle(source_dir: Path, out_dir: Path) -> Path:
             f"int8 quantization of {source_dir} moved the vectors too far "
             f"(min cosine {min_cosine:.4f} < {QUANTIZATION_MIN_COSINE})"
         )
+    for sealed_for_fp32 in ("cache_key", "files"):
+        config.pop(sealed_for_fp32, None)
     config.update(
         precision="int8",
         quantization={
