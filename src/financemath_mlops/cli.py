@@ -138,7 +138,8 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
     except Exception as exc:
         if not is_out_of_space(exc):
             raise
-        where = getattr(exc, "filename", None)
+        # a copy's error names source and destination: the destination is what filled up
+        where = getattr(exc, "filename2", None) or getattr(exc, "filename", None)
         kept = "the stage's log above says what it kept"
         message = out_of_space(where, kept) if where else _unnamed_full_disk(exc)
         print(f"error: {message}", file=sys.stderr)

@@ -383,6 +383,13 @@ def test_a_drift_report_on_a_full_disk_publishes_nothing(
     assert_clean_full_disk(code, err, reports, "no partial", capsys)
     assert snapshot(reports) == before
     assert leftovers(reports) == []
+    # The index's writer alone, on the same full disk: its line is cut back, not left torn.
+    from financemath_mlops.errors import OutOfSpaceError
+    from financemath_mlops.monitoring.history import record_report
+
+    with pytest.raises(OutOfSpaceError, match="index.jsonl is as it was"):
+        record_report(reports, "drift", {"note": "x" * (256 * 1024)})
+    assert snapshot(reports) == before
     # No rerun here (a drift report costs 5-30 s on 2 shared cores): the first run above is
     # the recovery, in the same folder; tests/unit/test_atomic_outputs.py pins the index line.
 

@@ -174,6 +174,9 @@ def test_a_full_disk_exits_1_with_one_line_and_a_mistake_still_exits_2(capsys) -
     def unnamed(argv: list[str] | None) -> int:
         raise full_disk()
 
+    def copied(argv: list[str] | None) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device", "/tmp/src.onnx", None, "/m/x.onnx")
+
     def mistake(argv: list[str] | None) -> int:
         raise StageError("--input not found")
 
@@ -183,6 +186,8 @@ def test_a_full_disk_exits_1_with_one_line_and_a_mistake_still_exits_2(capsys) -
     assert err.count("\n") == 1 and "Traceback" not in err
     assert run_main(unnamed) == 1
     assert "the path was not reported: `df -h`" in capsys.readouterr().err
+    assert run_main(copied) == 1
+    assert "writing /m/x.onnx (" in capsys.readouterr().err  # where it went, not where from
     assert run_main(mistake) == 2
     assert capsys.readouterr().err == "error: --input not found\n"
 
