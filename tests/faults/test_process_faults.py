@@ -269,3 +269,588 @@ def test_batch_prediction_survives_a_killed_dask_worker(
     got, expected = pd.read_parquet(summary.output), pd.read_parquet(local.output)
     assert got["question_id"].tolist() == good_ids  # each once, in input order
     pd.testing.assert_series_equal(got["prediction"], expected["prediction"], rtol=1e-6)
+
+
+# --- SIGKILL of training ---------------------------------------------------------------------
+
+TRAIN_TIMEOUT_S = 240
+# Kill points spread over a run, each the moment its sign is seen from outside (the run's log,
+# the store's tables, the artefact folder), so each lands in its phase however loaded the machine.
+KILL_POINTS = (
+    "0.5s",  # importing
+    "final-fit",  # the log says the final model is being fitted (after CV)
+    "run-opened",  # a new MLflow run is RUNNING (params, metrics, artefacts being logged)
+    "model-upload",  # the new logged model's first artefact file exists
+    "version-registered",  # the new version's registry row exists, @challenger not moved
+    "challenger-moved",  # @challenger points at the new version (the pointer not yet written)
+)
+
+
+def store_scalar(db: Path, sql: str) -> int:
+    rows = store_query(db, sql)
+    return int(rows[0][0] or 0) if rows else 0
+
+
+def point_reached(point: str, workdir: Path, log: Path, begun: float, before: dict) -> bool:
+    """Whether the training run started at ``begun`` shows the sign of ``point``."""
+    db = workdir / "mlruns" / "mlflow.db"
+    if point == "0.5s":
+        return time.monotonic() - begun >= 0.5
+    if point == "final-fit":
+        return "fitting the final model" in log.read_text(errors="replace")[before["log"] :]
+    if point == "run-opened":
+        return store_scalar(db, "select count(*) from runs") > before["runs"]
+    if point == "model-upload":
+        models = workdir / "mlruns" / "artifacts" / "models"
+        return any(
+            p.name not in before["models"] and any(q.is_file() for q in p.rglob("*"))
+            for p in (models.iterdir() if models.is_dir() else [])
+        )
+    if point == "version-registered":
+        return store_scalar(db, "select max(version) from model_versions") > before["version"]
+    challenger = "select max(version) from registered_model_aliases where alias = 'challenger'"
+    return store_scalar(db, challenger) > before["version"]
+
+
+@dataclass
+class Killed:
+    point: str  # when it was killed
+    seconds: float  # after start
+    exit_code: int | None
+    versions: dict[str, dict[str, Any]]  # version -> {aliases, complete, missing}
+    running_runs: int  # MLflow runs left RUNNING by the killed process
+
+
+@dataclass
+class Sweep:
+    model_name: str
+    tracking_uri: str
+    killed: list[Killed]
+    rerun_version: str
+    rerun: dict[str, dict[str, Any]]
+    seconds: float
+    lock_left: dict[str, Any] | None  # the alias lock a kill inside a move left behind
+
+
+def training_env(workdir: Path) -> dict[str, str]:
+    from tests.helpers import cli_env
+
+    return cli_env(
+        FMOPS_PATHS__CACHE_DIR=str(REPO_ROOT / ".cache"),
+        FMOPS_PATHS__HF_CACHE_DIR=str(REPO_ROOT / ".cache" / "hf"),
+        FMOPS_MLFLOW__TRACKING_URI=f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}",
+        FMOPS_MLFLOW__ARTIFACT_ROOT=str(workdir / "mlruns" / "artifacts"),
+        FMOPS_TRAINING__CV_FOLDS="3",
+        MLFLOW_DISABLE_TELEMETRY="true",
+    )
+
+
+def start_training(workdir: Path, log: Path) -> Any:
+    import subprocess
+    import sys
+
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "financemath_mlops.training"],
+            cwd=workdir, env=training_env(workdir), stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def store_query(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    """Read the tracking database as it is now (read-only; a busy database reads as empty)."""
+    import sqlite3
+
+    if not db.is_file():
+        return []
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as c:
+            return c.execute(sql).fetchall()
+    except sqlite3.OperationalError:
+        return []
+
+
+def file_uri_path(uri: str) -> Path:
+    from urllib.parse import unquote, urlparse
+
+    return Path(unquote(urlparse(uri).path)) if uri.startswith("file:") else Path(uri)
+
+
+def version_files(client: Any, name: str, version: str) -> dict[str, set[str]]:
+    """The files (relative paths) of a version's model folder and of its run's artefacts."""
+    found = client.get_model_version(name, version)
+    model_id = found.source.removeprefix("models:/")
+    folders = {
+        "model": file_uri_path(client.get_logged_model(model_id).artifact_location),
+        "run": file_uri_path(client.get_run(found.run_id).info.artifact_uri),
+    }
+    return {what: non_empty_files(root) for what, root in folders.items()}
+
+
+def non_empty_files(root: Path) -> set[str]:
+    """Relative paths of the non-empty files under root; the embedding bundle's folder (named
+    after its export, which may differ between two runs) is written as <bundle>."""
+    found = set()
+    for path in root.rglob("*"):
+        if path.is_file() and path.stat().st_size:
+            parts = path.relative_to(root).parts
+            if len(parts) == 3 and parts[0] == "artifacts":
+                parts = ("artifacts", "<bundle>", parts[2])
+            found.add("/".join(parts))
+    return found
+
+
+ALIAS_LOCK_SUFFIX = ".alias-lock"  # runs/aliases.py's lock: a registered model of this name
+
+
+def holder_of_alias_lock(tracking_uri: str, name: str) -> dict[str, Any] | None:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        lock = client.get_registered_model(name + ALIAS_LOCK_SUFFIX)
+    except MlflowException:
+        return None
+    return json.loads(lock.description or "{}")
+
+
+def drop_alias_lock(tracking_uri: str, name: str) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    client.delete_registered_model(name + ALIAS_LOCK_SUFFIX)
+
+
+def registry_state(tracking_uri: str, name: str, reference: str) -> dict[str, dict[str, Any]]:
+    """Version -> its aliases and whether its files are all there (those of version
+    ``reference``, a complete run of the same training)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    aliases: dict[str, list[str]] = {}
+    for alias, version in (client.get_registered_model(name).aliases or {}).items():
+        aliases.setdefault(str(version), []).append(alias)
+    expected = version_files(client, name, reference)
+    state = {}
+    for found in client.search_model_versions(f"name='{name}'"):
+        version = str(found.version)
+        try:
+            files = version_files(client, name, version)
+            missing = {
+                k: sorted(expected[k] - files[k]) for k in expected if expected[k] - files[k]
+            }
+        except Exception as exc:  # a logged model or run the killed process never finished
+            missing = {"error": [f"{type(exc).__name__}: {exc}"]}
+        state[version] = {
+            "aliases": sorted(aliases.get(version, [])),
+            "complete": not missing,
+            "missing": missing,
+            "status": found.status,
+        }
+    return state
+
+
+@pytest.fixture(scope="module")
+def training_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
+    """A complete training run (version 1 @challenger, in this process), then
+    `python -m financemath_mlops.training` SIGKILLed at each point of the sweep and the registry
+    read after each kill, then one rerun to its end."""
+    import mlflow
+
+    from financemath_mlops.training.train import train
+    from tests.helpers import tail
+
+    started = time.monotonic()
+    workdir = tmp_path_factory.mktemp("training-sigkill")
+    settings = pipeline_settings(workdir)
+    ingest(settings)
+    build_features(settings, show_progress=False)
+    tracking_uri = settings.mlflow.tracking_uri
+    db = workdir / "mlruns" / "mlflow.db"
+    log = workdir / "training.log"
+    log.touch()
+    uris = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    try:
+        name = train(settings).model_name
+    finally:
+        mlflow.set_tracking_uri(uris[0])
+        mlflow.set_registry_uri(uris[1])
+
+    killed: list[Killed] = []
+    for point in KILL_POINTS:
+        models = workdir / "mlruns" / "artifacts" / "models"
+        before = {
+            "log": len(log.read_text(errors="replace")),
+            "runs": store_scalar(db, "select count(*) from runs"),
+            "models": {p.name for p in models.iterdir()},
+            "version": store_scalar(db, "select max(version) from model_versions"),
+        }
+        process = start_training(workdir, log)
+        begun = time.monotonic()
+        while process.poll() is None and time.monotonic() - begun < TRAIN_TIMEOUT_S:
+            if point_reached(point, workdir, log, begun, before):
+                break
+            time.sleep(0.005)
+        seconds = time.monotonic() - begun
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+        code = process.wait(10)
+        running = store_scalar(db, "select count(*) from runs where status = 'RUNNING'")
+        killed.append(
+            Killed(point, seconds, code, registry_state(tracking_uri, name, "1"), running)
+        )
+
+    # A kill inside an alias move leaves runs/aliases.py's lock (a registered model) behind: the
+    # next move waits LOCK_WAIT_S, then exits naming it; it is taken over after LOCK_STALE_S.
+    # The runbook's step (delete it once its holder is gone) instead of the wait:
+    lock_left = holder_of_alias_lock(tracking_uri, name)
+    if lock_left is not None:
+        assert lock_left.get("pid"), lock_left
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(lock_left["pid"]), 0)  # its holder is the killed run: gone
+        drop_alias_lock(tracking_uri, name)
+    process = start_training(workdir, log)
+    assert process.wait(TRAIN_TIMEOUT_S) == 0, f"the rerun after the sweep failed{tail(log)}"
+    return Sweep(
+        lock_left=lock_left,
+        model_name=name,
+        tracking_uri=tracking_uri,
+        killed=killed,
+        rerun_version=str(store_scalar(db, "select max(version) from model_versions")),
+        rerun=registry_state(tracking_uri, name, "1"),
+        seconds=time.monotonic() - started,
+    )
+
+
+@pytest.mark.fault_row(
+    id="training-sigkill-sweep",
+    where="training stage (`python -m financemath_mlops.training`, SQLite store)",
+    fault="SIGKILL at 6 points spread over the run (a sweep): 0.5 s (imports), the final fit, "
+    "the MLflow run opened, the model's upload under way, the version registered, @challenger "
+    "moved (pointer not yet written)",
+    sees="the process is gone (exit -9), no message. Left behind: an MLflow run marked RUNNING "
+    "(killed while it was open), a logged model without a version (killed mid-upload), a "
+    "complete version no alias points at (killed before the alias move), and after a kill "
+    "inside an alias move the alias lock `<model>.alias-lock`",
+    kept="every alias points at a complete version (model folder and run artefacts): MLflow "
+    "registers a version only after its files are uploaded, and the alias moves after that; "
+    "the previous @challenger stays until a run registers its own; the trained pointer names the "
+    "last run that finished",
+    recover="rerun training: a new version, @challenger moved to it. After a kill inside an "
+    "alias move the next move waits 60 s and exits naming the lock and its (dead) holder: delete "
+    "the registered model `<model>.alias-lock`, or wait for its 300 s takeover, and rerun",
+    bound="immediate (the lock: 60 s wait, 300 s takeover)",
+    retry="none (a rerun is a new run and a new version)",
+    runbook="rerun `python -m financemath_mlops.training`; `python -m financemath_mlops.registry "
+    "list` shows the aliases; a version without an alias is never served (serving, export and "
+    "promotion follow aliases)",
+)
+def test_a_killed_training_run_never_leaves_an_alias_on_an_incomplete_version(
+    training_sweep: Sweep,
+) -> None:
+    sweep = training_sweep
+    report = "\n".join(
+        f"  {k.point:>20} killed at {k.seconds:5.1f}s exit {k.exit_code}: "
+        + ", ".join(
+            f"v{v} {'+'.join(s['aliases']) or '-'} {'complete' if s['complete'] else s['missing']}"
+            for v, s in sorted(k.versions.items(), key=lambda i: int(i[0]))
+        )
+        + f" ({k.running_runs} runs RUNNING)"
+        for k in sweep.killed
+    )
+    print(
+        f"\nSIGKILL sweep of training ({len(sweep.killed)} kills, {sweep.seconds:.0f}s in all):"
+        f"\n{report}\n  alias lock left: {sweep.lock_left}"
+    )
+    assert [k.point for k in sweep.killed] == list(KILL_POINTS)
+    assert all(k.exit_code == -signal.SIGKILL for k in sweep.killed), (
+        f"every point must land before the run ends:\n{report}"
+    )
+    for k in sweep.killed:
+        for version, state in k.versions.items():
+            if state["aliases"]:
+                assert state["complete"], f"{k.point}: v{version} {state}\n{report}"
+        holders = [v for v, s in k.versions.items() if "challenger" in s["aliases"]]
+        assert len(holders) == 1, f"{k.point}: @challenger lost\n{report}"
+    by_point = {k.point: k for k in sweep.killed}
+    registered = by_point["version-registered"]
+    orphan = max(registered.versions, key=int)  # registered, never aliased: never served
+    assert registered.versions[orphan]["complete"], report
+    assert orphan not in [v for v, s in registered.versions.items() if s["aliases"]], report
+    moved = by_point["challenger-moved"]
+    assert moved.versions[max(moved.versions, key=int)]["aliases"] == ["challenger"], report
+
+    # The rerun completes and moves @challenger to its own, complete version.
+    final = sweep.rerun[sweep.rerun_version]
+    assert final["aliases"] == ["challenger"] and final["complete"], sweep.rerun
+    assert int(sweep.rerun_version) == int(max(moved.versions, key=int)) + 1, sweep.rerun
+
+
+# --- Prefect ---------------------------------------------------------------------------------
+
+PREFECT_START_TIMEOUT_S = 120
+FLOW_TIMEOUT_S = 400
+FLOW_ROWS = 120
+CRASH_MARKED_S = 60
+
+
+@dataclass
+class PrefectServer:
+    """A real `prefect server start` on 127.0.0.1 that the test can stop and start again (the
+    same port and PREFECT_HOME: its SQLite database survives a restart)."""
+
+    home: Path
+    port: int
+    process: Any = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    @property
+    def log(self) -> Path:
+        return self.home / "server.log"
+
+    def start(self) -> float:
+        import httpx
+
+        from tests.helpers import VENV_BIN, cli_env, start_process, wait_for
+        from tests.integration.prefect_server import QUIET_SERVER_ENV
+
+        env = cli_env(PREFECT_HOME=str(self.home), **QUIET_SERVER_ENV)
+        env.pop("PREFECT_API_URL", None)
+        command = [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
+                   "--port", str(self.port)]  # fmt: skip
+        begun = time.monotonic()
+        self.process = start_process(command, env, self.home, self.log)
+        wait_for(
+            lambda: httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200,
+            PREFECT_START_TIMEOUT_S, "prefect server to be healthy", self.process, self.log,
+            interval=0.3,
+        )  # fmt: skip
+        return time.monotonic() - begun
+
+    def stop(self) -> None:
+        from tests.helpers import stop_process_group
+
+        if self.process is not None:
+            stop_process_group(self.process)
+            self.process = None
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        import httpx
+
+        for attempt in range(5):  # a loaded server answers 503 while its SQLite is busy
+            response = httpx.post(f"{self.api_url}/{path}", json=body, timeout=30)
+            if response.status_code != 503:
+                break
+            time.sleep(2**attempt)
+        response.raise_for_status()
+        return response.json()
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    from tests.helpers import free_port
+
+    server = PrefectServer(tmp_path_factory.mktemp("prefect-server"), free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def flow_env(workdir: Path, api_url: str) -> dict[str, str]:
+    """The pipeline CLI's environment: data, MLflow and reports under workdir, shared caches."""
+    env = training_env(workdir)
+    env.update(
+        PREFECT_API_URL=api_url,
+        PREFECT_HOME=str(workdir / "prefect-client"),
+        FMOPS_PATHS__REPORTS_DIR=str(workdir / "reports"),
+    )
+    return env
+
+
+def task_runs(server: PrefectServer, name: str) -> list[dict[str, Any]]:
+    return server.post("task_runs/filter", {"task_runs": {"name": {"like_": name}}})
+
+
+def flow_run_states(server: PrefectServer) -> list[str]:
+    return [run["state_type"] for run in server.post("flow_runs/filter", {})]
+
+
+@pytest.mark.fault_row(
+    id="prefect-server-restarted-mid-flow",
+    where="the pipeline flow (`python -m financemath_mlops.flows`, PREFECT_API_URL set)",
+    fault="the Prefect server stopped and started again while the training task runs",
+    sees="nothing but a pause: the stages run in the flow's own process; Prefect's client "
+    "retries the state calls it makes meanwhile (connection refused after a first success: "
+    "PREFECT_CLIENT_MAX_RETRIES=5, back-off 2-32 s, about 60 s in all) and the run ends "
+    "Completed; a server down longer fails the flow, naming the API address",
+    kept="the server's database (flow and task runs); every stage output the run wrote",
+    recover="nothing when the server is back within the retries; else rerun the flow (every "
+    "stage runs again: tasks are not cached; the ONNX export and the embedding cache are reused)",
+    bound="the server's restart (seconds) within about 60 s of client retries",
+    retry="Prefect's client: 5 retries with back-off on a refused connection (state calls are "
+    "idempotent on the server)",
+    runbook="`curl $PREFECT_API_URL/health`; restart `prefect server start`; rerun "
+    "`python -m financemath_mlops.flows` if the run failed",
+)
+def test_the_flow_runs_through_a_prefect_server_restart(
+    prefect_server: PrefectServer, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from tests.helpers import tail, wait_for
+
+    log = tmp_path / "flow.log"
+    with log.open("wb") as out:
+        flow = subprocess.Popen(
+            [sys.executable, "-m", "financemath_mlops.flows", "--source", "sample",
+             "--rows", str(FLOW_ROWS)],
+            cwd=tmp_path, env=flow_env(tmp_path, prefect_server.api_url), stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        wait_for(
+            lambda: any(r["state_type"] == "RUNNING" for r in task_runs(prefect_server, "train")),
+            FLOW_TIMEOUT_S, "the training task to run", flow, log, interval=0.2,
+        )  # fmt: skip
+        prefect_server.stop()
+        down = time.monotonic()
+        restart_seconds = prefect_server.start()
+        print(
+            f"\nPrefect server down {time.monotonic() - down:.1f}s (start {restart_seconds:.1f}s)"
+        )
+        code = flow.wait(FLOW_TIMEOUT_S)
+    finally:
+        if flow.poll() is None:
+            os.killpg(flow.pid, signal.SIGKILL)
+            flow.wait(10)
+    output = tail(log, 6000)
+    assert code == 0, f"the flow failed across the restart (exit {code}){output}"
+    assert "COMPLETED" in flow_run_states(prefect_server), output
+    (trained,) = [r for r in task_runs(prefect_server, "train") if r["state_type"] == "COMPLETED"]
+    assert trained, output
+    assert (tmp_path / "models" / "serving" / "MLmodel").is_file(), output
+
+
+def flow_config(workdir: Path) -> Path:
+    """A config whose every path is under workdir (a deployment's run starts in the checkout)."""
+    import yaml
+
+    data = {
+        "paths": {
+            **{k: str(workdir / k) for k in ("raw_dir", "interim_dir", "processed_dir",
+                                              "predictions_dir", "reports_dir")},
+            "serving_model_dir": str(workdir / "models" / "serving"),
+            "cache_dir": str(REPO_ROOT / ".cache"),
+            "hf_cache_dir": str(REPO_ROOT / ".cache" / "hf"),
+        },
+        "ingestion": {"source": "sample", "rows": FLOW_ROWS},
+        "mlflow": {
+            "tracking_uri": f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}",
+            "artifact_root": str(workdir / "mlruns" / "artifacts"),
+        },
+        "training": {"cv_folds": 3},
+    }  # fmt: skip
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def start_worker(server: PrefectServer, pool: str, workdir: Path, name: str) -> Any:
+    from tests.helpers import VENV_BIN, cli_env, start_process
+
+    env = cli_env(
+        PREFECT_API_URL=server.api_url,
+        PREFECT_HOME=str(workdir / f"{name}-home"),
+        PREFECT_WORKER_QUERY_SECONDS="1",
+        PREFECT_LOGGING_LEVEL="INFO",
+        MLFLOW_DISABLE_TELEMETRY="true",
+    )
+    command = [str(VENV_BIN / "prefect"), "worker", "start", "--pool", pool, "--name", name]
+    return start_process(command, env, workdir, workdir / f"{name}.log")
+
+
+def flow_run(server: PrefectServer, run_id: str) -> dict[str, Any]:
+    import httpx
+
+    response = httpx.get(f"{server.api_url}/flow_runs/{run_id}", timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def schedule_run_now(server: PrefectServer, deployment_id: str) -> str:
+    """A flow run of the deployment, Scheduled for now (what the cron schedule makes at 02:00)."""
+    from datetime import UTC, datetime
+
+    body = {"state": {"type": "SCHEDULED", "state_details": {
+        "scheduled_time": datetime.now(UTC).isoformat()}}}  # fmt: skip
+    return server.post(f"deployments/{deployment_id}/create_flow_run", body)["id"]
+
+
+@pytest.mark.fault_row(
+    id="prefect-worker-killed-mid-run",
+    where="scheduled retraining (a process work pool, `prefect worker start`)",
+    fault="the worker process SIGKILLed while its scheduled flow run is running",
+    sees="the flow run is marked Crashed within seconds (its process, orphaned, dies at its next "
+    "write to the dead worker's output pipe, and the run's engine reports the crash); the "
+    "deployment's later runs wait (Scheduled, then Late) until a worker polls the pool again",
+    kept="what the crashed run's finished stages wrote (each stage's outputs are its old or new "
+    "complete set); the registry's aliases (a crash mid-training is the training-sigkill-sweep row)",
+    recover="start the worker again; the next scheduled run (or `prefect deployment run "
+    "financemath-pipeline/nightly-retrain`) completes",
+    bound="Crashed within 60 s of the kill (about 10 s measured)",
+    retry="none (the crashed run is not retried; the next run starts from the beginning)",
+    runbook="`prefect flow-run ls --state Crashed`; start `prefect worker start --pool "
+    "financemath-pool`; `prefect deployment run financemath-pipeline/nightly-retrain`",
+)
+def test_a_killed_worker_s_run_is_marked_and_the_next_run_completes(
+    prefect_server: PrefectServer, tmp_path: Path
+) -> None:
+    from tests.helpers import stop_process_group, tail, wait_for
+    from tests.integration.prefect_server import deploy_to_new_pool
+
+    pool = "faults-pool"
+    deployment_id = deploy_to_new_pool(
+        prefect_server.api_url, pool, {"config": str(flow_config(tmp_path))}
+    )
+    worker = start_worker(prefect_server, pool, tmp_path, "worker-1")
+    first = schedule_run_now(prefect_server, deployment_id)
+    try:
+        wait_for(
+            lambda: any(r["state_type"] == "RUNNING" for r in task_runs(prefect_server, "build")),
+            FLOW_TIMEOUT_S, "the scheduled run's features task", worker,
+            tmp_path / "worker-1.log", interval=0.2,
+        )  # fmt: skip
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+        killed_at = time.monotonic()
+        crashed = wait_for(
+            lambda: flow_run(prefect_server, first)["state_type"] not in ("RUNNING", "PENDING"),
+            CRASH_MARKED_S, "the killed worker's run to be marked", interval=0.5,
+        )  # fmt: skip
+        state = flow_run(prefect_server, first)["state"]
+        print(
+            f"\nthe killed worker's run: {state['type']} after "
+            f"{time.monotonic() - killed_at:.1f}s ({state.get('message')})"
+        )
+        assert crashed and state["type"] == "CRASHED", state
+    finally:
+        stop_process_group(worker)
+    second_worker = start_worker(prefect_server, pool, tmp_path, "worker-2")
+    try:
+        second = schedule_run_now(prefect_server, deployment_id)
+        wait_for(
+            lambda: flow_run(prefect_server, second)["state_type"] in ("COMPLETED", "FAILED",
+                                                                       "CRASHED"),
+            FLOW_TIMEOUT_S, "the next run", second_worker, tmp_path / "worker-2.log", interval=1,
+        )  # fmt: skip
+        assert flow_run(prefect_server, second)["state_type"] == "COMPLETED", tail(
+            tmp_path / "worker-2.log"
+        )
+    finally:
+        stop_process_group(second_worker)
