@@ -67,6 +67,7 @@ def list_table(name: str, versions: list[Any]) -> str:
 
 
 HISTORY_REASON_WIDTH = 70  # characters of a reason the table shows (--json has them whole)
+ACTOR_WIDTH = 60
 
 
 def manual_reason(command: str, reason: str | None) -> str:
@@ -108,15 +109,17 @@ def history_table(name: str, entries: list[Any]) -> list[str]:
 
     if not entries:
         return [f"{name}: no alias move is recorded (MLflow experiment {AUDIT_EXPERIMENT})"]
+    width = min(max(5, *(len(e.actor) for e in entries)), ACTOR_WIDTH)  # a flow run id: 36
     lines = [
         f"{name}: {len(entries)} alias moves recorded (MLflow experiment {AUDIT_EXPERIMENT})",
         f"  {'#':>4}  {'time (UTC)':<19}  {'alias':<17} {'from':>5} {'to':>5}  "
-        f"{'actor':<28} {'action':<18} reason",
+        f"{'actor':<{width}} {'action':<18} reason",
     ]
     for e in entries:
         lines.append(
             f"  {e.seq:>4}  {e.when().strftime('%Y-%m-%d %H:%M:%S'):<19}  {e.alias:<17} "
-            f"{e.from_version or '-':>5} {e.to_version or '-':>5}  {_short(e.actor, 28):<28} "
+            f"{e.from_version or '-':>5} {e.to_version or '-':>5}  "
+            f"{_short(e.actor, width):<{width}} "
             f"{e.action:<18} {_short(e.reason, HISTORY_REASON_WIDTH)}"
             + ("  [DELETED]" if e.deleted else "")
         )

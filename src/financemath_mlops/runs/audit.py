@@ -249,11 +249,7 @@ def append(model: str, moves: Iterable[Move], action: str, reason: str) -> list[
         return []
     experiment = _experiment_id(create=True)
     assert experiment is not None
-    existing = read_entries(model)
-    head = _head(model)
-    seq, prev = (existing[-1].seq, existing[-1].hash) if existing else (0, GENESIS)
-    if head is not None and int(head.get("seq", -1)) > seq:  # the last entries were deleted:
-        seq, prev = int(head["seq"]), str(head["hash"])  # chain after them, so the gap shows
+    seq, prev = _last(model, experiment)
     actor = current_actor()
     text = reason.strip()
     if len(text) > MAX_REASON:
@@ -283,6 +279,32 @@ def append(model: str, moves: Iterable[Move], action: str, reason: str) -> list[
         model, HEAD_TAG, json.dumps({"seq": seq, "hash": prev, "run_id": written[-1].run_id})
     )
     return written
+
+
+def _last(model: str, experiment: str) -> tuple[int, str]:
+    """(number, hash) to chain the next entry after: the head tag's, read in one request (the
+    trail is not read whole on every move), unless an entry past it exists (a move whose head
+    update was lost) or there is no head: then the last of every entry, or of the head when
+    that is further (the last entries were deleted: chaining after them keeps the gap visible)."""
+    from mlflow.entities import ViewType
+
+    head = _head(model)
+    if head is not None and head["seq"] >= 1:
+        quoted = model.replace("'", "\\'")
+        past = client().search_runs(
+            [experiment],
+            filter_string=f"tags.`{PREFIX}model` = '{quoted}' and "
+            f"tags.`{PREFIX}seq` = '{head['seq'] + 1}'",
+            run_view_type=ViewType.ALL,
+            max_results=1,
+        )
+        if not past:
+            return head["seq"], head["hash"]
+    existing = read_entries(model)
+    seq, prev = (existing[-1].seq, existing[-1].hash) if existing else (0, GENESIS)
+    if head is not None and head["seq"] > seq:
+        seq, prev = head["seq"], head["hash"]
+    return seq, prev
 
 
 def verify(model: str, entries: list[Entry], aliases: dict[str, str]) -> Check:
