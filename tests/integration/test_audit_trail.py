@@ -306,3 +306,26 @@ def test_at_answers_what_each_alias_pointed_to(store: str, capsys):
 
     assert registry(store, "history", "--at", "last tuesday") == 2
     assert "--at 'last tuesday' is not a date or time" in capsys.readouterr().err
+
+
+def test_a_lost_or_stale_head_tag_is_named_and_the_next_move_chains_after_the_last_entry(
+    store: str, capsys
+):
+    runs.move_champion(NAME, 1, reason="first")
+    runs.move_champion(NAME, 2, reason="second")  # entries 1-3
+    head = runs.client().get_registered_model(NAME).tags[audit.HEAD_TAG]
+    runs.client().delete_registered_model_tag(NAME, audit.HEAD_TAG)
+    code, out = history_json(store, capsys)
+    assert code == 1 and any(audit.HEAD_TAG in p for p in out["problems"])
+
+    # A head left behind (a move whose head update was lost): the next entry still follows #3.
+    stale = json.loads(head) | {"seq": 1, "hash": _entries_by_seq()[1].hash}
+    runs.client().set_registered_model_tag(NAME, audit.HEAD_TAG, json.dumps(stale))
+    runs.move_champion(NAME, 3, reason="third")
+    assert [e.seq for e in audit.read_entries(NAME)] == [1, 2, 3, 4, 5]
+    code, out = history_json(store, capsys)
+    assert (
+        code == 0
+        and out["problems"] == []
+        and out["entries"][3]["prev_hash"] == (out["entries"][2]["hash"])
+    )
