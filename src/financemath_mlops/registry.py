@@ -16,17 +16,16 @@ from financemath_mlops.errors import StageError
 EPILOG = """\
 examples:
   python -m financemath_mlops.registry list
-  python -m financemath_mlops.registry --name financemath-regressor-sample promote 3 \
-      --reason "CHG-1234: v3 wins on the Q4 review set"
+  python -m financemath_mlops.registry --name financemath-regressor-sample promote 3 --reason "CHG-1234"
   python -m financemath_mlops.registry rollback --reason "INC-77: v3 answers in cents"
-  python -m financemath_mlops.registry history      # who moved which alias, when and why
-  python -m financemath_mlops.registry history --at 2026-12-01      # what served that day
+  python -m financemath_mlops.registry history                  # who moved which alias, when, why
+  python -m financemath_mlops.registry history --at 2026-12-01  # what each alias was that day
   python -m financemath_mlops.registry --name financemath-regressor-sample export --to models/serving
 
-An unknown --name exits 2 listing the registered names, closest first. promote and rollback
-need --reason (exit 2 without it): it goes into the audit trail with the actor (FMOPS_ACTOR,
-else the OS user) and the time. `history` exits 1 when the trail was tampered with (an edited
-or deleted entry, named) or an alias points where no entry says (moved in the MLflow UI). `export --to DIR`
+An unknown --name exits 2 listing the registered names, closest first. promote and rollback need
+--reason (exit 2 without it): it goes into the audit trail with the actor (FMOPS_ACTOR, else the
+OS user) and the time. `history` exits 1 when the trail was tampered with (an edited or deleted
+entry, named) or an alias points where no entry says (moved in the MLflow UI). `export --to DIR`
 replaces DIR whole, so DIR must be new, empty or a model folder exported before; anything else
 (a folder holding other files) is refused with exit 2 unless --force.
 """
