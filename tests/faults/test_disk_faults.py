@@ -300,6 +300,44 @@ def test_features_on_a_full_disk_keep_the_previous_table(
 
 
 @pytest.mark.fault_row(
+    id="embedding-cache-enospc",
+    where="features stage (its embedding cache)",
+    fault="disk full (ENOSPC) under .cache/embeddings (a 256 KiB tmpfs, filled)",
+    sees="exit 0 and one WARNING: `embedding cache not saved (no space left on device under "
+    ".cache/embeddings: N KiB free of M on ...); the features are built all the same, and these "
+    "texts are embedded again next time`",
+    kept="the previous cache; the new table is written (a cache costs reuse, never the output)",
+    recover="nothing to do; free space to get the reuse back",
+    bound="immediate",
+    retry="none (the texts are embedded again on the next run)",
+    runbook="df -h .cache; free space (or point paths.cache_dir elsewhere)",
+)
+def test_features_on_a_full_embedding_cache_still_build_the_table(
+    tmp_path: Path, row_mounts: Mounts, capsys
+) -> None:
+    from financemath_mlops.features.__main__ import main as features_main
+    from financemath_mlops.ingestion.__main__ import main as ingestion_main
+
+    cache = row_mounts.mount(tmp_path / "cache", "256k")
+    (cache / "embeddings").mkdir()
+    fill(cache, leave=0)
+    config = write_config(tmp_path, cache_dir=cache)
+    records, table = tmp_path / "records.jsonl", tmp_path / "table.parquet"
+    argv = ["--config", str(config), "--log-level", "WARNING"]
+    assert stage(ingestion_main, [*argv, "--seed", "99", "--output", str(records)], capsys)[0] == 0
+    before = snapshot(cache)
+
+    code, err = stage(
+        features_main, [*argv, "--input", str(records), "--output", str(table)], capsys
+    )
+
+    assert code == 0, err
+    assert "embedding cache not saved (no space left on device under" in err, err
+    assert "Traceback" not in err, err
+    assert table.is_file() and snapshot(cache) == before and leftovers(cache) == []
+
+
+@pytest.mark.fault_row(
     id="mlruns-enospc",
     where="training stage (MLflow artefacts)",
     fault="disk full (ENOSPC) under mlruns/ (SQLite store and artefact root on one 200 MiB "

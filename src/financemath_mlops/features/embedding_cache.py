@@ -23,6 +23,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from financemath_mlops.atomic import free_space, is_out_of_space
+
 logger = logging.getLogger(__name__)
 
 REQUIRED_KEY_FIELDS = ("model_id", "revision", "source", "backend")
@@ -101,7 +103,17 @@ def embed_with_cache(
         dims = {v.shape[0] for v in cached.values()} | {vectors.shape[1]}
         if len(dims) > 1:
             raise ValueError(f"cache {store} holds vectors of another dim {dims}: key {dict(key)}")
-        _save(store, fresh, key)
+        try:
+            _save(store, fresh, key)
+        except OSError as exc:  # a cache: a full disk costs the reuse, not the table
+            if not is_out_of_space(exc):
+                raise
+            logger.warning(
+                "embedding cache not saved (no space left on device under %s: %s); the "
+                "features are built all the same, and these texts are embedded again next time",
+                store.parent,
+                free_space(store.parent),
+            )
     lookup = {**cached, **fresh}
     dim = next(iter(lookup.values())).shape[0] if lookup else int(getattr(embedder, "dim", 0))
     out = np.empty((len(texts), dim), dtype=np.float32)
