@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -382,3 +383,105 @@ def test_the_prediction_log_on_a_full_disk_says_so_and_loses_nothing(service: Se
         f"{after['write_errors']:.0f} write errors"
     )
     assert seen_s < FLUSH_S + 2  # one flush interval, plus scrapes on a busy machine
+
+
+# -- PostgreSQL under `mlflow server` restarts while the service reloads ------------------------
+
+
+def local_path(uri: str) -> Path:
+    """file:/x, file:///x or /x as a path."""
+    return Path(urlsplit(uri).path) if uri.startswith("file:") else Path(uri)
+
+
+def register_in(stack: Any, trained_model: Any, workdir: Path) -> str:
+    """The session's trained model registered in the team stack as `<name>@champion`, its files
+    on this machine (an experiment with a local artefact location: no upload needed)."""
+    from mlflow import MlflowClient
+
+    name = "financemath-serving-faults"
+    local = MlflowClient(trained_model.tracking_uri, trained_model.tracking_uri)
+    model_dir = local_path(
+        local.get_model_version_download_uri(trained_model.model_name, trained_model.version)
+    )
+    client = stack.client()
+    artifacts = workdir / "stack-artifacts"
+    found = client.get_experiment_by_name(name)
+    experiment = found.experiment_id if found else client.create_experiment(
+        name, artifact_location=artifacts.as_uri()
+    )  # fmt: skip
+    run = client.create_run(experiment)
+    source = local_path(run.info.artifact_uri) / "model"
+    shutil.copytree(model_dir, source)
+    client.create_registered_model(name)
+    version = client.create_model_version(name, str(source), run_id=run.info.run_id)
+    client.set_registered_model_alias(name, "champion", version.version)
+    client.set_terminated(run.info.run_id)
+    return f"models:/{name}@champion"
+
+
+@pytest.mark.fault_row(
+    id="serving-postgres-restart",
+    where="prediction service, reloading from `mlflow server` on PostgreSQL",
+    fault="PostgreSQL behind the tracking server stopped (`pg_ctl stop -m fast`) and started again "
+    "while the service reloads every second",
+    sees='/ready 200 with `down: ["tracking_store"]` (the server answers 5xx: `... answered '
+    '500 ...`); fmops_dependency_up{name="tracking_store"} 0; FinanceMathDependencyDown after 5 '
+    "min if it lasts",
+    kept="the model in service: /predict answers 200 throughout; the registry as it was",
+    recover="nothing to do once PostgreSQL is back: the next reload sets the gauge to 1",
+    bound="serving.reload_interval_s + one store call (a 5xx answers at once; MLflow retries "
+    "5xx serving.mlflow_retries times with back-off)",
+    retry="MLflow's HTTP retries on 5xx (a registry read: idempotent), then the periodic reload",
+    runbook="pg_isready -h <db host>; the mlflow server log; the service needs no action",
+)
+def test_postgres_restarting_under_the_store_leaves_the_service_answering(
+    healthy_stack: Any, trained_model: Any, workdir: Path
+):
+    stack = healthy_stack
+    model_uri = register_in(stack, trained_model, workdir)
+    port = free_port()
+    env = dict(trained_model.env)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.update(
+        FMOPS_MLFLOW__TRACKING_URI=stack.tracking_uri,
+        FMOPS_PATHS__PREDICTIONS_DIR=str(workdir / "pg-predictions"),
+        FMOPS_PATHS__REPORTS_DIR=str(workdir / "reports"),
+        FMOPS_SERVING__RELOAD_INTERVAL_S=str(RELOAD_S),
+        FMOPS_SERVING__MLFLOW_TIMEOUT_S=str(STORE_TIMEOUT_S),
+        FMOPS_SERVING__MLFLOW_RETRIES="0",
+        FMOPS_MONITORING__LOG_FEATURES="none",
+    )
+    log = workdir / "api-pg.log"
+    command = [
+        str(VENV_BIN / "python"), "-m", "financemath_mlops.serving", "--model-uri", model_uri,
+        "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+    process = start_process(command, env, workdir / "api-pg", log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(
+            lambda: httpx.get(f"{base}/ready", timeout=5).status_code == 200,
+            180, "the service on the team stack", process, log,
+        )  # fmt: skip
+        service = Service(base, process, log, workdir / "pg-predictions")
+        assert store_state(service)[0] == 1
+        stack.stop_postgres()
+        try:
+            answered = answers_throughout(
+                service, lambda: store_state(service)[0] == 0, 30, "PostgreSQL is down"
+            )
+            body = store_state(service)[1]
+            assert body["down"] == ["tracking_store"]
+            assert (
+                stack.tracking_uri.removeprefix("http://")
+                in (body["dependencies"]["tracking_store"]["error"])
+            )
+        finally:
+            stack.start_postgres()
+        answered += answers_throughout(
+            service, lambda: store_state(service)[0] == 1, 60, "PostgreSQL is back"
+        )
+        assert store_state(service)[1]["down"] == []
+        print(f"\n{answered} predictions answered while PostgreSQL restarted")
+    finally:
+        stop_process_group(process)
