@@ -9,15 +9,24 @@ used before issue 30), on the same commit in the same run:
 4. the serve command `make run` printed, until `/ready` answers 200;
 5. one `/predict`, which must give a finite number (`.ci/check_service.py`'s question).
 
-Every cache starts empty: `XDG_CACHE_HOME` (the uv tool venv, Hugging Face, the per-user caches
-the project keeps there), `UV_CACHE_DIR`, `PIP_CACHE_DIR`, each in a fresh temporary folder, and
-nothing of the clone is reused. pip's own settings (find-links, mirrors, certificates) are left
-as they are: they are where both installers take packages from. "MB received" is the rise of the
-received bytes of every non-loopback interface (/proc/net/dev) during the phase: the machine's,
-so other work on it is counted too, and files read from a local find-links folder or a file://
-index are not counted at all. Results go to `benchmarks/results/front_door.json` and a table.
+Every cache starts empty: `XDG_CACHE_HOME` (the uv tool venv, the ONNX export cache
+`financemath-mlops/onnx`, the per-user caches the project keeps there), `UV_CACHE_DIR`,
+`PIP_CACHE_DIR`, each in a fresh temporary folder, and nothing of the clone is reused (its
+Hugging Face cache and Prefect home are inside it). The project's own variables (`FMOPS_*`, which
+could move the export cache elsewhere), `PREFECT_*` (a running server would skip the temporary
+one) and `MLFLOW_*` are removed: a newcomer has none. pip's own settings (find-links, mirrors,
+certificates) are left as they are: they are where both installers take packages from.
+
+The baseline is **pip** (`INSTALLER=pip`: what `make run` used before issue 30, and the fallback
+where uv cannot be had), measured on the same commit in the same run; the table gives each
+phase's ratio to it. "MB received" is the rise of the received bytes of every non-loopback
+interface (/proc/net/dev) during the phase: the machine's, so other work on it is counted too,
+and files read from a local find-links folder or a file:// index are not counted at all; "cache
+MB" is what the run left in its (empty at the start) caches, its own downloads and unpacked
+files. Results go to `benchmarks/results/front_door.json` and a table.
 
     python3 benchmarks/front_door.py                      # uv then pip: about 3-4 minutes on 2 cores
+    python3 benchmarks/front_door.py --repeat 2           # twice each, medians in the table
     python3 benchmarks/front_door.py --installers uv      # uv only: about 1 minute
     python3 benchmarks/front_door.py --commit HEAD~3      # another commit of this repository
 
@@ -52,7 +61,11 @@ PHASES = (
     "first /predict",
 )
 T = TypeVar("T")
-GOAL_SECONDS = 75  # issue 30: clone -> make run -> serve -> first prediction, empty caches
+# issue 30: clone -> make run -> serve -> first prediction, empty caches, with uv
+TARGET_SECONDS = 75
+GOAL_SECONDS = 60
+BASELINE = "pip"
+CLEARED_PREFIXES = ("FMOPS_", "PREFECT_", "MLFLOW_")
 
 
 def received_bytes() -> int:
@@ -84,6 +97,15 @@ class Phases:
             flush=True,
         )
         return result
+
+
+def folder_mb(folder: Path) -> float:
+    """Bytes of the files under ``folder`` (links not followed), in MB."""
+    total = 0
+    for file in folder.rglob("*"):
+        if file.is_file() and not file.is_symlink():
+            total += file.stat().st_size
+    return round(total / 1e6, 1)
 
 
 def make(clone: Path, env: dict[str, str], log: Path, *targets: str) -> str:
@@ -135,15 +157,16 @@ def predict(clone: Path, base: str, server: subprocess.Popen) -> None:
     )
 
 
-def front_door(installer: str, commit: str, work: Path) -> dict:
-    """One walk through the front door with ``installer``, every cache empty."""
-    root = Path(tempfile.mkdtemp(prefix=f"front-door-{installer}-", dir=work))
-    clone = root / "clone"
+def newcomer_env(
+    installer: str, root: Path, base: dict[str, str] | os._Environ[str]
+) -> tuple[dict[str, str], dict[str, Path]]:
+    """``base`` as a newcomer would have it: every cache a new empty folder under ``root``, none
+    of the project's, Prefect's or MLflow's variables, no enclosing venv or make."""
     caches = {name: root / name for name in ("xdg-cache", "uv-cache", "pip-cache")}
     for folder in caches.values():
         folder.mkdir()
     env = {
-        **os.environ,
+        **base,
         "INSTALLER": installer,
         "XDG_CACHE_HOME": str(caches["xdg-cache"]),
         "UV_CACHE_DIR": str(caches["uv-cache"]),
@@ -151,6 +174,16 @@ def front_door(installer: str, commit: str, work: Path) -> dict:
     }
     for name in ("VIRTUAL_ENV", "MAKEFLAGS", "MFLAGS", "MAKELEVEL"):
         env.pop(name, None)
+    for name in [n for n in env if n.startswith(CLEARED_PREFIXES)]:
+        env.pop(name)
+    return env, caches
+
+
+def front_door(installer: str, commit: str, work: Path) -> dict:
+    """One walk through the front door with ``installer``, every cache empty."""
+    root = Path(tempfile.mkdtemp(prefix=f"front-door-{installer}-", dir=work))
+    clone = root / "clone"
+    env, caches = newcomer_env(installer, root, os.environ)
     log = root / "make.log"
     print(f"{installer}: {root}", flush=True)
     phases = Phases()
@@ -165,6 +198,9 @@ def front_door(installer: str, commit: str, work: Path) -> dict:
     phases.run("install (pipeline set)", make, clone, env, log, ".venv/.installed-pipeline")
     output = phases.run("make run (pipeline)", make, clone, env, log, "run")
     printed = re.findall(r"^ *serve it: *(.+)$", output, re.MULTILINE)
+    pipeline = re.findall(r"^pipeline finished in (\d+)s", output, re.MULTILINE)
+    exports = caches["xdg-cache"] / "financemath-mlops" / "onnx"
+    exported = sorted(p.name for p in exports.iterdir()) if exports.is_dir() else []
     if not printed:
         raise SystemExit(f"make run printed no 'serve it:' command; its output: {log}")
     port = free_port()
@@ -190,9 +226,83 @@ def front_door(installer: str, commit: str, work: Path) -> dict:
     return {
         "phases": phases.rows,
         "total_seconds": total,
+        "pipeline_seconds_reported": int(pipeline[-1]) if pipeline else None,
         "venv_mb": round(venv_mb),
+        "cache_mb": {name: folder_mb(folder) for name, folder in caches.items()},
+        "export_cache_entries": exported,  # made by this run in the empty XDG_CACHE_HOME
+        "load_average_end": os.getloadavg(),
         "root": str(root),
     }
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return round((ordered[middle - 1] + ordered[middle]) / 2, 1)
+
+
+def summarize(runs: dict[str, list[dict]]) -> dict[str, dict]:
+    """Per installer: the median of each phase's seconds and MB, and of the total."""
+    out: dict[str, dict] = {}
+    for installer, results in runs.items():
+        out[installer] = {
+            "phases": {
+                phase: {
+                    key: median([r["phases"][phase][key] for r in results])
+                    for key in ("seconds", "mb_received")
+                }
+                for phase in PHASES
+            },
+            "total_seconds": median([r["total_seconds"] for r in results]),
+            "totals": [r["total_seconds"] for r in results],
+        }
+    return out
+
+
+def targets(summary: dict[str, dict]) -> dict[str, dict]:
+    """Issue 30's target and goal for uv's total, and uv against the pip baseline."""
+    out: dict[str, dict] = {}
+    if "uv" in summary:
+        total = summary["uv"]["total_seconds"]
+        out[f"uv_total_at_most_{TARGET_SECONDS}s"] = {
+            "value": total,
+            "met": total <= TARGET_SECONDS,
+        }
+        out[f"uv_total_at_most_{GOAL_SECONDS}s_goal"] = {
+            "value": total,
+            "met": total <= GOAL_SECONDS,
+        }
+    if "uv" in summary and BASELINE in summary:
+        ratio = summary["uv"]["total_seconds"] / summary[BASELINE]["total_seconds"]
+        out[f"uv_total_over_{BASELINE}"] = {"value": round(ratio, 2), "met": ratio < 1.0}
+    return out
+
+
+def print_table(summary: dict[str, dict], repeat: int) -> None:
+    names = list(summary)
+    ratio = "uv" in summary and BASELINE in summary
+    what = f"median of {repeat} runs" if repeat > 1 else "one run"
+    print(f"\n{'phase (' + what + ')':<28}" + "".join(f"{n:>18}" for n in names)
+          + (f"{'uv / ' + BASELINE:>12}" if ratio else ""))  # fmt: skip
+    for phase in PHASES:
+        cells = [
+            f"{r['phases'][phase]['seconds']:6.1f} s {r['phases'][phase]['mb_received']:6.0f} MB"
+            for r in summary.values()
+        ]
+        line = f"{phase:<28}" + "".join(f"{cell:>18}" for cell in cells)
+        if ratio:
+            base = summary[BASELINE]["phases"][phase]["seconds"]
+            own = summary["uv"]["phases"][phase]["seconds"]
+            line += f"{own / base:>12.2f}" if base > 0 else f"{'-':>12}"
+        print(line)
+    line = f"{'total':<28}" + "".join(f"{r['total_seconds']:>16.1f} s" for r in summary.values())
+    if ratio:
+        line += f"{summary['uv']['total_seconds'] / summary[BASELINE]['total_seconds']:>12.2f}"
+    print(line)
+    for name, target in targets(summary).items():
+        print(f"  {name}: {target['value']} ({'met' if target['met'] else 'NOT met'})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,7 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--installers",
         default="uv,pip",
-        help="comma-separated, in order: uv, pip (default: uv,pip)",
+        help=f"comma-separated, in order: uv, pip (default: uv,pip; {BASELINE} is the baseline)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="walk through the front door this many times each"
     )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--keep", action="store_true", help="keep the clones and caches")
@@ -210,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(installers) - {"uv", "pip"})
     if unknown:
         parser.error(f"--installers: unknown {unknown}: uv, pip")
+    if args.repeat < 1:
+        parser.error("--repeat: at least 1")
     commit = subprocess.run(
         ["git", "-C", str(REPO_ROOT), "rev-parse", args.commit],
         capture_output=True,
@@ -218,35 +333,33 @@ def main(argv: list[str] | None = None) -> int:
     ).stdout.strip()
     work = Path(tempfile.mkdtemp(prefix="front-door-"))
     load_before = os.getloadavg()
-    results = {}
+    runs: dict[str, list[dict]] = {name: [] for name in installers}
     try:
-        for installer in installers:
-            results[installer] = front_door(installer, commit, work)
+        for _ in range(args.repeat):  # interleaved: uv, pip, uv, pip (load drifts alike)
+            for installer in installers:
+                runs[installer].append(front_door(installer, commit, work))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{'phase':<24}" + "".join(f"{name:>18}" for name in results))
-    for phase in PHASES:
-        cells = [
-            f"{r['phases'][phase]['seconds']:6.1f} s {r['phases'][phase]['mb_received']:6.0f} MB"
-            for r in results.values()
-        ]
-        print(f"{phase:<24}" + "".join(f"{cell:>18}" for cell in cells))
-    print(f"{'total':<24}" + "".join(f"{r['total_seconds']:>16.1f} s" for r in results.values()))
+    summary = summarize(runs)
+    print_table(summary, args.repeat)
     print(
-        f"(goal: <= {GOAL_SECONDS} s with uv; load average {load_before[0]:.1f} at the start, "
+        f"(baseline: {BASELINE}; load average {load_before[0]:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} cores)"
     )
     report = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "commit": commit,
+        "baseline": BASELINE,
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "load_average_start": load_before,
             "load_average_end": os.getloadavg(),
         },
-        "results": results,
+        "summary": summary,
+        "targets": targets(summary),
+        "runs": runs,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")

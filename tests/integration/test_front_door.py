@@ -17,7 +17,15 @@ import httpx
 import pytest
 
 from financemath_mlops.errors import StageError
-from tests.helpers import cli_env, free_port, metric_value, running, server_env, wait_for
+from tests.helpers import (
+    REPO_ROOT,
+    cli_env,
+    free_port,
+    metric_value,
+    running,
+    server_env,
+    wait_for,
+)
 
 
 @contextlib.contextmanager
@@ -145,3 +153,60 @@ def test_a_prefect_home_that_is_a_file_is_one_clear_error(tmp_path, monkeypatch)
     monkeypatch.setenv("PREFECT_HOME", str(blocker))
     with pytest.raises(StageError, match="Prefect cannot keep its database"):
         prepare_prefect_env(tmp_path / ".cache")
+
+
+def front_door_benchmark() -> Any:
+    """benchmarks/front_door.py as a module (it is a script, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "front_door_benchmark", REPO_ROOT / "benchmarks" / "front_door.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_front_door_benchmark_starts_a_newcomer_with_every_cache_empty(tmp_path: Path) -> None:
+    bench = front_door_benchmark()
+    mine = {
+        "PATH": "/usr/bin",
+        "XDG_CACHE_HOME": "/root/.cache",  # where a used export cache would be found
+        "FMOPS_PATHS__ONNX_CACHE_DIR": "/somewhere/warm",
+        "PREFECT_API_URL": "http://127.0.0.1:4200/api",
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
+        "VIRTUAL_ENV": "/work/main/.venv",
+        "PIP_FIND_LINKS": "/wheels",  # where packages come from: kept
+    }
+    env, caches = bench.newcomer_env("uv", tmp_path, mine)
+    for variable, name in (
+        ("XDG_CACHE_HOME", "xdg-cache"),
+        ("UV_CACHE_DIR", "uv-cache"),
+        ("PIP_CACHE_DIR", "pip-cache"),
+    ):
+        assert Path(env[variable]) == caches[name] and caches[name].parent == tmp_path
+        assert list(caches[name].iterdir()) == []
+    for gone in ("FMOPS_PATHS__ONNX_CACHE_DIR", "PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
+        assert gone not in env
+    assert "VIRTUAL_ENV" not in env and env["INSTALLER"] == "uv"
+    assert env["PIP_FIND_LINKS"] == "/wheels" and env["PATH"] == "/usr/bin"
+
+
+def test_the_front_door_benchmark_judges_uv_against_the_pip_baseline() -> None:
+    bench = front_door_benchmark()
+
+    def run(total: float, pipeline: float) -> dict:
+        phases = {phase: {"seconds": 1.0, "mb_received": 0.0} for phase in bench.PHASES}
+        phases["make run (pipeline)"]["seconds"] = pipeline
+        return {"phases": phases, "total_seconds": total}
+
+    summary = bench.summarize(
+        {"uv": [run(70.0, 40.0), run(80.0, 50.0)], "pip": [run(120.0, 35.0), run(140.0, 36.0)]}
+    )
+    assert summary["uv"]["total_seconds"] == 75.0  # the median of two runs
+    assert summary["uv"]["phases"]["make run (pipeline)"]["seconds"] == 45.0
+    targets = bench.targets(summary)
+    assert targets["uv_total_at_most_75s"] == {"value": 75.0, "met": True}
+    assert targets["uv_total_at_most_60s_goal"]["met"] is False
+    assert targets["uv_total_over_pip"] == {"value": 0.58, "met": True}
