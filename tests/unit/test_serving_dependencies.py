@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from financemath_mlops.runs import TrackingError
 from financemath_mlops.serving.dependencies import (
     Dependencies,
+    failure_cause,
     public_address,
     store_unreachable,
 )
@@ -74,3 +75,24 @@ def test_the_gauge_follows_each_report_and_errors_are_cleaned():
     assert deps.down() == [] and deps.snapshot()["tracking_store"]["error"] is None
     deps.report("never_declared", False)  # ignored, not invented
     assert set(deps.snapshot()) == {"tracking_store"}
+
+
+def test_the_cause_is_said_in_a_few_words():
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+
+    api = "API request to http://127.0.0.1:5000/api/2.0/mlflow/registered-models/alias failed"
+    cases = {
+        f"{api} with exception HTTPConnectionPool(host='127.0.0.1', port=5000): Read timed out.": (
+            "timed out"
+        ),
+        f"{api} with exception ... [Errno 111] Connection refused')": "refused the connection",
+        f"{api} with exception ... (Caused by ResponseError('too many 500 error responses'))": (
+            "answered HTTP 500 to every try"
+        ),
+        f"{api} with exception SSLError('bad handshake')": "could not be reached (TrackingError)",
+    }
+    for message, cause in cases.items():
+        assert failure_cause(raised_as_resolve_does(MlflowException(message))) == cause, message
+    busy = MlflowException("the database is restarting", error_code=TEMPORARILY_UNAVAILABLE)
+    assert failure_cause(busy) == "answered HTTP 503: the database is restarting"

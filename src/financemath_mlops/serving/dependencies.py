@@ -131,6 +131,9 @@ def store_unreachable(exc: BaseException) -> bool | None:
 def failure_cause(exc: BaseException) -> str:
     """What went wrong in a few words (timed out, connection refused, ...), for /ready."""
     text = " ".join(str(error) for error in _chain(exc)).lower()
+    statuses = re.search(r"too many (\d{3}) error responses", text)  # urllib3, retries used up
+    if statuses:
+        return f"answered HTTP {statuses.group(1)} to every try"
     for needles, cause in (
         (("timed out", "timeout"), "timed out"),
         (("refused",), "refused the connection"),
@@ -143,6 +146,6 @@ def failure_cause(exc: BaseException) -> str:
             return cause
     for error in _chain(exc):
         status = getattr(error, "get_http_status_code", None)
-        if callable(status):
-            return f"answered {status()} ({public_text(str(error))[:120]})"
-    return public_text(f"{type(exc).__name__}: {exc}")[:160]
+        if callable(status) and "failed with exception" not in str(error):
+            return f"answered HTTP {status()}: {public_text(str(error))[:120]}"
+    return f"could not be reached ({public_text(type(exc).__name__)})"
