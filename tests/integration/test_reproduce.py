@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -209,3 +210,33 @@ def test_a_changed_untracked_file_is_refused_with_both_sha256s(
     message = str(refused.value)
     assert f"the run trained on sha256 {want}" in message
     assert "ingests to records with sha256" in message and "Nothing was rebuilt" in message
+
+
+def test_a_changed_embedding_shows_as_the_largest_feature_difference_and_exits_1(
+    trained_model: TrainedModel,
+    restore_mlflow_uris: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys,
+):
+    """Vectors off by 1e-3 in one dimension (what another CPU's kernels could do) in a copy of
+    the embedding cache: the rebuild says which column and question differ most, and exits 1."""
+    import numpy as np
+
+    cache = tmp_path / "cache"
+    (cache / "embeddings").mkdir(parents=True)
+    (cache / "onnx").symlink_to(REPO_ROOT / ".cache" / "onnx", target_is_directory=True)
+    for store in (REPO_ROOT / ".cache" / "embeddings").glob("*.npz"):
+        with np.load(store) as data:
+            hashes, vectors = data["hashes"], data["vectors"].copy()
+        vectors[:, 0] += np.float32(1e-3)
+        np.savez(cache / "embeddings" / store.name, hashes=hashes, vectors=vectors)
+        shutil.copyfile(store.with_suffix(".json"), cache / "embeddings" / f"{store.stem}.json")
+    monkeypatch.setenv("FMOPS_PATHS__CACHE_DIR", str(cache))
+    monkeypatch.setenv("FMOPS_PATHS__HF_CACHE_DIR", str(REPO_ROOT / ".cache" / "hf"))
+    args = (trained_model.version, "--reuse-embeddings", "--allow-drift")
+    assert reproduce_cli(trained_model, *args) == 1
+    out = capsys.readouterr().out
+    features = next(line for line in out.splitlines() if line.strip().startswith("features"))
+    assert "columns differ; largest |diff| 0.001 in emb_000 of " in features
+    assert out.rstrip().splitlines()[-1].startswith("DIFFERS")
