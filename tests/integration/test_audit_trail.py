@@ -329,3 +329,17 @@ def test_a_lost_or_stale_head_tag_is_named_and_the_next_move_chains_after_the_la
         and out["problems"] == []
         and out["entries"][3]["prev_hash"] == (out["entries"][2]["hash"])
     )
+
+
+def test_the_actor_is_fmops_actor_else_the_flow_run_a_worker_started_else_the_os_user(
+    monkeypatch,
+):
+    me = f"{getpass.getuser()}@{socket.gethostname()}"
+    monkeypatch.delenv(audit.ACTOR_ENV, raising=False)
+    monkeypatch.delenv("PREFECT__FLOW_RUN_ID", raising=False)
+    assert audit.current_actor() == me
+    monkeypatch.setenv("PREFECT__FLOW_RUN_ID", "0f0e-nightly")  # what a Prefect worker sets
+    assert audit.current_actor() == f"prefect flow-run 0f0e-nightly ({me})"
+    monkeypatch.setenv(audit.ACTOR_ENV, "ci: release job 42")
+    assert audit.current_actor() == "ci: release job 42"
+    assert load_settings().mlflow  # FMOPS_ACTOR is not refused as an unknown setting
