@@ -343,3 +343,22 @@ def test_the_actor_is_fmops_actor_else_the_flow_run_a_worker_started_else_the_os
     monkeypatch.setenv(audit.ACTOR_ENV, "ci: release job 42")
     assert audit.current_actor() == "ci: release job 42"
     assert load_settings().mlflow  # FMOPS_ACTOR is not refused as an unknown setting
+
+
+def test_a_lock_left_by_a_dead_move_is_named_then_taken_over(store: str, monkeypatch, caplog):
+    from financemath_mlops.runs import aliases as alias_moves
+
+    lock = NAME + alias_moves.LOCK_SUFFIX
+    runs.client().create_registered_model(lock, description='{"actor": "a move that died"}')
+    monkeypatch.setattr(alias_moves, "LOCK_WAIT_S", 0.3)
+    with pytest.raises(runs.TrackingError, match="a move that died") as refused:
+        runs.move_champion(NAME, 1, reason="blocked")
+    assert f"delete the registered model {lock}" in str(refused.value)
+    assert runs.alias_version(NAME, runs.CHAMPION) is None and audit.read_entries(NAME) == []
+    monkeypatch.setattr(alias_moves, "LOCK_STALE_S", 0.0)  # as if 5 minutes had passed
+    runs.move_champion(NAME, 1, reason="after the dead move")
+    assert "taking over the alias lock" in caplog.text
+    assert aliases() == {"champion": "1"}
+    assert lock not in alias_moves.registered_names() + [
+        m.name for m in runs.client().search_registered_models()
+    ]
