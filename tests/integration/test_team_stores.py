@@ -124,6 +124,35 @@ def test_postgres_store_trains_registers_evaluates_promotes_and_serves_the_champ
     assert isinstance(body["prediction"], float)
 
 
+def test_the_team_champion_rebuilds_bit_identically_from_postgres_and_s3(
+    team: TeamStore, tmp_path: Path
+) -> None:
+    """`registry reproduce` through the team server (the laptop's tracking URI alone): the run's
+    record, split and booster come from PostgreSQL and the S3 bucket; every embedding vector is
+    computed again (the default). --allow-drift: a working tree others edit may have moved on
+    since the session trained (tests/integration/test_reproduce.py tests the refusal)."""
+    from mlflow.tracking import MlflowClient
+
+    name = "team-postgres-sample"  # what the first test of this module trains and promotes
+    client = MlflowClient(tracking_uri=team.tracking_uri, registry_uri=team.tracking_uri)
+    version = client.get_model_version_by_alias(name, "champion").version
+    done = subprocess.run(
+        [str(VENV_BIN / "python"), "-m", "financemath_mlops.registry", "--name", name,
+         "reproduce", str(version), "--allow-drift"],
+        env=client_env(
+            team.tracking_uri,
+            FMOPS_PATHS__CACHE_DIR=str(REPO_ROOT / ".cache"),
+            FMOPS_PATHS__HF_CACHE_DIR=str(REPO_ROOT / ".cache" / "hf"),
+        ),
+        capture_output=True, text=True, timeout=900, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "= the run's" in done.stdout and "model text identical" in done.stdout
+    assert "features" in done.stdout and ": identical" in done.stdout
+    assert done.stdout.rstrip().splitlines()[-1].startswith("identical")
+    assert [v.version for v in client.search_model_versions(f"name='{name}'")] == [version]
+
+
 def test_concurrent_promotions_through_the_team_server_are_serialised_and_recorded(
     team: TeamStore, tmp_path: Path
 ) -> None:
