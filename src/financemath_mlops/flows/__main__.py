@@ -82,10 +82,19 @@ def main(argv: list[str] | None = None) -> int:
 
         print(deploy(params, cron=args.cron, work_pool=args.work_pool))
         return 0
+    from financemath_mlops.flows.environment import (
+        prepare_embedding_bundle,
+        start_temporary_server,
+    )
     from financemath_mlops.flows.pipeline import financemath_pipeline
 
     started = time.perf_counter()
     try:
+        # Prefect's temporary server takes 10-15 s to start: the embedding bundle meanwhile.
+        server = start_temporary_server()
+        prepare_embedding_bundle(settings)  # never raises: a failure is the features task's
+        if server is not None:
+            server.wait()
         summary = financemath_pipeline(**params)
     except RuntimeError as exc:
         if "ephemeral Prefect API server" not in str(exc):

@@ -1,4 +1,5 @@
-"""Quiet, quick Prefect defaults for a first run; call before importing prefect.
+"""Quiet, quick Prefect defaults for a first run (call before importing prefect), and the
+temporary server started early, beside the run's own preparation.
 
 Only defaults: anything the user already set in the environment wins.
 """
@@ -6,11 +7,19 @@ Only defaults: anything the user already set in the environment wins.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from financemath_mlops.errors import StageError
+
+if TYPE_CHECKING:
+    from financemath_mlops.config import Settings
+
+log = logging.getLogger(__name__)
 
 PREFECT_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -46,3 +55,76 @@ def prepare_prefect_env(cache_dir: Path = Path(".cache")) -> None:
             "set PREFECT_HOME to one that is, or run against a Prefect server "
             "(PREFECT_API_URL=http://127.0.0.1:4200/api)."
         ) from None
+
+
+class TemporaryServer:
+    """Prefect's temporary server, started early (:func:`start_temporary_server`).
+
+    Prefect starts it at the flow's first API call and waits for it: 10-15 s on 2 cores for a
+    fresh home (its database is created by migrations), time the run would only wait. Started
+    here, the same server (Prefect's own ``SubprocessASGIServer``, which the flow then finds
+    running) comes up in its own process while this one prepares the embedding bundle; a thread
+    here only launches it and polls its health.
+    """
+
+    def __init__(self) -> None:
+        # Imported here, not in the thread: an import holds the GIL, and the bundle's own
+        # imports (torch) would otherwise delay the launch by seconds.
+        from prefect.server.api.server import SubprocessASGIServer
+
+        self.error: BaseException | None = None
+        self._server = SubprocessASGIServer()
+        self._thread = threading.Thread(target=self._start, name="prefect-server", daemon=True)
+        self._thread.start()
+
+    def _start(self) -> None:
+        try:
+            self._server.start()  # launch, then poll /health; Prefect stops it at exit
+        except BaseException as exc:  # handed to wait(), in the main thread
+            self.error = exc
+
+    def wait(self) -> None:
+        """Return once the server answers; raise what its start raised."""
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def start_temporary_server() -> TemporaryServer | None:
+    """Start Prefect's temporary server now, in the background; None when the run uses a
+    server of the user's (PREFECT_API_URL, in the environment or the Prefect profile). Call
+    :func:`prepare_prefect_env` first: the server reads PREFECT_HOME."""
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return None
+    return TemporaryServer()
+
+
+def prepare_embedding_bundle(settings: Settings) -> None:
+    """Find or export the ONNX embedding bundle the features task will use, while Prefect's
+    temporary server starts: the export (6-20 s of torch, once per user and model: the bundle is
+    cached outside the clone) overlaps the server's start instead of following it.
+
+    Best effort: a failure here is left for the features task to meet and report inside the flow,
+    as it would without this step.
+    """
+    cfg = settings.features.embedding
+    if cfg.backend != "onnx":
+        return
+    from financemath_mlops.features.build import onnx_cache_dir
+    from financemath_mlops.features.onnx_export import ensure_onnx_bundle
+    from financemath_mlops.features.weights import resolve_weights
+
+    try:
+        resolved = resolve_weights(
+            cfg.model_id,
+            revision=cfg.revision,
+            local_path=cfg.local_path,
+            hf_cache_dir=settings.paths.hf_cache_dir,
+        )
+        ensure_onnx_bundle(resolved, onnx_cache_dir(settings), cfg.max_length, cfg.precision)
+    except Exception as exc:
+        log.info(
+            "the embedding bundle is left to the features task (%s: %s)", type(exc).__name__, exc
+        )
