@@ -332,8 +332,8 @@ def healthy_stack(fault_stack: FaultStack) -> Any:
 
 @pytest.fixture(scope="module")
 def features_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small feature table built by the real stages (sample source, 150 rows), so training
-    runs against the faulted stores start from its own folder (cwd) in seconds."""
+    """A small feature table built by the real stages (sample source, 150 rows, int8 embedding),
+    so training runs against the faulted stores start from its own folder (cwd) in seconds."""
     from financemath_mlops.features.build import build_features
     from financemath_mlops.ingestion import ingest
     from tests.conftest import pipeline_settings
@@ -341,7 +341,10 @@ def features_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("fault-features")
     saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith(("FMOPS_", "MLFLOW_"))}
     try:
-        settings = pipeline_settings(workdir, rows=150)
+        # int8: the 23 MB embedding bundle, not fp32's 90 MB, is what every training uploads
+        settings = pipeline_settings(
+            workdir, rows=150, features={"embedding": {"precision": "int8"}}
+        )
         ingest(settings)
         build_features(settings, show_progress=False)
     finally:

@@ -55,6 +55,7 @@ class FaultProxy:
         self.requests: list[str] = []  # first line of every request forwarded (or held)
         self.cuts = 0  # connections closed by `cut`
         self.accepted: list[float] = []  # time.monotonic() of every connection accepted
+        self.hung: list[tuple[float, float]] = []  # (accepted, client gave up) under `hang`
         self._lock = threading.Lock()
         self._triggers: list[_Trigger] = []
         self._listener: socket.socket | None = None
@@ -180,12 +181,16 @@ class FaultProxy:
                 self._open.discard(upstream)
 
     def _swallow(self, client: socket.socket) -> None:
-        """Read and drop everything; never answer (until the proxy stops or the client leaves)."""
+        """Read and drop everything; never answer (until the proxy stops or the client leaves:
+        when it gave up is kept in :attr:`hung`, the client's own timeout seen from outside)."""
+        started = time.monotonic()
         with contextlib.suppress(OSError):
             client.settimeout(0.5)
             while not self._stopped.is_set():
                 try:
                     if not client.recv(CHUNK):
+                        with self._lock:
+                            self.hung.append((started, time.monotonic()))
                         break
                 except TimeoutError:
                     continue

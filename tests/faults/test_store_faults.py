@@ -163,15 +163,16 @@ def test_a_hanging_tracking_server_stops_training_within_the_probe_bound(
 
     stack = healthy_stack
     stack.tracking.set_mode("hang")
-    accepted = len(stack.tracking.accepted)
+    hung = len(stack.tracking.hung)
     done, seconds = train(stack, features_workdir, timeout=120)
-    ended = time.monotonic()
     assert done.returncode == 2, done.stderr[-3000:]
-    assert len(stack.tracking.accepted) > accepted, "the probe never connected"
-    # From the probe's connection to the exit: the probe's budget (+ exiting). The whole run
-    # also pays Python's start-up, about 5 s on an idle machine, more on a loaded one.
-    waited = ended - stack.tracking.accepted[accepted]
-    assert waited < PROBE_SECONDS + 3, (waited, seconds)
+    gave_up = stack.tracking.hung[hung:]
+    assert gave_up, "the probe never asked the hanging server"
+    # The probe's budget, seen from the server's side: from its connection to the client
+    # giving up. The whole run (in the matrix) adds Python's start-up and exit: about 5 s on an
+    # idle machine, more on a loaded one.
+    waited = max(end for _, end in gave_up) - min(start for start, _ in gave_up)
+    assert waited < PROBE_SECONDS + 2, (waited, seconds)
     line = error_line(done)
     address = healthy_stack.tracking_uri
     assert f"cannot reach the MLflow tracking server {address}" in line, line
