@@ -118,6 +118,37 @@ def test_a_disk_full_leaves_no_partial_file_and_the_journal_for_the_next_start(
     assert journal.name.startswith(".journal-") and len(journal.read_text().splitlines()) == 3
 
 
+CLOSED_ON_A_FULL_DISK = """
+import sys
+from financemath_mlops.monitoring import prediction_log as plog
+def full_disk(frame, where):
+    raise OSError(28, "No space left on device")
+plog.write_parquet = full_disk
+log = plog.PredictionLog(sys.argv[1], rotate_rows=1000, flush_seconds=0.1, features="none")
+log.record_many(plog.prediction_entries("req-1", {"name": "m"}, [1.0, 2.0, 3.0]))
+log.close()  # SIGTERM's path: the disk still refuses
+print(log.written, log.dropped, log.write_errors >= 1)
+"""
+
+
+def test_closed_on_a_full_disk_the_next_start_writes_the_rows(tmp_path: Path):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", CLOSED_ON_A_FULL_DISK, str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "0", "True"]  # nothing written, nothing dropped
+    assert "the next start writes out" in done.stderr
+    with PredictionLog(tmp_path, features="none") as restarted:
+        restarted.flush()
+    assert restarted.written == 3
+    assert read_prediction_log(tmp_path)["prediction"].tolist() == [1.0, 2.0, 3.0]
+    assert not list(tmp_path.glob(".journal-*"))
+
+
 class Heard:
     """A listener that keeps what it hears, with the time of each durable change."""
 

@@ -500,9 +500,19 @@ class PredictionLog:
             if recovered:
                 try:  # one part file per journal: written whole or not at all
                     self._write(self._table(recovered))
-                except OSError as exc:
-                    self._write_failed(f"recovering {path.name}", exc)
-                    continue  # the journal stays: the next start tries again
+                except OSError as exc:  # counted, but durable stays: these rows are on disk
+                    with self._counts:
+                        self.write_errors += 1
+                    if self.listener is not None:
+                        self.listener.write_error()
+                    log.warning(
+                        "prediction log: could not write out %s (%s: %s); it stays for the "
+                        "next start",
+                        path,
+                        type(exc).__name__,
+                        exc,
+                    )
+                    continue
                 with self._counts:
                     self.written += len(recovered)
                 if self.listener is not None:
