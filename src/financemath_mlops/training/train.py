@@ -320,7 +320,12 @@ def train(settings: Settings) -> TrainingSummary:
     return summary
 
 
-def _params(settings: Settings, manifest: dict[str, Any], recipe: dict[str, Any]) -> dict[str, Any]:
+def _params(
+    settings: Settings, manifest: dict[str, Any], recipe: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    if recipe is None:  # what train() passes; built here for a caller that only wants the params
+        records = Path(manifest.get("data", {}).get("input") or settings.features_input)
+        recipe = rebuild_recipe(settings, manifest, records, [])
     cfg = settings.training
     embedding = manifest["embedding"]
     data = manifest.get("data", {})
