@@ -91,13 +91,22 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def cell(text: str) -> str:
-    """One table cell: pipes escaped, line breaks folded."""
-    return " ".join(str(text).split()).replace("|", "\\|")
+    """One table cell: pipes escaped, line breaks folded, and ``<address>`` outside code spans
+    written as text (a Markdown renderer would take it for an HTML tag and drop it)."""
+    parts = " ".join(str(text).split()).replace("|", "\\|").split("`")
+    for i in range(0, len(parts), 2):  # even parts lie outside `code`
+        parts[i] = parts[i].replace("<", "&lt;").replace(">", "&gt;")
+    return "`".join(parts)
 
 
 def outcome(row: dict[str, Any]) -> str:
+    """``passed, 31.0 s``; a row that paid for its module's servers says how much of it that was."""
     mark = "passed" if row.get("outcome") == "passed" else f"**{row.get('outcome', 'not run')}**"
-    return f"{mark}, {float(row.get('seconds', 0)):.1f} s"
+    text = f"{mark}, {float(row.get('seconds', 0)):.1f} s"
+    setup = float((row.get("durations") or {}).get("setup", 0))
+    if setup >= 5:
+        text += f" (of which {setup:.0f} s starting the module's servers)"
+    return text
 
 
 def group_order(rows: list[dict[str, Any]]) -> list[str]:

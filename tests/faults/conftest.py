@@ -58,6 +58,7 @@ class Row:
     seconds: float = 0.0
     message: str = ""
     phases: dict[str, str] = field(default_factory=dict)
+    durations: dict[str, float] = field(default_factory=dict)  # setup, call, teardown
 
 
 _ROWS: dict[str, Row] = {}  # nodeid -> row, in collection order
@@ -132,6 +133,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]):
             "FMOPS_TEST_FAULTS_STRICT treat a skipped row as a failure: it proves nothing"
         )
     row.seconds += report.duration
+    row.durations[report.when] = round(report.duration, 1)
     row.phases[report.when] = report.outcome
     if skipped_as_failure:
         row.outcome = "failed (skipped)"

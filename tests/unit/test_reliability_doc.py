@@ -29,14 +29,15 @@ ROW = {
     "recover": "rerun",
     "bound": "seconds",
     "retry": "PUT: idempotent",
-    "runbook": "curl the endpoint",
+    "runbook": "curl <address>/health; `curl <address>/ready`",
 }
 
 
 def matrix(tmp_path: Path) -> Path:
     rows = [
-        {**ROW, "id": "s3-refuses", "group": "store", "outcome": "passed", "seconds": 12.34,
-         "test": "tests/faults/test_store_faults.py::test_a", "message": ""},
+        {**ROW, "id": "s3-refuses", "group": "store", "outcome": "passed", "seconds": 42.34,
+         "test": "tests/faults/test_store_faults.py::test_a", "message": "",
+         "durations": {"setup": 30.0, "call": 12.3, "teardown": 0.04}},
         {**ROW, "id": "features-enospc", "group": "disk", "outcome": "failed", "seconds": 3.0,
          "test": "tests/faults/test_disk_faults.py::test_b", "message": "E  assert 1 == 2"},
     ]  # fmt: skip
@@ -58,7 +59,9 @@ def test_the_doc_shows_each_row_with_its_anchor_fields_and_this_runs_outcome(
     assert gen.anchors(text) == {"s3-refuses", "features-enospc"}
     assert "| [s3-refuses](#s3-refuses) |" in text
     assert "S3 refuses \\| connections" in text  # a pipe in a field does not break the table
-    assert "passed, 12.3 s" in text
+    assert "passed, 42.3 s (of which 30 s starting the module's servers)" in text
+    # <address> outside code would be taken for an HTML tag and vanish; inside code it stays
+    assert "curl &lt;address&gt;/health; `curl <address>/ready`" in text
     assert "**failed**, 3.0 s: E assert 1 == 2" in text  # a failed row says so, with why
     # Groups in the matrix's order: store rows before disk rows.
     assert text.index('<a id="s3-refuses">') < text.index('<a id="features-enospc">')
