@@ -434,6 +434,12 @@ def _reproduce(
         outcome.add("data", "not fetched (--from-features: the run's stored training table)")
         train_frame = stored
     else:
+        if recorded.manifest.get("data", {}).get("validated") == "elsewhere":
+            raise StageError(
+                f"run {run_id}'s features were built from records validated elsewhere "
+                "(--validated-elsewhere), not from ingested data: there is no source to fetch "
+                "again. Pass --from-features to retrain from the run's stored table"
+            )
         meta = next((r["meta"] for r in recorded.holdout_records if r.get("meta")), None)
         records, line = fetch_records(settings, recipe, meta, work)
         outcome.add("data", line)
