@@ -351,6 +351,8 @@ def test_the_prediction_log_on_a_full_disk_says_so_and_loses_nothing(service: Se
         # gauge says 0 and then over one more flush interval.
         while seen_s is None or time.monotonic() - started < seen_s + FLUSH_S:
             assert service.predict() == 200
+            if not burst:
+                started = time.monotonic()  # the first answer the log cannot make durable
             burst += 1
             if seen_s is None and counts(service)["durable"] == 0:
                 seen_s = time.monotonic() - started
@@ -382,7 +384,9 @@ def test_the_prediction_log_on_a_full_disk_says_so_and_loses_nothing(service: Se
         f"written {after['written']:.0f} + dropped {after['dropped']:.0f}; "
         f"{after['write_errors']:.0f} write errors"
     )
-    assert seen_s < FLUSH_S + 2  # one flush interval, plus scrapes on a busy machine
+    # One flush interval (the writer's own bound, pinned to 0.3 s of slack by the unit test on
+    # /dev/full), plus scrapes and scheduling on a busy 2-core machine (0.7-1.9 s seen).
+    assert seen_s < FLUSH_S + 3
 
 
 # -- PostgreSQL under `mlflow server` restarts while the service reloads ------------------------
