@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from financemath_mlops.features.onnx_export import CACHE_SUBDIR, EXPORT_DISTRIBUTIONS
 from financemath_mlops.features.rows import (
     EMBEDDING_DIM,
     FEATURE_VERSION,
@@ -56,6 +57,35 @@ def render() -> str:
         "",
         'Missing values (NaN) mean "not applicable" (e.g. table statistics for a question',
         "without tables), never zero; LightGBM handles them natively.",
+        "",
+        "## The ONNX export cache",
+        "",
+        "The ONNX bundle of the embedding model (`model.onnx`, `tokenizer.json`,",
+        "`embedding_config.json`) is exported once per user and reused by every clone (the export",
+        "costs 6-20 s of torch on 2 cores). It lives in",
+        f"`${{XDG_CACHE_HOME:-~/.cache}}/{CACHE_SUBDIR.as_posix()}/<key>/`; `paths.onnx_cache_dir`",
+        "(`FMOPS_PATHS__ONNX_CACHE_DIR`) moves it, and `.cache/onnx` keeps it inside the clone as",
+        "before. Where the default cannot be created (a read-only home), the clone's",
+        "`<paths.cache_dir>/onnx` is used, with a warning that says so.",
+        "",
+        "- **The key** reads `<model>--<revision>--<source>--len<max_length>--<precision>--<digest>`;",
+        "  the digest covers everything the bundle's bytes depend on: the weights (their commit,",
+        "  else the sha256 of the weights file), max_length, precision, the installed torch,",
+        f"  {', '.join(EXPORT_DISTRIBUTIONS[1:])} versions and the exporter's own source",
+        "  (`features/onnx_export.py`). Any change is a new entry, never a stale one.",
+        "- **Written whole**: an export goes to a temporary folder beside its entry and is renamed",
+        "  into place when complete; clones exporting at once each finish, the first rename wins",
+        "  and the others discard their copy.",
+        "- **Checked before use**: an entry's `embedding_config.json` lists its key and the sha256",
+        "  and size of its other files; an entry that does not match (a half-copied or edited",
+        "  file, a missing one) is moved aside and exported again, never used.",
+        "- **Clearing it** is safe whenever no run is under way:",
+        f"  `rm -rf ${{XDG_CACHE_HOME:-~/.cache}}/{CACHE_SUBDIR.as_posix()}` (the next run exports",
+        "  again). Trained models do not depend on it: training logs a copy of the bundle with",
+        "  the model, and `models/serving` holds that copy.",
+        "",
+        "`make run` finds or exports the bundle while Prefect's temporary server starts, so the",
+        "export and the server's start overlap instead of following each other.",
         "",
     ]
     return "\n".join(lines)
