@@ -38,7 +38,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
 DASK_ROWS = 96
 DASK_PARTITION_ROWS = 8  # 12 partitions: the kill lands with some written and some to come
-KILL_TIMEOUT_S = 60
+KILL_TIMEOUT_S = 300  # the first partitions load the model: minutes on a loaded machine
 
 
 # --- Dask ------------------------------------------------------------------------------------
@@ -684,10 +684,11 @@ def flow_run_states(server: PrefectServer) -> list[str]:
     id="prefect-server-restarted-mid-flow",
     where="the pipeline flow (`python -m financemath_mlops.flows`, PREFECT_API_URL set)",
     fault="the Prefect server stopped and started again while the training task runs",
-    sees="nothing but a pause: the stages run in the flow's own process; Prefect's client "
-    "retries the state calls it makes meanwhile (connection refused after a first success: "
-    "PREFECT_CLIENT_MAX_RETRIES=5, back-off 2-32 s, about 60 s in all) and the run ends "
-    "Completed; a server down longer fails the flow, naming the API address",
+    sees="nothing: the stages run in the flow's own process and Prefect's client retries, "
+    "silently, the state calls it makes meanwhile (a refused connection after a first success: "
+    "PREFECT_CLIENT_MAX_RETRIES=5, back-off 2-32 s, about 60 s in all); the run ends Completed, "
+    "exit 0 (measured: the server down 26-29 s during training). A server down longer than the "
+    "retries fails the flow with Prefect's connection error naming the API address",
     kept="the server's database (flow and task runs); every stage output the run wrote",
     recover="nothing when the server is back within the retries; else rerun the flow (every "
     "stage runs again: tasks are not cached; the ONNX export and the embedding cache are reused)",
@@ -730,6 +731,9 @@ def test_the_flow_runs_through_a_prefect_server_restart(
             os.killpg(flow.pid, signal.SIGKILL)
             flow.wait(10)
     output = tail(log, 6000)
+    said = [line for line in log.read_text(errors="replace").splitlines()
+            if any(w in line for w in ("WARNING", "ERROR", "Error", "retry", "Retry"))]  # fmt: skip
+    print("what the flow said meanwhile:\n" + "\n".join(line[:300] for line in said[:20]))
     assert code == 0, f"the flow failed across the restart (exit {code}){output}"
     assert "COMPLETED" in flow_run_states(prefect_server), output
     (trained,) = [r for r in task_runs(prefect_server, "train") if r["state_type"] == "COMPLETED"]
