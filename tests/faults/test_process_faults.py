@@ -688,7 +688,7 @@ def flow_run_states(server: PrefectServer) -> list[str]:
     "silently, the state calls it makes meanwhile (a refused connection after a first success: "
     "PREFECT_CLIENT_MAX_RETRIES=5, back-off 2-32 s, about 60 s in all); the run ends Completed, "
     "exit 0 (measured: the server down 26-29 s during training). A server down longer than the "
-    "retries fails the flow with Prefect's connection error naming the API address",
+    "retries fails the flow with Prefect's own connection error (not injected here)",
     kept="the server's database (flow and task runs); every stage output the run wrote",
     recover="nothing when the server is back within the retries; else rerun the flow (every "
     "stage runs again: tasks are not cached; the ONNX export and the embedding cache are reused)",
