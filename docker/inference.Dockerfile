@@ -18,22 +18,35 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # --- builder: a venv with the serving extra and our wheel ---------------------------------------
 FROM ${PYTHON_IMAGE} AS builder
+# uv installs (same hashed locks as pip would; measured faster: docs/deployment.md#images). The
+# runtime stage copies the venv only, not uv: no cache left behind, files copied rather than
+# linked, bytecode compiled now (the runtime user cannot write it and PYTHONDONTWRITEBYTECODE is
+# set: without it every start would compile every module), and the system's CA store trusted as
+# Debian's pip trusts it (a base made with the host's extra CA certificates, scripts/test_images.sh).
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    UV_NO_CACHE=1 \
+    UV_LINK_MODE=copy \
+    UV_COMPILE_BYTECODE=1 \
+    UV_SYSTEM_CERTS=1
 WORKDIR /build
-# No pip or setuptools inside the venv: the base image's pip installs into it (--python).
+# No pip or setuptools inside the venv: uv installs into it from outside (--python).
 RUN python -m venv --without-pip /opt/venv
+# uv itself from its hashed pin (requirements/uv-tool.txt), by the base image's pip, beside the venv.
+COPY requirements/uv-tool.txt requirements/uv-tool.txt
+RUN python -m pip install --no-cache-dir --require-hashes --no-deps --target /opt/uv \
+        -r requirements/uv-tool.txt
 # Dependencies first, from the serving lock (`make lock`): every file's sha256 checked, nothing
 # outside the lock fetched. This layer is reused until the lock changes.
 COPY requirements/serving.txt requirements/serving.txt
-RUN python -m pip --python /opt/venv/bin/python install --no-cache-dir --require-hashes --no-deps \
+RUN /opt/uv/bin/uv pip install --python /opt/venv/bin/python --require-hashes --no-deps \
         -r requirements/serving.txt
 # Our package, built as a wheel and installed without touching the dependencies above.
 COPY pyproject.toml README.md LICENSE ./
 COPY src ./src
-RUN python -m pip --python /opt/venv/bin/python install --no-cache-dir --no-deps . \
-    && python -m pip --python /opt/venv/bin/python check \
+RUN /opt/uv/bin/uv pip install --python /opt/venv/bin/python --no-deps . \
+    && /opt/uv/bin/uv pip check --python /opt/venv/bin/python \
     && /opt/venv/bin/python -c "import importlib.util as u, sys; heavy = [m for m in ('torch', 'sentence_transformers', 'prefect', 'evidently') if u.find_spec(m)] + [m for m in ('lightgbm', 'scipy', 'sklearn', 'pyarrow', 'matplotlib', 'sqlalchemy', 'flask') if u.find_spec(m)]; sys.exit('serving image must not contain: ' + ', '.join(heavy) if heavy else 0)"
 
 # --- runtime: the venv and the default config; the model comes from MLflow at start-up ----------

@@ -4,8 +4,8 @@
 #
 # Build from the repository root:
 #   docker build -f docker/pipeline.Dockerfile -t financemath-mlops/pipeline .
-# Air-gapped from the CPU wheel index, with a folder holding torch-2.13.0+cpu's wheel (the local
-# version sorts above PyPI's 2.13.0, so the wheel wins; its dependencies come from the lock):
+# Air-gapped from the CPU wheel index, with a folder holding torch-2.13.0+cpu's wheel (asked for
+# as 2.13.0+cpu, so only that wheel matches; its dependencies come from the lock):
 #   docker build -f docker/pipeline.Dockerfile --build-context torch-wheels=DIR \
 #     --build-arg TORCH_INDEX_URL=https://pypi.org/simple -t financemath-mlops/pipeline .
 # Run the whole pipeline once (offline synthetic sample):
@@ -20,27 +20,40 @@ FROM scratch AS torch-wheels
 # --- builder: torch from the CPU wheel index, then the pipeline extra, then our package ---------
 FROM ${PYTHON_IMAGE} AS builder
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# uv installs (same hashed locks as pip would; measured faster: docs/deployment.md#images). The
+# runtime stage copies the venv only, not uv: no cache left behind, files copied rather than
+# linked, bytecode compiled now (the runtime user cannot write it and PYTHONDONTWRITEBYTECODE is
+# set: without it every start would compile every module), and the system's CA store trusted as
+# Debian's pip trusts it (a base made with the host's extra CA certificates, scripts/test_images.sh).
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    UV_NO_CACHE=1 \
+    UV_LINK_MODE=copy \
+    UV_COMPILE_BYTECODE=1 \
+    UV_SYSTEM_CERTS=1
 WORKDIR /app
 RUN python -m venv --without-pip /opt/venv
-# The Makefile's TORCH_SPEC; the CPU index serves it as 2.13.0+cpu. --no-deps: torch's own
-# dependencies are in the pipeline lock, hashed.
+# uv itself from its hashed pin (requirements/uv-tool.txt), by the base image's pip, beside the venv.
+COPY requirements/uv-tool.txt requirements/uv-tool.txt
+RUN python -m pip install --no-cache-dir --require-hashes --no-deps --target /opt/uv \
+        -r requirements/uv-tool.txt
+# The Makefile's TORCH_SPEC, asked for as its CPU build by name (+cpu: a CUDA build cannot match,
+# whichever index has it). --no-deps: torch's own dependencies are in the pipeline lock, hashed.
 RUN --mount=type=bind,from=torch-wheels,target=/torch-wheels \
-    python -m pip --python /opt/venv/bin/python install --no-cache-dir --no-deps \
-        --find-links /torch-wheels --index-url "${TORCH_INDEX_URL}" torch==2.13.0
+    /opt/uv/bin/uv pip install --python /opt/venv/bin/python --no-deps \
+        --find-links /torch-wheels --index-url "${TORCH_INDEX_URL}" torch==2.13.0+cpu
 # The pipeline lock (`make lock`): every file's sha256 checked, nothing outside the lock fetched.
 COPY requirements/pipeline.txt requirements/pipeline.txt
-RUN python -m pip --python /opt/venv/bin/python install --no-cache-dir --require-hashes --no-deps \
+RUN /opt/uv/bin/uv pip install --python /opt/venv/bin/python --require-hashes --no-deps \
         -r requirements/pipeline.txt
 COPY pyproject.toml README.md LICENSE ./
 COPY src ./src
 COPY configs ./configs
 COPY prefect.yaml ./
 # Editable, so the package's project root is /app: `flows deploy` registers /app as the source.
-RUN python -m pip --python /opt/venv/bin/python install --no-cache-dir --no-deps --editable . \
-    && python -m pip --python /opt/venv/bin/python check
+RUN /opt/uv/bin/uv pip install --python /opt/venv/bin/python --no-deps --editable . \
+    && /opt/uv/bin/uv pip check --python /opt/venv/bin/python
 
 # --- runtime -------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

@@ -1,7 +1,7 @@
 """The serving install is lean (issue 18) and serves the same answers as the full one.
 
-Builds the `serving` extra from the lock into a temporary venv without pip (as the inference image
-does), then checks: no forbidden distribution (torch, Prefect, Evidently, scikit-learn, matplotlib,
+Builds the `serving` extra from the lock into a temporary venv without pip, as the inference image
+does (uv from requirements/uv-tool.txt, `--require-hashes --no-deps`, bytecode compiled), then checks: no forbidden distribution (torch, Prefect, Evidently, scikit-learn, matplotlib,
 scipy, pyarrow, lightgbm, the full mlflow and its server parts), the venv within its budget, the
 trained model predicting there like lightgbm does in the full install, and the prediction log it
 writes read back by the monitoring reader of the full install. A venv build takes one to a few minutes
@@ -69,13 +69,16 @@ def lean_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy2(REPO / name, source / name)
     venv = work / "venv"
-    # As the image: no pip or setuptools in the venv (16 + 9 MB); this pip installs into it.
+    # As the image: no pip or setuptools in the venv (16 + 9 MB); uv installs into it, from
+    # outside, with this machine's pip sources (scripts/uv_pip.py), bytecode compiled.
     run(sys.executable, "-m", "venv", "--without-pip", venv, timeout=300)
-    pip = [sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install", "-q",
-           "--disable-pip-version-check"]  # fmt: skip
+    uv = run("bash", REPO / "scripts" / "install.sh", "uv", timeout=600).strip()
+    install = [sys.executable, REPO / "scripts" / "uv_pip.py", uv, "install", "--quiet",
+               "--python", venv / "bin" / "python"]  # fmt: skip
+    env = {**os.environ, "UV_COMPILE_BYTECODE": "1", "UV_LINK_MODE": "copy"}
     lock = REPO / "requirements" / "serving.txt"  # the image's install, line for line
-    run(*pip, "--require-hashes", "--no-deps", "-r", lock, timeout=1200)
-    run(*pip, "--no-deps", source, timeout=600)
+    run(*install, "--require-hashes", "--no-deps", "-r", lock, timeout=1200, env=env)
+    run(*install, "--no-deps", source, timeout=600, env=env)
     return venv
 
 

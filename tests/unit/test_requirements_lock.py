@@ -177,18 +177,32 @@ def test_every_lock_agrees_with_the_dev_lock_and_leaves_torch_out() -> None:
 
 
 def test_images_install_their_lock_with_hashes_before_the_source() -> None:
+    """uv, bootstrapped in the build from its hashed pin, installs the image's lock with hashes,
+    torch as its CPU build by name, then the project; bytecode compiled at build (the runtime
+    user cannot write it), uv and its cache left in the builder stage."""
     for dockerfile, lock in (("inference", "serving"), ("pipeline", "pipeline")):
         text = (REPO_ROOT / "docker" / f"{dockerfile}.Dockerfile").read_text(encoding="utf-8")
         flat = re.sub(r"\\\n\s*", " ", text)
-        install = re.search(rf"pip .*install [^\n]*-r requirements/{lock}\.txt", flat)
-        assert install, f"{dockerfile}.Dockerfile does not install requirements/{lock}.txt"
+        builder, runtime = flat.split(" AS runtime", 1)
+        bootstrap = re.search(r"pip install [^\n]*-r requirements/uv-tool\.txt", builder)
+        assert bootstrap and "--require-hashes --no-deps" in bootstrap[0], dockerfile
+        uv = "/opt/uv/bin/uv pip install --python /opt/venv/bin/python"
+        install = re.search(rf"{re.escape(uv)} [^\n]*-r requirements/{lock}\.txt", builder)
+        assert install, f"{dockerfile}.Dockerfile does not install requirements/{lock}.txt with uv"
         assert "--require-hashes" in install[0] and "--no-deps" in install[0]
+        assert builder.index(bootstrap[0]) < builder.index(install[0])
         assert flat.index(f"COPY requirements/{lock}.txt") < flat.index("COPY src")
         assert flat.index(install[0]) < flat.index("COPY src")
-        project = re.search(r"pip [^\n]*install [^\n]*--no-deps [^\n]*\.(\s|$)", flat)
+        project = re.search(rf"{re.escape(uv)} --no-deps (--editable )?\.(\s|$)", builder)
         assert project, f"{dockerfile}.Dockerfile must install the project itself with --no-deps"
-        for torch in re.findall(r"pip [^\n]*install [^\n]*torch==[^\n]*", flat):
-            assert "--no-deps" in torch, "torch's dependencies come from the lock, hashed"
+        assert "uv pip check --python /opt/venv/bin/python" in builder
+        for variable in ("UV_COMPILE_BYTECODE=1", "UV_NO_CACHE=1", "UV_SYSTEM_CERTS=1"):
+            assert variable in builder, f"{dockerfile}.Dockerfile: {variable}"
+        assert "/opt/uv" not in runtime, "uv stays in the builder stage"
+        torch = re.findall(r"install [^\n]*torch==[^\n]*", flat)
+        assert len(torch) == (dockerfile == "pipeline")
+        for line in torch:  # the CPU build by name; its dependencies come from the lock, hashed
+            assert "--no-deps" in line and re.search(r"torch==\S+\+cpu\b", line), line
 
 
 def makefile_rule(makefile: str, target: str) -> str:
@@ -363,3 +377,45 @@ def test_every_tool_venv_installs_its_lock_with_hashes_through_one_installer() -
         text = (REPO_ROOT / caller).read_text(encoding="utf-8")
         assert call in text, f"{caller} no longer installs through scripts/tool_venv.sh"
         assert not re.search(r"\bpip\b[^\n]*\binstall\b", text), f"{caller} runs pip itself"
+
+
+def test_the_build_context_lets_in_what_the_dockerfiles_copy_and_nothing_else() -> None:
+    """.dockerignore is an allow-list: each entry is something a Dockerfile copies from the
+    context, each copied path is let in; the venv, git, data, stores and reports stay out."""
+    rules = [
+        line.strip()
+        for line in (REPO_ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert rules[0] == "*", "the context must start from nothing (an allow-list)"
+    allowed = {rule[1:].rstrip("/") for rule in rules if rule.startswith("!")}
+    copied = set()
+    for dockerfile in sorted((REPO_ROOT / "docker").glob("*.Dockerfile")):
+        text = re.sub(r"\\\n\s*", " ", dockerfile.read_text(encoding="utf-8"))
+        args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, re.MULTILINE))
+        for line in re.findall(r"^COPY (?!--from)(.+)$", text, re.MULTILINE):
+            *sources, _destination = line.split()
+            for source in sources:
+                for name, default in args.items():  # ${MODEL_DIR}: its default
+                    source = source.replace(f"${{{name}}}", default)
+                source = source.rstrip("/")
+                copied.add(source)
+                assert any(source == a or source.startswith(f"{a}/") for a in allowed), (
+                    f"{dockerfile.name} copies {source}, which .dockerignore leaves out"
+                )
+    unused = {a for a in allowed if not any(c == a or c.startswith(f"{a}/") for c in copied)}
+    assert not unused, f".dockerignore lets in {sorted(unused)}, which no Dockerfile copies"
+    for private in (".venv", ".git", "data", "mlruns", "reports", ".cache", "tests"):
+        assert not any(a == private or a.startswith(f"{private}/") for a in allowed), private
+
+
+def test_ci_keys_its_uv_cache_on_checkovs_lock_where_checkov_is_installed() -> None:
+    """The lint and test jobs run scripts/k8s_policy.sh, which installs checkov's venv with uv."""
+    workflow = yaml.safe_load((REPO_ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    for name in ("lint", "test"):
+        keys = [
+            step["with"]["key"]
+            for step in workflow["jobs"][name]["steps"]
+            if str(step.get("uses", "")).startswith("actions/cache@")
+        ]
+        assert keys and all("requirements/checkov-tool.txt" in key for key in keys), name
