@@ -240,3 +240,21 @@ def test_a_changed_embedding_shows_as_the_largest_feature_difference_and_exits_1
     features = next(line for line in out.splitlines() if line.strip().startswith("features"))
     assert "columns differ; largest |diff| 0.001 in emb_000 of " in features
     assert out.rstrip().splitlines()[-1].startswith("DIFFERS")
+
+
+def test_the_lock_is_the_largest_whose_every_pin_is_installed(tmp_path: Path):
+    """Found by content: a dev lock pinning a version that is not installed does not match, the
+    pipeline lock whose pins all are does; with none matching, `none`."""
+    from financemath_mlops import provenance
+
+    installed = dict(line.split("==", 1) for line in provenance.installed_packages())
+    locks = tmp_path / "requirements"
+    locks.mkdir()
+    numpy = f"numpy=={installed['numpy']} \\\n    --hash=sha256:{'0' * 64}\n"
+    (locks / "pipeline.txt").write_text(numpy, encoding="utf-8")
+    (locks / "dev.txt").write_text(numpy + "lightgbm==0.0.1\n", encoding="utf-8")
+    env = provenance.environment(tmp_path)
+    assert env.lock_name == "requirements/pipeline.txt"
+    assert env.lock_sha256 == hashlib.sha256((locks / "pipeline.txt").read_bytes()).hexdigest()
+    (locks / "pipeline.txt").write_text("numpy==0.0.1\n", encoding="utf-8")
+    assert provenance.environment(tmp_path).lock_name == "none"
