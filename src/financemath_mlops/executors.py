@@ -41,6 +41,13 @@ class ExecutorError(StageError):
     """The Dask cluster cannot be used (bad address, scheduler unreachable); nothing is written."""
 
 
+class ClusterLostError(ExecutorError):
+    """The Dask cluster lost a partition (its workers died more often than Dask retries, the
+    scheduler went away): exit 1, the command was right; rerun it once the cluster is healthy."""
+
+    exit_code = 1
+
+
 def check_executor_flags(
     executor: ExecutorSettings, given: dict[str, object], section: str
 ) -> None:
@@ -162,7 +169,7 @@ def _in_order(
             try:
                 result = future.result()
             except dask_failures() as exc:  # the cluster's fault, not the task's own error
-                raise ExecutorError(cluster_failure(client, future.key, exc)) from None
+                raise ClusterLostError(cluster_failure(client, future.key, exc)) from None
             done[result.index] = result
             while next_index in done:
                 yield done.pop(next_index)

@@ -182,7 +182,7 @@ def test_features_survive_a_killed_dask_worker(
     id="features-dask-worker-killed-repeatedly",
     where="features stage, Dask executor",
     fault="a partition's worker killed more often than distributed.scheduler.allowed-failures",
-    sees="exit 2: `error: the Dask cluster (scheduler tcp://HOST:PORT) lost partition N: "
+    sees="exit 1: `error: the Dask cluster (scheduler tcp://HOST:PORT) lost partition N: "
     "KilledWorker: ...; nothing was written (the previous output is kept) ...`",
     kept="the previous complete table",
     recover="find why workers die (memory), rerun",
@@ -209,6 +209,7 @@ def test_features_fail_cleanly_when_dask_gives_up_on_a_partition(
     message = str(raised.value)
     assert f"the Dask cluster (scheduler {strict.address}) lost partition" in message
     assert "KilledWorker" in message and "previous output is kept" in message
+    assert raised.value.exit_code == 1  # the command was right: rerun it
     assert settings.features_output.read_bytes() == previous
     assert sorted(p.name for p in settings.features_output.parent.iterdir()) == ["features.parquet"]
 

@@ -314,7 +314,9 @@ def build_features(
             manifest = columns_manifest(info, data, totals["rows"], totals["labelled"])
             writer.add_key_value_metadata({MANIFEST_KEY: json.dumps(manifest, allow_nan=False)})
     except ExecutorError as exc:
-        raise FeatureError(str(exc)) from None
+        error = FeatureError(str(exc))
+        error.exit_code = exc.exit_code  # a lost cluster exits 1 (rerun it), a bad address 2
+        raise error from None
     extra: dict[str, Any] = {}
     if on_dask:
         startup = stats["ready_at"] - started
