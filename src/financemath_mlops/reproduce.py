@@ -255,16 +255,13 @@ def rebuild_features(
     again (a scratch embedding cache; the ONNX export reused: it is keyed by the weights). With
     `reuse`, vectors come from the configured embedding cache where it holds them (keyed by model,
     revision, weights sha256, backend, length, precision and the text's sha256)."""
-    from financemath_mlops.features.build import build_features, read_features
+    from financemath_mlops.features.build import build_features, onnx_cache_dir, read_features
 
     emb = recipe["embedding"]
-    cache = Path(settings.paths.cache_dir)
+    # the ONNX bundle cache as configured (a scratch cache_dir must not move it)
+    paths = {"onnx_cache_dir": onnx_cache_dir(settings)}
     if not reuse:
-        cache = work / "cache"
-        cache.mkdir(parents=True, exist_ok=True)
-        onnx = Path(settings.paths.cache_dir) / "onnx"
-        onnx.mkdir(parents=True, exist_ok=True)
-        (cache / "onnx").symlink_to(onnx.resolve(), target_is_directory=True)
+        paths["cache_dir"] = work / "cache"
     # "unknown": weights that do not record their revision (the packaged copy); asking for that
     # name would only warn, the weights' sha256 below pins them
     revision = None if emb["revision"] == "unknown" else emb["revision"]
@@ -282,7 +279,7 @@ def rebuild_features(
     output = work / "features" / "finance_math_features.parquet"
     rebuilt = settings.model_copy(
         update={
-            "paths": settings.paths.model_copy(update={"cache_dir": cache}),
+            "paths": settings.paths.model_copy(update=paths),
             "features": settings.features.model_copy(
                 update={
                     "input": records,
