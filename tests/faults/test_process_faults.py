@@ -447,6 +447,7 @@ def registry_state(tracking_uri: str, name: str, reference: str) -> dict[str, di
             "complete": not missing,
             "missing": missing,
             "status": found.status,
+            "registration": (found.tags or {}).get("fmops.registration"),
         }
     return state
 
@@ -533,8 +534,10 @@ def training_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
     "(killed while it was open), a logged model without a version (killed mid-upload), a "
     "complete version no alias points at (killed before the alias move), and after a kill "
     "inside an alias move the alias lock `<model>.alias-lock`",
-    kept="every alias points at a complete version (model folder and run artefacts): MLflow "
-    "registers a version only after its files are uploaded, and the alias moves after that; "
+    kept="every alias points at a complete version (model folder and run artefacts): training "
+    "registers a version only after its files are uploaded (tagged fmops.registration="
+    "pending-alias in the same request), moves the alias, then tags it complete; a version "
+    "killed before its alias move stays pending and is refused by number (never served); "
     "the previous @challenger stays until a run registers its own; the trained pointer names the "
     "last run that finished",
     recover="rerun training: a new version, @challenger moved to it. After a kill inside an "
@@ -577,6 +580,7 @@ def test_a_killed_training_run_never_leaves_an_alias_on_an_incomplete_version(
     registered = by_point["version-registered"]
     orphan = max(registered.versions, key=int)  # registered, never aliased: never served
     assert registered.versions[orphan]["complete"], report
+    assert registered.versions[orphan]["registration"] == "pending-alias", registered.versions
     assert orphan not in [v for v, s in registered.versions.items() if s["aliases"]], report
     moved = by_point["challenger-moved"]
     assert moved.versions[max(moved.versions, key=int)]["aliases"] == ["challenger"], report
@@ -585,6 +589,25 @@ def test_a_killed_training_run_never_leaves_an_alias_on_an_incomplete_version(
     final = sweep.rerun[sweep.rerun_version]
     assert final["aliases"] == ["challenger"] and final["complete"], sweep.rerun
     assert int(sweep.rerun_version) == int(max(moved.versions, key=int)) + 1, sweep.rerun
+    assert final["registration"] == "complete", final
+    assert_refused_by_number(sweep, orphan)
+
+
+def assert_refused_by_number(sweep: Sweep, version: str) -> None:
+    """What the service, evaluation and export resolve: the half-registered version is refused."""
+    import mlflow
+
+    from financemath_mlops.runs.store import TrackingError, resolve
+
+    uris = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(sweep.tracking_uri)
+    mlflow.set_registry_uri(sweep.tracking_uri)
+    try:
+        with pytest.raises(TrackingError, match="half-registered"):
+            resolve(f"models:/{sweep.model_name}/{version}")
+    finally:
+        mlflow.set_tracking_uri(uris[0])
+        mlflow.set_registry_uri(uris[1])
 
 
 # --- Prefect ---------------------------------------------------------------------------------
