@@ -120,7 +120,7 @@ def log_training_run(
             path.parent.mkdir(parents=True, exist_ok=True)
             write(path)
             mlflow.log_artifact(str(path), folder or None)
-        log_pyfunc(
+        info = log_pyfunc(
             booster=content.booster,
             manifest=content.manifest,
             target_transform=content.target_transform,
@@ -133,7 +133,7 @@ def log_training_run(
         # pending in the same request: until the alias moves (mark_registered), a store failure
         # leaves a version nobody serves (store.REGISTRATION_TAG).
         registered = mlflow.register_model(
-            f"runs:/{run.info.run_id}/{MODEL_IN_RUN}",  # what log_model itself registers
+            info.model_uri,  # models:/<logged model id>, as log_model itself registers it
             model_name,
             tags={REGISTRATION_TAG: REGISTRATION_PENDING},
         )
