@@ -280,7 +280,7 @@ TRAIN_TIMEOUT_S = 240
 KILL_POINTS = (
     "0.5s",  # importing
     "final-fit",  # the log says the final model is being fitted (after CV)
-    "run-opened",  # a new MLflow run is RUNNING (params, metrics, artefacts being logged)
+    "run-artefacts",  # the new MLflow run's first artefact folder exists (the run is open)
     "model-upload",  # the new logged model's first artefact file exists
     "version-registered",  # the new version's registry row exists, @challenger not moved
     "challenger-moved",  # @challenger points at the new version (the pointer not yet written)
@@ -299,8 +299,9 @@ def point_reached(point: str, workdir: Path, log: Path, begun: float, before: di
         return time.monotonic() - begun >= 0.5
     if point == "final-fit":
         return "fitting the final model" in log.read_text(errors="replace")[before["log"] :]
-    if point == "run-opened":
-        return store_scalar(db, "select count(*) from runs") > before["runs"]
+    if point == "run-artefacts":  # a folder, not the database: SQLite reads fail while it writes
+        root = workdir / "mlruns" / "artifacts"
+        return any(p.name not in before["runs"] for p in root.iterdir() if p.name != "models")
     if point == "model-upload":
         models = workdir / "mlruns" / "artifacts" / "models"
         return any(
@@ -483,7 +484,7 @@ def training_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
         models = workdir / "mlruns" / "artifacts" / "models"
         before = {
             "log": len(log.read_text(errors="replace")),
-            "runs": store_scalar(db, "select count(*) from runs"),
+            "runs": {p.name for p in (workdir / "mlruns" / "artifacts").iterdir()},
             "models": {p.name for p in models.iterdir()},
             "version": store_scalar(db, "select max(version) from model_versions"),
         }
@@ -528,7 +529,7 @@ def training_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
     id="training-sigkill-sweep",
     where="training stage (`python -m financemath_mlops.training`, SQLite store)",
     fault="SIGKILL at 6 points spread over the run (a sweep): 0.5 s (imports), the final fit, "
-    "the MLflow run opened, the model's upload under way, the version registered, @challenger "
+    "the MLflow run logging its artefacts, the model's upload under way, the version registered, @challenger "
     "moved (pointer not yet written)",
     sees="the process is gone (exit -9), no message. Left behind: an MLflow run marked RUNNING "
     "(killed while it was open), a logged model without a version (killed mid-upload), a "
