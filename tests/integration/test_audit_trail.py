@@ -362,3 +362,24 @@ def test_a_lock_left_by_a_dead_move_is_named_then_taken_over(store: str, monkeyp
     assert lock not in alias_moves.registered_names() + [
         m.name for m in runs.client().search_registered_models()
     ]
+
+
+def test_a_lock_whose_holder_died_on_this_host_is_taken_over_at_once(store: str, monkeypatch):
+    """A move SIGKILLed inside the lock (the training sweep of the fault matrix) must not block
+    the next move for LOCK_STALE_S: its holder ran here and its pid is gone."""
+    from financemath_mlops.runs import aliases as alias_moves
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock = NAME + alias_moves.LOCK_SUFFIX
+    holder = {"token": "dead", "pid": dead.pid, "host": socket.gethostname(), "actor": "killed"}
+    runs.client().create_registered_model(lock, description=json.dumps(holder))
+    monkeypatch.setattr(alias_moves, "LOCK_WAIT_S", 0.3)  # no wait to hide behind
+    runs.move_champion(NAME, 1, reason="after a killed move")
+    assert aliases() == {"champion": "1"}
+    # a live holder on this host is waited for, as before
+    runs.client().create_registered_model(
+        lock, description=json.dumps(holder | {"pid": os.getppid()})
+    )
+    with pytest.raises(runs.TrackingError, match="holds the lock"):
+        runs.rollback_champion(NAME, reason="blocked by a live holder")

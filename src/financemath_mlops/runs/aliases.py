@@ -12,8 +12,8 @@ compare-and-set MLflow offers on every store (the name is the table's key: a sec
 with ``RESOURCE_ALREADY_EXISTS`` on SQLite, PostgreSQL and through a server alike), so two
 promotions at once run one after the other: both are recorded, and `champion` /
 `previous-champion` end as the second move left them, never a mix of the two. A lock left by a
-process that died mid-move is taken over after :data:`LOCK_STALE_S`; a waiter gives up after
-:data:`LOCK_WAIT_S` naming the holder.
+process that died mid-move is taken over at once when that process ran on this host and is gone,
+else after :data:`LOCK_STALE_S`; a waiter gives up after :data:`LOCK_WAIT_S` naming the holder.
 """
 
 from __future__ import annotations
@@ -64,10 +64,10 @@ def alias_lock(name: str) -> Iterator[None]:
         found = _lock_holder(lock)
         if found is not None and found[0].get("token") == token:
             break  # our create went through and its answer was lost
-        if found is not None and found[1] > LOCK_STALE_S:
+        if found is not None and (found[1] > LOCK_STALE_S or _holder_is_gone(found[0])):
             log.warning("taking over the alias lock %s, held %.0f s by %s (a move that died)",
                         lock, found[1], found[0])  # fmt: skip
-            _release(lock)
+            _release(lock, found[0].get("token"))
             continue
         if time.monotonic() > deadline:
             who = found[0] if found else "another move"
@@ -98,9 +98,33 @@ def _lock_holder(lock: str) -> tuple[dict[str, Any], float] | None:
     return who, time.time() - (model.creation_timestamp or 0) / 1000
 
 
-def _release(lock: str) -> None:
+def _holder_is_gone(who: dict[str, Any]) -> bool:
+    """True when the lock's holder ran on this host and its process no longer exists (a move
+    killed mid-way: SIGKILL, OOM): its lock is taken over at once instead of after
+    :data:`LOCK_STALE_S`. A holder on another host is judged by age only."""
+    pid = who.get("pid")
+    if who.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
+        return False
+    if pid == os.getpid():
+        return False  # this process: a lock of ours that a lost answer hid, judged by token
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
+def _release(lock: str, token: str | None = None) -> None:
+    """Delete ``lock``; given the ``token`` of a dead holder, only while that holder still has it
+    (a waiter that took it over first must not lose its own lock to a second taker)."""
     from mlflow.exceptions import MlflowException
 
+    if token is not None:
+        found = _lock_holder(lock)
+        if found is None or found[0].get("token") != token:
+            return
     try:
         client().delete_registered_model(lock)
     except MlflowException as exc:
