@@ -281,6 +281,31 @@ MISTAKES: tuple[Mistake, ...] = (
         ("model was trained on feature version 1, this code builds version 2", "retrain it, or serve it with the code that trained it",),
         "not ready (`/ready` 503 with the reason)",
     ),
+    Mistake(
+        "`registry promote V` or `registry rollback` without `--reason`",
+        ("registry promote needs --reason TEXT: why this move",),
+        "2",
+    ),
+    Mistake(
+        "`registry history --at 'last tuesday'`",
+        ("--at 'last tuesday' is not a date or time: give YYYY-MM-DD",),
+        "2",
+    ),
+    Mistake(
+        "`registry reproduce V` in a checkout, lock or venv that is not the run's",
+        ("this checkout is not the one that trained the run:", "or pass --allow-drift",),
+        "2",
+    ),
+    Mistake(
+        "`registry reproduce V` when the run's data file has changed since",
+        ("the data differs from the run's:", "Nothing was rebuilt",),
+        "2",
+    ),
+    Mistake(
+        "`registry reproduce` with neither or both of `VERSION` and `--run-id`",
+        ("reproduce takes a VERSION or --run-id ID (one of them)",),
+        "2",
+    ),
 )  # fmt: skip
 
 
