@@ -76,39 +76,82 @@ def cluster() -> Iterator[Cluster]:
         yield running
 
 
-class WorkerKiller(threading.Thread):
-    """SIGKILL the worker process running a partition once partition ``after`` is running (so
-    earlier partitions are done and written, and later ones are still to come)."""
+def hold_partition_plugin(index: int, pid_file: str, hold_s: float) -> Any:
+    """A Dask worker plugin that holds partition ``index`` on the first worker to start it: at
+    its ``ready -> executing`` transition it writes the worker's pid to ``pid_file`` and blocks
+    the worker's event loop, so the partition cannot finish (nor be reported) until the test's
+    killer SIGKILLs that pid. Once only, across processes (``O_EXCL``): the rescheduled partition
+    runs normally. Built in a function so cloudpickle ships the class by value to the workers.
 
-    def __init__(self, watcher: Any, after: int) -> None:
+    Why not watch ``Client.processing()`` and kill whoever runs a partition: a partition takes
+    milliseconds to minutes, so a poll misses it on a fast or a loaded machine (a real failure:
+    "no worker was running partition 4 or later"); a held partition cannot be missed."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class HoldPartition(WorkerPlugin):
+        def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+            name = str(key)
+            if finish != "executing" or not name.startswith("partition-"):
+                return
+            if name.rpartition("-")[2] != str(index):
+                return
+            try:
+                fd = os.open(pid_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+            except FileExistsError:
+                return  # held (and killed) once already: the rerun goes through
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            time.sleep(hold_s)  # bounded: the killer's SIGKILL ends this within milliseconds
+
+    return HoldPartition()
+
+
+class WorkerKiller(threading.Thread):
+    """SIGKILL the worker that holds partition ``after`` (see :func:`hold_partition_plugin`), so
+    earlier partitions may be done and written and later ones are still to come."""
+
+    def __init__(self, pid_file: Path, after: int) -> None:
         super().__init__(daemon=True)
-        self.watcher, self.after = watcher, after
+        self.pid_file, self.after = pid_file, after
         self.killed: dict[str, Any] = {}
         self.stopped = threading.Event()
 
     def run(self) -> None:
         deadline = time.monotonic() + KILL_TIMEOUT_S
         while time.monotonic() < deadline and not self.stopped.is_set():
-            for address, keys in self.watcher.processing().items():
-                running = [int(str(k).rpartition("-")[2]) for k in keys if "partition-" in str(k)]
-                if running and max(running) >= self.after:
-                    pid = self.watcher.run(os.getpid, workers=[address])[address]
-                    os.kill(pid, signal.SIGKILL)
-                    self.killed = {"address": address, "pid": pid, "partitions": running}
-                    return
+            text = self.pid_file.read_text() if self.pid_file.is_file() else ""
+            if text.strip():  # an empty file: the pid is being written
+                pid = int(text)
+                os.kill(pid, signal.SIGKILL)
+                self.killed = {"pid": pid, "partition": self.after}
+                return
             time.sleep(0.02)
 
 
 @contextlib.contextmanager
 def killing_a_worker(cluster: Cluster, after: int = 4) -> Iterator[WorkerKiller]:
-    killer = WorkerKiller(cluster.watcher, after)
+    """Hold partition ``after`` on the worker that starts it and SIGKILL that worker by pid."""
+    import tempfile
+    import uuid
+
+    pid_file = Path(tempfile.gettempdir()) / f"fmops-dask-hold-{uuid.uuid4().hex}.pid"
+    name = f"hold-partition-{pid_file.stem}"
+    cluster.watcher.register_plugin(hold_partition_plugin(after, str(pid_file), KILL_TIMEOUT_S),
+                                    name=name)  # fmt: skip
+    killer = WorkerKiller(pid_file, after)
     killer.start()
     try:
         yield killer
     finally:
         killer.stopped.set()
         killer.join(timeout=10)
-    assert killer.killed, f"no worker was running partition {after} or later: nothing was killed"
+        try:
+            cluster.watcher.unregister_worker_plugin(name)
+        except Exception:  # left registered, it holds nothing while its pid file is there
+            pass
+        else:
+            pid_file.unlink(missing_ok=True)
+    assert killer.killed, f"no worker started partition {after}: nothing was killed"
     with pytest.raises(ProcessLookupError):
         os.kill(killer.killed["pid"], 0)  # really dead
 
