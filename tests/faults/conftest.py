@@ -261,12 +261,15 @@ def _pg_ctl(postgres: Any, action: str, *extra: str) -> None:
     assert done.returncode == 0, f"pg_ctl {action} failed:\n{done.stdout}\n{done.stderr}"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """One PostgreSQL, one moto, one `mlflow server` and two fault proxies per test module.
+    """One PostgreSQL, one moto, one `mlflow server` and two fault proxies for the session
+    (the store and serving modules share it: each start costs half a minute on 2 busy cores).
 
     Tests switch the proxies back to ``pass`` (and start PostgreSQL) when they are done; the
     fixture checks at each test's end that the stack answers again (see ``healthy_stack``).
+    Rows keep out of each other's way by name: the store rows use the experiment ``EXPERIMENT``
+    and the model training registers; the serving row its own experiment and model.
     """
     import httpx
 
