@@ -319,13 +319,15 @@ def healthy_stack(fault_stack: FaultStack) -> Any:
     yield fault_stack
     fault_stack.tracking.set_mode("pass")
     fault_stack.s3_proxy.set_mode("pass")
+    fault_stack.tracking.clear_triggers()
+    fault_stack.s3_proxy.clear_triggers()
     try:
         import psycopg
 
         psycopg.connect(fault_stack.postgres.uri("postgres"), connect_timeout=3).close()
     except Exception:
         fault_stack.start_postgres()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # a restarted PostgreSQL under load: bounded, generous
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{fault_stack.direct_uri}/health", timeout=5).status_code == 200:

@@ -100,6 +100,12 @@ class FaultProxy:
             self._triggers.append(trigger)
         return trigger.fired
 
+    def clear_triggers(self) -> None:
+        """Drop the ``on_request`` actions that never ran (a row that failed before its trigger
+        must not fire it in a later row: the stack is shared by the session)."""
+        with self._lock:
+            self._triggers.clear()
+
     def seen(self, fragment: str) -> int:
         """How many requests forwarded so far held ``fragment`` in their first line."""
         with self._lock:

@@ -731,8 +731,15 @@ def flow_env(workdir: Path, api_url: str) -> dict[str, str]:
     return env
 
 
-def task_runs(server: PrefectServer, name: str) -> list[dict[str, Any]]:
-    return server.post("task_runs/filter", {"task_runs": {"name": {"like_": name}}})
+def task_runs(
+    server: PrefectServer, name: str, flow_run: str | None = None
+) -> list[dict[str, Any]]:
+    """The task runs whose name holds ``name`` (of one flow run if given: the module's server
+    also holds the other row's runs, and a task left RUNNING there must not trigger this one)."""
+    body: dict[str, Any] = {"task_runs": {"name": {"like_": name}}}
+    if flow_run is not None:
+        body["flow_runs"] = {"id": {"any_": [flow_run]}}
+    return server.post("task_runs/filter", body)
 
 
 def flow_run_states(server: PrefectServer) -> list[str]:
@@ -885,7 +892,9 @@ def test_a_killed_worker_s_run_is_marked_and_the_next_run_completes(
     first = schedule_run_now(prefect_server, deployment_id)
     try:
         wait_for(
-            lambda: any(r["state_type"] == "RUNNING" for r in task_runs(prefect_server, "build")),
+            lambda: any(
+                r["state_type"] == "RUNNING" for r in task_runs(prefect_server, "build", first)
+            ),
             FLOW_TIMEOUT_S, "the scheduled run's features task", worker,
             tmp_path / "worker-1.log", interval=0.2,
         )  # fmt: skip

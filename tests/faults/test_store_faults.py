@@ -293,7 +293,7 @@ def _assert_refused_by_number(stack: FaultStack, version: str) -> None:
         resolve(f"models:/{MODEL}/{version}")
 
 
-def _wait_for_postgres(stack: FaultStack, timeout: float = 30) -> None:
+def _wait_for_postgres(stack: FaultStack, timeout: float = 90) -> None:
     import psycopg
 
     deadline = time.monotonic() + timeout
