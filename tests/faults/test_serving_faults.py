@@ -356,7 +356,7 @@ def test_the_prediction_log_on_a_full_disk_says_so_and_loses_nothing(service: Se
             burst += 1
             if seen_s is None and counts(service)["durable"] == 0:
                 seen_s = time.monotonic() - started
-            assert time.monotonic() - started < 15, "fmops_prediction_log_durable stayed 1"
+            assert time.monotonic() - started < 30, "fmops_prediction_log_durable stayed 1"
         during = counts(service)
         assert during["write_errors"] > before["write_errors"] and during["log_up"] == 0
         ready = service.ready()
@@ -368,11 +368,11 @@ def test_the_prediction_log_on_a_full_disk_says_so_and_loses_nothing(service: Se
     finally:
         filler.unlink()
     freed = time.monotonic()
-    wait_for(lambda: counts(service)["durable"] == 1, 10, "durable again after freeing space")
+    wait_for(lambda: counts(service)["durable"] == 1, 30, "durable again after freeing space")
     written_s = time.monotonic() - freed
     after = wait_for(
         lambda: (c := counts(service))["written"] + c["dropped"] == c["answered"] and c,
-        10, "answered = written + dropped",
+        30, "answered = written + dropped",
     )  # fmt: skip
     assert after["answered"] - before["answered"] == burst
     assert after["dropped"] == before["dropped"]  # held in memory, none lost
@@ -385,8 +385,9 @@ def test_the_prediction_log_on_a_full_disk_says_so_and_loses_nothing(service: Se
         f"{after['write_errors']:.0f} write errors"
     )
     # One flush interval (the writer's own bound, pinned to 0.3 s of slack by the unit test on
-    # /dev/full), plus scrapes and scheduling on a busy 2-core machine (0.7-1.9 s seen).
-    assert seen_s < FLUSH_S + 3
+    # /dev/full), plus scrapes and scheduling on a busy 2-core machine (0.7-1.9 s seen; the
+    # slack is wide so a load spike in CI does not fail the row: the unit test holds the bound).
+    assert seen_s < FLUSH_S + 6
 
 
 # -- PostgreSQL under `mlflow server` restarts while the service reloads ------------------------
