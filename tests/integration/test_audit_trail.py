@@ -383,3 +383,21 @@ def test_a_lock_whose_holder_died_on_this_host_is_taken_over_at_once(store: str,
     )
     with pytest.raises(runs.TrackingError, match="holds the lock"):
         runs.rollback_champion(NAME, reason="blocked by a live holder")
+
+
+def test_a_half_registered_version_given_an_alias_by_hand_stays_servable_after_it_moves_on(
+    store: str,
+):
+    """training tags a version pending-alias until @challenger moves to it; any alias move onto a
+    pending version completes it, or it would be refused by number once the alias moved on."""
+    from financemath_mlops.runs.store import REGISTRATION_PENDING, REGISTRATION_TAG
+
+    runs.client().set_model_version_tag(NAME, "3", REGISTRATION_TAG, REGISTRATION_PENDING)
+    with pytest.raises(runs.TrackingError, match="half-registered|not served"):
+        runs.resolve(f"models:/{NAME}/3")  # nothing points at it: refused, as designed
+    runs.move_champion(NAME, 3, reason="CHG-9: promoted by hand")
+    runs.move_champion(NAME, 4, reason="CHG-10: the next one")
+    runs.move_champion(NAME, 5, reason="CHG-11: and the next")
+    assert "3" not in aliases().values()
+    assert runs.client().get_model_version(NAME, "3").tags[REGISTRATION_TAG] == "complete"
+    assert runs.resolve(f"models:/{NAME}/3").version == "3"

@@ -32,7 +32,13 @@ from typing import Any
 from financemath_mlops.names import closest_first
 from financemath_mlops.runs import audit
 from financemath_mlops.runs.contract import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
-from financemath_mlops.runs.store import TrackingError, client
+from financemath_mlops.runs.store import (
+    REGISTRATION_COMPLETE,
+    REGISTRATION_PENDING,
+    REGISTRATION_TAG,
+    TrackingError,
+    client,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +66,9 @@ def alias_lock(name: str) -> Iterator[None]:
         except MlflowException as exc:
             held = exc.error_code in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST")
             if not held and "locked" not in str(exc):  # SQLite busy: wait as for the lock
+                mine = _lock_holder(lock)  # a create that went through, its answer lost
+                if mine is not None and mine[0].get("token") == token:
+                    _release(lock, token, quiet=True)
                 raise TrackingError(f"cannot take the alias lock {lock}: {exc}") from None
         found = _lock_holder(lock)
         if found is not None and found[0].get("token") == token:
@@ -67,7 +76,7 @@ def alias_lock(name: str) -> Iterator[None]:
         if found is not None and (found[1] > LOCK_STALE_S or _holder_is_gone(found[0])):
             log.warning("taking over the alias lock %s, held %.0f s by %s (a move that died)",
                         lock, found[1], found[0])  # fmt: skip
-            _release(lock, found[0].get("token"))
+            _take_over(lock, found[0].get("token"))
             continue
         if time.monotonic() > deadline:
             who = found[0] if found else "another move"
@@ -80,7 +89,7 @@ def alias_lock(name: str) -> Iterator[None]:
     try:
         yield
     finally:
-        _release(lock)
+        _release(lock, token, quiet=True)
 
 
 def _lock_holder(lock: str) -> tuple[dict[str, Any], float] | None:
@@ -116,20 +125,48 @@ def _holder_is_gone(who: dict[str, Any]) -> bool:
     return False
 
 
-def _release(lock: str, token: str | None = None) -> None:
-    """Delete ``lock``; given the ``token`` of a dead holder, only while that holder still has it
-    (a waiter that took it over first must not lose its own lock to a second taker)."""
+def _take_over(lock: str, token: str | None) -> None:
+    """Remove a dead holder's lock so that exactly one waiter may take it: the lock is first
+    renamed to a name of its own (a rename, like a create, succeeds once), then deleted. A waiter
+    that lost the rename finds the lock gone or taken, and waits as before."""
     from mlflow.exceptions import MlflowException
 
-    if token is not None:
+    found = _lock_holder(lock)
+    if found is None or found[0].get("token") != token:
+        return  # taken over (or released) by someone else meanwhile
+    stale = f"{lock}.stale-{token or secrets.token_hex(4)}"
+    try:
+        client().rename_registered_model(lock, stale)
+    except MlflowException:
+        return  # another waiter renamed it first
+    try:
+        client().delete_registered_model(stale)
+    except MlflowException as exc:
+        log.warning("could not delete the stale alias lock %s: %s", stale, exc)
+
+
+def _release(lock: str, token: str, quiet: bool = False) -> None:
+    """Delete our ``lock`` (the one holding ``token``: never a lock another mover took over after
+    ours went stale). ``quiet``: a failure is a warning, not an error over a move that is made
+    (the lock then goes stale and is taken over)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
         found = _lock_holder(lock)
         if found is None or found[0].get("token") != token:
             return
-    try:
         client().delete_registered_model(lock)
     except MlflowException as exc:
-        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return
+        if not quiet:
             raise TrackingError(f"cannot release the alias lock {lock}: {exc}") from None
+        log.warning("could not release the alias lock %s (%s): the next move takes it over "
+                    "once it is stale (%.0f s)", lock, exc, LOCK_STALE_S)  # fmt: skip
+    except Exception as exc:  # the move itself is done: never mask its outcome
+        if not quiet:
+            raise
+        log.warning("could not release the alias lock %s: %s", lock, exc)
 
 
 def _move(name: str, alias: str, version: str | int) -> audit.Move | None:
@@ -138,9 +175,13 @@ def _move(name: str, alias: str, version: str | int) -> audit.Move | None:
     before = str(current.version) if current is not None else None
     if before == str(version):
         return None
+    target = client().get_model_version(name, str(version))  # read first: a failure moves nothing
     client().set_registered_model_alias(name, alias, str(version))
-    run_id = client().get_model_version(name, str(version)).run_id
-    return audit.Move(alias, before, str(version), run_id)
+    if (target.tags or {}).get(REGISTRATION_TAG) == REGISTRATION_PENDING:
+        # an alias on it makes it a served version: complete, whoever moved the alias (training,
+        # a promotion by hand), so it is never refused by number once the alias moves on
+        client().set_model_version_tag(name, str(version), REGISTRATION_TAG, REGISTRATION_COMPLETE)
+    return audit.Move(alias, before, str(version), target.run_id)
 
 
 def _record(name: str, moves: list[audit.Move | None], action: str, reason: str) -> None:
@@ -209,7 +250,7 @@ def registered_names() -> list[str]:
     token = None
     while True:
         page = client().search_registered_models(max_results=1000, page_token=token)
-        names += [m.name for m in page if not m.name.endswith(LOCK_SUFFIX)]
+        names += [m.name for m in page if LOCK_SUFFIX not in m.name]
         token = page.token
         if not token:
             return sorted(names)
