@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from financemath_mlops import reproduce, runs
+from financemath_mlops import provenance, reproduce, runs
 from financemath_mlops.cli import run_main
 from financemath_mlops.errors import StageError
 from financemath_mlops.ingestion import ingest
@@ -136,6 +136,27 @@ def test_lock_and_package_drift_are_named(
     found = " ".join(reproduce.drift(recipe))
     assert "lock: the run's requirements/dev.txt (sha256 000000000000)" in found
     assert "lightgbm: 0.1 -> " in found
+
+
+def test_a_set_installed_since_the_run_is_not_drift(
+    trained_model: TrainedModel, restore_mlflow_uris: None, tmp_path: Path
+):
+    """`make run` records the pipeline lock; `make test` then adds the dev set beside it. The
+    rebuild runs the same pins, so reproduce must not refuse (a changed pin still is drift)."""
+    runs.configure(trained_model.settings)
+    recipe = load_rebuild_recipe(trained_model.run_id, tmp_path)
+    assert recipe is not None
+    env = recipe["environment"]
+    pipeline = REPO_ROOT / "requirements" / "pipeline.txt"
+    pins = provenance.lock_pins(pipeline)
+    env["lock"] = "requirements/pipeline.txt"
+    env["lock_sha256"] = hashlib.sha256(pipeline.read_bytes()).hexdigest()
+    env["packages"] = [p for p in env["packages"] if p.split("==", 1)[0] in pins]
+    env["packages_sha256"] = "the pipeline set only"
+    found = " ".join(reproduce.drift(recipe))
+    assert "lock" not in found and "packages" not in found, found
+    env["lock_sha256"] = "0" * 64  # the run's lock is not this checkout's file
+    assert "lock: the run's requirements/pipeline.txt" in " ".join(reproduce.drift(recipe))
 
 
 def local_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict]:
