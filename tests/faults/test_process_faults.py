@@ -50,30 +50,36 @@ class Cluster:
     watcher: Any  # a distributed.Client of the test's own: finds the workers' pids
 
 
-@contextlib.contextmanager
-def local_cluster(allowed_failures: int | None = None) -> Iterator[Cluster]:
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
     """A real LocalCluster: 2 worker processes (each under a nanny that restarts it) x 1 thread."""
-    import dask
     from distributed import Client, LocalCluster
 
-    config = {} if allowed_failures is None else {
-        "distributed.scheduler.allowed-failures": allowed_failures
-    }  # fmt: skip
     with (
-        dask.config.set(config),
         LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
             dashboard_address=None,
-        ) as cluster,
-        Client(cluster) as watcher,
+        ) as running,
+        Client(running) as watcher,
     ):  # fmt: skip
-        yield Cluster(cluster.scheduler_address, watcher)
+        yield Cluster(running.scheduler_address, watcher)
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    with local_cluster() as running:
-        yield running
+def _set_allowed_failures(value: int, dask_scheduler: Any) -> int:
+    previous, dask_scheduler.allowed_failures = dask_scheduler.allowed_failures, value
+    return previous
+
+
+@contextlib.contextmanager
+def allowed_failures(cluster: Cluster, value: int) -> Iterator[None]:
+    """The running scheduler's distributed.scheduler.allowed-failures set to ``value`` for a
+    while (the scheduler reads it at each worker death): the module's cluster serves, no second
+    cluster to start (half a minute of workers loading the embedder on 2 busy cores)."""
+    previous = cluster.watcher.run_on_scheduler(_set_allowed_failures, value)
+    try:
+        yield
+    finally:
+        cluster.watcher.run_on_scheduler(_set_allowed_failures, previous)
 
 
 def hold_partition_plugin(index: int, pid_file: str, hold_s: float) -> Any:
@@ -235,9 +241,10 @@ def test_features_survive_a_killed_dask_worker(
     "financemath_mlops.features --executor dask`, or `--executor local`",
 )
 def test_features_fail_cleanly_when_dask_gives_up_on_a_partition(
-    dask_workdir: Path, features_without_fault: Path
+    cluster: Cluster, dask_workdir: Path, features_without_fault: Path
 ) -> None:
-    with local_cluster(allowed_failures=0) as strict:  # the first death is one too many
+    strict = cluster
+    with allowed_failures(strict, 0):  # the first death is one too many
         settings = features_settings(
             dask_workdir, "dask-strict", executor="dask", dask_address=strict.address
         )
@@ -891,9 +898,13 @@ def test_a_killed_worker_s_run_is_marked_and_the_next_run_completes(
     worker = start_worker(prefect_server, pool, tmp_path, "worker-1")
     first = schedule_run_now(prefect_server, deployment_id)
     try:
+        # The features task running, or just done (with the embeddings cached by the row before,
+        # it can finish between two polls on a fast machine): either way the run is mid-flow,
+        # with training and the later stages still to come.
         wait_for(
             lambda: any(
-                r["state_type"] == "RUNNING" for r in task_runs(prefect_server, "build", first)
+                r["state_type"] in ("RUNNING", "COMPLETED")
+                for r in task_runs(prefect_server, "build", first)
             ),
             FLOW_TIMEOUT_S, "the scheduled run's features task", worker,
             tmp_path / "worker-1.log", interval=0.2,
