@@ -37,9 +37,10 @@ SHORT_HTTP = {
 
 
 def train(
-    stack: FaultStack, cwd: Path, timeout: float = 180, **env: str
+    stack: FaultStack, cwd: Path, timeout: float = 360, **env: str
 ) -> tuple[subprocess.CompletedProcess[str], float]:
-    """`python -m financemath_mlops.training` against the proxied tracking server, timed."""
+    """`python -m financemath_mlops.training` against the proxied tracking server, timed (the
+    timeout only stops a test gone wrong: generous, a loaded CI machine trains slowly)."""
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "financemath_mlops.training"],
@@ -172,7 +173,7 @@ def test_a_hanging_tracking_server_stops_training_within_the_probe_bound(
     # giving up. The whole run (in the matrix) adds Python's start-up and exit: about 5 s on an
     # idle machine, more on a loaded one.
     waited = max(end for _, end in gave_up) - min(start for start, _ in gave_up)
-    assert waited < PROBE_SECONDS + 2, (waited, seconds)
+    assert waited < PROBE_SECONDS + 4, (waited, seconds)  # + a loaded machine's scheduling
     line = error_line(done)
     address = healthy_stack.tracking_uri
     assert f"cannot reach the MLflow tracking server {address}" in line, line
@@ -224,7 +225,8 @@ def test_a_tracking_server_that_hangs_mid_run_fails_training_within_the_stated_b
             env.setenv(key, value)
         bound = 2 * stage_request_bound_s()
     assert bound == pytest.approx(2 * (2 * 3 + 1))
-    assert waited < bound + 3, (waited, bound)  # + the process's exit
+    # + the process's exit on a loaded machine (a retried creating write would add 7 s a call)
+    assert waited < bound + 6, (waited, bound)
     assert registry_state(stack) == before  # no version, no alias moved
 
 
