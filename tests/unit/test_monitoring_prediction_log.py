@@ -222,6 +222,33 @@ def test_while_writes_fail_rows_are_held_bounded_then_written(tmp_path: Path, mo
     assert len(read_prediction_log(tmp_path)) == 4 and len(log_files(tmp_path)) == 1
 
 
+def test_a_write_failing_with_an_error_that_is_not_oserror_keeps_the_writer_alive(
+    tmp_path: Path, monkeypatch
+):
+    """Not only a full disk: any error of the part-file writer (pyarrow's, a MemoryError) holds
+    the rows and counts, instead of ending the writer thread, after which every later row would
+    be dropped as queue_full while the log still said durable."""
+    failing = threading.Event()
+    failing.set()
+    real = plog.write_parquet
+
+    def broken(frame, where):
+        if failing.is_set():
+            raise ValueError("a writer bug")
+        real(frame, where)
+
+    monkeypatch.setattr(plog, "write_parquet", broken)
+    log = PredictionLog(tmp_path, rotate_rows=2, flush_seconds=0.1, features="none")
+    log.record_many(entries(0, items=2))  # a part file is due: rotate_rows
+    wait_until(lambda: log.write_errors > 0 and not log.durable)
+    failing.clear()
+    wait_until(lambda: log.durable)
+    log.record_many(entries(1, items=2))  # the writer is still there to take it
+    log.close()
+    assert log.dropped == 0 and log.written == 4
+    assert len(read_prediction_log(tmp_path)) == log.written
+
+
 def test_a_full_queue_drops_and_counts_without_blocking(tmp_path: Path, monkeypatch):
     release = threading.Event()
     real_write = PredictionLog._write

@@ -500,7 +500,8 @@ class PredictionLog:
             if recovered:
                 try:  # one part file per journal: written whole or not at all
                     self._write(self._table(recovered))
-                except OSError as exc:  # counted, but durable stays: these rows are on disk
+                except Exception as exc:  # counted, durable stays (the rows are on disk); the
+                    # writer thread must survive anything, or later rows are dropped unseen
                     with self._counts:
                         self.write_errors += 1
                     if self.listener is not None:
@@ -546,7 +547,7 @@ class PredictionLog:
             return []
         try:
             self._write(table)
-        except OSError as exc:
+        except Exception as exc:  # a full disk, or anything else: held, retried, counted
             self._write_failed(f"part file in {self.directory}", exc)
             return buffer
         self._reset_journal()
