@@ -160,6 +160,17 @@ def test_cache_key_helper_pins_unversioned_weights(tmp_path: Path) -> None:
     assert (key["backend"], key["max_length"], key["source"]) == ("onnx", "128", "package")
 
 
+def test_the_vector_cache_key_changes_with_the_exporter(tmp_path: Path, monkeypatch) -> None:
+    """After an upgrade of torch or onnxruntime (a new bundle key), cached vectors of the old
+    export must not be reused beside the new bundle's."""
+    hub = ResolvedWeights(tmp_path, DEFAULT_MODEL_ID, SHA, "hub")
+    before = embedding_cache_key(hub, "onnx")
+    assert "onnxruntime=" in before["exporter"] and "torch=" in before["exporter"]
+    upgraded = {**onnx_export.exporter_versions(), "onnxruntime": "99.0"}
+    monkeypatch.setattr(onnx_export, "exporter_versions", lambda: upgraded)
+    assert embedding_cache_key(hub, "onnx") != before
+
+
 # --- pooling ----------------------------------------------------------------------------------
 
 

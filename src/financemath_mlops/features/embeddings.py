@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from financemath_mlops.features import onnx_export
 from financemath_mlops.features.embedding_cache import (
     CachedEmbeddings,
     Embedder,
@@ -66,7 +67,10 @@ def embedding_cache_key(
 ) -> dict[str, str]:
     """Key for :func:`embed_with_cache`; adds the weights' sha256 when no commit pins them.
 
-    ``precision`` (fp32 | int8 ONNX bundle) is part of it: int8 vectors differ from fp32's.
+    ``precision`` (fp32 | int8 ONNX bundle) is part of it: int8 vectors differ from fp32's. For
+    the ONNX backend so is the exporter (torch, transformers, onnx, onnxruntime versions and the
+    exporter's source: what the bundle's key holds), so vectors of an old export are never mixed
+    with a new one's after an upgrade.
     """
     key = {
         "model_id": resolved.model_id,
@@ -76,6 +80,10 @@ def embedding_cache_key(
         "max_length": str(max_length),
         "precision": check_precision(precision),
     }
+    if backend == "onnx":
+        key["exporter"] = ",".join(
+            f"{name}={version}" for name, version in sorted(onnx_export.exporter_versions().items())
+        )
     if not COMMIT_RE.fullmatch(resolved.revision):
         key["weights_sha256"] = weights_sha256(resolved.path)
     return key
