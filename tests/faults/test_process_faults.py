@@ -33,6 +33,7 @@ from financemath_mlops.ingestion.synthetic import generate_sample
 from financemath_mlops.predict.batch import predict_file
 from tests.conftest import TrainedModel, pipeline_settings
 from tests.helpers import REPO_ROOT
+from tests.integration.test_dask_features import fresh_cache
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -160,15 +161,6 @@ def killing_a_worker(cluster: Cluster, after: int = 4) -> Iterator[WorkerKiller]
     assert killer.killed, f"no worker started partition {after}: nothing was killed"
     with pytest.raises(ProcessLookupError):
         os.kill(killer.killed["pid"], 0)  # really dead
-
-
-def fresh_cache(root: Path) -> Path:
-    """A cache folder with no embeddings (so the run really embeds) sharing the ONNX export."""
-    shared_onnx = REPO_ROOT / ".cache" / "onnx"
-    shared_onnx.mkdir(parents=True, exist_ok=True)
-    root.mkdir(parents=True)
-    (root / "onnx").symlink_to(shared_onnx, target_is_directory=True)
-    return root
 
 
 @pytest.fixture(scope="module")
