@@ -14,8 +14,10 @@ stage owns.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import subprocess
+import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -25,6 +27,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCK_SETS = ("dev", "pipeline", "serving")
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)")
 GIT_TIMEOUT = 10
+# `{name}-{version}.dist-info`: both parts escaped by the wheel spec, so neither holds a `-`.
+_DIST_FOLDER = re.compile(r"^([^-]+)-([^-]+)\.dist-info$")
 
 
 @dataclass(frozen=True)
@@ -84,12 +88,42 @@ def _normal(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def installed_packages() -> tuple[str, ...]:
+def _name_version(folder: Path) -> tuple[str, str] | None:
+    """(name, version) of one `*.dist-info`/`*.egg-info` entry: from the folder's name when it is
+    `{name}-{version}.dist-info` (the wheel spec escapes `-` in both parts, so the one `-`
+    splits them), else from its metadata file (egg-info names often carry no version). A folder
+    without a metadata file is no installed distribution (importlib.metadata skips it too)."""
+    match = _DIST_FOLDER.match(folder.name)
+    if match and (folder / "METADATA").is_file():
+        return match.group(1), match.group(2)
+    try:
+        meta = metadata.PathDistribution(folder).metadata
+    except (OSError, TypeError):  # Python 3.11 raises TypeError on a folder with no metadata
+        return None
+    name = meta["Name"] if meta is not None else None
+    return (name, meta["Version"]) if name else None
+
+
+def installed_packages(search_path: list[str] | None = None) -> tuple[str, ...]:
+    """`name==version` (names normalised, sorted) of every distribution on `search_path`
+    (default `sys.path`), in importlib.metadata's order and with its answer for a name found
+    twice (the later entry, as `metadata.distributions()` yields them).
+
+    Read from the `*.dist-info` folder names, not by parsing every METADATA file: about 270
+    names take 0.01 s where parsing took 0.3-1.4 s per training run on a loaded machine.
+    tests/unit/test_provenance.py holds it to importlib.metadata's versions."""
     found = {}
-    for dist in metadata.distributions():
-        name = dist.metadata["Name"]
-        if name:
-            found[_normal(name)] = f"{_normal(name)}=={dist.version}"
+    for entry in sys.path if search_path is None else search_path:
+        try:
+            children = sorted(os.listdir(entry or "."))
+        except OSError:  # a zip, a missing folder: no unpacked distributions there
+            continue
+        for child in children:
+            if not child.endswith((".dist-info", ".egg-info")):
+                continue
+            named = _name_version(Path(entry or ".") / child)
+            if named:
+                found[_normal(named[0])] = f"{_normal(named[0])}=={named[1]}"
     return tuple(sorted(found.values()))
 
 
