@@ -12,15 +12,35 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from financemath_mlops import errors
 from financemath_mlops.atomic import is_out_of_space, out_of_space
 from financemath_mlops.config import ConfigError, Settings, load_settings
+from financemath_mlops.names import closest
+
+
+class StageParser(argparse.ArgumentParser):
+    """argparse, plus the closest real flag for a mistyped one (`--traking-uri` -> closest:
+    --tracking-uri): Python 3.11's argparse only says "unrecognized arguments". Exit 2 as ever."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments:"):
+            flags = [flag for action in self._actions for flag in action.option_strings]
+            given = message.split(":", 1)[1].split()
+            hints = [
+                f"{token.split('=', 1)[0]} -> {match}"
+                for token in given
+                if token.startswith("--")
+                and (match := closest(token.split("=", 1)[0], flags)) is not None
+            ]
+            if hints:
+                message += f" (closest: {', '.join(hints)})"
+        super().error(message)
 
 
 def base_parser(prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = StageParser(
         prog=prog,
         description=description,
         epilog=epilog,

@@ -20,6 +20,7 @@ examples:
   python -m financemath_mlops.flows                                  # offline synthetic sample
   python -m financemath_mlops.flows --source local --path validation.json
   python -m financemath_mlops.flows --source hf --split validation   # yale-nlp/FinanceMath
+  python -m financemath_mlops.flows --tracking-uri http://127.0.0.1:5000   # another store
   python -m financemath_mlops.flows deploy                           # scheduled retraining
 """
 
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int)
     parser.add_argument("--path", type=Path)
     parser.add_argument("--model-name")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: mlflow.tracking_uri)")
     parser.add_argument("--executor", choices=["local", "dask"])
     parser.add_argument("--cron", help="deploy: schedule (default: nightly 02:00)")
     parser.add_argument("--work-pool", default="financemath-pool", help="deploy: process pool")
@@ -48,12 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {
         "ingestion": {"source": source, "split": args.split, "rows": args.rows,
                       "path": args.path},
-        "mlflow": {"model_name": args.model_name},
+        "mlflow": {"model_name": args.model_name, "tracking_uri": args.tracking_uri},
         "features": {"executor": args.executor},
     }  # fmt: skip
     flags = {"ingestion.source": "--source", "ingestion.split": "--split",
              "ingestion.rows": "--rows", "ingestion.path": "--path",
-             "mlflow.model_name": "--model-name", "features.executor": "--executor"}  # fmt: skip
+             "mlflow.model_name": "--model-name", "mlflow.tracking_uri": "--tracking-uri",
+             "features.executor": "--executor"}  # fmt: skip
     settings = load_settings(args.config, overrides, flags)
     given = {flag: value for flag, value in
              (("--path", args.path), ("--rows", args.rows), ("--split", args.split))
@@ -74,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": args.rows,
         "path": str(args.path) if args.path else None,
         "model_name": args.model_name,
+        "tracking_uri": args.tracking_uri,
         "executor": args.executor,
         "config": str(args.config) if args.config else None,
     }

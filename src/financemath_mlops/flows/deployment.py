@@ -90,7 +90,7 @@ def deploy(
         name=MONITORING_DEPLOYMENT,
         work_pool_name=work_pool,
         schedules=[Interval(timedelta(hours=hours), timezone=timezone)],
-        parameters={"config": config} if config else {},
+        parameters={k: parameters.get(k) for k in ("config", "tracking_uri") if parameters.get(k)},
         description="Drift and performance reports; asks for retraining on evidence",
         tags=["financemath", "monitoring"],
         print_next_steps=False,

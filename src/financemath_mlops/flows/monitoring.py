@@ -113,10 +113,11 @@ def financemath_monitoring(
     performance_data: str | None = None,
     retrain: bool | None = None,
     config: str | None = None,
+    tracking_uri: str | None = None,
 ) -> dict[str, Any]:
     """Report drift (and performance if labelled data is configured); ask for retraining."""
     logger = get_run_logger()
-    settings = load_settings(config)
+    settings = load_settings(config, {"mlflow": {"tracking_uri": tracking_uri}})
     runs.check_reachable(settings)  # the drift report reads the served model's run
     cfg = settings.monitoring
     drift = drift_task(settings, window_hours or cfg.window_hours)
@@ -165,15 +166,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window-hours", type=float, help="prediction log window (24)")
     parser.add_argument("--performance-data", type=Path, help="labelled FinanceMath file")
     parser.add_argument("--no-retrain", action="store_true", help="report only, never ask")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: mlflow.tracking_uri)")
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
-    settings = load_settings(args.config)  # fail on bad settings before Prefect starts a server
+    # fail on bad settings before Prefect starts a server
+    settings = load_settings(
+        args.config,
+        {"mlflow": {"tracking_uri": args.tracking_uri}},
+        {"mlflow.tracking_uri": "--tracking-uri"},
+    )
     runs.check_reachable(settings)  # ... and on a dead tracking server
     summary = financemath_monitoring(
         window_hours=args.window_hours,
         performance_data=str(args.performance_data) if args.performance_data else None,
         retrain=False if args.no_retrain else None,
         config=str(args.config) if args.config else None,
+        tracking_uri=args.tracking_uri,
     )
     for verdict in summary["verdicts"]:
         print(f"{verdict['kind']:12} {'EVIDENCE' if verdict['retrain'] else 'ok':9} "

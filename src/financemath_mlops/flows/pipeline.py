@@ -102,13 +102,14 @@ def flow_settings(
     model_name: str | None,
     executor: str | None,
     config: str | None,
+    tracking_uri: str | None = None,
 ) -> Settings:
     """Flow parameters mirror the config; the same settings object validates them."""  # fmt: skip
     return load_settings(
         config,
         {
             "ingestion": {"source": source, "split": split, "rows": rows, "path": path},
-            "mlflow": {"model_name": model_name},
+            "mlflow": {"model_name": model_name, "tracking_uri": tracking_uri},
             "features": {"executor": executor},
         },
     )
@@ -123,9 +124,10 @@ def financemath_pipeline(
     model_name: str | None = None,
     executor: str | None = None,
     config: str | None = None,
+    tracking_uri: str | None = None,
 ) -> dict[str, Any]:
     """Ingestion -> features -> training -> evaluation -> promotion; returns a run summary."""
-    settings = flow_settings(source, split, rows, path, model_name, executor, config)
+    settings = flow_settings(source, split, rows, path, model_name, executor, config, tracking_uri)
     runs.check_reachable(settings)  # a deployment's run starts here: fail before ingestion
     check_lightgbm_params(settings.training.lightgbm, settings.training.seed)  # and before features
     ingested = ingest_task(settings)

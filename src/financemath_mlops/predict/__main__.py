@@ -25,6 +25,8 @@ The output (Parquet or JSONL, by extension) has question_id, prediction, model_n
 model_version and warnings per record. The model defaults to predict.model_uri, else the served
 model (serving.model_uri or models:/<serving.model_name>@<serving.alias>) in the configured
 MLflow store. Settings: the `predict` section.
+The store: --tracking-uri, else FMOPS_MLFLOW__TRACKING_URI, else MLFLOW_TRACKING_URI, else
+mlflow.tracking_uri in the YAML.
 Environment: FMOPS_MLFLOW__TRACKING_URI, FMOPS_PREDICT__EXECUTOR, FMOPS_PREDICT__BATCH_ROWS, ...
 """
 
@@ -42,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     predict("--workers", key="dask_workers", type=int, help="worker processes for local-cluster")
     predict("--batch-rows", type=int, help="rows per batch / Dask partition")
     predict("--threads", type=int, help="embedding threads (default: all cores; 1 per Dask worker)")
+    setting_flags(parser, "mlflow")("--tracking-uri", help="MLflow tracking URI")
     args, settings = parse_stage_args(parser, argv)
     check_executor_flags(settings.predict, vars(args), "predict")
     from financemath_mlops import runs

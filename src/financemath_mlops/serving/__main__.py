@@ -33,12 +33,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model-uri", help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model"
     )
+    parser.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI the model URI is resolved in (default: mlflow.tracking_uri)",
+    )
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     if args.config is not None:
         os.environ[CONFIG_ENV] = str(args.config)  # the workers load the same file
+    # The workers read the settings from the environment: a flag is handed on as the FMOPS_
+    # variable it overrides, so it wins over that variable, MLFLOW_TRACKING_URI and the YAML.
     if args.model_uri:
         os.environ["FMOPS_SERVING__MODEL_URI"] = args.model_uri
+    if args.tracking_uri:
+        os.environ["FMOPS_MLFLOW__TRACKING_URI"] = args.tracking_uri
     serving = load_settings().serving  # fail now, with the bad key named, not in every worker
     check_bind(serving, args.host)  # before anything binds: no key beyond loopback, no start
     os.environ[BIND_CHECKED_ENV] = args.host or "*"  # said once: the app (each worker) is quiet
