@@ -1,14 +1,16 @@
-"""Model quality with int8 vs fp32 embeddings: paired intervals over the evaluation report's CV.
+"""The int8 rule alone: prediction churn of int8 vs fp32 embeddings against a retrain's (issue 32).
 
-Calls the evaluation report's own functions (:mod:`financemath_mlops.evaluation.report`): the same
-labelled file, production feature rows embedded with each precision's ONNX bundle, the same
-repeated topic-stratified nested CV (the folds depend on the topics and seed only, so both
-precisions see the same folds) and the same paired bootstrap. A difference (int8 - fp32) in
-log-MAE inside +/- ``MARGIN`` is "no loss" for the default's choice (issue 23).
+Calls the evaluation report's own step (:func:`financemath_mlops.evaluation.report.precision_churn`):
+the served candidate (hand features + full MiniLM vector, configured LightGBM) fitted on the card's
+outer folds (topic-stratified, 5 folds x 5 seeds) with fp32 and with int8 embeddings, predicting
+the 200 labelled rows out of fold and the 1,000 unlabelled test rows. Retrain churn (fp32 seed s vs
+s+1) against precision churn (int8 vs fp32, seed s), paired per row, and each pair's labelled
+log-MAE difference with the report's paired bootstrap. The rule and its margin
+(:data:`financemath_mlops.evaluation.churn.MARGIN`) are the card's; the card reruns this itself.
 
-    python benchmarks/embedding_precision.py --input ../shared/data/financemath/validation.json
+    nice python benchmarks/embedding_precision.py   # the files beside the checkout
 
-Writes ``benchmarks/results/embedding_precision.json`` and prints a table.
+Writes ``benchmarks/results/embedding_precision.json`` and prints the figures.
 """
 
 from __future__ import annotations
@@ -16,29 +18,23 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import logging
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_INPUT = REPO_ROOT.parent / "shared" / "data" / "financemath" / "validation.json"
+SHARED = REPO_ROOT.parent / "shared" / "data" / "financemath"
 DEFAULT_OUTPUT = REPO_ROOT / "benchmarks" / "results" / "embedding_precision.json"
-MARGIN = 0.05  # |int8 - fp32| log-MAE the default may switch within (issue 23)
-# The production feature row (hand features + full MiniLM vector, configured LightGBM).
-PRODUCTION = "hand+full / configured"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input", type=Path, default=DEFAULT_INPUT)
+    parser.add_argument("--input", type=Path, default=SHARED / "validation.json")
+    parser.add_argument("--unlabelled", type=Path, default=SHARED / "test.json")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--inner-folds", type=int, default=3)
     parser.add_argument("--bootstrap", type=int, default=2000)
-    parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     return parser.parse_args(argv)
 
@@ -48,71 +44,46 @@ def main(argv: list[str] | None = None) -> int:
     from financemath_mlops.evaluation import report
 
     args = parse_args(argv)
-    if not args.input.is_file():
-        print(f"error: labelled input not found: {args.input}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.WARNING)
+    for flag, path in (("--input", args.input), ("--unlabelled", args.unlabelled)):
+        if not path.is_file():
+            print(f"error: {flag} file not found: {path}", file=sys.stderr)
+            return 2
     load_at_start = os.getloadavg()
-    opts = report.ReportOptions(args.folds, args.seeds, args.inner_folds, args.bootstrap, args.jobs)
+    started = time.perf_counter()
+    opts = report.ReportOptions(args.folds, args.seeds, bootstrap=args.bootstrap)
+    settings = load_settings(REPO_ROOT / "configs" / "default.yaml")
+    lgb_settings = {"configured": dict(settings.training.lightgbm), "small": report.SMALL_SETTING}
     records = report.load_labelled(args.input)
-    base = load_settings(REPO_ROOT / "configs" / "default.yaml")
-    lgb_settings = {"configured": dict(base.training.lightgbm), "small": report.SMALL_SETTING}
-    losses: dict[str, dict[str, Any]] = {}
-    metrics: dict[str, dict[str, Any]] = {}
-    seconds: dict[str, float] = {}
-    for precision in ("fp32", "int8"):
-        started = time.perf_counter()
-        settings = load_settings(
-            REPO_ROOT / "configs" / "default.yaml",
-            {"features": {"embedding": {"precision": precision, "backend": "onnx"}}},
-        )
-        data = report.cv_data(settings, records)
-        cv = report.repeated_nested_cv(
-            report.candidates(), lgb_settings, data, opts.folds, opts.seeds, opts.inner_folds,
-            opts.jobs, progress=lambda done, total, p=precision: print(f"  {p}: {done}/{total}"),
-        )  # fmt: skip
-        losses[precision] = {
-            name: report.row_losses(cv["predictions"][name], data.target)
-            for name in ("model", PRODUCTION)
-        }
-        metrics[precision] = {
-            name: report.per_seed_metrics(cv["predictions"][name], data.target)
-            for name in ("model", PRODUCTION)
-        }
-        seconds[precision] = round(time.perf_counter() - started, 1)
-        print(f"{precision}: nested CV done in {seconds[precision]} s", flush=True)
-    comparisons = {
-        name: report.compare(losses["int8"][name], losses["fp32"][name], opts)
-        for name in ("model", PRODUCTION)
-    }
-    verdict = comparisons["model"]["log_mae"]
-    no_loss = verdict["low"] >= -MARGIN and verdict["high"] <= MARGIN
+    result = report.precision_churn(settings, records, args.unlabelled, lgb_settings, opts)
     result = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "input": args.input.name,
-        "rows": len(records),
-        "cv": {"folds": opts.folds, "seeds": opts.seeds, "inner_folds": opts.inner_folds},
+        "cv": {"folds": opts.folds, "seeds": opts.seeds},
         "bootstrap": opts.bootstrap,
-        "margin": MARGIN,
-        "metrics": metrics,
-        "int8_minus_fp32": comparisons,
-        "no_loss_beyond_margin": no_loss,
-        "seconds": seconds,
-        "load_average": {"start": [round(x, 2) for x in load_at_start], "end": os.getloadavg()},
+        **result,
+        "seconds": round(time.perf_counter() - started, 1),
+        "load_average": {
+            "start": [round(x, 2) for x in load_at_start],
+            "end": [round(x, 2) for x in os.getloadavg()],
+        },
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2, default=float) + "\n")
-    print(
-        f"\n{'predictions':<26} {'fp32 log-MAE':>12} {'int8 log-MAE':>12} {'int8-fp32 [95% CI]':>26}"
-    )
-    for name in ("model", PRODUCTION):
-        diff = comparisons[name]["log_mae"]
+    args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    c, d = result["churn"], result["churn_difference"]
+    loss = result["log_mae_difference"]
+    print(f"rows: {result['rows']}  seeds: {result['seeds']}  margin: {result['margin']}")
+    print(f"retrain churn {c['retrain']:.4f}  precision churn {c['precision']:.4f}")
+    print(f"precision - retrain churn {d['difference']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]")
+    for name in ("retrain", "precision"):
+        e = loss[name]
         print(
-            f"{name:<26} {metrics['fp32'][name]['log_mae']:>12.4f} "
-            f"{metrics['int8'][name]['log_mae']:>12.4f} "
-            f"{diff['difference']:>+8.4f} [{diff['low']:+.4f}, {diff['high']:+.4f}]"
+            f"{name} log-MAE difference {e['difference']:+.4f} [{e['low']:+.4f}, {e['high']:+.4f}]"
         )
-    print(f"\nno loss beyond +/-{MARGIN} (nested model): {no_loss}\nwrote {args.output}")
+    print(
+        f"churn below margin: {result['churn_below_margin']}; loss inside the retrain pair's: "
+        f"{result['loss_inside_retrain']} -> int8 qualifies: {result['int8_qualifies']}"
+    )
+    print(f"{result['seconds']} s; wrote {args.output}")
     return 0
 
 

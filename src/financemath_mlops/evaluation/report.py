@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from financemath_mlops.config import Settings
+from financemath_mlops.config import EmbeddingSettings, Settings
 from financemath_mlops.errors import StageError
 from financemath_mlops.evaluation.answer_models import NAMES as ANSWER_MODELS
 from financemath_mlops.evaluation.answer_models import answer_models
@@ -95,14 +95,29 @@ def load_labelled(path: Path) -> list[dict[str, Any]]:
     return labelled
 
 
-def cv_data(settings: Settings, records: list[dict[str, Any]]) -> CVData:
-    """Production feature rows for the records, split into hand features and embeddings."""
+def load_unlabelled(path: Path | None) -> list[dict[str, Any]]:
+    """Every validated record of the unlabelled file (their answers, if any, are never read);
+    none when there is no such file. Churn needs no labels, so these widen its rows."""
+    from financemath_mlops.ingestion.sources import read_local_file
+    from financemath_mlops.ingestion.validate import validate_rows
+
+    if path is None or not path.is_file():
+        return []
+    result = validate_rows(read_local_file(path), meta={"source": "local"}, ingested_at="-")
+    return [r.model_dump(mode="json") for r in result.records]
+
+
+def cv_data(
+    settings: Settings, records: list[dict[str, Any]], embedding: EmbeddingSettings | None = None
+) -> CVData:
+    """Production feature rows for the records, split into hand features and embeddings
+    (``embedding``: another embedding than the configured one); an unlabelled row's target is NaN."""
     from financemath_mlops.features.build import embedding_key, load_embedder
     from financemath_mlops.features.embedding_cache import embed_with_cache
     from financemath_mlops.features.rows import N_HAND_FEATURES, feature_matrix
     from financemath_mlops.records import RecordInput
 
-    embedder, info = load_embedder(settings.features.embedding, settings)
+    embedder, info = load_embedder(embedding or settings.features.embedding, settings)
     questions = [str(r["question"]) for r in records]
     cache = settings.paths.cache_dir / "embeddings"
     vectors = np.asarray(embed_with_cache(embedder, questions, cache, embedding_key(info)).vectors)
@@ -112,7 +127,12 @@ def cv_data(settings: Settings, records: list[dict[str, Any]]) -> CVData:
         hand=matrix[:, :N_HAND_FEATURES],
         embeddings=np.round(matrix[:, N_HAND_FEATURES:], EMBEDDING_DECIMALS),
         numbers_median=numbers_median(numbers),
-        target=np.array([float(r["ground_truth"]) for r in records]),
+        target=np.array(
+            [
+                math.nan if r.get("ground_truth") is None else float(r["ground_truth"])
+                for r in records
+            ]
+        ),
         topics=np.array([str(r["topic"]) for r in records]),
     )
 
@@ -165,8 +185,42 @@ def compare(
     return {"log_mae": log_diff.as_dict(), "median_ae": med_diff.as_dict(), "accuracy": accuracy}
 
 
-def build_report(settings: Settings, path: Path, opts: ReportOptions) -> dict[str, Any]:
-    """Run the whole analysis; a JSON-ready dict the card is rendered from."""
+def precision_churn(
+    settings: Settings,
+    records: list[dict[str, Any]],
+    unlabelled: Path | None,
+    lgb_settings: dict[str, dict[str, Any]],
+    opts: ReportOptions,
+) -> dict[str, Any]:
+    """The int8 rule (:mod:`.churn`): the served candidate fitted on the card's outer folds with
+    fp32 and with int8 embeddings, predicting the labelled rows (out of fold) and every row of the
+    unlabelled file. Both embeddings come through the embedding cache, so a rerun embeds nothing."""
+    from financemath_mlops.evaluation import churn
+
+    extra = load_unlabelled(unlabelled)
+    rows = records + extra
+    predictions = {}
+    for precision in ("fp32", "int8"):
+        cfg = settings.features.embedding.model_copy(
+            update={"precision": precision, "backend": "onnx"}
+        )
+        data = cv_data(settings, rows, cfg)
+        predictions[precision] = churn.served_predictions(
+            data, len(records), lgb_settings, opts.folds, opts.seeds
+        )
+    target = np.array([float(r["ground_truth"]) for r in records])
+    result = churn.precision_rule(predictions["fp32"], predictions["int8"], target, opts.bootstrap)
+    result["unlabelled_file"] = unlabelled.name if extra and unlabelled else None
+    result["candidate"] = churn.SERVED.name
+    result["configured_precision"] = settings.features.embedding.precision
+    return result
+
+
+def build_report(
+    settings: Settings, path: Path, opts: ReportOptions, unlabelled: Path | None = None
+) -> dict[str, Any]:
+    """Run the whole analysis; a JSON-ready dict the card is rendered from. ``unlabelled``: the
+    file whose questions widen the int8 rule's churn (its answers are never read)."""
     started = time.perf_counter()
     records = load_labelled(path)
     data = cv_data(settings, records)
@@ -254,6 +308,8 @@ def build_report(settings: Settings, path: Path, opts: ReportOptions) -> dict[st
         "most_chosen_minus_default": compare(losses[favourite], losses[default], opts)["log_mae"],
     }
     never_negative = int((preds["model"] < 0).any(axis=0).sum())
+    log.info("int8 rule: the served candidate with fp32 and int8 embeddings on the same folds")
+    churn_result = precision_churn(settings, records, unlabelled, lgb_settings, opts)
     return {
         "input": {
             "file": path.name,
@@ -273,5 +329,7 @@ def build_report(settings: Settings, path: Path, opts: ReportOptions) -> dict[st
         "model_negative_rows": never_negative,
         "answer_models": answers,
         "negative_answers": int((truths < 0).sum()),
+        "precision_churn": churn_result,
+        "hand_features": int(data.hand.shape[1]),
         "seconds": round(time.perf_counter() - started, 1),
     }
