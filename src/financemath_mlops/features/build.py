@@ -437,6 +437,13 @@ def read_features(path: Path) -> tuple[Any, dict[str, Any]]:
             f"{path} was built by feature version {manifest.get('feature_version')} with other "
             f"columns than this code (version {FEATURE_VERSION}); re-run the features stage"
         )
+    if str(manifest.get("feature_version")) != str(FEATURE_VERSION):
+        # Same columns, other meaning: a model trained on it would be refused when served.
+        raise FeatureError(
+            f"{path} was built by feature version {manifest.get('feature_version')}, this code "
+            f"builds version {FEATURE_VERSION} (same columns, other values: docs/features.md); "
+            f"re-run `python -m financemath_mlops.features --output {path}`"
+        )
     if manifest.get("rows") != len(frame):
         raise FeatureError(
             f"{path} holds {len(frame)} rows but its manifest describes {manifest.get('rows')}: "
