@@ -236,7 +236,9 @@ def child_stages(config: Path) -> None:
         evaluate(settings, trained.model_uri)
     with timed("promotion"):
         runs.configure(settings)
-        promote_if_better(settings, runs.resolve(trained.model_uri))
+        promote_if_better(
+            settings.evaluation, runs.resolve(trained.model_uri), seed=settings.training.seed
+        )
     print(json.dumps(times))
 
 

@@ -107,7 +107,9 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
         build_features(settings, show_progress=False)
         summary = train(settings)
         evaluate(settings, summary.model_uri)
-        promote_if_better(settings, runs.resolve(summary.model_uri))
+        promote_if_better(
+            settings.evaluation, runs.resolve(summary.model_uri), seed=settings.training.seed
+        )
     finally:
         os.environ.update(saved)
     env = cli_env(

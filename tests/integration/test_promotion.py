@@ -48,7 +48,9 @@ def test_an_identical_challenger_is_not_promoted(
             f"runs:/{trained_model.run_id}/model", trained_model.model_name
         ).version
         decision = promote_if_better(
-            settings, runs.resolve(f"models:/{trained_model.model_name}/{version}")
+            settings.evaluation,
+            runs.resolve(f"models:/{trained_model.model_name}/{version}"),
+            seed=settings.training.seed,
         )
         assert not decision.promoted
         assert decision.interval is not None and decision.interval.difference == 0.0

@@ -89,7 +89,9 @@ def test_postgres_store_trains_registers_evaluates_promotes_and_serves_the_champ
     summary = train(settings)
     name = summary.model_name  # the sample source adds its suffix
     evaluate(settings, summary.model_uri)
-    decision = promote_if_better(settings, runs.resolve(summary.model_uri))
+    decision = promote_if_better(
+        settings.evaluation, runs.resolve(summary.model_uri), seed=settings.training.seed
+    )
     if not decision.promoted:  # the evidence rule may decline; a person promotes with the CLI
         done = subprocess.run(
             [str(VENV_BIN / "python"), "-m", "financemath_mlops.registry", "--name", name,

@@ -12,6 +12,11 @@ from tests.helpers import REPO_ROOT
 DEFAULT = REPO_ROOT / "configs" / "default.yaml"
 
 
+def section_and_seed(settings):
+    """What the rule reads: the evaluation section and the training seed."""
+    return settings.evaluation, settings.training.seed
+
+
 def _truths_and_champion(n: int = 60) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(3)
     truths = rng.uniform(1, 1000, n)
@@ -21,7 +26,9 @@ def _truths_and_champion(n: int = 60) -> tuple[np.ndarray, np.ndarray]:
 def test_a_clearly_better_challenger_is_promoted_with_its_interval() -> None:
     truths, champion = _truths_and_champion()
     challenger = truths * 1.01
-    wins, interval, text = judge(challenger, champion, truths, load_settings(DEFAULT, {}))
+    wins, interval, text = judge(
+        challenger, champion, truths, *section_and_seed(load_settings(DEFAULT, {}))
+    )
     assert wins and interval.n == 60 and interval.high < 0
     assert "entirely in its favour" in text and "on 60 rows" in text
 
@@ -32,7 +39,9 @@ def test_a_better_point_estimate_inside_the_noise_is_not_promoted() -> None:
     # Slightly better on average, but the interval straddles zero.
     challenger = champion * np.exp(rng.normal(0, 0.3, len(truths)))
     challenger[:3] = truths[:3]
-    wins, interval, text = judge(challenger, champion, truths, load_settings(DEFAULT, {}))
+    wins, interval, text = judge(
+        challenger, champion, truths, *section_and_seed(load_settings(DEFAULT, {}))
+    )
     assert not wins and interval.low < 0 < interval.high
     assert "not entirely in its favour" in text
 
@@ -40,7 +49,7 @@ def test_a_better_point_estimate_inside_the_noise_is_not_promoted() -> None:
 def test_a_margin_larger_than_the_gain_blocks_promotion() -> None:
     truths, champion = _truths_and_champion()
     settings = load_settings(DEFAULT, {"evaluation": {"promotion_margin": 5.0}})
-    wins, interval, text = judge(truths * 1.01, champion, truths, settings)
+    wins, interval, text = judge(truths * 1.01, champion, truths, *section_and_seed(settings))
     assert interval.high < 0 and not wins and "margin 5" in text
 
 

@@ -80,7 +80,9 @@ def promote_task(settings: Settings, model_uri: str) -> dict[str, Any]:
     from financemath_mlops.promotion.decision import promote_if_better
 
     runs.configure(settings)
-    decision = promote_if_better(settings, runs.resolve(model_uri))
+    decision = promote_if_better(
+        settings.evaluation, runs.resolve(model_uri), seed=settings.training.seed
+    )
     get_run_logger().info(decision.line())
     return {"promoted": decision.promoted, "reason": decision.reason}
 

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     ref = runs.resolve_challenger(settings)
     if ref.name is None:
         raise runs.TrackingError(f"{ref.uri} is not a registered model version")
-    decision = promote_if_better(settings, ref)
+    decision = promote_if_better(settings.evaluation, ref, seed=settings.training.seed)
     print(decision.line())
     return 0
 

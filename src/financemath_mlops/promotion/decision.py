@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from financemath_mlops import runs
-from financemath_mlops.config import Settings
+from financemath_mlops.config import EvaluationSettings
 from financemath_mlops.evaluation.intervals import PairedDifference, paired_bootstrap
 from financemath_mlops.model.target import signed_log1p
 
@@ -54,16 +54,20 @@ def row_losses(predictions: np.ndarray, truths: np.ndarray, metric: str) -> np.n
 
 
 def judge(
-    challenger: np.ndarray, comparator: np.ndarray, truths: np.ndarray, settings: Settings
+    challenger: np.ndarray,
+    comparator: np.ndarray,
+    truths: np.ndarray,
+    cfg: EvaluationSettings,
+    seed: int,
 ) -> tuple[bool, PairedDifference, str]:
-    """Paired interval of challenger minus comparator; promoted only if it is all in favour."""
-    cfg = settings.evaluation
+    """Paired interval of challenger minus comparator; promoted only if it is all in favour.
+    ``seed`` (training.seed) makes the resamples repeatable."""
     metric = cfg.promotion_metric
     interval = paired_bootstrap(
         row_losses(challenger, truths, metric),
         row_losses(comparator, truths, metric),
         samples=cfg.promotion_bootstrap,
-        seed=settings.training.seed,
+        seed=seed,
         statistic="median" if metric == "median_ae" else "mean",
     )
     wins = interval.favours_a(cfg.promotion_margin)
@@ -77,8 +81,8 @@ def judge(
     return wins, interval, text
 
 
-def _too_few(n: int, settings: Settings) -> str | None:
-    minimum = settings.evaluation.min_promotion_rows
+def _too_few(n: int, cfg: EvaluationSettings) -> str | None:
+    minimum = cfg.min_promotion_rows
     if n >= minimum:
         return None
     return (
@@ -88,13 +92,15 @@ def _too_few(n: int, settings: Settings) -> str | None:
     )
 
 
-def _versus_global_median(settings: Settings, challenger: runs.ModelRef) -> PromotionDecision:
+def _versus_global_median(
+    cfg: EvaluationSettings, challenger: runs.ModelRef, seed: int
+) -> PromotionDecision:
     """The first version: it must beat the global median of its training answers on its holdout."""
     assert challenger.version and challenger.run_id
-    metric = settings.evaluation.promotion_metric
+    metric = cfg.promotion_metric
     data = runs.load_run_data_in_tmp(challenger.run_id)
     rows = data.holdout
-    refusal = _too_few(len(rows), settings)
+    refusal = _too_few(len(rows), cfg)
     if refusal:
         return PromotionDecision(
             False, f"there is no champion yet, and {refusal}", metric, challenger.version, None,
@@ -103,7 +109,7 @@ def _versus_global_median(settings: Settings, challenger: runs.ModelRef) -> Prom
     truths = np.array([float(r["ground_truth"]) for r in rows])
     predictions = runs.predict_records(challenger.uri, rows)
     median = np.full(len(rows), float(np.median(data.train_targets)))
-    wins, interval, text = judge(predictions, median, truths, settings)
+    wins, interval, text = judge(predictions, median, truths, cfg, seed)
     return PromotionDecision(
         wins, f"there is no champion yet; versus {GLOBAL_MEDIAN}: {text}", metric,
         challenger.version, None, float(row_losses(predictions, truths, metric).mean()),
@@ -111,13 +117,15 @@ def _versus_global_median(settings: Settings, challenger: runs.ModelRef) -> Prom
     )  # fmt: skip
 
 
-def decide(settings: Settings, challenger: runs.ModelRef) -> PromotionDecision:
-    """Compare the challenger with the current champion, or the first one with the median."""
+def decide(cfg: EvaluationSettings, challenger: runs.ModelRef, *, seed: int) -> PromotionDecision:
+    """Compare the challenger with the current champion, or the first one with the median.
+    Reads the promotion settings (``evaluation.promotion_*``, ``min_promotion_rows``) and the
+    seed of the bootstrap; the tracking store is the one ``runs.configure`` pointed at."""
     assert challenger.name and challenger.version and challenger.run_id
-    metric = settings.evaluation.promotion_metric
+    metric = cfg.promotion_metric
     champion = runs.alias_version(challenger.name, runs.CHAMPION)
     if champion is None:
-        return _versus_global_median(settings, challenger)
+        return _versus_global_median(cfg, challenger, seed)
     if str(champion.version) == str(challenger.version):
         return PromotionDecision(
             False, "it already is the champion", metric, challenger.version, str(champion.version)
@@ -127,7 +135,7 @@ def decide(settings: Settings, challenger: runs.ModelRef) -> PromotionDecision:
     seen_by_champion = set(theirs.train_ids)
     rows = [r for r in mine.holdout if r["question_id"] not in seen_by_champion]
     label = f"champion v{champion.version}"
-    refusal = _too_few(len(rows), settings)
+    refusal = _too_few(len(rows), cfg)
     if refusal:
         return PromotionDecision(
             False, refusal, metric, challenger.version, str(champion.version),
@@ -139,7 +147,7 @@ def decide(settings: Settings, challenger: runs.ModelRef) -> PromotionDecision:
         "champion": runs.predict_records(runs.version_uri(challenger.name, champion.version), rows),
     }
     wins, interval, text = judge(
-        predictions["challenger"], predictions["champion"], truths, settings
+        predictions["challenger"], predictions["champion"], truths, cfg, seed
     )
     scores = {k: float(row_losses(v, truths, metric).mean()) for k, v in predictions.items()}
     return PromotionDecision(
@@ -148,9 +156,11 @@ def decide(settings: Settings, challenger: runs.ModelRef) -> PromotionDecision:
     )  # fmt: skip
 
 
-def promote_if_better(settings: Settings, challenger: runs.ModelRef) -> PromotionDecision:
+def promote_if_better(
+    cfg: EvaluationSettings, challenger: runs.ModelRef, *, seed: int
+) -> PromotionDecision:
     """Decide, log the decision to the challenger's run, and move the alias when it wins."""
-    decision = decide(settings, challenger)
+    decision = decide(cfg, challenger, seed=seed)
     tags = {
         "promotion.decision": "promoted" if decision.promoted else "kept",
         "promotion.reason": decision.reason[:5000],
