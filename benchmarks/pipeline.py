@@ -227,7 +227,7 @@ def child_stages(config: Path) -> None:
         times[name] = time.perf_counter() - started
 
     with timed("ingestion"):
-        ingest(settings)
+        ingest(settings.ingestion, settings.ingestion_output, settings.paths.hf_cache_dir)
     with timed("features"):
         build_features(settings, show_progress=False)
     with timed("training"):

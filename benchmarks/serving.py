@@ -169,7 +169,7 @@ def train_model(workdir: Path, precision: str = "fp32") -> tuple[str, str]:
             "training": {"cv_folds": 2},
         },
     )
-    ingest(settings)
+    ingest(settings.ingestion, settings.ingestion_output, settings.paths.hf_cache_dir)
     build_features(settings, show_progress=False)
     summary = train(settings)
     runs.set_alias(summary.model_name, runs.CHAMPION, summary.version)

@@ -103,7 +103,7 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
     saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith(("FMOPS_", "MLFLOW_"))}
     try:
         settings = pipeline_settings(workdir)
-        ingest(settings)
+        ingest(settings.ingestion, settings.ingestion_output, settings.paths.hf_cache_dir)
         build_features(settings, show_progress=False)
         summary = train(settings)
         evaluate(settings, summary.model_uri)

@@ -257,7 +257,8 @@ def fetch_records(
     from financemath_mlops.ingestion import ingest
 
     data = recipe["data"]
-    summary = ingest(ingestion_settings(settings, data, work))
+    again = ingestion_settings(settings, data, work)
+    summary = ingest(again.ingestion, again.ingestion_output, again.paths.hf_cache_dir)
     got = restamped_sha256(summary.output, meta)
     want = data.get("records_sha256")
     what = str(data.get("version") or f"{data.get('source')} {data.get('dataset_id')}")

@@ -352,7 +352,7 @@ def features_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         settings = pipeline_settings(
             workdir, rows=150, features={"embedding": {"precision": "int8"}}
         )
-        ingest(settings)
+        ingest(settings.ingestion, settings.ingestion_output, settings.paths.hf_cache_dir)
         build_features(settings, show_progress=False)
     finally:
         os.environ.update(saved)

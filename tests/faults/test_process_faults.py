@@ -166,7 +166,8 @@ def killing_a_worker(cluster: Cluster, after: int = 4) -> Iterator[WorkerKiller]
 @pytest.fixture(scope="module")
 def dask_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("dask-faults")
-    ingest(pipeline_settings(workdir, rows=DASK_ROWS, seed=7))
+    given = pipeline_settings(workdir, rows=DASK_ROWS, seed=7)
+    ingest(given.ingestion, given.ingestion_output, given.paths.hf_cache_dir)
     return workdir
 
 
@@ -501,7 +502,7 @@ def training_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
     started = time.monotonic()
     workdir = tmp_path_factory.mktemp("training-sigkill")
     settings = pipeline_settings(workdir)
-    ingest(settings)
+    ingest(settings.ingestion, settings.ingestion_output, settings.paths.hf_cache_dir)
     build_features(settings, show_progress=False)
     tracking_uri = settings.mlflow.tracking_uri
     db = workdir / "mlruns" / "mlflow.db"

@@ -31,7 +31,8 @@ def fresh_cache(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("dask-features")
-    ingest(pipeline_settings(workdir, rows=ROWS, seed=5))
+    given = pipeline_settings(workdir, rows=ROWS, seed=5)
+    ingest(given.ingestion, given.ingestion_output, given.paths.hf_cache_dir)
     return workdir
 
 

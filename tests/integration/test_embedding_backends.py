@@ -361,7 +361,7 @@ def test_int8_model_serves_its_training_rows_and_refuses_an_fp32_bundle(
     settings = pipeline_settings(
         tmp_path, rows=120, features={"embedding": {"backend": "onnx", "precision": "int8"}}
     )
-    ingest(settings)
+    ingest(settings.ingestion, settings.ingestion_output, settings.paths.hf_cache_dir)
     build_features(settings, show_progress=False)
     manifest = read_feature_manifest(settings.features_output)
     assert manifest["embedding"]["precision"] == "int8"

@@ -35,7 +35,7 @@ def built(tmp_path_factory: pytest.TempPathFactory):
     if onnx_src.is_dir():
         (workdir / ".cache-emb").mkdir()
         (workdir / ".cache-emb" / "onnx").symlink_to(onnx_src)
-    ingest(settings)
+    ingest(settings.ingestion, settings.ingestion_output, settings.paths.hf_cache_dir)
     first = build_features(settings, show_progress=False)
     return settings, first
 
@@ -107,7 +107,8 @@ def test_two_tables_in_one_folder_each_describe_their_own_rows(
 
     settings, _ = built
     other = tmp_path / "other" / "records.jsonl"
-    ingest(pipeline_settings(tmp_path, rows=30, seed=9, ingestion={"output": other}))
+    given = pipeline_settings(tmp_path, rows=30, seed=9, ingestion={"output": other})
+    ingest(given.ingestion, given.ingestion_output, given.paths.hf_cache_dir)
     folder = tmp_path / "tables"
     a, b = folder / "a.parquet", folder / "b.parquet"
     argv = ["--input", str(settings.ingestion_output), "--output", str(a)]
@@ -203,7 +204,8 @@ def test_raw_rows_are_refused_unless_the_caller_vouches_for_them(
 
     # Ingested records edited afterwards are no longer what ingestion checked.
     edited = tmp_path / "ingested" / settings.ingestion_output.name
-    ingest(pipeline_settings(tmp_path, rows=20, seed=5, ingestion={"output": edited}))
+    given = pipeline_settings(tmp_path, rows=20, seed=5, ingestion={"output": edited})
+    ingest(given.ingestion, given.ingestion_output, given.paths.hf_cache_dir)
     _, manifest = read_features(settings.features_output)
     assert manifest["data"]["validated"] == "ingestion"
     assert manifest["data"]["ingestion_manifest"] == str(

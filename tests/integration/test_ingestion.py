@@ -121,7 +121,7 @@ def test_corrupted_file_gives_rejects_with_reasons_and_counts_add_up(isolated_en
     path = isolated_env / "corrupt.json"
     path.write_text(json.dumps(good + bad, allow_nan=True), encoding="utf-8")
     settings = load_settings(overrides={"ingestion": {"source": "local", "path": path}})
-    summary = ingest(settings)
+    summary = ingest(settings.ingestion, settings.ingestion_output, settings.paths.hf_cache_dir)
     assert (summary.read, summary.written, summary.rejected) == (10, 3, 7)
     rejects = read_jsonl(summary.rejects_path)
     by_row = {r["row"]: r for r in rejects}
@@ -140,7 +140,8 @@ def test_jsonl_with_a_broken_line_rejects_that_line(isolated_env: Path) -> None:
     path = isolated_env / "rows.jsonl"
     lines = [json.dumps(r) for r in make_rows(2)] + ["{not json"]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    summary = ingest(load_settings(overrides={"ingestion": {"source": "local", "path": path}}))
+    given = load_settings(overrides={"ingestion": {"source": "local", "path": path}})
+    summary = ingest(given.ingestion, given.ingestion_output, given.paths.hf_cache_dir)
     assert (summary.written, summary.rejected) == (2, 1)
     assert "not valid JSON" in read_jsonl(summary.rejects_path)[0]["reason"]
 
@@ -148,7 +149,8 @@ def test_jsonl_with_a_broken_line_rejects_that_line(isolated_env: Path) -> None:
 def test_parquet_local_file(isolated_env: Path) -> None:
     path = isolated_env / "rows.parquet"
     pq.write_table(pa.Table.from_pylist(make_rows(4)), path)
-    summary = ingest(load_settings(overrides={"ingestion": {"source": "local", "path": path}}))
+    given = load_settings(overrides={"ingestion": {"source": "local", "path": path}})
+    summary = ingest(given.ingestion, given.ingestion_output, given.paths.hf_cache_dir)
     assert (summary.read, summary.written, summary.rejected) == (4, 4, 0)
 
 
@@ -195,7 +197,7 @@ def test_interrupted_write_leaves_no_output(
 
     monkeypatch.setattr(validate.IngestedRecord, "model_dump", dump_then_crash)
     with pytest.raises(KeyboardInterrupt):
-        ingest(settings)
+        ingest(settings.ingestion, settings.ingestion_output, settings.paths.hf_cache_dir)
     assert calls["n"] == 3
     assert not output.exists()
     assert list(output.parent.iterdir()) == []
@@ -217,7 +219,7 @@ def test_real_validation_file_ingests_200_rows_and_no_rejects(
     settings = load_settings(
         overrides={"ingestion": {"source": "local", "path": shared_data / "validation.json"}}
     )
-    summary = ingest(settings)
+    summary = ingest(settings.ingestion, settings.ingestion_output, settings.paths.hf_cache_dir)
     assert (summary.read, summary.written, summary.rejected) == (200, 200, 0)
     assert len(summary.per_topic) == 7
 

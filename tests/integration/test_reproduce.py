@@ -175,7 +175,7 @@ def local_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, d
         f"outs:\n- md5: {md5}\n  path: {data.name}\n", encoding="utf-8"
     )
     settings = pipeline_settings(tmp_path, ingestion={"source": "local", "path": data})
-    summary = ingest(settings)
+    summary = ingest(settings.ingestion, settings.ingestion_output, settings.paths.hf_cache_dir)
     meta = json.loads(summary.output.read_text(encoding="utf-8").splitlines()[0])["meta"]
     assert meta["revision"] == f"dvc:{md5}"
     recipe = {

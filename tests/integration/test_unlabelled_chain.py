@@ -29,7 +29,7 @@ def test_a_misnamed_label_column_is_reported_and_training_on_it_exits_2(
     settings = pipeline_settings(
         isolated_env, ingestion={"source": "local", "path": source}, features={"executor": "local"}
     )
-    summary = ingest(settings)
+    summary = ingest(settings.ingestion, settings.ingestion_output, settings.paths.hf_cache_dir)
     assert (summary.written, summary.labelled, summary.unknown_columns) == (24, 0, {"answer": 24})
     assert any("rename it to ground_truth" in note for note in summary.warnings())
 

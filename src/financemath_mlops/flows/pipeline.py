@@ -36,7 +36,7 @@ def _network_failure(task: Any, task_run: Any, state: Any) -> bool:
 def ingest_task(settings: Settings) -> dict[str, Any]:
     from financemath_mlops.ingestion import ingest
 
-    summary = ingest(settings)
+    summary = ingest(settings.ingestion, settings.ingestion_output, settings.paths.hf_cache_dir)
     get_run_logger().info(summary.table())
     return {"output": str(summary.output), "written": summary.written, "rejected": summary.rejected}
 

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     check_source_flags(settings.ingestion.source, given, how)
     from financemath_mlops.ingestion import ingest
 
-    summary = ingest(settings)
+    summary = ingest(settings.ingestion, settings.ingestion_output, settings.paths.hf_cache_dir)
     print(summary.table())
     return 0
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from financemath_mlops.atomic import atomic_set, dump_jsonl
-from financemath_mlops.config import Settings
+from financemath_mlops.config import IngestionSettings
 from financemath_mlops.ingestion.sources import Provenance, SourceError, load_rows
 from financemath_mlops.ingestion.validate import (
     closest_column,
@@ -187,9 +187,12 @@ def manifest_path_for(output: Path) -> Path:
     return output.with_name(f"{output.stem}.manifest.json")
 
 
-def ingest(settings: Settings) -> IngestionSummary:
-    """Run ingestion for the configured source. Raises SourceError (nothing written) on bad input."""
-    rows, provenance = load_rows(settings)
+def ingest(cfg: IngestionSettings, output: Path, hf_cache_dir: Path) -> IngestionSummary:
+    """Run ingestion for the source ``cfg`` names into ``output`` (+ rejects and manifest beside
+    it; the hub's downloads under ``hf_cache_dir``). Raises SourceError (nothing written) on bad
+    input. The caller slices the settings: ``ingest(s.ingestion, s.ingestion_output,
+    s.paths.hf_cache_dir)``."""
+    rows, provenance = load_rows(cfg, hf_cache_dir)
     if not rows:
         raise SourceError(
             f"{provenance.dataset_id or provenance.source} holds no rows: nothing to ingest"
@@ -201,7 +204,6 @@ def ingest(settings: Settings) -> IngestionSummary:
         "revision": provenance.revision,
     }
     result = validate_rows(rows, meta=meta)
-    output = settings.ingestion_output
     if not result.records:
         raise SourceError(
             f"no valid row in {provenance.dataset_id or provenance.source}: all {result.read} rows "

@@ -14,7 +14,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from financemath_mlops.config import Settings
+from financemath_mlops.config import IngestionSettings
 from financemath_mlops.errors import StageError
 from financemath_mlops.ingestion.jsonl import (
     ERROR,
@@ -47,9 +47,10 @@ class Provenance:
     revision: str | None = None
 
 
-def load_rows(settings: Settings) -> tuple[list[dict[str, Any]], Provenance]:
-    """Read every raw row of the configured source."""
-    cfg = settings.ingestion
+def load_rows(
+    cfg: IngestionSettings, hf_cache_dir: Path
+) -> tuple[list[dict[str, Any]], Provenance]:
+    """Read every raw row of the configured source (the hub's downloads under ``hf_cache_dir``)."""
     if cfg.source == "sample":
         from financemath_mlops.ingestion.synthetic import generate_sample
 
@@ -65,7 +66,7 @@ def load_rows(settings: Settings) -> tuple[list[dict[str, Any]], Provenance]:
 
         rows = read_local_file(cfg.path)  # revision: the DVC version when DVC tracks the file
         return rows, Provenance("local", str(cfg.path), None, dvc_revision(cfg.path))
-    return read_hf_dataset(settings)
+    return read_hf_dataset(cfg, hf_cache_dir)
 
 
 def read_local_file(path: Path) -> list[dict[str, Any]]:
@@ -166,7 +167,9 @@ def _parquet_rows(path: Path, batch_rows: int) -> Iterator[dict[str, Any]]:
         raise SourceError(f"{path} is not a readable Parquet file: {exc}") from None
 
 
-def read_hf_dataset(settings: Settings) -> tuple[list[dict[str, Any]], Provenance]:
+def read_hf_dataset(
+    cfg: IngestionSettings, hf_cache_dir: Path
+) -> tuple[list[dict[str, Any]], Provenance]:
     """Download (or reuse from ./.cache/hf) the dataset snapshot, then load the split from it."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
@@ -176,8 +179,7 @@ def read_hf_dataset(settings: Settings) -> tuple[list[dict[str, Any]], Provenanc
         RevisionNotFoundError,
     )
 
-    cfg = settings.ingestion
-    hub_cache = settings.paths.hf_cache_dir / "hub"
+    hub_cache = hf_cache_dir / "hub"
     token = cfg.hf_token.get_secret_value() if cfg.hf_token else None
     log.info(
         "resolving %s (split %s, revision %s) via the hub cache %s",
@@ -216,7 +218,7 @@ def read_hf_dataset(settings: Settings) -> tuple[list[dict[str, Any]], Provenanc
             f"{hub_cache}; use --source sample (offline synthetic data) or --source local --path FILE"
         ) from None
     revision = local_dir.name if local_dir.parent.name == "snapshots" else cfg.revision
-    rows = load_split(local_dir, cfg.split, settings.paths.hf_cache_dir / "datasets")
+    rows = load_split(local_dir, cfg.split, hf_cache_dir / "datasets")
     check_shape(rows, f"{cfg.dataset_id} split {cfg.split}")
     log.info(
         "loaded %d rows of %s/%s at revision %s", len(rows), cfg.dataset_id, cfg.split, revision
