@@ -301,10 +301,12 @@ def test_batch_prediction_survives_a_killed_dask_worker(
     settings = trained_model.settings.model_copy(deep=True)
     settings.predict.batch_rows = DASK_PARTITION_ROWS
     settings.predict.threads = 1
-    local = predict_file(settings, path, tmp_path / "local.parquet", uri)
+    local = predict_file(settings.predict, settings.mlflow, path, tmp_path / "local.parquet", uri)
     settings.predict.executor, settings.predict.dask_address = "dask", cluster.address
     with killing_a_worker(cluster):
-        summary = predict_file(settings, path, tmp_path / "dask.parquet", uri)
+        summary = predict_file(
+            settings.predict, settings.mlflow, path, tmp_path / "dask.parquet", uri
+        )
 
     assert summary.read == lines == summary.predicted + summary.rejected
     assert (summary.predicted, summary.rejected) == (PREDICT_GOOD_ROWS, 4)

@@ -66,7 +66,9 @@ def predicted(
     out = tmp_path_factory.mktemp("predictions")
     settings = trained_model.settings.model_copy(deep=True)
     settings.predict.batch_rows = BATCH_ROWS
-    local = predict_file(settings, input_file, out / "local.parquet", CHAMPION_URI)
+    local = predict_file(
+        settings.predict, settings.mlflow, input_file, out / "local.parquet", CHAMPION_URI
+    )
     dask_output = out / "dask.jsonl"
     cli = [sys.executable, "-m", "financemath_mlops.predict", "--input", str(input_file)]
     on_dask = ["--executor", "dask", "--dask-address", "local-cluster", "--workers", "2"]
@@ -144,7 +146,11 @@ def test_parquet_and_json_inputs_give_the_same_predictions_as_jsonl(
     expected = pd.read_parquet(predicted.local.output).head(30)
     for name in ("questions.parquet", "questions.json"):
         summary = predict_file(
-            settings, tmp_path / name, tmp_path / f"{name}.out.parquet", CHAMPION_URI
+            settings.predict,
+            settings.mlflow,
+            tmp_path / name,
+            tmp_path / f"{name}.out.parquet",
+            CHAMPION_URI,
         )
         got = pd.read_parquet(summary.output)
         assert got["question_id"].tolist() == expected["question_id"].tolist(), name
@@ -160,7 +166,9 @@ def test_duplicate_ids_across_batches_are_rejected(
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))
     settings = trained_model.settings.model_copy(deep=True)
     settings.predict.batch_rows = 4
-    summary = predict_file(settings, source, tmp_path / "out.jsonl", CHAMPION_URI)
+    summary = predict_file(
+        settings.predict, settings.mlflow, source, tmp_path / "out.jsonl", CHAMPION_URI
+    )
     assert (summary.predicted, summary.rejected) == (6, 1)
     (reject,) = [json.loads(line) for line in summary.rejects_path.read_text().splitlines()]
     assert reject["row"] == 6
@@ -172,7 +180,8 @@ def test_unknown_model_and_missing_input_are_clear_errors(
 ) -> None:
     with pytest.raises(StageError, match="cannot resolve model models:/no-such-model@champion"):
         predict_file(
-            trained_model.settings,
+            trained_model.settings.predict,
+            trained_model.settings.mlflow,
             input_file,
             tmp_path / "out.jsonl",
             "models:/no-such-model@champion",
@@ -205,7 +214,8 @@ def test_prediction_does_not_reject_rows_for_a_ground_truth_it_does_not_use(
     odd = [{**r, "ground_truth": str(r["ground_truth"]), "python_solution": None} for r in rows]
     pq.write_table(pa.Table.from_pylist(odd), tmp_path / "answers-as-text.parquet")
     summary = predict_file(
-        trained_model.settings,
+        trained_model.settings.predict,
+        trained_model.settings.mlflow,
         tmp_path / "answers-as-text.parquet",
         tmp_path / "out.parquet",
         CHAMPION_URI,
@@ -222,12 +232,16 @@ def test_an_input_with_no_valid_row_exits_2_and_keeps_the_previous_predictions(
     output = tmp_path / "out.parquet"
     good = tmp_path / "good.jsonl"
     good.write_text("".join(json.dumps(r) + "\n" for r in generate_sample(rows=3, seed=SEED)))
-    predict_file(trained_model.settings, good, output, CHAMPION_URI)
+    predict_file(
+        trained_model.settings.predict, trained_model.settings.mlflow, good, output, CHAMPION_URI
+    )
     before = {p.name: p.read_bytes() for p in (output, output.with_name("out.rejects.jsonl"))}
     bad = tmp_path / "bad.jsonl"
     bad.write_text("".join(json.dumps({**r, "question": 7}) + "\n" for r in generate_sample(4)))
     with pytest.raises(StageError) as refused:
-        predict_file(trained_model.settings, bad, output, CHAMPION_URI)
+        predict_file(
+            trained_model.settings.predict, trained_model.settings.mlflow, bad, output, CHAMPION_URI
+        )
     assert f"no valid row in {bad}: all 4 rows rejected (4 x question: " in str(refused.value)
     assert "out.rejects.jsonl are unchanged" in str(refused.value)
     after = {p.name: p.read_bytes() for p in (output, output.with_name("out.rejects.jsonl"))}

@@ -50,10 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     from financemath_mlops import runs
     from financemath_mlops.predict.batch import default_model_uri, predict_file
 
-    if runs.is_tracked_uri(default_model_uri(settings)):  # a model folder needs no store
+    model_uri = default_model_uri(settings)
+    if runs.is_tracked_uri(model_uri):  # a model folder needs no store
         runs.check_reachable(settings)
 
-    print(predict_file(settings, args.input, args.output).table())
+    summary = predict_file(settings.predict, settings.mlflow, args.input, args.output, model_uri)
+    print(summary.table())
     return 0
 
 

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from financemath_mlops import runs
 from financemath_mlops.atomic import atomic_path, atomic_writer, dump_jsonl
-from financemath_mlops.config import Settings
+from financemath_mlops.config import MLflowSettings, PredictSettings, Settings
 from financemath_mlops.errors import StageError
 from financemath_mlops.executors import Partition, WorkerCached, map_in_order, model_loads
 from financemath_mlops.ingestion.sources import check_local_file, read_local_batches
@@ -86,6 +86,7 @@ class BatchSummary:
 
 
 def default_model_uri(settings: Settings) -> str:
+    """predict.model_uri, else the served model: what the CLI hands :func:`predict_file`."""
     return settings.predict.model_uri or runs.served_model_uri(settings)
 
 
@@ -101,8 +102,8 @@ def output_schema() -> pa.Schema:
     )
 
 
-def load_batch_model(settings: Settings, uri: str, threads: int | None) -> runs.RecordModel:
-    runs.configure(settings)
+def load_batch_model(store: MLflowSettings, uri: str, threads: int | None) -> runs.RecordModel:
+    runs.configure_store(store)
     return runs.load_model(uri, threads)
 
 
@@ -126,19 +127,24 @@ def predict_rows(
 
 
 def predict_file(
-    settings: Settings, input_path: Path, output_path: Path, model_uri: str | None = None
+    cfg: PredictSettings,
+    store: MLflowSettings,
+    input_path: Path,
+    output_path: Path,
+    model_uri: str,
 ) -> BatchSummary:
-    """Predict every valid record of ``input_path`` into ``output_path`` (see the module doc)."""
+    """Predict every valid record of ``input_path`` into ``output_path`` with ``model_uri`` (in
+    the tracking store ``store`` names; see the module doc). The caller picks the model: the CLI
+    passes :func:`default_model_uri`."""
     input_path, output_path = Path(input_path), Path(output_path)
     if output_path.suffix.lower() not in OUTPUT_SUFFIXES:
         raise PredictError(
             f"output {output_path} must end in {' or '.join(OUTPUT_SUFFIXES)} (Parquet or JSONL)"
         )
     check_local_file(input_path)  # before the model loads: ingestion's messages
-    cfg = settings.predict
     started = time.perf_counter()
-    uri = model_uri or default_model_uri(settings)
-    runs.configure(settings)
+    uri = model_uri
+    runs.configure_store(store)
     ref = runs.resolve(uri)  # pin the version: an alias moving mid-run changes nothing
     summary = BatchSummary(
         input=input_path,
@@ -159,11 +165,11 @@ def predict_file(
     )
     if cfg.executor == "dask":
         threads = cfg.threads or 1
-        build = functools.partial(load_batch_model, settings, summary.model_uri, threads)
-        key = f"pyfunc-{settings.mlflow.tracking_uri}-{summary.model_uri}-{threads}"
+        build = functools.partial(load_batch_model, store, summary.model_uri, threads)
+        key = f"pyfunc-{store.tracking_uri}-{summary.model_uri}-{threads}"
         model: Any = WorkerCached(key, build)
     else:
-        model = load_batch_model(settings, summary.model_uri, cfg.threads)
+        model = load_batch_model(store, summary.model_uri, cfg.threads)
     task = functools.partial(predict_rows, name=summary.model_name, version=summary.model_version)
     done: list[Partition] = []
     reasons: Counter[str] = Counter()

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 from financemath_mlops.atomic import is_out_of_space, out_of_space
-from financemath_mlops.config import Settings
+from financemath_mlops.config import MLflowSettings, Settings
 from financemath_mlops.config_sources import mask_url_password
 from financemath_mlops.errors import StageError
 from financemath_mlops.runs import http_retries
@@ -89,7 +89,11 @@ def require_store(settings: Settings, model_uri: str | None = None) -> None:
     """
     if model_uri is not None and not is_tracked_uri(model_uri):
         return
-    db_path = local_store_path(settings)
+    _refuse_missing_local_store(settings.mlflow.tracking_uri)
+
+
+def _refuse_missing_local_store(uri: str) -> None:
+    db_path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
     if db_path is not None and not db_path.is_file():
         raise TrackingError(
             f"the MLflow store {db_path} does not exist: create it by training a model "
@@ -275,15 +279,20 @@ def configure(settings: Settings, create_store: bool = True) -> str:
     ``create_store=False`` (serving, `registry`): a missing local store is an error, see
     :func:`require_store`; the pipeline stages create it.
     """
+    return configure_store(settings.mlflow, create_store)
+
+
+def configure_store(store: MLflowSettings, create_store: bool = True) -> str:
+    """:func:`configure` for a stage given only its ``mlflow`` section (what it reads)."""
     import mlflow
 
     if not create_store:
-        require_store(settings)
+        _refuse_missing_local_store(store.tracking_uri)
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    uri = settings.mlflow.tracking_uri
+    uri = store.tracking_uri
     if uri.startswith("file:") or "://" not in uri and not uri.startswith("sqlite:"):
         # MLflow 3 refuses the plain file store unless asked explicitly; choosing it is asking.
         os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
