@@ -34,7 +34,8 @@ beats the champion on the promotion metric over rows neither model trained on.
 
 REPORT_EPILOG = """\
 Repeated topic-stratified nested CV over the file's labelled rows (about 5 minutes on 2 cores with
-the defaults); writes the card, its plot and the results JSON. Nothing is tracked in MLflow.
+the defaults), and the int8 rule's churn over those and the --unlabelled questions; writes the
+card, its plot and the results JSON. Nothing is tracked in MLflow.
 """
 
 
@@ -43,6 +44,11 @@ def report_main(argv: list[str]) -> int:
         "python -m financemath_mlops.evaluation report", __doc__ or "", REPORT_EPILOG
     )
     parser.add_argument("--input", type=Path, required=True, help="labelled FinanceMath file")
+    parser.add_argument(
+        "--unlabelled", type=Path,
+        help="FinanceMath file whose questions widen the int8 rule's churn (answers never read; "
+        "default: test.json beside --input, if it is there)",
+    )  # fmt: skip
     parser.add_argument("--card", type=Path, default=Path("docs/model-card.md"))
     parser.add_argument("--plot", type=Path, help="default: <card stem>-errors.png beside it")
     parser.add_argument("--results", type=Path, help="default: <card stem>.json beside it")
@@ -53,11 +59,15 @@ def report_main(argv: list[str]) -> int:
                         metavar="200..100000")  # fmt: skip
     parser.add_argument("--jobs", type=int, default=1, choices=range(1, 65), metavar="1..64")
     args, settings = parse_stage_args(parser, argv)
+    from financemath_mlops.errors import StageError
     from financemath_mlops.evaluation.card import precision_evidence, publish_card
     from financemath_mlops.evaluation.report import ReportOptions, build_report
 
     opts = ReportOptions(args.folds, args.seeds, args.inner_folds, args.bootstrap, args.jobs)
-    report = build_report(settings, args.input, opts)
+    unlabelled = args.unlabelled or args.input.with_name("test.json")
+    if args.unlabelled is not None and not unlabelled.is_file():
+        raise StageError(f"--unlabelled file not found: {unlabelled}")
+    report = build_report(settings, args.input, opts, unlabelled)
     report["embedding_precision"] = precision_evidence(Path("benchmarks/results"))
     plot = args.plot or args.card.with_name(f"{args.card.stem}-errors.png")
     results = args.results or args.card.with_suffix(".json")

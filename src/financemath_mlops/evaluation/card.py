@@ -23,6 +23,10 @@ LABELS = {
     "numbers_median": "median of the numbers in the question and tables",
 }
 
+# The published LLM accuracies (evaluate.PUBLISHED_ACCURACY) are on FinanceMath's validation split,
+# whatever file this report reads.
+PUBLISHED_ROWS = 200
+
 ANSWER_LABELS = {
     "ranker": "candidate ranker over the regressor (nested CV)",
     "sign_scale": "sign/scale bands over the regressor (same folds)",
@@ -42,6 +46,12 @@ def _ci(d: dict[str, float] | None, digits: int = 2, scale: float = 1.0) -> str:
         return "(n < 5)"
     f = f"+.{digits}f"
     return f"{d['difference'] * scale:{f}} [{d['low'] * scale:{f}}, {d['high'] * scale:{f}}]"
+
+
+def _sci(value: float) -> str:
+    """-512345.0 -> "-5e5": the order of magnitude the prose needs."""
+    mantissa, exponent = f"{value:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
 
 
 def _verdict(d: dict[str, float]) -> str:
@@ -91,7 +101,8 @@ def main_table(r: dict[str, Any]) -> list[str]:
     )
     for name, acc in PUBLISHED_ACCURACY.items():
         rows.append(
-            f"| {name} (published, reference programs' outputs) | 200 | | | | | {acc:.1%} |"
+            f"| {name} (published, reference programs' outputs) | {PUBLISHED_ROWS} "
+            f"| | | | | {acc:.1%} |"
         )
     return _table(
         "| predictor | n | MAE | RMSE | median AE | log-MAE (± sd over seeds) | accuracy |", rows
@@ -184,8 +195,8 @@ def decision_text(r: dict[str, Any]) -> str:
             "The whole interval is below zero: the evidence says to change the default."
             if moved
             else "The interval includes zero: the evidence does not say the choice matters, so "
-            "the default config (and the served model) keeps all 384 embedding dimensions and "
-            "the configured LightGBM setting."
+            f"the default config (and the served model) keeps all {r['facts']['embedding_dims']} "
+            "embedding dimensions and the configured LightGBM setting."
         )
     )
 
@@ -210,6 +221,7 @@ def answers_text(r: dict[str, Any]) -> str:
     """What the candidate ranker and the sign/scale model reached against the issue's targets."""
     a = r["answer_models"]
     caps, cov, rk = a["caps"], a["coverage"], a["models"]["ranker"]
+    f, mod = r["facts"], r["facts"]["modules"]
     rows = r["input"]["rows"]
     targets = [
         ("tolerance accuracy >= 10 %", f"{rk['metrics']['accuracy']:.1%}",
@@ -231,7 +243,7 @@ def answers_text(r: dict[str, Any]) -> str:
         "on the same seeds and outer folds as the regressor above, both starting from its "
         "out-of-fold predictions:",
         "",
-        "- **Candidate ranker** (`model/candidates.py`, `model/ranker.py`): the candidates are the "
+        f"- **Candidate ranker** (`{mod['candidates']}`, `{mod['ranker']}`): the candidates are the "
         "numbers of the question and its tables and one operation on two of them (`+ - * /`, "
         "ratio as %, change, change as %), computed from the record's text only "
         f"(`python_solution` is never read). Bounded: the first {caps['question_chars']:,} "
@@ -244,9 +256,9 @@ def answers_text(r: dict[str, Any]) -> str:
         "an inner CV on the outer-training rows (lowest log-MAE), else the regressor answers. "
         f"Thresholds chosen (out of {r['options']['outer_fits']} outer folds): {thresholds}; "
         f"the ranker answered {a['answered_share']:.1%} of the rows.",
-        "- **Sign/scale bands** (`model/sign_scale.py`): a LightGBM classifier of the answer's "
-        "band (negative, below 1, 1-100, 100-10,000, above) on the hand-built features and 16 "
-        "PCA components of the embedding moves the regressor's estimate into the predicted band "
+        f"- **Sign/scale bands** (`{mod['sign_scale']}`): a LightGBM classifier of the answer's "
+        "band (negative, below 1, 1-100, 100-10,000, above) on the hand-built features and "
+        f"{f['pca_components']} PCA components of the embedding moves the regressor's estimate into the predicted band "
         "(to the band's training median when the estimate lies outside it). It predicted the "
         f"right band for {a['band_accuracy']:.1%} of the rows, a negative answer for "
         f"{a['sign_scale_negative_rows']} and one below 1 for {a['sign_scale_below_one_rows']} "
@@ -278,11 +290,13 @@ def answers_text(r: dict[str, Any]) -> str:
             "**neither joins the served model**: the logged pyfunc stays the regressor and the "
             f"serving response keeps its shape. Why they fall short: of the {rows} labelled "
             f"questions only {round(cov['same_scale'] * rows)} carry a candidate of the right "
-            "scale to learn from, spread over eight constructions, against hundreds of wrong "
+            f"scale to learn from, spread over {f['candidate_constructions']} constructions, "
+            "against hundreds of wrong "
             "candidates per question; the features see where numbers sit and what the question's "
             "end says, not what the numbers mean, so the best-scored candidate is rarely the "
             "answer and the inner CV mostly sets the threshold where the regressor answers. The "
-            "band classifier rarely dares the rare bands (8 negative answers), and a wrong band "
+            f"band classifier rarely dares the rare bands ({r['negative_answers']} negative "
+            "answers), and a wrong band "
             "costs more log error than the regressor's hedged estimate. `benchmarks/candidates.py`"
             " reruns this research (`--estimate`: the distance to the regressor's estimate as a "
             "ranker feature; `benchmarks/results/candidates*.json`)."
@@ -290,62 +304,131 @@ def answers_text(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-PRECISION_FILES = ("embedding_precision.json", "serving-int8.json")
+SPEED_FILE = "serving-int8.json"
 
 
 def precision_evidence(results_dir: Path) -> dict[str, Any] | None:
-    """What benchmarks/embedding_precision.py and benchmarks/serving.py measured of the int8
-    embedding bundle (quality and speed), carried into the report so the card states the choice."""
+    """What benchmarks/serving.py measured of the int8 embedding bundle's speed and size, carried
+    into the report so the card states what int8 would buy (the quality side is the report's
+    own churn rule)."""
     try:
-        quality, speed = (
-            json.loads((results_dir / name).read_text(encoding="utf-8")) for name in PRECISION_FILES
-        )
+        speed = json.loads((results_dir / SPEED_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return {
-        "margin": quality["margin"],
-        "cv": quality["cv"],
-        "bootstrap": quality["bootstrap"],
-        "difference": quality["int8_minus_fp32"]["model"]["log_mae"],
-        "no_loss_beyond_margin": quality["no_loss_beyond_margin"],
         "speed": {k: v for k, v in speed["targets"].items() if k.startswith("int8_")},
         "sizes_mb": speed.get("model_sizes_mb", {}),
     }
 
 
-def precision_text(p: dict[str, Any] | None) -> str:
-    if p is None:
-        return "Not measured for this card (`benchmarks/embedding_precision.py`)."
-    d, speed = p["difference"], p["speed"]
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "no"
+
+
+def _interval(d: dict[str, float], digits: int = 4) -> str:
+    return f"[{d['low']:+.{digits}f}, {d['high']:+.{digits}f}]"
+
+
+def precision_text(c: dict[str, Any], speed: dict[str, Any] | None) -> str:
+    """The int8 rule (:mod:`.churn`): its margin, both churns, both loss intervals, the outcome."""
+    rows, diff, loss = c["rows"], c["churn_difference"], c["log_mae_difference"]
+    where = (
+        f"the {rows['labelled']} labelled rows (out of fold) and the {rows['unlabelled']:,} "
+        f"unlabelled questions of `{c['unlabelled_file']}` (each dealt to one outer fold per seed, "
+        f"stratified by topic): {rows['all']:,} questions"
+        if rows["unlabelled"]
+        else f"the {rows['labelled']} labelled rows only (no unlabelled file was given)"
+    )
     lines = [
-        "The served embedding is the fp32 ONNX export of all-MiniLM-L6-v2 "
-        "(`features.embedding.precision`). An int8 bundle (onnxruntime `quantize_dynamic`, "
-        "per-channel int8 weights, quantized once at export, one question per run) was compared "
-        f"with the same repeated nested CV ({p['cv']['folds']} folds x {p['cv']['seeds']} seeds, "
-        f"inner {p['cv']['inner_folds']}), the same folds for both: int8 minus fp32 log-MAE "
-        f"{_ci(d, 3)} (paired bootstrap, {p['bootstrap']} resamples).",
+        f"The served embedding is the `{c['configured_precision']}` ONNX export of "
+        "all-MiniLM-L6-v2 (`features.embedding.precision`). An int8 bundle (onnxruntime "
+        "`quantize_dynamic`, per-channel int8 weights, quantized once at export, one question "
+        "per run) is smaller and faster:",
         "",
-        "| speed target (same benchmark run) | measured | met |",
-        "| --- | --- | --- |",
     ]
-    for target in speed.values():
-        lines.append(
-            f"| {target['target']} | {target['value']} | {'yes' if target['met'] else 'no'} |"
-        )
-    keep = p["no_loss_beyond_margin"]
+    if speed is None:
+        lines.append("Speed not measured for this card (`benchmarks/serving.py`).")
+    else:
+        lines += [
+            "| speed target (`benchmarks/serving.py`, one run) | measured | met |",
+            "| --- | --- | --- |",
+            *(
+                f"| {t['target']} | {t['value']} | {_yes(t['met'])} |"
+                for t in speed["speed"].values()
+            ),
+        ]
+        sizes = speed.get("sizes_mb") or {}
+        if "fp32" in sizes and "int8" in sizes:
+            lines += [
+                "",
+                f"The int8 model folder is {sizes['int8']['model_folder']} MB against "
+                f"{sizes['fp32']['model_folder']} MB for fp32.",
+            ]
     lines += [
         "",
-        f"The default switches to int8 only if that interval lies within +/-{p['margin']} and "
-        "throughput improves at least 1.5x. "
-        + (
-            "It does: the card's model would be served with int8 embeddings."
-            if keep
-            else f"The interval reaches beyond +/-{p['margin']}, so a loss of that size cannot be "
-            "excluded and **the default stays fp32** (set `features.embedding.precision: int8` "
-            "to trade that risk for speed; a model is always served with the bundle it was "
-            "trained with)."
+        "**The rule** (`evaluation/churn.py`; its margin was committed before the measurement "
+        "ran). Retraining alone moves predictions (LightGBM bagging and feature sampling, other "
+        "outer folds), so int8 is judged against a retrain. Churn between two models is the mean "
+        "over rows of |slog(p_a) - slog(p_b)|, slog(x) = sign(x)·log1p(|x|); it needs no labels. "
+        f"The served candidate (`{c['candidate']}`) was fitted on the card's outer folds "
+        f"({c['seeds']} seeds) with fp32 and with int8 embeddings and predicted {where}. "
+        "Retrain churn pairs fp32 seed s with fp32 seed s+1 (the last seed with the first), "
+        "precision churn int8 seed s with fp32 seed s (same folds, same LightGBM seed); both "
+        "are averaged over the seeds per row, and their difference is a paired bootstrap over "
+        f"rows. **int8 becomes the default when precision minus retrain churn has a 95 % "
+        f"interval whose upper end is below {c['margin']}, and int8's labelled log-MAE "
+        "difference interval lies inside the retrain pair's.**",
+        "",
+        *_table(
+            f"| pair | churn ({rows['all']:,} questions) "
+            f"| log-MAE difference ({rows['labelled']} labelled rows) [95 % CI] |",
+            [
+                f"| retrain: fp32 seed s+1 vs fp32 seed s | {c['churn']['retrain']:.4f} "
+                f"| {_ci(loss['retrain'], 4)} |",
+                f"| precision: int8 seed s vs fp32 seed s | {c['churn']['precision']:.4f} "
+                f"| {_ci(loss['precision'], 4)} |",
+                f"| precision minus retrain, paired per row | {_ci(diff, 4)} | |",
+            ],
         ),
+        "",
+        "A loss difference is each seed pair's paired bootstrap (the report's, "
+        f"{loss['retrain']['pairs']} pairs) with its difference and ends averaged over the pairs: "
+        "averaged per row first, the retrain pairs would cancel round the seeds (their point "
+        "difference is zero by construction); the interval is how far one retrain moves the "
+        "labelled loss.",
+        "",
+        *_table(
+            "| condition | measured | met |",
+            [
+                f"| precision minus retrain churn: upper end below the margin {c['margin']} "
+                f"| {diff['high']:+.4f} | {_yes(c['churn_below_margin'])} |",
+                "| int8's log-MAE difference interval inside the retrain pair's "
+                f"| {_interval(loss['precision'])} in {_interval(loss['retrain'])} "
+                f"| {_yes(c['loss_inside_retrain'])} |",
+            ],
+        ),
+        "",
     ]
+    configured = c["configured_precision"]
+    if c["int8_qualifies"] and configured == "int8":
+        lines.append(
+            "**Both conditions hold: int8 is the default.** fp32 stays one setting away "
+            "(`features.embedding.precision: fp32`; a model is always served with the bundle it "
+            "was trained with)."
+        )
+    elif c["int8_qualifies"]:
+        lines.append(
+            "**Both conditions hold: the rule makes int8 the default.** The configured precision "
+            f"is still `{configured}` until the switch lands with everything that follows it "
+            "(the config, the model folder, the images, the Kubernetes sizing and the docs); "
+            "fp32 then stays one setting away (`features.embedding.precision: fp32`)."
+        )
+    else:
+        lines.append(
+            "**The rule is not met: the default stays fp32** (`features.embedding.precision: "
+            "int8` trades that for speed; a model is always served with the bundle it was "
+            "trained with)."
+        )
     return "\n".join(lines)
 
 
@@ -354,8 +437,19 @@ def render_card(r: dict[str, Any], plot_name: str) -> str:
     o = r["options"]
     model = r["differences"]["global_median"]["log_mae"]
     settings = r["lightgbm_settings"]
+    facts = r["facts"]
     text = TEMPLATE.format(
         rows=r["input"]["rows"],
+        answer_min=_sci(facts["answer_min"]),
+        answer_max=_sci(facts["answer_max"]),
+        holdout=f"{facts['holdout_fraction'] * 100:.0f} %",
+        holdout_rows=round(r["input"]["rows"] * facts["holdout_fraction"]),
+        decimals=facts["embedding_decimals"],
+        forms=facts["embedding_forms"],
+        lgb_count=facts["lightgbm_settings"],
+        dims=facts["embedding_dims"],
+        pca=facts["pca_components"],
+        hand=facts["hand_features"],
         file=r["input"]["file"],
         sha=r["input"]["sha256"][:16],
         folds=o["folds"],
@@ -371,7 +465,7 @@ def render_card(r: dict[str, Any], plot_name: str) -> str:
         topics="\n".join(topic_table(r)),
         chosen=chosen_line(r),
         decision=decision_text(r),
-        precision=precision_text(r.get("embedding_precision")),
+        precision=precision_text(r["precision_churn"], r.get("embedding_precision")),
         answers=answers_text(r),
         plot=plot_name,
         headline=_ci(model),
@@ -451,10 +545,10 @@ of an answer at best. Read every figure below beside its baselines and intervals
 
 ## How the pipeline trains, evaluates and promotes it
 
-- Target: answers span about -5e5 to 5e6, so the booster fits `sign(y)·log1p(|y|)`
+- Target: answers span about {answer_min} to {answer_max}, so the booster fits `sign(y)·log1p(|y|)`
   (`training.target_transform`) with the L1 objective, which on that scale optimises log-MAE.
 - Training (`python -m financemath_mlops.training`): rows without an answer are skipped; a seeded
-  holdout split stratified by topic (20 %) is made once; a topic-stratified k-fold CV on the
+  holdout split stratified by topic ({holdout}) is made once; a topic-stratified k-fold CV on the
   training rows is logged (mean ± sample std over folds, beside the median baselines on the same
   folds); the final model fits on all training rows. The split ids, the training feature table
   and the raw holdout records are stored in the MLflow run. LightGBM runs on one thread
@@ -469,18 +563,18 @@ of an answer at best. Read every figure below beside its baselines and intervals
   and the interval are logged on the challenger's run (`promotion_*` metrics and tags); a point
   estimate alone never moves `@champion`.
 
-The pipeline's single holdout is small (about 40 rows on the real split); the figures below come
+The pipeline's single holdout is small (about {holdout_rows} rows on the real split); the figures below come
 from the evaluation report instead, which uses every labelled row.
 
 ## How the figures below are made
 
 - Input: `{file}` ({rows} labelled rows, sha256 `{sha}...`), read and validated by
   the ingestion stage's code, turned into the production feature rows by the one feature
-  function (embeddings rounded to 5 decimals so that the figures reproduce across machines).
+  function (embeddings rounded to {decimals} decimals so that the figures reproduce across machines).
 - **Repeated, topic-stratified, nested cross-validation**: {folds} outer folds x {seeds} seeds
   ({outer} outer fits). In every outer fold an inner {inner}-fold CV on the outer-training rows
-  alone chooses among {candidates} candidates (3 embedding forms x with/without the numbers median
-  as a feature x 2 LightGBM settings); only the chosen one is refitted and scored on the outer
+  alone chooses among {candidates} candidates ({forms} embedding forms x with/without the numbers median
+  as a feature x {lgb_count} LightGBM settings); only the chosen one is refitted and scored on the outer
   fold. So the model's figures include the cost of choosing; nothing was tuned on the rows it is
   scored on. Baselines are fitted on the same outer-training rows.
 - Each row gets one out-of-fold prediction per seed. Metrics are computed per seed over all rows,
@@ -537,10 +631,10 @@ The per-topic rows rest on few questions each; read the intervals, not the point
 
 ## Feature sets and parameters (decided by the nested CV)
 
-MiniLM question embeddings stay part of the product; the CV decides their form: `full` (all 384
-dimensions), `pca` (16 principal components fitted on the training rows of each fold) or
+MiniLM question embeddings stay part of the product; the CV decides their form: `full` (all {dims}
+dimensions), `pca` ({pca} principal components fitted on the training rows of each fold) or
 `similarity` (cosine similarity to the nearest training questions and their answers,
-leave-self-out on training rows), each with the 30 hand-built features, with or without the
+leave-self-out on training rows), each with the {hand} hand-built features, with or without the
 median of the question's numbers as a feature. LightGBM settings (`configured` is
 `training.lightgbm` in the config):
 

@@ -185,6 +185,31 @@ def compare(
     return {"log_mae": log_diff.as_dict(), "median_ae": med_diff.as_dict(), "accuracy": accuracy}
 
 
+def facts(settings: Settings, data: CVData, cands: list[Candidate]) -> dict[str, Any]:
+    """The counts the card's prose states, taken from the code and the data (never typed in)."""
+    from financemath_mlops.evaluation.nested import PCA_COMPONENTS
+    from financemath_mlops.model import candidates, ranker, sign_scale
+
+    def source(module) -> str:  # the card names modules by path: it follows a move
+        return module.__name__.removeprefix("financemath_mlops.").replace(".", "/") + ".py"
+
+    return {
+        "hand_features": int(data.hand.shape[1]),
+        "embedding_dims": int(data.embeddings.shape[1]),
+        "embedding_decimals": EMBEDDING_DECIMALS,
+        "pca_components": PCA_COMPONENTS,
+        "embedding_forms": len({c.embedding for c in cands}),
+        "lightgbm_settings": len({c.setting for c in cands}),
+        "candidate_constructions": len(candidates.OPERATIONS),
+        "modules": {
+            m.__name__.rsplit(".", 1)[1]: source(m) for m in (candidates, ranker, sign_scale)
+        },
+        "holdout_fraction": settings.training.holdout_fraction,
+        "answer_min": float(data.target.min()),
+        "answer_max": float(data.target.max()),
+    }
+
+
 def precision_churn(
     settings: Settings,
     records: list[dict[str, Any]],
@@ -330,6 +355,6 @@ def build_report(
         "answer_models": answers,
         "negative_answers": int((truths < 0).sum()),
         "precision_churn": churn_result,
-        "hand_features": int(data.hand.shape[1]),
+        "facts": facts(settings, data, cands),
         "seconds": round(time.perf_counter() - started, 1),
     }
