@@ -91,3 +91,16 @@ def test_served_predictions_are_the_reports_out_of_fold_ones_plus_every_unlabell
     report = repeated_nested_cv([churn.SERVED], settings, labelled, folds=3, seeds=2)
     assert np.array_equal(got[:, :n], report["predictions"][churn.SERVED.name])
     assert [len(f) for f in churn.deal(topics[:2], 3, 0)] == [1, 1, 0]
+
+
+def test_report_refuses_a_missing_unlabelled_file_naming_it(tmp_path, capsys) -> None:
+    from financemath_mlops.cli import run_main
+    from financemath_mlops.evaluation.__main__ import main
+    from tests.helpers import make_rows, write_json
+
+    labelled = write_json(tmp_path / "validation.json", make_rows(5))
+    missing, card = tmp_path / "tset.json", tmp_path / "card.md"
+    argv = ["report", "--input", str(labelled), "--unlabelled", str(missing), "--card", str(card)]
+    assert run_main(main, argv) == 2
+    assert f"--unlabelled file not found: {missing}" in capsys.readouterr().err
+    assert not card.exists()
