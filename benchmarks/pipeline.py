@@ -194,7 +194,14 @@ def child_features(config: Path) -> None:
     from financemath_mlops.config import load_settings
     from financemath_mlops.features.build import build_features
 
-    summary = build_features(load_settings(config), show_progress=False)
+    given = load_settings(config)
+    summary = build_features(
+        given.features,
+        given.paths,
+        given.features_input,
+        given.features_output,
+        show_progress=False,
+    )
     print(
         json.dumps(
             {
@@ -229,7 +236,13 @@ def child_stages(config: Path) -> None:
     with timed("ingestion"):
         ingest(settings.ingestion, settings.ingestion_output, settings.paths.hf_cache_dir)
     with timed("features"):
-        build_features(settings, show_progress=False)
+        build_features(
+            settings.features,
+            settings.paths,
+            settings.features_input,
+            settings.features_output,
+            show_progress=False,
+        )
     with timed("training"):
         trained = train(settings)
     with timed("evaluation"):

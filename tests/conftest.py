@@ -104,7 +104,13 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
     try:
         settings = pipeline_settings(workdir)
         ingest(settings.ingestion, settings.ingestion_output, settings.paths.hf_cache_dir)
-        build_features(settings, show_progress=False)
+        build_features(
+            settings.features,
+            settings.paths,
+            settings.features_input,
+            settings.features_output,
+            show_progress=False,
+        )
         summary = train(settings)
         evaluate(settings, summary.model_uri)
         promote_if_better(

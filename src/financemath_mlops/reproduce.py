@@ -318,7 +318,13 @@ def rebuild_features(
             ),
         }
     )
-    build_features(rebuilt, show_progress=False)
+    build_features(
+        rebuilt.features,
+        rebuilt.paths,
+        rebuilt.features_input,
+        rebuilt.features_output,
+        show_progress=False,
+    )
     return read_features(output)
 
 

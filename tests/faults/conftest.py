@@ -353,7 +353,13 @@ def features_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             workdir, rows=150, features={"embedding": {"precision": "int8"}}
         )
         ingest(settings.ingestion, settings.ingestion_output, settings.paths.hf_cache_dir)
-        build_features(settings, show_progress=False)
+        build_features(
+            settings.features,
+            settings.paths,
+            settings.features_input,
+            settings.features_output,
+            show_progress=False,
+        )
     finally:
         os.environ.update(saved)
     return workdir

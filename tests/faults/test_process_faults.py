@@ -189,7 +189,14 @@ def features_settings(workdir: Path, name: str, **features: Any) -> Any:
 @pytest.fixture(scope="module")
 def features_without_fault(dask_workdir: Path) -> Path:
     """The table the local executor builds from the same records (its own fresh cache)."""
-    return build_features(features_settings(dask_workdir, "local"), show_progress=False).output
+    given = features_settings(dask_workdir, "local")
+    return build_features(
+        given.features,
+        given.paths,
+        given.features_input,
+        given.features_output,
+        show_progress=False,
+    ).output
 
 
 @pytest.mark.fault_row(
@@ -212,7 +219,13 @@ def test_features_survive_a_killed_dask_worker(
         dask_workdir, "dask", executor="dask", dask_address=cluster.address
     )
     with killing_a_worker(cluster):
-        summary = build_features(settings, show_progress=False)
+        summary = build_features(
+            settings.features,
+            settings.paths,
+            settings.features_input,
+            settings.features_output,
+            show_progress=False,
+        )
     expected, got = pd.read_parquet(features_without_fault), pd.read_parquet(summary.output)
     assert got["question_id"].tolist() == expected["question_id"].tolist()
     pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-6)
@@ -248,7 +261,13 @@ def test_features_fail_cleanly_when_dask_gives_up_on_a_partition(
             killing_a_worker(strict),
             pytest.raises(FeatureError) as raised,
         ):
-            build_features(settings, show_progress=False)
+            build_features(
+                settings.features,
+                settings.paths,
+                settings.features_input,
+                settings.features_output,
+                show_progress=False,
+            )
     message = str(raised.value)
     assert f"the Dask cluster (scheduler {strict.address}) lost partition" in message
     assert "KilledWorker" in message and "previous output is kept" in message
@@ -505,7 +524,13 @@ def training_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
     workdir = tmp_path_factory.mktemp("training-sigkill")
     settings = pipeline_settings(workdir)
     ingest(settings.ingestion, settings.ingestion_output, settings.paths.hf_cache_dir)
-    build_features(settings, show_progress=False)
+    build_features(
+        settings.features,
+        settings.paths,
+        settings.features_input,
+        settings.features_output,
+        show_progress=False,
+    )
     tracking_uri = settings.mlflow.tracking_uri
     db = workdir / "mlruns" / "mlflow.db"
     log = workdir / "training.log"

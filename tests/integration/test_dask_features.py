@@ -51,10 +51,16 @@ def settings_for(workdir: Path, name: str, **features):
 
 
 def test_dask_features_equal_local_features_in_order_and_value(workdir: Path) -> None:
-    local = build_features(settings_for(workdir, "local"), show_progress=False)
-    dask = build_features(
-        settings_for(workdir, "dask", executor="dask", dask_workers=2, embedding={"threads": 1})
+    given = settings_for(workdir, "local")
+    local = build_features(
+        given.features,
+        given.paths,
+        given.features_input,
+        given.features_output,
+        show_progress=False,
     )
+    given = settings_for(workdir, "dask", executor="dask", dask_workers=2, embedding={"threads": 1})
+    dask = build_features(given.features, given.paths, given.features_input, given.features_output)
 
     expected, got = pd.read_parquet(local.output), pd.read_parquet(dask.output)
     assert got["question_id"].tolist() == expected["question_id"].tolist()
@@ -81,12 +87,16 @@ def test_unreachable_scheduler_is_a_clear_error(
     with pytest.raises(
         FeatureError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9"
     ):
-        build_features(settings)
+        build_features(
+            settings.features, settings.paths, settings.features_input, settings.features_output
+        )
     assert not settings.features_output.exists()
 
 
 def test_address_that_is_not_a_scheduler_is_refused(workdir: Path) -> None:
     settings = settings_for(workdir, "bad", executor="dask", dask_address="my-cluster")
     with pytest.raises(FeatureError, match="neither 'local-cluster' nor a scheduler address"):
-        build_features(settings)
+        build_features(
+            settings.features, settings.paths, settings.features_input, settings.features_output
+        )
     assert not any(settings.features_output.parent.glob("*.parquet*"))

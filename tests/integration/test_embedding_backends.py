@@ -362,7 +362,13 @@ def test_int8_model_serves_its_training_rows_and_refuses_an_fp32_bundle(
         tmp_path, rows=120, features={"embedding": {"backend": "onnx", "precision": "int8"}}
     )
     ingest(settings.ingestion, settings.ingestion_output, settings.paths.hf_cache_dir)
-    build_features(settings, show_progress=False)
+    build_features(
+        settings.features,
+        settings.paths,
+        settings.features_input,
+        settings.features_output,
+        show_progress=False,
+    )
     manifest = read_feature_manifest(settings.features_output)
     assert manifest["embedding"]["precision"] == "int8"
     summary = train(settings)

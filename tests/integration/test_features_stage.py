@@ -36,7 +36,13 @@ def built(tmp_path_factory: pytest.TempPathFactory):
         (workdir / ".cache-emb").mkdir()
         (workdir / ".cache-emb" / "onnx").symlink_to(onnx_src)
     ingest(settings.ingestion, settings.ingestion_output, settings.paths.hf_cache_dir)
-    first = build_features(settings, show_progress=False)
+    first = build_features(
+        settings.features,
+        settings.paths,
+        settings.features_input,
+        settings.features_output,
+        show_progress=False,
+    )
     return settings, first
 
 
@@ -59,7 +65,13 @@ def test_rerun_on_unchanged_input_reuses_cached_embeddings(built) -> None:
     settings, first = built
     assert first.cache_misses == 80
     before = pd.read_parquet(settings.features_output)
-    second = build_features(settings, show_progress=False)
+    second = build_features(
+        settings.features,
+        settings.paths,
+        settings.features_input,
+        settings.features_output,
+        show_progress=False,
+    )
     assert (second.cache_hits, second.cache_misses) == (80, 0)
     pd.testing.assert_frame_equal(before, pd.read_parquet(settings.features_output))
 
@@ -175,7 +187,14 @@ def test_input_that_is_not_ingested_records_is_refused(tmp_path: Path) -> None:
     source.write_text(json.dumps({"foo": 1}) + "\n")
     settings = pipeline_settings(tmp_path, features={"input": source})
     with pytest.raises(FeatureError, match="not an ingested record"):
-        build_features(settings, show_progress=False, validated_elsewhere=True)
+        build_features(
+            settings.features,
+            settings.paths,
+            settings.features_input,
+            settings.features_output,
+            show_progress=False,
+            validated_elsewhere=True,
+        )
 
 
 def test_raw_rows_are_refused_unless_the_caller_vouches_for_them(

@@ -33,7 +33,13 @@ def test_a_misnamed_label_column_is_reported_and_training_on_it_exits_2(
     assert (summary.written, summary.labelled, summary.unknown_columns) == (24, 0, {"answer": 24})
     assert any("rename it to ground_truth" in note for note in summary.warnings())
 
-    build_features(settings, show_progress=False)
+    build_features(
+        settings.features,
+        settings.paths,
+        settings.features_input,
+        settings.features_output,
+        show_progress=False,
+    )
     frame, _ = read_features(settings.features_output)
     assert len(frame) == 24 and frame["target"].isna().all()
     with pytest.raises(StageError, match="only 0 labelled rows in .*training needs at least 20"):

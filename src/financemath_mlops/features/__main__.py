@@ -80,7 +80,15 @@ def main(argv: list[str] | None = None) -> int:
 
     check_executor_flags(settings.features, vars(args), "features")
 
-    print(build_features(settings, validated_elsewhere=args.validated_elsewhere).table())
+    print(
+        build_features(
+            settings.features,
+            settings.paths,
+            settings.features_input,
+            settings.features_output,
+            validated_elsewhere=args.validated_elsewhere,
+        ).table()
+    )
     return 0
 
 

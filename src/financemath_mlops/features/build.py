@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from financemath_mlops.atomic import atomic_path
-from financemath_mlops.config import EmbeddingSettings, Settings
+from financemath_mlops.config import EmbeddingSettings, FeatureSettings, PathsSettings, Settings
 from financemath_mlops.executors import (
     ExecutorError,
     Partition,
@@ -176,7 +176,13 @@ def _target(value: Any) -> float | None:
 
 
 def load_embedder(cfg: EmbeddingSettings, settings: Settings, show_progress: bool = False):
-    """Resolve the model weights and build the configured embedding backend."""
+    """:func:`embedder_for` for a caller holding the whole Settings (reads ``paths`` only)."""
+    return embedder_for(cfg, settings.paths, show_progress)
+
+
+def embedder_for(cfg: EmbeddingSettings, paths: PathsSettings, show_progress: bool = False):
+    """Resolve the model weights and build the configured embedding backend (the hub's
+    downloads and the ONNX bundles under ``paths``)."""
     from financemath_mlops.features.embeddings import embedding_cache_key, make_embedder
     from financemath_mlops.features.weights import resolve_weights
 
@@ -184,12 +190,12 @@ def load_embedder(cfg: EmbeddingSettings, settings: Settings, show_progress: boo
         cfg.model_id,
         revision=cfg.revision,
         local_path=cfg.local_path,
-        hf_cache_dir=settings.paths.hf_cache_dir,
+        hf_cache_dir=paths.hf_cache_dir,
     )
     embedder = make_embedder(
         cfg.backend,
         resolved,
-        onnx_cache_dir=onnx_cache_dir(settings),
+        onnx_cache_dir=bundle_dir(paths),
         batch_size=cfg.batch_size,
         threads=cfg.threads,
         max_length=cfg.max_length,
@@ -212,10 +218,15 @@ def load_embedder(cfg: EmbeddingSettings, settings: Settings, show_progress: boo
 
 
 def onnx_cache_dir(settings: Settings) -> Path:
+    """:func:`bundle_dir` for a caller holding the whole Settings."""
+    return bundle_dir(settings.paths)
+
+
+def bundle_dir(paths: PathsSettings) -> Path:
     """Where ONNX bundles are cached: ``paths.onnx_cache_dir``, else per user (onnx_export)."""
     from financemath_mlops.features.onnx_export import bundle_cache_dir
 
-    return bundle_cache_dir(settings.paths.onnx_cache_dir, settings.paths.cache_dir / "onnx")
+    return bundle_cache_dir(paths.onnx_cache_dir, paths.cache_dir / "onnx")
 
 
 def onnx_bundle(settings: Settings, info: dict[str, Any]) -> Path:
@@ -250,15 +261,22 @@ def onnx_bundle(settings: Settings, info: dict[str, Any]) -> Path:
 
 
 def build_features(
-    settings: Settings, show_progress: bool = True, validated_elsewhere: bool = False
+    cfg: FeatureSettings,
+    paths: PathsSettings,
+    source: Path,
+    output: Path,
+    *,
+    show_progress: bool = True,
+    validated_elsewhere: bool = False,
 ) -> FeatureSummary:
     """Run the features stage on the configured executor: the same table either way.
 
+    Reads ``source`` (records), writes ``output`` (the table); the embedding model, its ONNX
+    bundle and the embedding cache live under ``paths``. The caller slices the settings:
+    ``build_features(s.features, s.paths, s.features_input, s.features_output)``.
     The input must be records ingestion wrote (its manifest beside them, checksum matching), or
     ``validated_elsewhere`` says the caller vouches for them (see :mod:`.lineage`).
     """
-    cfg = settings.features
-    source, output = settings.features_input, settings.features_output
     if not source.is_file():
         raise FeatureError(
             f"features input not found: {source}; run `python -m financemath_mlops.ingestion` "
@@ -271,15 +289,13 @@ def build_features(
     on_dask = cfg.executor == "dask"
     if on_dask:  # resolve and export the model once, here: workers only load a ready bundle
         embed_cfg = cfg.embedding.model_copy(update={"threads": cfg.embedding.threads or 1})
-        embedder, info = load_embedder(embed_cfg, settings)
+        embedder, info = embedder_for(embed_cfg, paths)
         recipe = pickle.dumps(embedder)  # paths and options; it builds its session on load
         key = "embedder-" + hashlib.sha256(recipe).hexdigest()
         shared: Any = WorkerCached(key, functools.partial(pickle.loads, recipe))
     else:
-        shared, info = load_embedder(cfg.embedding, settings, show_progress)
-    task = functools.partial(
-        featurize_chunk, info=info, cache_dir=settings.paths.cache_dir / "embeddings"
-    )
+        shared, info = embedder_for(cfg.embedding, paths, show_progress)
+    task = functools.partial(featurize_chunk, info=info, cache_dir=paths.cache_dir / "embeddings")
     totals = dict.fromkeys(("rows", "labelled", "hits", "misses", "warnings"), 0)
     stats: dict[str, Any] = {}
     done: list[Partition] = []

@@ -45,7 +45,13 @@ def ingest_task(settings: Settings) -> dict[str, Any]:
 def features_task(settings: Settings) -> dict[str, Any]:
     from financemath_mlops.features.build import build_features
 
-    summary = build_features(settings, show_progress=False)
+    summary = build_features(
+        settings.features,
+        settings.paths,
+        settings.features_input,
+        settings.features_output,
+        show_progress=False,
+    )
     get_run_logger().info(summary.table())
     return {"output": str(summary.output), "rows": summary.rows, "seconds": summary.seconds}
 
