@@ -1,7 +1,7 @@
 """Candidate answers and the ranker on the real validation split, under the report's nested CV.
 
 Research for issue 16: how often one of the question's numbers, or one operation on two of them,
-is the answer (oracle coverage); then the ranker (:mod:`financemath_mlops.model.ranker`) through
+is the answer (oracle coverage); then the ranker (:mod:`financemath_mlops.evaluation.ranker`) through
 :mod:`financemath_mlops.evaluation.ranker_cv` with the evaluation report's seeds, outer folds and
 paired bootstrap, against the best baseline and the chance control.
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from financemath_mlops.evaluation.ranker_cv import candidate_labels
-from financemath_mlops.model.candidates import (
+from financemath_mlops.evaluation.candidates import (
     FEATURE_NAMES,
     MAX_CANDIDATES,
     MAX_OPERANDS,
     MAX_QUESTION_CHARS,
     build_candidates,
 )
-from financemath_mlops.model.ranker import answer, best_candidate, choose_threshold, fit_ranker
+from financemath_mlops.evaluation.ranker import answer, best_candidate, choose_threshold, fit_ranker
+from financemath_mlops.evaluation.ranker_cv import candidate_labels
 from financemath_mlops.scoring import financemath_correct
 
 CHANGE = (
@@ -100,7 +100,7 @@ def test_no_positive_label_means_no_ranker_and_the_fallback_answers() -> None:
 
 @pytest.mark.parametrize(("good", "expected"), [(True, 0.0), (False, 1.01)])
 def test_the_threshold_follows_the_log_error(good: bool, expected: float) -> None:
-    from financemath_mlops.model.ranker import Pick
+    from financemath_mlops.evaluation.ranker import Pick
 
     truths = np.array([10.0, 20.0, 30.0])
     values = truths if good else truths * 1e6

@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from financemath_mlops.evaluation import candidates
 from financemath_mlops.evaluation.baselines import chance_row_hits
 from financemath_mlops.evaluation.nested import CVData
 from financemath_mlops.evaluation.ranker_cv import RankerData, repeated_ranker_cv
 from financemath_mlops.evaluation.sign_scale_cv import repeated_sign_scale_cv
-from financemath_mlops.model import candidates
 
 NAMES = ("ranker", "sign_scale")
 CHANCE_DRAWS = 20

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from financemath_mlops.evaluation.candidates import Candidates, build_candidates
 from financemath_mlops.evaluation.nested import Candidate, CVData, fit_predict, outer_fold_tasks
-from financemath_mlops.model.candidates import Candidates, build_candidates
-from financemath_mlops.model.ranker import (
+from financemath_mlops.evaluation.ranker import (
     Pick,
     answer,
     best_candidate,

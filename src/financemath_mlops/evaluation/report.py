@@ -187,8 +187,8 @@ def compare(
 
 def facts(settings: Settings, data: CVData, cands: list[Candidate]) -> dict[str, Any]:
     """The counts the card's prose states, taken from the code and the data (never typed in)."""
+    from financemath_mlops.evaluation import candidates, ranker, sign_scale
     from financemath_mlops.evaluation.nested import PCA_COMPONENTS
-    from financemath_mlops.model import candidates, ranker, sign_scale
 
     def source(module) -> str:  # the card names modules by path: it follows a move
         return module.__name__.removeprefix("financemath_mlops.").replace(".", "/") + ".py"

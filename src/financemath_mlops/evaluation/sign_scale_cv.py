@@ -1,4 +1,4 @@
-"""The sign/scale model (:mod:`financemath_mlops.model.sign_scale`) on the report's outer folds.
+"""The sign/scale model (:mod:`financemath_mlops.evaluation.sign_scale`) on the report's outer folds.
 
 Same seeds and outer folds as :func:`.nested.repeated_nested_cv`. The model has nothing to choose
 (fixed features: the hand-built ones and 16 PCA components of the embeddings, fitted per fold;
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from financemath_mlops.evaluation.nested import Candidate, CVData, design, outer_fold_tasks
-from financemath_mlops.model.sign_scale import band_of, fit_sign_scale, predict_sign_scale
+from financemath_mlops.evaluation.sign_scale import band_of, fit_sign_scale, predict_sign_scale
 
 FEATURES = Candidate("pca", False, "configured")
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from financemath_mlops.model.candidates import FEATURE_NAMES, Candidates
+from financemath_mlops.evaluation.candidates import FEATURE_NAMES, Candidates
 from financemath_mlops.model.target import signed_log1p
 
 RANKER_FILE = "ranker.txt"
