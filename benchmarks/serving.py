@@ -200,13 +200,16 @@ def train_model(workdir: Path, precision: str = "fp32") -> tuple[str, str]:
         settings.features_output,
         show_progress=False,
     )
-    summary = train(settings)
+    summary = train(
+        settings.training, settings.mlflow, settings.features, settings.paths,
+        settings.training_features, settings.features_input,
+    )  # fmt: skip
     runs.set_alias(summary.model_name, runs.CHAMPION, summary.version)
     return summary.model_uri, tracking_uri
 
 
 def sample_requests(n: int, seed: int) -> list[dict[str, Any]]:
-    from financemath_mlops.ingestion.synthetic import generate_sample
+    from financemath_mlops.synthetic.sample import generate_sample
 
     return [
         {"question": r["question"], "tables": list(r["tables"]), "topic": r["topic"]}

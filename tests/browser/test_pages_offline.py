@@ -25,8 +25,8 @@ import pandas as pd
 import pytest
 
 from financemath_mlops.features.rows import hand_features
-from financemath_mlops.ingestion.synthetic import generate_sample
 from financemath_mlops.records import RecordInput
+from financemath_mlops.synthetic.sample import generate_sample
 from tests.browser.processes import Started, http_ok, start
 from tests.helpers import VENV_BIN, cli_env, free_port, stop_process_group
 

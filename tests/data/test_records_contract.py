@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from financemath_mlops.ingestion.synthetic import generate_sample
 from financemath_mlops.ingestion.validate import validate_rows
+from financemath_mlops.synthetic.sample import generate_sample
 
 
 def test_synthetic_sample_passes_validation_completely() -> None:

@@ -29,8 +29,8 @@ import pytest
 
 from financemath_mlops.features.build import FeatureError, build_features
 from financemath_mlops.ingestion import ingest
-from financemath_mlops.ingestion.synthetic import generate_sample
 from financemath_mlops.predict.batch import predict_file
+from financemath_mlops.synthetic.sample import generate_sample
 from tests.conftest import TrainedModel, pipeline_settings
 from tests.helpers import REPO_ROOT
 from tests.integration.test_dask_features import fresh_cache
@@ -537,7 +537,10 @@ def training_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
     log.touch()
     uris = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     try:
-        name = train(settings).model_name
+        name = train(
+            settings.training, settings.mlflow, settings.features, settings.paths,
+            settings.training_features, settings.features_input,
+        ).model_name  # fmt: skip
     finally:
         mlflow.set_tracking_uri(uris[0])
         mlflow.set_registry_uri(uris[1])

@@ -16,10 +16,10 @@ import pytest
 from financemath_mlops import runs
 from financemath_mlops.cli import run_main
 from financemath_mlops.errors import StageError
-from financemath_mlops.ingestion.synthetic import generate_sample
 from financemath_mlops.model.packaging import input_example
 from financemath_mlops.predict.__main__ import main as predict_main
 from financemath_mlops.predict.batch import BatchSummary, predict_file
+from financemath_mlops.synthetic.sample import generate_sample
 from tests.conftest import TrainedModel
 from tests.helpers import REPO_ROOT
 

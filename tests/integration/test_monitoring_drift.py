@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from financemath_mlops.ingestion.synthetic import generate_sample
 from financemath_mlops.monitoring.drift import DriftOutcome, compare
 from financemath_mlops.monitoring.inputs import Featurizer, ReportInput
+from financemath_mlops.synthetic.sample import generate_sample
 from tests.conftest import pipeline_settings
 
 pytestmark = pytest.mark.integration

@@ -24,7 +24,7 @@ import httpx
 import pytest
 import yaml
 
-from financemath_mlops.ingestion.synthetic import generate_sample
+from financemath_mlops.synthetic.sample import generate_sample
 from tests.helpers import (
     REPO_ROOT,
     VENV_BIN,

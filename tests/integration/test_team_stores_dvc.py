@@ -33,7 +33,7 @@ def git(cwd: Path, env: dict[str, str], *args: str) -> str:
 def test_dvc_push_then_pull_in_another_clone_restores_the_bytes_and_the_run_names_them(
     tmp_path: Path,
 ) -> None:
-    from financemath_mlops.ingestion.synthetic import generate_sample
+    from financemath_mlops.synthetic.sample import generate_sample
 
     dvc = str(tool_venv("dvc") / "dvc")
     with moto_s3(tmp_path) as s3:

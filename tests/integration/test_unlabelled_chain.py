@@ -11,7 +11,7 @@ import pytest
 from financemath_mlops.errors import StageError
 from financemath_mlops.features.build import build_features, read_features
 from financemath_mlops.ingestion import ingest
-from financemath_mlops.ingestion.synthetic import generate_sample
+from financemath_mlops.synthetic.sample import generate_sample
 from financemath_mlops.training.train import train
 from tests.conftest import pipeline_settings
 
@@ -43,4 +43,7 @@ def test_a_misnamed_label_column_is_reported_and_training_on_it_exits_2(
     frame, _ = read_features(settings.features_output)
     assert len(frame) == 24 and frame["target"].isna().all()
     with pytest.raises(StageError, match="only 0 labelled rows in .*training needs at least 20"):
-        train(settings)
+        train(
+            settings.training, settings.mlflow, settings.features, settings.paths,
+            settings.training_features, settings.features_input,
+        )  # fmt: skip

@@ -15,10 +15,10 @@ import pytest
 
 from financemath_mlops.cli import run_main
 from financemath_mlops.features.rows import hand_features
-from financemath_mlops.ingestion.synthetic import generate_sample
 from financemath_mlops.monitoring.__main__ import main
 from financemath_mlops.monitoring.evidence import drift_verdict, row_shortfall
 from financemath_mlops.records import RecordInput
+from financemath_mlops.synthetic.sample import generate_sample
 
 DRIFTED = {"topic_weights": {"Accounting": 1.0}, "value_scale": 10.0}
 

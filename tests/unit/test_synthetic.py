@@ -17,14 +17,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from financemath_mlops.ingestion.synthetic import (
+from financemath_mlops.records import FinanceMathRecord
+from financemath_mlops.synthetic.sample import (
     FINANCEMATH_VALIDATION_TOPIC_MIX,
     TEMPLATES,
     TOPICS,
     Problem,
     generate_sample,
 )
-from financemath_mlops.records import FinanceMathRecord
 
 FIELDS = {"question_id", "question", "tables", "python_solution", "ground_truth", "topic"}
 

@@ -52,7 +52,7 @@ def load_rows(
 ) -> tuple[list[dict[str, Any]], Provenance]:
     """Read every raw row of the configured source (the hub's downloads under ``hf_cache_dir``)."""
     if cfg.source == "sample":
-        from financemath_mlops.ingestion.synthetic import generate_sample
+        from financemath_mlops.synthetic.sample import generate_sample
 
         log.info("generating %d synthetic rows (seed %d)", cfg.rows, cfg.seed)
         rows = generate_sample(rows=cfg.rows, seed=cfg.seed)

@@ -16,7 +16,7 @@ Answers are heavy-tailed like the real data: mostly percentages, ratios and pric
 amounts in the thousands, a few in the millions (median in the tens, maximum around 5e6 at
 ``value_scale=1``).
 
-The problem families themselves live in :mod:`financemath_mlops.ingestion.templates`; this
+The problem families themselves live in :mod:`financemath_mlops.synthetic.templates`; this
 module re-exports their types and adds the sampler. Pure: no I/O, no randomness at import time.
 """
 
@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from financemath_mlops.ingestion.templates import TEMPLATES, TOPICS, Problem, Template
+from financemath_mlops.synthetic.templates import TEMPLATES, TOPICS, Problem, Template
 
 __all__ = [
     "FINANCEMATH_VALIDATION_TOPIC_MIX",
