@@ -2,7 +2,7 @@
 
 Serves a small model trained on the synthetic sample with `python -m financemath_mlops.serving`
 (the documented entry point, default limits) on 127.0.0.1. A probe measures `/health` and
-`/predict` latency alone (the baseline), then during each case of tests/hostile/corpus.py while a
+`/predict` latency alone (the baseline), then during each case of corpora/hostile.py while a
 second process sends that case in a bounded loop (at most --seconds and --max-sends per case).
 All of it --rounds times (a baseline in every round); each case's samples are pooled over the
 rounds, so a p99 is not the 2nd-worst of ~170 samples of one moment.
@@ -50,7 +50,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.serving import RssSampler, free_port, machine, train_model, tree_rss  # noqa: E402
 
-from tests.hostile.corpus import CASES, CLOSED, QUESTION, Case, post, send  # noqa: E402
+from corpora.hostile import CASES, CLOSED, QUESTION, Case, post, send  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "attack.json"
 PROBE_BODY = {

@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.serving import machine, sample_requests, train_model  # noqa: E402
 
-from tests.hostile.corpus import QUESTION, ragged_table  # noqa: E402
+from corpora.hostile import QUESTION, ragged_table  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "chunks.json"
 VALIDATION = REPO_ROOT.parent / "shared" / "data" / "financemath" / "validation.json"

@@ -1,6 +1,6 @@
 """The hostile corpus against a real server: `python -m financemath_mlops.serving`, trained model.
 
-Every case of tests/hostile/corpus.py gets its expected status (never a 5xx) and a small body;
+Every case of corpora/hostile.py gets its expected status (never a 5xx) and a small body;
 then the defects of issue 12 that need more than one connection: /health keeps answering while
 the escaped-quote body is checked (1), idle sockets neither starve /health nor stay open (3),
 abandoned batches are not computed, and one abandoned mid-prediction stops at its next chunk (3),
@@ -29,9 +29,9 @@ import httpx
 import pytest
 import requests
 
+from corpora.hostile import CASES, CLOSED, QUESTION, Case, post, send
 from financemath_mlops.monitoring.prediction_log import read_prediction_log
 from financemath_mlops.serving.inference import CHUNK_RECORDS
-from tests.hostile.corpus import CASES, CLOSED, QUESTION, Case, post, send
 
 pytestmark = pytest.mark.integration
 
