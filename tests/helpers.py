@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,6 +46,38 @@ def make_rows(n: int = 5, topic: str = "Accounting") -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+_STORE_TEMPLATE: list[Path] = []  # the empty store of this process, made on first use
+
+
+def seeded_store(db: Path) -> str:
+    """`sqlite:///{db}`, where `db` (unless it exists already) is a copy of an empty MLflow
+    store that MLflow created once in this test process: every table at the head revision and
+    no experiment, so that MLflow adds its Default experiment on first open exactly as it does in
+    a new file (same dump, sorted: checked when this was written). Creating the tables runs every
+    migration, 3-7 s per store on 2 cores; the copy takes milliseconds. Tests that pin what a
+    store holds after our code ran use it; none of them is about creating MLflow's tables."""
+    if not db.exists():
+        db.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_store_template(), db)
+    return f"sqlite:///{db}"
+
+
+def _store_template() -> Path:
+    if not _STORE_TEMPLATE:
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        folder = Path(tempfile.mkdtemp(prefix="fmops-test-store-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        db = folder / "template.db"
+        store = SqlAlchemyStore(f"sqlite:///{db}", str(folder / "artifacts"))
+        store.engine.dispose()
+        with contextlib.closing(sqlite3.connect(db)) as connection, connection:
+            connection.execute("DELETE FROM experiment_tags WHERE experiment_id = 0")
+            connection.execute("DELETE FROM experiments WHERE experiment_id = 0")
+        _STORE_TEMPLATE.append(db)
+    return _STORE_TEMPLATE[0]
 
 
 def write_json(path: Path, payload: Any) -> Path:
