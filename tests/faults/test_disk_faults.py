@@ -450,7 +450,7 @@ def test_a_drift_report_on_a_full_disk_publishes_nothing(
 def test_an_export_on_a_full_disk_keeps_the_served_folder(
     chain: Chain, tmp_path: Path, row_mounts: Mounts, capsys
 ) -> None:
-    from financemath_mlops.registry import main
+    from financemath_mlops.registry.__main__ import main
 
     models = row_mounts.mount(tmp_path / "models", "200m")
     serving = models / "serving"

@@ -28,7 +28,7 @@ import pytest
 from financemath_mlops import runs
 from financemath_mlops.cli import run_main
 from financemath_mlops.config import load_settings
-from financemath_mlops.registry import main as registry_main
+from financemath_mlops.registry.__main__ import main as registry_main
 from financemath_mlops.runs import audit
 from tests.helpers import REPO_ROOT
 
@@ -252,7 +252,7 @@ def test_concurrent_promotions_leave_every_entry_and_consistent_aliases(store: s
     go = Path(store.removeprefix("sqlite:///")).with_name("go")
     script = (  # imports first, then wait for the same go signal
         "import sys, time; from pathlib import Path; from financemath_mlops.cli import run_main; "
-        "from financemath_mlops.registry import main; "
+        "from financemath_mlops.registry.__main__ import main; "
         "Path(sys.argv[2]).touch(); go = Path(sys.argv[3])\n"
         "while not go.exists(): time.sleep(0.01)\n"
         f"sys.exit(run_main(main, ['--tracking-uri', {store!r}, '--name', {NAME!r}, "

@@ -13,7 +13,7 @@ import yaml
 
 from financemath_mlops.cli import run_main
 from financemath_mlops.errors import StageError
-from financemath_mlops.registry import main as registry_main
+from financemath_mlops.registry.__main__ import main as registry_main
 from tests.helpers import REPO_ROOT, cli_env, run_ok
 
 pytestmark = pytest.mark.integration

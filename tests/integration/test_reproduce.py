@@ -22,7 +22,7 @@ from financemath_mlops import provenance, reproduce, runs
 from financemath_mlops.cli import run_main
 from financemath_mlops.errors import StageError
 from financemath_mlops.ingestion import ingest
-from financemath_mlops.registry import main as registry_main
+from financemath_mlops.registry.__main__ import main as registry_main
 from financemath_mlops.runs.training_run import load_rebuild_recipe
 from financemath_mlops.synthetic.sample import generate_sample
 from tests.conftest import TrainedModel, pipeline_settings

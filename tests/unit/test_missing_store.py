@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from financemath_mlops import runs
 from financemath_mlops.cli import run_main
 from financemath_mlops.config import load_settings
-from financemath_mlops.registry import main as registry_main
+from financemath_mlops.registry.__main__ import main as registry_main
 from financemath_mlops.runs import store
 from financemath_mlops.serving.app import create_app
 

@@ -12,7 +12,7 @@ from financemath_mlops import runs
 from financemath_mlops.atomic import file_sha256
 from financemath_mlops.cli import run_main
 from financemath_mlops.config import load_settings
-from financemath_mlops.registry import main as registry_main
+from financemath_mlops.registry.__main__ import main as registry_main
 from financemath_mlops.runs import contract
 from tests.helpers import REPO_ROOT
 

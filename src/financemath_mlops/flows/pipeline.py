@@ -95,7 +95,7 @@ def promote_task(settings: Settings, model_uri: str) -> dict[str, Any]:
 
 @task(name="export-served-model", cache_policy=NO_CACHE)
 def export_task(settings: Settings, model_name: str, trained_uri: str) -> dict[str, Any]:
-    from financemath_mlops.registry import export_served_model
+    from financemath_mlops.runs.export import export_served_model
 
     exported = export_served_model(settings, model_name, trained_uri)
     get_run_logger().info(exported["note"])

@@ -206,28 +206,6 @@ def history(name: str, versions: list[Any], as_json: bool, at: str | None) -> in
     return 0 if check.ok else 1
 
 
-def export_served_model(settings: Any, model_name: str, fallback_uri: str) -> dict[str, Any]:
-    """Export the champion of `model_name` to paths.serving_model_dir; with no champion yet (the
-    evidence did not promote anything), export `fallback_uri` (the challenger) and say so."""
-    from financemath_mlops import runs
-
-    runs.configure(settings)
-    champion = runs.alias_version(model_name, runs.CHAMPION)
-    if champion is not None:
-        uri, role = runs.alias_uri(model_name, runs.CHAMPION), "the champion"
-    else:
-        uri, role = fallback_uri, "the challenger (nothing is promoted yet)"
-    folder = Path(settings.paths.serving_model_dir)
-    ref = runs.export_model(uri, folder)
-    return {
-        "folder": str(folder),
-        "model_uri": uri,
-        "name": ref.name,
-        "version": ref.version,
-        "note": f"{role}: {ref.name} version {ref.version}",
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser("python -m financemath_mlops.registry", __doc__ or "", EPILOG)
     parser.add_argument("--name", help="registered model name (default: mlflow.model_name)")
