@@ -42,7 +42,7 @@ from financemath_mlops.runs.pointer import (
     store_identity,
     write_trained_pointer,
 )
-from financemath_mlops.runs.predict import RecordModel, load_model, predict_records
+from financemath_mlops.runs.record_model import RecordModel, load_model, predict_records
 from financemath_mlops.runs.results import (
     log_monitoring_report,
     record_evaluation,
