@@ -51,7 +51,7 @@ def dashboard_metrics() -> set[str]:
 
 
 def is_monitoring_metric(name: str) -> bool:
-    """Exported by financemath_mlops.monitoring.metrics rather than serving.metrics."""
+    """Exported by financemath_mlops.monitoring.prometheus rather than serving.metrics."""
     return name.startswith(MONITORING_PREFIXES)
 
 

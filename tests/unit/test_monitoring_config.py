@@ -14,7 +14,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from financemath_mlops.monitoring.metrics import ReportMetricsCollector
+from financemath_mlops.monitoring.prometheus import ReportMetricsCollector
 from financemath_mlops.monitoring.publish import REPORT_GAUGES
 from tests.helpers import REPO_ROOT
 

@@ -124,7 +124,7 @@ def test_a_window_too_small_publishes_a_skip_that_resolves_the_drift_alert(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     from financemath_mlops.config import load_settings
-    from financemath_mlops.monitoring import run
+    from financemath_mlops.monitoring import jobs
     from financemath_mlops.monitoring.inputs import TooFewRows, require_rows
     from financemath_mlops.monitoring.publish import (
         latest_report_metrics,
@@ -141,9 +141,9 @@ def test_a_window_too_small_publishes_a_skip_that_resolves_the_drift_alert(
     def six_rows(_settings, _job):  # what run_drift does on a window of six predictions
         require_rows({"current": 6}, settings.monitoring.min_rows, "the log", "widen the window")
 
-    monkeypatch.setattr(run, "run_drift", six_rows)
+    monkeypatch.setattr(jobs, "run_drift", six_rows)
     with pytest.raises(TooFewRows, match="only 6 current rows"):
-        run.run_scheduled_drift(settings, run.DriftJob())
+        jobs.run_scheduled_drift(settings, jobs.DriftJob())
     section = read_latest(reports)["drift"]
     assert section["current_rows"] == 6 and section["share"] is None
     assert section["dataset_drift"] is False and "only 6 current rows" in section["skipped"]
@@ -158,7 +158,7 @@ def test_a_window_too_small_publishes_a_skip_that_resolves_the_drift_alert(
 def test_the_command_line_publishes_nothing_for_too_few_rows(tmp_path: Path, monkeypatch):
     """Only the scheduled flow publishes a skip; a hand run on a small file exits 2, no trace."""
     from financemath_mlops.config import load_settings
-    from financemath_mlops.monitoring import run
+    from financemath_mlops.monitoring import jobs
     from financemath_mlops.monitoring.inputs import TooFewRows, require_rows
 
     settings = load_settings(overrides={"paths": {"reports_dir": str(tmp_path)}})
@@ -166,9 +166,9 @@ def test_the_command_line_publishes_nothing_for_too_few_rows(tmp_path: Path, mon
     def six_rows(_settings, _job):
         require_rows({"current": 6}, 30, "six.parquet", "pass a larger --current")
 
-    monkeypatch.setattr(run, "run_drift", six_rows)
+    monkeypatch.setattr(jobs, "run_drift", six_rows)
     with pytest.raises(TooFewRows):
-        run.run_scheduled_drift(settings, run.DriftJob(publish=False))  # --no-publish
+        jobs.run_scheduled_drift(settings, jobs.DriftJob(publish=False))  # --no-publish
     assert not (tmp_path / "latest.json").exists()
 
 

@@ -13,13 +13,13 @@ from prometheus_client import CollectorRegistry
 
 from financemath_mlops.features.rows import FEATURE_COLUMNS, N_HAND_FEATURES
 from financemath_mlops.monitoring import prediction_log as plog
-from financemath_mlops.monitoring.metrics import PredictionLogMetrics
 from financemath_mlops.monitoring.prediction_log import (
     PredictionLog,
     log_files,
     prediction_entries,
     read_prediction_log,
 )
+from financemath_mlops.monitoring.prometheus import PredictionLogMetrics
 
 MODEL = {"name": "financemath-regressor", "version": "3", "alias": "champion", "run_id": "abc"}
 

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from financemath_mlops.monitoring.drift import DriftOutcome, is_flag, numerical_method
 from financemath_mlops.monitoring.embedding_drift import fit_projection, mean_embedding_test
 from financemath_mlops.monitoring.inputs import MonitoringError, parse_time
-from financemath_mlops.monitoring.metrics import ReportMetricsCollector
+from financemath_mlops.monitoring.prometheus import ReportMetricsCollector
 from financemath_mlops.monitoring.publish import (
     REPORT_GAUGES,
     latest_report_metrics,
@@ -142,7 +142,7 @@ def test_the_cli_refuses_a_drift_share_outside_0_1(capsys):
 def test_what_the_service_imports_from_monitoring_pulls_in_nothing_heavy():
     code = (
         "import sys\n"
-        "import financemath_mlops.monitoring.metrics, financemath_mlops.monitoring.prediction_log\n"
+        "import financemath_mlops.monitoring.prometheus, financemath_mlops.monitoring.prediction_log\n"
         "import financemath_mlops.config\n"
         "heavy = ('evidently', 'torch', 'sentence_transformers', 'prefect', 'mlflow')\n"
         "print([m for m in heavy if m in sys.modules])\n"

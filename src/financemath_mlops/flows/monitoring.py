@@ -44,7 +44,7 @@ RETRAIN_REQUEST_KIND = "retrain-request"
 def drift_task(settings: Settings, window_hours: float) -> dict[str, Any] | None:
     """The drift report's numbers, or None when there is nothing to compare (logged)."""
     from financemath_mlops.monitoring.inputs import MonitoringError
-    from financemath_mlops.monitoring.run import DriftJob, run_scheduled_drift
+    from financemath_mlops.monitoring.jobs import DriftJob, run_scheduled_drift
 
     since = datetime.now(UTC) - timedelta(hours=window_hours)
     try:  # too few rows still publishes (a skipped section), so the last window's alert resolves
@@ -57,7 +57,7 @@ def drift_task(settings: Settings, window_hours: float) -> dict[str, Any] | None
 @task(name="performance-report", cache_policy=NO_CACHE)
 def performance_task(settings: Settings, data: Path) -> dict[str, Any] | None:
     from financemath_mlops.monitoring.inputs import MonitoringError
-    from financemath_mlops.monitoring.run import PerformanceJob, run_performance
+    from financemath_mlops.monitoring.jobs import PerformanceJob, run_performance
 
     try:
         return run_performance(settings, PerformanceJob(data=data)).numbers

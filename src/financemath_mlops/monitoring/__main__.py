@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         entries = read_history(settings.paths.reports_dir, args.kind, max(1, args.limit))
         print(history_table(entries))
         return 0
-    from financemath_mlops.monitoring import run
+    from financemath_mlops.monitoring import jobs
 
     if needs_store(args):  # a dead tracking server: exit 2 in seconds, before the reports
         from financemath_mlops import runs
@@ -135,9 +135,9 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.drift_share is not None and not 0 < args.drift_share <= 1:
             raise MonitoringError(f"--drift-share must be in (0, 1], got {args.drift_share}")
-        done = run.run_drift(
+        done = jobs.run_drift(
             settings,
-            run.DriftJob(
+            jobs.DriftJob(
                 reference=args.reference,
                 current=args.current,
                 since=parse_time(args.since),
@@ -153,9 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         print(done.outcome.console(args.top))
         print(f"  reports: {done.files['html']}  {done.files['json']}")
         return 1 if args.fail_on_drift and done.outcome.dataset_drift else 0
-    done = run.run_performance(
+    done = jobs.run_performance(
         settings,
-        run.PerformanceJob(
+        jobs.PerformanceJob(
             model_uri=args.model_uri,
             data=args.data,
             output=args.output,

@@ -47,7 +47,7 @@ class ServiceMetrics:
         reports_dir: str | os.PathLike[str] = "reports",
         predictions_dir: str | os.PathLike[str] = "data/predictions",
     ) -> None:
-        from financemath_mlops.monitoring.metrics import (
+        from financemath_mlops.monitoring.prometheus import (
             PredictionLogDiskCollector,
             PredictionLogMetrics,
             ReportMetricsCollector,
