@@ -266,7 +266,7 @@ def test_many_long_unknown_columns_and_topics_keep_the_report_small(
 
 
 def test_the_no_label_warning_names_three_unread_columns_when_none_is_close() -> None:
-    from financemath_mlops.ingestion.run import IngestionSummary
+    from financemath_mlops.ingestion.stage import IngestionSummary
 
     columns = {name: 4 for name in ("notes", "extra", "misc", "source_url", "z")}
     summary = IngestionSummary(

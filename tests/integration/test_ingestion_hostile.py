@@ -186,7 +186,7 @@ def test_failure_mid_write_keeps_the_previous_set(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import financemath_mlops.ingestion.run as run
+    import financemath_mlops.ingestion.stage as run
 
     def crash_on_rejects(handle: Any, rejects: Any) -> int:
         # The output is complete; the rejects are half written when the disk fills up.
@@ -209,7 +209,7 @@ def test_failure_mid_write_keeps_the_previous_set(
 KILLER = textwrap.dedent(
     """
     import os, signal, sys
-    import financemath_mlops.ingestion.run as run
+    import financemath_mlops.ingestion.stage as run
     from financemath_mlops.cli import run_main
     from financemath_mlops.ingestion.__main__ import main
     def write_then_die(handle, rejects):  # output written, rejects half written
