@@ -151,8 +151,21 @@ class EmbeddingSettings(_Section):
     threads: int | None = Field(default=None, ge=1, description="Default: all cores")
     max_length: int = Field(default=256, ge=8, le=512)
     precision: Literal["fp32", "int8"] = Field(
-        default="fp32", description="ONNX bundle: fp32, or int8 (quantized once at export)"
+        default="int8",
+        description="ONNX bundle: int8 (quantized once at export; the default by the model card's "
+        "churn rule) or fp32; sentence-transformers computes fp32 only",
     )
+
+    @model_validator(mode="after")
+    def _int8_needs_onnx(self) -> EmbeddingSettings:
+        # Refused at load (exit 2) rather than after ingestion, when the embedder is built.
+        if self.backend == "sentence-transformers" and self.precision == "int8":
+            raise ValueError(
+                "precision int8 is an ONNX bundle: with backend sentence-transformers set "
+                "features.embedding.precision: fp32 (--precision fp32, "
+                "FMOPS_FEATURES__EMBEDDING__PRECISION=fp32)"
+            )
+        return self
 
 
 class ExecutorSettings(_Section):
