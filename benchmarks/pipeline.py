@@ -244,7 +244,10 @@ def child_stages(config: Path) -> None:
             show_progress=False,
         )
     with timed("training"):
-        trained = train(settings)
+        trained = train(
+            settings.training, settings.mlflow, settings.features, settings.paths,
+            settings.training_features, settings.features_input,
+        )  # fmt: skip
     with timed("evaluation"):
         evaluate(settings, trained.model_uri)
     with timed("promotion"):

@@ -111,7 +111,10 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
             settings.features_output,
             show_progress=False,
         )
-        summary = train(settings)
+        summary = train(
+            settings.training, settings.mlflow, settings.features, settings.paths,
+            settings.training_features, settings.features_input,
+        )  # fmt: skip
         evaluate(settings, summary.model_uri)
         promote_if_better(
             settings.evaluation, runs.resolve(summary.model_uri), seed=settings.training.seed

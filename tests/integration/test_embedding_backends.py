@@ -371,7 +371,10 @@ def test_int8_model_serves_its_training_rows_and_refuses_an_fp32_bundle(
     )
     manifest = read_feature_manifest(settings.features_output)
     assert manifest["embedding"]["precision"] == "int8"
-    summary = train(settings)
+    summary = train(
+        settings.training, settings.mlflow, settings.features, settings.paths,
+        settings.training_features, settings.features_input,
+    )  # fmt: skip
     runs.configure(settings)
     predictor = runs.load_pyfunc(summary.model_uri).unwrap_python_model().predictor
     assert predictor.embedder.precision == "int8"

@@ -149,8 +149,9 @@ def test_two_tables_in_one_folder_each_describe_their_own_rows(
         update={"training": settings.training.model_copy(update={"features": a})}
     )
     _, trained_on = read_features(on_a.training_features)
-    assert _params(on_a, trained_on)["embedding.max_length"] == 256
-    assert _params(on_a, trained_on)["data.source"] == manifest_a["data"]["source"]
+    params = _params(on_a.training, on_a.features, on_a.features_input, trained_on)
+    assert params["embedding.max_length"] == 256
+    assert params["data.source"] == manifest_a["data"]["source"]
 
     # A table from before manifests were inside: the folder's file is named, never trusted.
     legacy = folder / "legacy.parquet"

@@ -112,7 +112,10 @@ def train_on_remote(
         workdir, mlflow={"tracking_uri": store.tracking_uri, **mlflow_section}
     )
     assert settings.training_features.is_file()
-    return train(settings)
+    return train(
+        settings.training, settings.mlflow, settings.features, settings.paths,
+        settings.training_features, settings.features_input,
+    )  # fmt: skip
 
 
 def test_direct_s3_artifact_root_trains_registers_and_loads(

@@ -86,7 +86,10 @@ def test_postgres_store_trains_registers_evaluates_promotes_and_serves_the_champ
             "model_name": "team-postgres",
         },
     )
-    summary = train(settings)
+    summary = train(
+        settings.training, settings.mlflow, settings.features, settings.paths,
+        settings.training_features, settings.features_input,
+    )  # fmt: skip
     name = summary.model_name  # the sample source adds its suffix
     evaluate(settings, summary.model_uri)
     decision = promote_if_better(

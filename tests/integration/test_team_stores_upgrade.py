@@ -73,7 +73,10 @@ def test_store_of_the_previous_mlflow_minor_upgrades_and_still_serves_its_champi
                 },
             )
             try:
-                summary = train(settings)
+                summary = train(
+                    settings.training, settings.mlflow, settings.features, settings.paths,
+                    settings.training_features, settings.features_input,
+                )  # fmt: skip
             finally:
                 mlflow.set_tracking_uri(tracking)
                 mlflow.set_registry_uri(registry)

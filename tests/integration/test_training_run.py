@@ -194,7 +194,10 @@ def test_a_bad_lightgbm_parameter_stops_training_before_cv_and_registers_nothing
     monkeypatch.setattr(train_module, "cross_validate", no_cv)
     settings = _scratch_settings(trained_model, tmp_path, {**TUNED, **bad})
     with pytest.raises(StageError, match="training.lightgbm") as refused:
-        train_module.train(settings)
+        train_module.train(
+            settings.training, settings.mlflow, settings.features, settings.paths,
+            settings.training_features, settings.features_input,
+        )  # fmt: skip
     assert named in str(refused.value)
     _assert_store_empty(settings.mlflow.tracking_uri)
 
@@ -212,7 +215,10 @@ def test_a_model_the_serving_path_cannot_evaluate_is_refused_before_any_run(
     linear = {**TUNED, "objective": "regression", "linear_tree": True, "n_estimators": 5}
     settings = _scratch_settings(trained_model, tmp_path, linear)
     with pytest.raises(StageError, match="linear tree") as refused:
-        train_module.train(settings)
+        train_module.train(
+            settings.training, settings.mlflow, settings.features, settings.paths,
+            settings.training_features, settings.features_input,
+        )  # fmt: skip
     assert "Nothing was logged or registered" in str(refused.value)
     assert "no MLflow run" in str(refused.value) or "no run" in str(refused.value)
     _assert_store_empty(settings.mlflow.tracking_uri)
@@ -281,5 +287,8 @@ def test_parameters_lightgbm_refuses_on_the_real_targets_stop_training_cleanly(
     assert (frame[TARGET_COLUMN] < 0).any()  # signed_log1p keeps the sign: gamma cannot fit it
     settings = _scratch_settings(trained_model, tmp_path, {**TUNED, "objective": "gamma"})
     with pytest.raises(StageError, match=r"LightGBM refused to train .*at least one target label"):
-        train(settings)
+        train(
+            settings.training, settings.mlflow, settings.features, settings.paths,
+            settings.training_features, settings.features_input,
+        )  # fmt: skip
     _assert_store_empty(settings.mlflow.tracking_uri)

@@ -8,15 +8,8 @@ from pathlib import Path
 import pytest
 
 from financemath_mlops.atomic import file_sha256
-from financemath_mlops.config import load_settings
 from financemath_mlops.errors import StageError
 from financemath_mlops.training.train import records_behind
-
-
-def settings_with(features_input: Path, features: Path):
-    return load_settings(
-        overrides={"features": {"input": str(features_input)}, "training": {"features": features}}
-    )
 
 
 def test_the_named_records_win_over_features_input_and_a_moved_file_is_found(
@@ -26,12 +19,11 @@ def test_the_named_records_win_over_features_input_and_a_moved_file_is_found(
     named.write_text('{"question_id": "a"}\n')
     elsewhere.write_text('{"question_id": "b"}\n')
     manifest = {"data": {"input": str(named), "input_sha256": file_sha256(named)}}
-    settings = settings_with(elsewhere, tmp_path / "f.parquet")
-    assert records_behind(settings, manifest) == named
+    assert records_behind(elsewhere, tmp_path / "f.parquet", manifest) == named
 
     moved = tmp_path / "moved.jsonl"
     named.rename(moved)
-    assert records_behind(settings_with(moved, tmp_path / "f.parquet"), manifest) == moved
+    assert records_behind(moved, tmp_path / "f.parquet", manifest) == moved
 
 
 def test_changed_records_are_refused_naming_the_files(tmp_path: Path) -> None:
@@ -42,11 +34,11 @@ def test_changed_records_are_refused_naming_the_files(tmp_path: Path) -> None:
     other.write_text('{"question_id": "b"}\n')
     features = tmp_path / "f.parquet"
     with pytest.raises(StageError) as refused:
-        records_behind(settings_with(other, features), manifest)
+        records_behind(other, features, manifest)
     assert str(named) in str(refused.value) and str(features) in str(refused.value)
 
 
 def test_a_manifest_from_before_the_checksum_uses_features_input(tmp_path: Path) -> None:
     configured = tmp_path / "configured.jsonl"
-    settings = settings_with(configured, tmp_path / "f.parquet")
-    assert records_behind(settings, {"data": {"source": "sample"}}) == configured
+    table = tmp_path / "f.parquet"
+    assert records_behind(configured, table, {"data": {"source": "sample"}}) == configured

@@ -230,16 +230,21 @@ def bundle_dir(paths: PathsSettings) -> Path:
 
 
 def onnx_bundle(settings: Settings, info: dict[str, Any]) -> Path:
-    """The ONNX embedding bundle for the model the features were built with (exported if needed)."""
+    """:func:`bundle_for` for a caller holding the whole Settings."""
+    return bundle_for(settings.features.embedding, settings.paths, info)
+
+
+def bundle_for(cfg: EmbeddingSettings, paths: PathsSettings, info: dict[str, Any]) -> Path:
+    """The ONNX embedding bundle for the model the features were built with (exported if
+    needed), the weights resolved as ``cfg`` says (revision, local folder) under ``paths``."""
     from financemath_mlops.features.onnx_export import ensure_onnx_bundle, weights_sha256
     from financemath_mlops.features.weights import resolve_weights
 
-    cfg = settings.features.embedding
     resolved = resolve_weights(
         info["model_id"],
         revision=cfg.revision,
         local_path=cfg.local_path,
-        hf_cache_dir=settings.paths.hf_cache_dir,
+        hf_cache_dir=paths.hf_cache_dir,
     )
     if (resolved.revision, resolved.source) != (info["revision"], info["source"]):
         raise FeatureError(
@@ -254,7 +259,7 @@ def onnx_bundle(settings: Settings, info: dict[str, Any]) -> Path:
         )
     return ensure_onnx_bundle(
         resolved,
-        onnx_cache_dir(settings),
+        bundle_dir(paths),
         max_length=int(info["max_length"]),
         precision=str(info.get("precision", "fp32")),  # manifests from before precisions: fp32
     )

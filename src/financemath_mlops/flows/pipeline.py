@@ -60,7 +60,10 @@ def features_task(settings: Settings) -> dict[str, Any]:
 def train_task(settings: Settings) -> dict[str, Any]:
     from financemath_mlops.training.train import train
 
-    summary = train(settings)
+    summary = train(
+        settings.training, settings.mlflow, settings.features, settings.paths,
+        settings.training_features, settings.features_input,
+    )  # fmt: skip
     get_run_logger().info(summary.table())
     return {
         "run_id": summary.run_id,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from financemath_mlops.config import SAMPLE_MODEL_SUFFIX, Settings
+from financemath_mlops.config import SAMPLE_MODEL_SUFFIX, MLflowSettings, Settings
 
 # Registry aliases: training sets `challenger`; promotion moves `champion` and keeps the one it
 # replaced as `previous-champion` (what `registry rollback` returns to).
@@ -60,9 +60,15 @@ def served_model_uri(settings: Settings) -> str:
     return serving.model_uri or alias_uri(serving.model_name, serving.alias)
 
 
-def model_name_for(settings: Settings, data_source: str | None) -> str:
+def mlflow_section(settings: Settings | MLflowSettings) -> MLflowSettings:
+    """The ``mlflow`` section, the only one the run contract reads: a stage given its own
+    sections and a caller holding the whole Settings both pass what they have."""
+    return settings if isinstance(settings, MLflowSettings) else settings.mlflow
+
+
+def model_name_for(settings: Settings | MLflowSettings, data_source: str | None) -> str:
     """Runs on the synthetic sample register under <name>-sample, so demos never touch a champion."""
-    name = settings.mlflow.model_name
+    name = mlflow_section(settings).model_name
     if data_source == "sample" and not name.endswith(SAMPLE_MODEL_SUFFIX):
         return name + SAMPLE_MODEL_SUFFIX
     return name

@@ -24,7 +24,7 @@ from financemath_mlops.config import MLflowSettings, Settings
 from financemath_mlops.config_sources import mask_url_password
 from financemath_mlops.errors import StageError
 from financemath_mlops.runs import http_retries
-from financemath_mlops.runs.contract import is_tracked_uri, version_uri
+from financemath_mlops.runs.contract import is_tracked_uri, mlflow_section, version_uri
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def is_http_store(uri: str) -> bool:
     return uri.lower().startswith(("http://", "https://"))
 
 
-def check_reachable(settings: Settings, alternative: str = "") -> None:
+def check_reachable(settings: Settings | MLflowSettings, alternative: str = "") -> None:
     """Fail fast on an http(s) tracking server that cannot be reached: one bounded probe.
 
     Called at the start of every stage that needs the store, before its work, so a dead server
@@ -117,7 +117,7 @@ def check_reachable(settings: Settings, alternative: str = "") -> None:
     Also bounds MLflow's own HTTP retries for the rest of the process
     (:func:`limit_http_requests`). ``alternative``: another way out the message offers.
     """
-    uri = settings.mlflow.tracking_uri
+    uri = mlflow_section(settings).tracking_uri
     if not is_http_store(uri):
         return
     _limit_stage_http_requests()
@@ -273,13 +273,13 @@ def _resolve(host: str, port: int, found: list[Any]) -> None:
         found.append(exc)
 
 
-def configure(settings: Settings, create_store: bool = True) -> str:
+def configure(settings: Settings | MLflowSettings, create_store: bool = True) -> str:
     """Point MLflow at the configured store (telemetry off); returns the tracking URI.
 
     ``create_store=False`` (serving, `registry`): a missing local store is an error, see
     :func:`require_store`; the pipeline stages create it.
     """
-    return configure_store(settings.mlflow, create_store)
+    return configure_store(mlflow_section(settings), create_store)
 
 
 def configure_store(store: MLflowSettings, create_store: bool = True) -> str:
@@ -335,7 +335,7 @@ def client() -> Any:
     return MlflowClient()
 
 
-def ensure_experiment(settings: Settings, name: str | None = None) -> str:
+def ensure_experiment(settings: Settings | MLflowSettings, name: str | None = None) -> str:
     """Create the experiment (default: mlflow.experiment_name) on first use; returns its id.
 
     Artefacts go under mlflow.artifact_root when set; unset, the tracking server chooses (e.g. its
@@ -343,23 +343,24 @@ def ensure_experiment(settings: Settings, name: str | None = None) -> str:
     """
     import mlflow
 
-    name = name or settings.mlflow.experiment_name
+    store = mlflow_section(settings)
+    name = name or store.experiment_name
     try:
         experiment = mlflow.get_experiment_by_name(name)
     except Exception as exc:  # every backend raises its own type when unreachable
         raise TrackingError(
-            f"cannot open the MLflow tracking store {settings.mlflow.tracking_uri}: {exc}"
+            f"cannot open the MLflow tracking store {store.tracking_uri}: {exc}"
         ) from None
     if experiment is not None:
         return experiment.experiment_id
-    root = settings.mlflow.artifact_root
+    root = store.artifact_root
     if not root:
         return mlflow.create_experiment(name)
     location = root if _is_uri(root) else Path(root).resolve().as_uri()
     return mlflow.create_experiment(name, artifact_location=location)
 
 
-def training_out_of_space(settings: Settings) -> StageError:
+def training_out_of_space(settings: Settings | MLflowSettings) -> StageError:
     """What a full disk while training logged its run says: where the artefacts were going
     (the experiment's local folder, when it has one) and the temp folder the model is packed in.
 
@@ -372,7 +373,7 @@ def training_out_of_space(settings: Settings) -> StageError:
 
     work = Path(tempfile.gettempdir())
     try:
-        experiment = mlflow.get_experiment_by_name(settings.mlflow.experiment_name)
+        experiment = mlflow.get_experiment_by_name(mlflow_section(settings).experiment_name)
         location = experiment.artifact_location if experiment else ""
     except Exception:  # the store is what failed: name the temp folder alone
         location = ""

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from financemath_mlops.config import Settings
+from financemath_mlops.config import MLflowSettings, Settings
 from financemath_mlops.runs.contract import (
     FEATURE_MANIFEST,
     HOLDOUT_IDS,
@@ -76,7 +76,7 @@ class LoggedModel:
 
 
 def log_training_run(
-    settings: Settings, model_name: str, content: TrainingRunContent
+    settings: Settings | MLflowSettings, model_name: str, content: TrainingRunContent
 ) -> LoggedModel:
     """One run in mlflow.experiment_name with the content, the pyfunc registered as model_name.
 

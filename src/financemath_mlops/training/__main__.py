@@ -44,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     from financemath_mlops.training.train import train
 
     try:
-        summary = train(settings)
+        summary = train(
+            settings.training, settings.mlflow, settings.features, settings.paths,
+            settings.training_features, settings.features_input,
+        )  # fmt: skip
     except OutOfSpaceError:
         raise
     except Exception as exc:  # MLflow's artefact copy says ENOSPC without the path: name it

@@ -19,14 +19,19 @@ import numpy as np
 
 from financemath_mlops import provenance, runs
 from financemath_mlops.atomic import file_sha256
-from financemath_mlops.config import Settings
+from financemath_mlops.config import (
+    FeatureSettings,
+    MLflowSettings,
+    PathsSettings,
+    TrainingSettings,
+)
 from financemath_mlops.errors import StageError
 from financemath_mlops.features.build import (
     ID_COLUMN,
     TARGET_COLUMN,
     TOPIC_COLUMN,
+    bundle_for,
     feature_values,
-    onnx_bundle,
     read_features,
 )
 from financemath_mlops.features.rows import FEATURE_VERSION
@@ -112,15 +117,15 @@ def first_ingested_at(records: list[dict[str, Any]]) -> str | None:
 
 
 def rebuild_recipe(
-    settings: Settings,
+    cfg: TrainingSettings,
+    features: FeatureSettings,
     manifest: dict[str, Any],
     records_path: Path,
     holdout_records: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """Everything `registry reproduce` needs to rebuild this run, typed (params are strings):
     the data and how to get it again, the embedding and LightGBM settings, the code and packages."""
-    cfg = settings.training
-    embedding = settings.features.embedding
+    embedding = features.embedding
     data = manifest.get("data", {})
     code = provenance.checkout()
     env = provenance.environment()
@@ -139,7 +144,7 @@ def rebuild_recipe(
             "weights_sha256": manifest["embedding"].get("weights_sha256"),
             "batch_size": embedding.batch_size,
             "threads": embedding.threads,
-            "partition_rows": settings.features.partition_rows,
+            "partition_rows": features.partition_rows,
         },
         "training": {
             "lightgbm": dict(cfg.lightgbm),
@@ -179,13 +184,14 @@ def load_raw_records(path: Path, ids: set[str]) -> list[dict[str, Any]]:
     return out
 
 
-def records_behind(settings: Settings, manifest: dict[str, Any]) -> Path:
+def records_behind(configured: Path, table: Path, manifest: dict[str, Any]) -> Path:
     """The ingested records the feature table was built from. Its manifest names them with their
-    sha256: that file, or features.input when it is the same file moved (tables from before the
-    manifest named them: features.input). Different records are refused, never silently used."""
+    sha256: that file, or ``configured`` (features.input) when it is the same file moved (tables
+    from before the manifest named them: ``configured``). Different records are refused, never
+    silently used."""
     data = manifest.get("data", {})
     named = Path(data["input"]) if data.get("input") else None
-    configured = Path(settings.features_input)
+    configured = Path(configured)
     expected = data.get("input_sha256")
     if not expected:
         return named or configured
@@ -197,32 +203,44 @@ def records_behind(settings: Settings, manifest: dict[str, Any]) -> Path:
     if not present:
         return named or configured  # load_raw_records says it is missing
     raise StageError(
-        f"{' and '.join(map(str, present))} changed since {settings.training_features} was built "
+        f"{' and '.join(map(str, present))} changed since {table} was built "
         f"from {named or configured} (sha256 {expected[:12]}...): re-run features on the records "
         "you have, or train on features built from them"
     )
 
 
-def train(settings: Settings) -> TrainingSummary:
+def train(
+    cfg: TrainingSettings,
+    store: MLflowSettings,
+    features: FeatureSettings,
+    paths: PathsSettings,
+    table: Path,
+    records: Path,
+) -> TrainingSummary:
+    """Train on the feature table ``table`` and register the model in ``store``'s registry
+    as the challenger. ``records``: the ingested records the table was built from when its
+    manifest does not name them (features.input); ``features`` and ``paths``: how its embedding
+    model is found again for the ONNX bundle logged with the model. The caller slices the
+    settings: ``train(s.training, s.mlflow, s.features, s.paths, s.training_features,
+    s.features_input)``."""
     started = time.perf_counter()
-    runs.check_reachable(settings)  # a dead tracking server: exit 2 before CV, not after
-    cfg = settings.training
+    runs.check_reachable(store)  # a dead tracking server: exit 2 before CV, not after
     threads = cfg.threads
     checked = check_lightgbm_params(cfg.lightgbm, cfg.seed, threads)  # before any work
     log.info(
         "training.lightgbm checked by LightGBM's parser (objective %s) in %.0f ms",
         checked.objective, checked.seconds * 1000,
     )  # fmt: skip
-    frame, manifest = read_features(settings.training_features)
-    features_sha256 = file_sha256(settings.training_features)
-    records_path = records_behind(settings, manifest)  # before the work: refuse early
+    frame, manifest = read_features(table)
+    features_sha256 = file_sha256(table)
+    records_path = records_behind(records, table, manifest)  # before the work: refuse early
     labelled = frame[frame[TARGET_COLUMN].notna()].reset_index(drop=True)
     skipped = len(frame) - len(labelled)
     if skipped:
         log.info("skipping %d rows without a target (unlabelled)", skipped)
     if len(labelled) < MIN_LABELLED_ROWS:
         raise StageError(
-            f"only {len(labelled)} labelled rows in {settings.training_features}; "
+            f"only {len(labelled)} labelled rows in {table}; "
             f"training needs at least {MIN_LABELLED_ROWS}"
         )
     train_ids, holdout_ids = holdout_split(
@@ -248,11 +266,11 @@ def train(settings: Settings) -> TrainingSummary:
         )
     except lightgbm.basic.LightGBMError as exc:  # the parameters passed; the data did not
         raise StageError(
-            f"LightGBM refused to train on {settings.training_features} with training.lightgbm "
+            f"LightGBM refused to train on {table} with training.lightgbm "
             f"(objective {checked.objective}, target_transform {cfg.target_transform}): "
             f"{lightgbm_refusal(exc)}. Nothing was logged or registered."
         ) from None
-    bundle = onnx_bundle(settings, manifest["embedding"])
+    bundle = bundle_for(features.embedding, paths, manifest["embedding"])
     # Servable or not registered: before the MLflow run is opened (a refusal leaves nothing).
     servable = check_servable(booster, x_train, manifest, cfg.target_transform, bundle)
     log.info(
@@ -260,13 +278,13 @@ def train(settings: Settings) -> TrainingSummary:
         "%.0f ms", servable.rows, servable.max_abs_diff, servable.seconds * 1000,
     )  # fmt: skip
     holdout_records = load_raw_records(records_path, set(holdout_ids))
-    recipe = rebuild_recipe(settings, manifest, records_path, holdout_records)
+    recipe = rebuild_recipe(cfg, features, manifest, records_path, holdout_records)
 
-    tracking_uri = runs.configure(settings)
+    tracking_uri = runs.configure(store)
     data_meta = manifest.get("data", {})
-    model_name = runs.model_name_for(settings, data_meta.get("source"))
+    model_name = runs.model_name_for(store, data_meta.get("source"))
     content = runs.TrainingRunContent(
-        params=_params(settings, manifest, recipe),
+        params=_params(cfg, features, records, manifest, recipe),
         tags=_tags(manifest, recipe),
         metrics={
             **{f"cv_{k}": v for k, v in cv.items()},
@@ -276,7 +294,7 @@ def train(settings: Settings) -> TrainingSummary:
         },
         manifest=manifest,
         train_frame=train_frame,
-        features_source=Path(settings.training_features),
+        features_source=Path(table),
         target_column=TARGET_COLUMN,
         train_ids=train_ids,
         holdout_ids=holdout_ids,
@@ -286,7 +304,7 @@ def train(settings: Settings) -> TrainingSummary:
         embedding_bundle=bundle,
         recipe=recipe,
     )
-    logged = runs.log_training_run(settings, model_name, content)
+    logged = runs.log_training_run(store, model_name, content)
     runs.set_challenger(model_name, logged.version)
     runs.mark_registered(model_name, logged.version)  # after the alias: see store.REGISTRATION_TAG
     pointer = runs.TrainedPointer(
@@ -294,11 +312,11 @@ def train(settings: Settings) -> TrainingSummary:
         model_uri=logged.uri,
         model_name=model_name,
         version=logged.version,
-        features=str(settings.training_features),
+        features=str(table),
         features_sha256=features_sha256,
         tracking_uri=runs.store_identity(tracking_uri),
     )
-    runs.write_trained_pointer(settings.training_features, pointer)
+    runs.write_trained_pointer(table, pointer)
     summary = TrainingSummary(
         run_id=logged.run_id,
         experiment_id=logged.experiment_id,
@@ -321,12 +339,15 @@ def train(settings: Settings) -> TrainingSummary:
 
 
 def _params(
-    settings: Settings, manifest: dict[str, Any], recipe: dict[str, Any] | None = None
+    cfg: TrainingSettings,
+    features: FeatureSettings,
+    records: Path,
+    manifest: dict[str, Any],
+    recipe: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     if recipe is None:  # what train() passes; built here for a caller that only wants the params
-        records = Path(manifest.get("data", {}).get("input") or settings.features_input)
-        recipe = rebuild_recipe(settings, manifest, records, [])
-    cfg = settings.training
+        named = Path(manifest.get("data", {}).get("input") or records)
+        recipe = rebuild_recipe(cfg, features, manifest, named, [])
     embedding = manifest["embedding"]
     data = manifest.get("data", {})
     params: dict[str, Any] = {
