@@ -31,7 +31,7 @@ from financemath_mlops.serving.dependencies import (
     failure_cause,
     public_address,
 )
-from financemath_mlops.serving.errors import install_error_handlers
+from financemath_mlops.serving.error_responses import install_error_handlers
 from financemath_mlops.serving.inference import InferencePool, pool_size
 from financemath_mlops.serving.metrics import ServiceMetrics
 from financemath_mlops.serving.middleware import BodyGuard, RequestContext

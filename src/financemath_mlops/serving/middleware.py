@@ -22,7 +22,7 @@ import numpy as np
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from financemath_mlops.config import ServingSettings
-from financemath_mlops.serving.errors import error_payload
+from financemath_mlops.serving.error_responses import error_payload
 
 log = logging.getLogger(__name__)
 

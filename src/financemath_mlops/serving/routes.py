@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from financemath_mlops.monitoring.prediction_log import prediction_entries
 from financemath_mlops.records import RecordInput
-from financemath_mlops.serving.errors import ApiError, capped_details, summarize
+from financemath_mlops.serving.error_responses import ApiError, capped_details, summarize
 from financemath_mlops.serving.model_holder import LoadedModel, ModelLoadError
 from financemath_mlops.serving.schemas import (
     BatchRequest,

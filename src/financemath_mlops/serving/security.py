@@ -23,7 +23,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from financemath_mlops.config import ServingSettings
 from financemath_mlops.errors import StageError
-from financemath_mlops.serving.errors import ApiError
+from financemath_mlops.serving.error_responses import ApiError
 
 log = logging.getLogger(__name__)
 
