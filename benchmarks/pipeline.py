@@ -249,7 +249,7 @@ def child_stages(config: Path) -> None:
             settings.training_features, settings.features_input,
         )  # fmt: skip
     with timed("evaluation"):
-        evaluate(settings, trained.model_uri)
+        evaluate(runs.resolve(trained.model_uri), settings.metrics_output, uri=trained.model_uri)
     with timed("promotion"):
         runs.configure(settings)
         promote_if_better(

@@ -115,7 +115,7 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
             settings.training, settings.mlflow, settings.features, settings.paths,
             settings.training_features, settings.features_input,
         )  # fmt: skip
-        evaluate(settings, summary.model_uri)
+        evaluate(runs.resolve(summary.model_uri), settings.metrics_output, uri=summary.model_uri)
         promote_if_better(
             settings.evaluation, runs.resolve(summary.model_uri), seed=settings.training.seed
         )

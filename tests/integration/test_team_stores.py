@@ -91,7 +91,7 @@ def test_postgres_store_trains_registers_evaluates_promotes_and_serves_the_champ
         settings.training_features, settings.features_input,
     )  # fmt: skip
     name = summary.model_name  # the sample source adds its suffix
-    evaluate(settings, summary.model_uri)
+    evaluate(runs.resolve(summary.model_uri), settings.metrics_output, uri=summary.model_uri)
     decision = promote_if_better(
         settings.evaluation, runs.resolve(summary.model_uri), seed=settings.training.seed
     )

@@ -97,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     runs.refuse_ignored_features(getattr(args, "training.features"), settings, "evaluation")
     runs.check_reachable(settings)  # a dead tracking server: exit 2 in seconds, before the work
 
-    report = evaluate(settings)
+    runs.configure(settings)
+    ref = runs.resolve_challenger(settings)
+    report = evaluate(ref, settings.metrics_output, uri=settings.evaluation.model_uri or ref.uri)
     print(report_table(report))
     return 0
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from financemath_mlops import runs
 from financemath_mlops.atomic import write_json
-from financemath_mlops.config import Settings
 from financemath_mlops.scoring import median_baselines, regression_metrics
 
 log = logging.getLogger(__name__)
@@ -40,16 +40,16 @@ def score(predictions: np.ndarray, truths: np.ndarray, topics: list[str]) -> dic
     return out
 
 
-def evaluate(settings: Settings, model_uri: str | None = None) -> dict[str, Any]:
-    """Score the model on its run's holdout rows, write metrics.json, log to the run.
+def evaluate(ref: runs.ModelRef, output: Path, *, uri: str | None = None) -> dict[str, Any]:
+    """Score the model ``ref`` on its run's holdout rows, write ``output`` (metrics.json), log
+    to the run; ``uri``: how the report names it (default its pinned URI).
 
-    ``model_uri`` (the flow's: what it just trained), else evaluation.model_uri, else the model
-    training registered from training.features in this store (:func:`runs.resolve_challenger`).
+    The caller picks the model in the store it configured (``runs.configure``): the CLI
+    evaluation.model_uri, else the model training registered from training.features
+    (:func:`runs.resolve_challenger`); the flow what it just trained.
     """
     started = time.perf_counter()
-    runs.configure(settings)
-    ref = runs.resolve(model_uri) if model_uri else runs.resolve_challenger(settings)
-    uri = model_uri or settings.evaluation.model_uri or ref.uri
+    uri = uri or ref.uri
     if ref.run_id is None:
         raise runs.TrackingError(
             f"{uri} is a model folder that names no MLflow run: evaluation scores the holdout "
@@ -72,7 +72,6 @@ def evaluate(settings: Settings, model_uri: str | None = None) -> dict[str, Any]
         "published_llm_accuracy": PUBLISHED_ACCURACY,
         "seconds": round(time.perf_counter() - started, 2),
     }
-    output = settings.metrics_output
     write_json(output, report)
     metrics = {
         f"holdout_{k}": v for k, v in report["holdout"].items() if isinstance(v, int | float)

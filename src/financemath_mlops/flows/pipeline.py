@@ -79,7 +79,8 @@ def train_task(settings: Settings) -> dict[str, Any]:
 def evaluate_task(settings: Settings, model_uri: str) -> dict[str, Any]:
     from financemath_mlops.evaluation.evaluate import evaluate, report_table
 
-    report = evaluate(settings, model_uri)
+    runs.configure(settings)
+    report = evaluate(runs.resolve(model_uri), settings.metrics_output, uri=model_uri)
     get_run_logger().info(report_table(report))
     return report
 
