@@ -312,6 +312,12 @@ class PredictionLog:
     # --- writer thread -------------------------------------------------------------------------
 
     def _run(self) -> None:
+        # The part-file writer's modules, imported now (at start, before requests come) rather
+        # than inside the first part file: that import held the GIL for 1-2 s on 2 loaded cores
+        # and stalled every request in flight (issue 32's tail profile).
+        import fastparquet  # noqa: F401
+        import pandas  # noqa: F401
+
         self._recover_journals()
         buffer: list[Mapping[str, Any]] = []
         oldest = 0.0
