@@ -104,6 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     history.add_argument("--kind", choices=["drift", "performance"])
     history.add_argument("--limit", type=int, default=20, help="entries shown (20)")
+    history.add_argument(
+        "--index",
+        type=Path,
+        help="an index file to read instead of paths.reports_dir/index.jsonl "
+        "(e.g. docs/examples/monitoring-history.jsonl)",
+    )
+    history.add_argument(
+        "--plot",
+        type=Path,
+        metavar="PNG",
+        help="also draw drift and log-MAE over time (the entries shown) into this PNG",
+    )
     return parser
 
 
@@ -117,10 +129,29 @@ def needs_store(args: argparse.Namespace) -> bool:
 def main(argv: list[str] | None = None) -> int:
     args, settings = parse_stage_args(build_parser(), argv)
     if args.command == "history":
-        from financemath_mlops.monitoring.history import history_table, read_history
+        from financemath_mlops.monitoring import history
 
-        entries = read_history(settings.paths.reports_dir, args.kind, max(1, args.limit))
-        print(history_table(entries))
+        if args.index is not None and not args.index.is_file():
+            from financemath_mlops.monitoring.inputs import MonitoringError
+
+            raise MonitoringError(
+                f"--index {args.index}: no such file; the index of this checkout's reports is "
+                f"{Path(settings.paths.reports_dir) / history.INDEX_FILE}, the example "
+                f"{history.EXAMPLE_INDEX}"
+            )
+        if args.plot is not None and args.plot.suffix.lower() != ".png":
+            from financemath_mlops.monitoring.inputs import MonitoringError
+
+            raise MonitoringError(f"--plot {args.plot}: the picture is a PNG; end it in .png")
+        limit = max(1, args.limit)
+        entries = (
+            history.read_index(args.index, args.kind, limit)
+            if args.index is not None
+            else history.read_history(settings.paths.reports_dir, args.kind, limit)
+        )
+        print(history.history_table(entries))
+        if args.plot is not None:
+            print(f"wrote {history.plot_history(entries, args.plot)}")
         return 0
     from financemath_mlops.monitoring import jobs
 
