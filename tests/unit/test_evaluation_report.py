@@ -14,7 +14,6 @@ from financemath_mlops.evaluation.baselines import (
     with_fallback,
 )
 from financemath_mlops.evaluation.card import render_card
-from financemath_mlops.evaluation.intervals import paired_bootstrap
 from financemath_mlops.evaluation.nested import (
     Candidate,
     CVData,
@@ -22,6 +21,7 @@ from financemath_mlops.evaluation.nested import (
     repeated_nested_cv,
     similarity_features,
 )
+from financemath_mlops.intervals import paired_bootstrap
 from tests.helpers import REPO_ROOT
 
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from financemath_mlops.evaluation.intervals import paired_bootstrap
 from financemath_mlops.evaluation.nested import Candidate, CVData, fit_predict, log_errors
+from financemath_mlops.intervals import paired_bootstrap
 from financemath_mlops.model.target import signed_log1p
 from financemath_mlops.training.split import stratified_kfold_indices
 

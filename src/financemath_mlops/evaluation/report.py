@@ -24,7 +24,6 @@ from financemath_mlops.errors import StageError
 from financemath_mlops.evaluation.answer_models import NAMES as ANSWER_MODELS
 from financemath_mlops.evaluation.answer_models import answer_models
 from financemath_mlops.evaluation.baselines import chance_accuracy, numbers_median, record_numbers
-from financemath_mlops.evaluation.intervals import paired_bootstrap
 from financemath_mlops.evaluation.nested import (
     BASELINES,
     Candidate,
@@ -32,6 +31,7 @@ from financemath_mlops.evaluation.nested import (
     log_errors,
     repeated_nested_cv,
 )
+from financemath_mlops.intervals import paired_bootstrap
 from financemath_mlops.scoring import financemath_correct, regression_metrics
 
 log = logging.getLogger(__name__)

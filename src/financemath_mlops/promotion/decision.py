@@ -2,7 +2,7 @@
 
 Both models are scored on the challenger's holdout rows minus any row the champion trained on. The
 challenger wins when the paired bootstrap 95 % interval of its per-row loss minus the champion's
-(`evaluation/intervals.py`) lies entirely below ``-evaluation.promotion_margin``; a point estimate
+(`intervals.py`) lies entirely below ``-evaluation.promotion_margin``; a point estimate
 alone never promotes. The first version has no champion: it must beat the global median of its own
 training answers the same way. With fewer rows than ``evaluation.min_promotion_rows`` (at least
 10) promotion refuses and says why. n, the difference and the interval are logged to the
@@ -19,7 +19,7 @@ import numpy as np
 
 from financemath_mlops import runs
 from financemath_mlops.config import EvaluationSettings
-from financemath_mlops.evaluation.intervals import PairedDifference, paired_bootstrap
+from financemath_mlops.intervals import PairedDifference, paired_bootstrap
 from financemath_mlops.model.target import signed_log1p
 
 log = logging.getLogger(__name__)
