@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -144,3 +145,10 @@ class RecordInput:
             tables=tuple(str(t) for t in tables),
             topic=topic if isinstance(topic, str) else None,
         )
+
+
+def manifest_path_for(records_path: Path) -> Path:
+    """`financemath.jsonl` -> `financemath.manifest.json`, beside it: where ingestion writes a
+    records file's manifest and where features and training look for it (one name, one floor
+    below all three)."""
+    return records_path.with_name(f"{records_path.stem}.manifest.json")

@@ -36,7 +36,7 @@ def records_provenance(source: Path, validated_elsewhere: bool) -> tuple[Path, d
     read, the checksum and the manifest all come from that one set, even if ingestion publishes
     another meanwhile.
     """
-    from financemath_mlops.ingestion.stage import manifest_path_for
+    from financemath_mlops.records import manifest_path_for
 
     published = Path(source).resolve()
     expected = manifest_path_for(Path(source))  # the name the user sees beside their records

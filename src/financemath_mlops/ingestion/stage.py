@@ -43,7 +43,7 @@ from financemath_mlops.ingestion.validate import (
     validate_rows,
     write_rejects,
 )
-from financemath_mlops.records import LABEL_COLUMN, canonical_topic
+from financemath_mlops.records import LABEL_COLUMN, canonical_topic, manifest_path_for
 
 log = logging.getLogger(__name__)
 
@@ -180,11 +180,6 @@ def _kept(counts: dict[str, int], what: str) -> dict[str, Any]:
 
 def _rows(n: int) -> str:
     return f"{n} row" if n == 1 else f"{n} rows"
-
-
-def manifest_path_for(output: Path) -> Path:
-    """`financemath.jsonl` -> `financemath.manifest.json`, beside it."""
-    return output.with_name(f"{output.stem}.manifest.json")
 
 
 def ingest(cfg: IngestionSettings, output: Path, hf_cache_dir: Path) -> IngestionSummary:

@@ -93,7 +93,7 @@ def sample_rows(records_path: Path, data: dict[str, Any]) -> int | None:
     not say): the `read` count of the ingestion manifest that lists these records' sha256."""
     if data.get("source") != "sample":
         return None
-    from financemath_mlops.ingestion.stage import manifest_path_for
+    from financemath_mlops.records import manifest_path_for
 
     try:
         body = json.loads(manifest_path_for(records_path).read_text(encoding="utf-8"))
