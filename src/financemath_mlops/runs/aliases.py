@@ -38,6 +38,7 @@ from financemath_mlops.runs.store import (
     REGISTRATION_TAG,
     TrackingError,
     client,
+    store_failure,
 )
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def alias_lock(name: str) -> Iterator[None]:
                 mine = _lock_holder(lock)  # a create that went through, its answer lost
                 if mine is not None and mine[0].get("token") == token:
                     _release(lock, token, quiet=True)
-                raise TrackingError(f"cannot take the alias lock {lock}: {exc}") from None
+                raise _lock_failure(lock, exc) from None
         found = _lock_holder(lock)
         if found is not None and found[0].get("token") == token:
             break  # our create went through and its answer was lost
@@ -90,6 +91,22 @@ def alias_lock(name: str) -> Iterator[None]:
         yield
     finally:
         _release(lock, token, quiet=True)
+
+
+def _lock_failure(lock: str, exc: Exception) -> TrackingError:
+    """Why the lock could not be taken, with the exit code the matrix's rule gives it.
+
+    A tracking server that failed mid-command (unreachable, 5xx: its database restarting) is
+    the machine's fault, not the user's: :class:`StoreFailedError`, exit 1, naming the server
+    (docs/reliability.md#tracking-postgres-restart-before-alias). Anything else the store
+    refused stays a :class:`TrackingError` (exit 2)."""
+    import mlflow
+
+    failed = store_failure(
+        exc, mlflow.get_tracking_uri(), f"taking the alias lock {lock}",
+        "Nothing was moved: every alias and the audit trail are as they were.",
+    )  # fmt: skip
+    return failed or TrackingError(f"cannot take the alias lock {lock}: {exc}")
 
 
 def _lock_holder(lock: str) -> tuple[dict[str, Any], float] | None:
