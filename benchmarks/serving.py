@@ -479,7 +479,10 @@ def evaluate_targets(results: dict[str, Any]) -> dict[str, Any]:
                 "value": round(ratio, 2),
                 "met": ratio >= bound if at_least else ratio <= bound,
             }
-            ceiling = results.get("ceiling", {}).get(f"c{concurrency}", {}).get("rps")
+            own = (
+                "ceiling_int8" if top.endswith("int8") and "ceiling_int8" in results else "ceiling"
+            )
+            ceiling = results.get(own, {}).get(f"c{concurrency}", {}).get("rps")
             # How much of what the cores can give a ratio against another server asks for.
             if metric == "rps" and ceiling and not bottom.startswith("ceiling"):
                 out[key]["share_of_ceiling"] = round(a / ceiling, 2)
