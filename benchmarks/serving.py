@@ -3,7 +3,8 @@
 Same requests (synthetic FinanceMath questions with their tables) in one run, for:
 
   (a) floor     the Predictor called in-process, one record at a time (no HTTP)
-  (b) ours      `uvicorn financemath_mlops.serving.app:app` (1 worker)
+  (b) ours      `python -m financemath_mlops.serving` (the documented entry point, default
+                settings: connection limits, prediction log on, 1 worker)
   (c) mlflow    `mlflow models serve --env-manager local` on the same registered model (ONNX pyfunc)
   (d) torch     `mlflow models serve` on a pyfunc of the same booster that embeds with
                 sentence-transformers on torch (the setup most users would have)
@@ -13,13 +14,17 @@ Same requests (synthetic FinanceMath questions with their tables) in one run, fo
                 extra; no lightgbm, pyarrow or full mlflow), serving the downloaded model folder
   ceiling       the model in process on every core, one one-thread call per core at a time, at
                 the highest concurrency: the most requests/s any server of it can give here
+                (ceiling_int8: the same for the int8 model)
   (g) ours_before (b) as it was before issue 18 (``--before-src``: that commit's src/, e.g.
                 ``git archive 3b826b3 src | tar -x -C /tmp/before``) in this venv, same folder
 
-Load comes from `wrk` (Debian package) with a Lua POST script, pinned with `taskset` to the last
-core; p50/p95/p99 latency and requests/s at each concurrency, peak RSS of each server (with its
-children), cold start to ready and RSS after warm-up. Results go to
-`benchmarks/results/serving.json` and a table on stdout.
+Only the setup being measured runs: each round measures the in-process floors and ceilings,
+then starts each server, warms it up, measures it at every concurrency and stops it. Load comes
+from `wrk` (Debian package) with a Lua POST script, pinned with `taskset` to the last core;
+p50/p95/p99/p99.9 latency and requests/s at each concurrency (medians over rounds), peak RSS of
+each server (with its children), cold start to ready and RSS after warm-up. Results go to
+`benchmarks/results/serving.json`, a table on stdout and two plots (docs/serving-latency.png,
+docs/serving-throughput.png); ``--replot RESULTS.json`` redraws table and plots, measuring nothing.
 
     python benchmarks/serving.py                      # trains a small model into a temp store
     python benchmarks/serving.py --model-uri models:/financemath-regressor/3 \
