@@ -26,7 +26,8 @@ SHIFTED_TOPICS = {"Accounting": 5, "Risk Management": 3, "Market Analysis & Econ
 
 @pytest.fixture(scope="module")
 def featurize(tmp_path_factory: pytest.TempPathFactory):
-    featurizer = Featurizer(pipeline_settings(tmp_path_factory.mktemp("drift")))
+    settings = pipeline_settings(tmp_path_factory.mktemp("drift"))
+    featurizer = Featurizer(settings.features, settings.paths)
 
     def build(name: str, **sample: Any) -> ReportInput:
         return ReportInput(featurizer(generate_sample(ROWS, **sample), name), name, "records")

@@ -111,6 +111,12 @@ def test_retraining_is_requested_once_per_served_model(tmp_path: Path):
     assert earlier_request(tmp_path, v1) is not None
 
 
+def where_of(settings) -> dict:
+    """What a report job reads besides its section: the store, the folders, the served model."""
+    return {"store": settings.mlflow, "features": settings.features, "paths": settings.paths,
+            "served_uri": "models:/financemath-regressor@champion"}  # fmt: skip
+
+
 def input_drift_fires(metrics: dict[str, float]) -> bool:
     """FinanceMathInputDrift's expression (alerts.yml) on one scrape: absent series never fire."""
     share, threshold = metrics.get("fmops_drift_share"), metrics.get("fmops_drift_share_threshold")
@@ -138,12 +144,12 @@ def test_a_window_too_small_publishes_a_skip_that_resolves_the_drift_alert(
     drifted = latest_report_metrics(reports)
     assert input_drift_fires(drifted)
 
-    def six_rows(_settings, _job):  # what run_drift does on a window of six predictions
+    def six_rows(_cfg, _job, **_where):  # what run_drift does on a window of six predictions
         require_rows({"current": 6}, settings.monitoring.min_rows, "the log", "widen the window")
 
     monkeypatch.setattr(jobs, "run_drift", six_rows)
     with pytest.raises(TooFewRows, match="only 6 current rows"):
-        jobs.run_scheduled_drift(settings, jobs.DriftJob())
+        jobs.run_scheduled_drift(settings.monitoring, jobs.DriftJob(), **where_of(settings))
     section = read_latest(reports)["drift"]
     assert section["current_rows"] == 6 and section["share"] is None
     assert section["dataset_drift"] is False and "only 6 current rows" in section["skipped"]
@@ -163,12 +169,13 @@ def test_the_command_line_publishes_nothing_for_too_few_rows(tmp_path: Path, mon
 
     settings = load_settings(overrides={"paths": {"reports_dir": str(tmp_path)}})
 
-    def six_rows(_settings, _job):
+    def six_rows(_cfg, _job, **_where):
         require_rows({"current": 6}, 30, "six.parquet", "pass a larger --current")
 
     monkeypatch.setattr(jobs, "run_drift", six_rows)
     with pytest.raises(TooFewRows):
-        jobs.run_scheduled_drift(settings, jobs.DriftJob(publish=False))  # --no-publish
+        job = jobs.DriftJob(publish=False)  # --no-publish
+        jobs.run_scheduled_drift(settings.monitoring, job, **where_of(settings))
     assert not (tmp_path / "latest.json").exists()
 
 

@@ -48,7 +48,11 @@ def drift_task(settings: Settings, window_hours: float) -> dict[str, Any] | None
 
     since = datetime.now(UTC) - timedelta(hours=window_hours)
     try:  # too few rows still publishes (a skipped section), so the last window's alert resolves
-        return run_scheduled_drift(settings, DriftJob(since=since))
+        return run_scheduled_drift(
+            settings.monitoring, DriftJob(since=since), store=settings.mlflow,
+            features=settings.features, paths=settings.paths,
+            served_uri=runs.served_model_uri(settings),
+        )  # fmt: skip
     except MonitoringError as exc:
         get_run_logger().warning("drift report skipped: %s", exc)
         return None
@@ -60,7 +64,10 @@ def performance_task(settings: Settings, data: Path) -> dict[str, Any] | None:
     from financemath_mlops.monitoring.jobs import PerformanceJob, run_performance
 
     try:
-        return run_performance(settings, PerformanceJob(data=data)).numbers
+        return run_performance(
+            settings.monitoring, PerformanceJob(data=data), store=settings.mlflow,
+            paths=settings.paths, served_uri=runs.served_model_uri(settings),
+        ).numbers  # fmt: skip
     except MonitoringError as exc:
         get_run_logger().warning("performance report skipped: %s", exc)
         return None

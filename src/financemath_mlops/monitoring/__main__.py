@@ -153,11 +153,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.plot is not None:
             print(f"wrote {history.plot_history(entries, args.plot)}")
         return 0
+    from financemath_mlops import runs
     from financemath_mlops.monitoring import jobs
 
+    # What a report reads: its section, the store, the folders, the model in service
+    where = {"store": settings.mlflow, "paths": settings.paths,
+             "served_uri": runs.served_model_uri(settings)}  # fmt: skip
     if needs_store(args):  # a dead tracking server: exit 2 in seconds, before the reports
-        from financemath_mlops import runs
-
         runs.check_reachable(
             settings, "or pass --no-mlflow (with --reference) to report without it"
         )
@@ -167,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.drift_share is not None and not 0 < args.drift_share <= 1:
             raise MonitoringError(f"--drift-share must be in (0, 1], got {args.drift_share}")
         done = jobs.run_drift(
-            settings,
+            settings.monitoring,
             jobs.DriftJob(
                 reference=args.reference,
                 current=args.current,
@@ -180,12 +182,14 @@ def main(argv: list[str] | None = None) -> int:
                 mlflow=not args.no_mlflow,
                 publish=not args.no_publish,
             ),
+            features=settings.features,
+            **where,
         )
         print(done.outcome.console(args.top))
         print(f"  reports: {done.files['html']}  {done.files['json']}")
         return 1 if args.fail_on_drift and done.outcome.dataset_drift else 0
     done = jobs.run_performance(
-        settings,
+        settings.monitoring,
         jobs.PerformanceJob(
             model_uri=args.model_uri,
             data=args.data,
@@ -193,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             mlflow=not args.no_mlflow,
             publish=not args.no_publish,
         ),
+        **where,
     )
     print(done.outcome.console())
     print(f"  reports: {done.files['html']}  {done.files['json']}")

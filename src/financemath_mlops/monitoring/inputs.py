@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from financemath_mlops.config import Settings
+from financemath_mlops.config import FeatureSettings, MLflowSettings, PathsSettings
 from financemath_mlops.errors import StageError
 from financemath_mlops.features.rows import FEATURE_COLUMNS, N_HAND_FEATURES
 from financemath_mlops.monitoring.evidence import row_shortfall
@@ -98,12 +98,11 @@ class ModelContext:
         }
 
 
-def resolve_model(settings: Settings, uri: str | None, work: Path) -> ModelContext:
-    """The model at ``uri`` (default: the one in service) and its run's feature manifest."""
+def resolve_model(store: MLflowSettings, uri: str, work: Path) -> ModelContext:
+    """The model at ``uri`` in ``store`` and its run's feature manifest."""
     from financemath_mlops import runs
 
-    runs.configure(settings)
-    uri = uri or runs.served_model_uri(settings)
+    runs.configure(store)
     ref = runs.resolve(uri)
     if ref.run_id is None:
         raise MonitoringError(f"model {uri} has no MLflow run to read its training data from")
@@ -159,17 +158,23 @@ class Featurizer:
     Embeddings go through the same on-disk cache as the features stage.
     """
 
-    def __init__(self, settings: Settings, embedding: dict[str, Any] | None = None) -> None:
-        self.settings = settings
+    def __init__(
+        self,
+        features: FeatureSettings,
+        paths: PathsSettings,
+        embedding: dict[str, Any] | None = None,
+    ) -> None:
+        self.features = features  # the embedding and partition size
+        self.paths = paths  # the model weights, the ONNX bundle and the embedding cache
         self.embedding = embedding
         self._embedder: Any = None
         self._info: dict[str, Any] | None = None
 
     def _load(self) -> tuple[Any, dict[str, Any]]:
         if self._embedder is None:
-            from financemath_mlops.features.build import load_embedder
+            from financemath_mlops.features.build import embedder_for
 
-            cfg = self.settings.features.embedding
+            cfg = self.features.embedding
             if self.embedding:
                 cfg = cfg.model_copy(
                     update={
@@ -178,7 +183,7 @@ class Featurizer:
                         "max_length": int(self.embedding["max_length"]),
                     }
                 )
-            self._embedder, self._info = load_embedder(cfg, self.settings)
+            self._embedder, self._info = embedder_for(cfg, self.paths)
             if self.embedding and str(self._info["revision"]) != str(self.embedding["revision"]):
                 raise MonitoringError(
                     f"the model's features were embedded with {self.embedding['model_id']} "
@@ -203,8 +208,8 @@ class Featurizer:
             raise MonitoringError(f"{where} has no valid FinanceMath records")
         records = [{k: getattr(r, k) for k in KNOWN_COLUMNS} for r in result.records]
         embedder, info = self._load()
-        cache = self.settings.paths.cache_dir / "embeddings"
-        step = self.settings.features.partition_rows
+        cache = self.paths.cache_dir / "embeddings"
+        step = self.features.partition_rows
         tables = [
             featurize_chunk(records[i : i + step], embedder, info, cache)[0]
             for i in range(0, len(records), step)

@@ -29,7 +29,12 @@ from typing import Any
 
 from financemath_mlops import runs
 from financemath_mlops.atomic import out_of_space
-from financemath_mlops.config import Settings
+from financemath_mlops.config import (
+    FeatureSettings,
+    MLflowSettings,
+    MonitoringSettings,
+    PathsSettings,
+)
 from financemath_mlops.errors import OutOfSpaceError
 from financemath_mlops.monitoring.drift import compare, report_dir, write_drift_report
 from financemath_mlops.monitoring.history import INDEX_FILE, record_report
@@ -83,11 +88,22 @@ class PerformanceJob:
     publish: bool = True
 
 
-def run_drift(settings: Settings, job: DriftJob) -> Done:
-    """Make, write, publish, index and log one drift report."""
-    cfg = settings.monitoring
+def run_drift(
+    cfg: MonitoringSettings,
+    job: DriftJob,
+    *,
+    store: MLflowSettings,
+    features: FeatureSettings,
+    paths: PathsSettings,
+    served_uri: str,
+) -> Done:
+    """Make, write, publish, index and log one drift report.
+
+    ``store``: where the model (``job.model_uri``, default ``served_uri``: the one in service)
+    and the report's run are; ``features``: how records are embedded when the inputs are raw;
+    ``paths``: the prediction log, the reports, the embedding caches."""
     threshold = job.drift_share if job.drift_share is not None else cfg.drift_share_threshold
-    current_path = job.current or settings.paths.predictions_dir
+    current_path = job.current or paths.predictions_dir
     for path in (job.reference, current_path):  # fail before any slow step
         if path is not None and not Path(path).exists():
             raise MonitoringError(
@@ -98,8 +114,9 @@ def run_drift(settings: Settings, job: DriftJob) -> Done:
         work = Path(tmp)
         model = None
         if job.reference is None or job.model_uri is not None:
-            model = resolve_model(settings, job.model_uri, work)
-        featurizer = Featurizer(settings, model.manifest.get("embedding") if model else None)
+            model = resolve_model(store, job.model_uri or served_uri, work)
+        embedding = model.manifest.get("embedding") if model else None
+        featurizer = Featurizer(features, paths, embedding)
         if job.reference is None:
             assert model is not None
             reference = training_features(model, work)
@@ -121,7 +138,7 @@ def run_drift(settings: Settings, job: DriftJob) -> Done:
         log.info("comparing %d current rows with %d reference rows", current.rows, reference.rows)
         outcome = compare(reference, current, threshold, job.components or cfg.embedding_components)
         outcome.model = model.identity() if model else None
-    output = job.output or report_dir(settings.paths.reports_dir)
+    output = job.output or report_dir(paths.reports_dir)
     created = not output.exists()
     files = write_drift_report(outcome, output)
     numbers: dict[str, Any] = {
@@ -133,7 +150,7 @@ def run_drift(settings: Settings, job: DriftJob) -> Done:
         "report": str(output),
     }
     numbers.pop("drifted_by_group")
-    _index_and_publish(settings, "drift", numbers, output, created, job.publish)
+    _index_and_publish(paths.reports_dir, "drift", numbers, output, created, job.publish)
     if job.mlflow:
         metrics = {
             "drift_share": outcome.share,
@@ -146,27 +163,37 @@ def run_drift(settings: Settings, job: DriftJob) -> Done:
             "reference_rows": reference.rows,
         }
         tags = {"reference": reference.source, "current": current.source, "report": output}
-        _log_safely(settings, "drift", metrics, {**tags, **_model_tags(outcome.model)}, files)
+        tags = {**tags, **_model_tags(outcome.model)}
+        _log_safely(store, cfg.experiment_name, "drift", metrics, tags, files)
     return Done(outcome, files, numbers)
 
 
-def run_scheduled_drift(settings: Settings, job: DriftJob) -> dict[str, Any]:
+def run_scheduled_drift(
+    cfg: MonitoringSettings,
+    job: DriftJob,
+    *,
+    store: MLflowSettings,
+    features: FeatureSettings,
+    paths: PathsSettings,
+    served_uri: str,
+) -> dict[str, Any]:
     """The scheduled flow's drift report; a window with too few rows publishes a skip, then raises.
 
     ``/metrics`` reads ``latest.json``: left alone, the previous window's drift would keep
     ``FinanceMathInputDrift`` firing for as long as traffic stays low.
     """
     try:
-        return run_drift(settings, job).numbers
+        where = {"store": store, "features": features, "paths": paths, "served_uri": served_uri}
+        return run_drift(cfg, job, **where).numbers
     except TooFewRows as exc:
         if job.publish:
-            publish_latest(settings.paths.reports_dir, "drift", skipped_drift(settings, job, exc))
+            publish_latest(paths.reports_dir, "drift", skipped_drift(cfg, job, exc))
         raise
 
 
-def skipped_drift(settings: Settings, job: DriftJob, exc: TooFewRows) -> dict[str, Any]:
+def skipped_drift(cfg: MonitoringSettings, job: DriftJob, exc: TooFewRows) -> dict[str, Any]:
     """The drift section of a skipped window: its row counts and why, no share, no drift."""
-    threshold = job.drift_share or settings.monitoring.drift_share_threshold
+    threshold = job.drift_share or cfg.drift_share_threshold
     return {
         "columns": None,
         "drifted": None,
@@ -182,13 +209,21 @@ def skipped_drift(settings: Settings, job: DriftJob, exc: TooFewRows) -> dict[st
     }
 
 
-def run_performance(settings: Settings, job: PerformanceJob) -> Done:
-    """Make, write, publish, index and log one performance report."""
+def run_performance(
+    cfg: MonitoringSettings,
+    job: PerformanceJob,
+    *,
+    store: MLflowSettings,
+    paths: PathsSettings,
+    served_uri: str,
+) -> Done:
+    """Make, write, publish, index and log one performance report (the model ``job.model_uri``,
+    default ``served_uri``, in ``store``; the report under ``paths.reports_dir``)."""
     with tempfile.TemporaryDirectory(prefix="fmops-performance-") as tmp:
         work = Path(tmp)
-        model = resolve_model(settings, job.model_uri, work)
-        outcome = assess(model, job.data, work, settings.monitoring.min_rows)
-    output = job.output or report_dir(settings.paths.reports_dir)
+        model = resolve_model(store, job.model_uri or served_uri, work)
+        outcome = assess(model, job.data, work, cfg.min_rows)
+    output = job.output or report_dir(paths.reports_dir)
     created = not output.exists()
     files = write_performance_report(outcome, output)
     training_mae = outcome.training.get("holdout", {}).get("mae")
@@ -200,19 +235,20 @@ def run_performance(settings: Settings, job: PerformanceJob) -> Done:
         "model": outcome.model,
         "report": str(output),
     }
-    _index_and_publish(settings, "performance", numbers, output, created, job.publish)
+    _index_and_publish(paths.reports_dir, "performance", numbers, output, created, job.publish)
     if job.mlflow:
         metrics = {k: v for k, v in outcome.metrics.items() if isinstance(v, int | float)}
         metrics.update({f"evidently_{k}": v for k, v in outcome.evidently_metrics.items()})
         if training_mae is not None:
             metrics["training_holdout_mae"] = training_mae
         tags = {"data": outcome.data["source"], "report": output}
-        _log_safely(settings, "performance", metrics, {**tags, **_model_tags(outcome.model)}, files)
+        tags = {**tags, **_model_tags(outcome.model)}
+        _log_safely(store, cfg.experiment_name, "performance", metrics, tags, files)
     return Done(outcome, files, numbers)
 
 
 def _index_and_publish(
-    settings: Settings, kind: str, numbers: dict, output: Path, created: bool, publish: bool
+    reports_dir: Path, kind: str, numbers: dict, output: Path, created: bool, publish: bool
 ) -> None:
     """The report's line in ``index.jsonl``, then its section of ``latest.json``: all or none.
 
@@ -220,7 +256,7 @@ def _index_and_publish(
     reports are the previous complete set (folders, index, latest.json), never a report the
     index or ``/metrics`` does not know about.
     """
-    reports = Path(settings.paths.reports_dir)
+    reports = Path(reports_dir)
     index = reports / INDEX_FILE
     before = index.stat().st_size if index.is_file() else None
     try:
@@ -245,8 +281,11 @@ def _model_tags(model: dict[str, Any] | None) -> dict[str, Any]:
     return {f"model.{k}": v for k, v in (model or {}).items() if v is not None}
 
 
-def _log_safely(settings: Settings, kind: str, metrics: dict, tags: dict, files: dict) -> None:
+def _log_safely(
+    store: MLflowSettings, experiment: str, kind: str, metrics: dict, tags: dict, files: dict
+) -> None:
     try:
-        runs.log_monitoring_report(settings, kind, metrics, tags, [files["json"], files["html"]])
+        reports = [files["json"], files["html"]]
+        runs.log_monitoring_report(store, experiment, kind, metrics, tags, reports)
     except Exception as exc:  # the report is written; a tracking problem must not hide it
         log.warning("could not log the %s report to MLflow: %s", kind, exc)

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from financemath_mlops.config import Settings
+from financemath_mlops.config import MLflowSettings, Settings
 from financemath_mlops.runs.contract import EVALUATION_DIR, REPORT_DIR
 from financemath_mlops.runs.store import configure, ensure_experiment
 
@@ -51,7 +51,7 @@ def record_promotion(run_id: str, tags: Mapping[str, str], metrics: Mapping[str,
         mlflow.log_metrics(_finite(metrics))
 
 
-def monitoring_experiment(settings: Settings) -> str:
+def monitoring_experiment(store: Settings | MLflowSettings, name: str) -> str:
     """The monitoring experiment's id, created on first use.
 
     Against a tracking server the server chooses the artefact location (mlflow-artifacts:/ when it
@@ -59,25 +59,26 @@ def monitoring_experiment(settings: Settings) -> str:
     """
     import mlflow
 
-    uri = configure(settings)
-    name = settings.monitoring.experiment_name
+    uri = configure(store)
     if uri.startswith(("http://", "https://")):
         existing = mlflow.get_experiment_by_name(name)
         return existing.experiment_id if existing is not None else mlflow.create_experiment(name)
-    return ensure_experiment(settings, name)
+    return ensure_experiment(store, name)
 
 
 def log_monitoring_report(
-    settings: Settings,
+    store: Settings | MLflowSettings,
+    experiment: str,
     kind: str,
     metrics: Mapping[str, float],
     tags: Mapping[str, Any],
     files: list[Path],
 ) -> str:
-    """One run in the monitoring experiment with a report's numbers and files; its id."""
+    """One run in the monitoring experiment (monitoring.experiment_name) with a report's numbers
+    and files; its id."""
     import mlflow
 
-    experiment_id = monitoring_experiment(settings)
+    experiment_id = monitoring_experiment(store, experiment)
     run_name = f"{kind}-{time.strftime('%Y%m%dT%H%M%S')}"
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
         mlflow.set_tags({"monitoring.kind": kind, **{k: str(v) for k, v in tags.items()}})
@@ -87,7 +88,7 @@ def log_monitoring_report(
     log.info(
         "logged the %s report to MLflow experiment %s (run %s)",
         kind,
-        settings.monitoring.experiment_name,
+        experiment,
         run.info.run_id,
     )
     return run.info.run_id
