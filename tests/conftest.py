@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from financemath_mlops.config import Settings, load_settings
-from tests.helpers import REPO_ROOT, SHARED_DATA, cli_env
+from tests.helpers import REPO_ROOT, SHARED_DATA, cli_env, seeded_store
 
 
 @pytest.fixture(scope="session")
@@ -103,6 +103,7 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
     saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith(("FMOPS_", "MLFLOW_"))}
     try:
         settings = pipeline_settings(workdir)
+        seeded_store(workdir / "mlruns" / "mlflow.db")  # MLflow's empty tables, copied
         ingest(settings.ingestion, settings.ingestion_output, settings.paths.hf_cache_dir)
         build_features(
             settings.features,

@@ -30,7 +30,7 @@ from financemath_mlops.cli import run_main
 from financemath_mlops.config import load_settings
 from financemath_mlops.registry.__main__ import main as registry_main
 from financemath_mlops.runs import audit
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, seeded_store
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tracking, registry_uri = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     folder = tmp_path_factory.mktemp("audit-template")
     db = folder / "mlflow.db"
-    runs.configure(load_settings(overrides={"mlflow": {"tracking_uri": f"sqlite:///{db}"}}))
+    runs.configure(load_settings(overrides={"mlflow": {"tracking_uri": seeded_store(db)}}))
     source = folder / "model-source"
     source.mkdir()
     (source / "MLmodel").write_text("flavors: {}\n")

@@ -17,6 +17,7 @@ from financemath_mlops.cli import run_main
 from financemath_mlops.config import load_settings
 from financemath_mlops.registry.__main__ import main as registry_main
 from financemath_mlops.runs import store
+from tests.helpers import seeded_store
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +33,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     tracking, registry_uri = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     tmp_path = tmp_path_factory.mktemp("registry")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = seeded_store(tmp_path / "mlflow.db")
     runs.configure(load_settings(overrides={"mlflow": {"tracking_uri": uri}}))
     client = runs.client()
     source = tmp_path / "model-source"
