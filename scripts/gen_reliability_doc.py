@@ -100,13 +100,27 @@ def cell(text: str) -> str:
 
 
 def outcome(row: dict[str, Any]) -> str:
-    """``passed, 31.0 s``; a row that paid for its module's servers says how much of it that was."""
+    """``passed, 31.0 s``; a row that waited for its set-up (servers, a trained model: built in
+    line or begun in the background) says how much of it that was."""
     mark = "passed" if row.get("outcome") == "passed" else f"**{row.get('outcome', 'not run')}**"
     text = f"{mark}, {float(row.get('seconds', 0)):.1f} s"
     setup = float((row.get("durations") or {}).get("setup", 0))
     if setup >= 5:
-        text += f" (of which {setup:.0f} s starting the module's servers)"
+        text += f" (of which {setup:.0f} s waiting for its set-up)"
     return text
+
+
+def head_starts(data: dict[str, Any]) -> str:
+    """The set-ups begun in the background at collection, each with its own seconds."""
+    begun = data.get("head_starts") or {}
+    if not begun:
+        return ""
+    each = ", ".join(f"`{name}` {float(seconds):.0f} s" for name, seconds in begun.items())
+    return (
+        " Slow set-ups that need nothing from the rows before them began in the background as "
+        f"the session started and ran while those rows did (their own seconds: {each}); a row's "
+        "seconds count only its wait for them."
+    )
 
 
 def group_order(rows: list[dict[str, Any]]) -> list[str]:
@@ -122,7 +136,8 @@ def render(data: dict[str, Any]) -> str:
     out.append(
         f"This run: {data.get('generated', '?')}, {len(rows)} rows ({counts}), "
         f"{float(data.get('session_seconds', 0)):.0f} s in all on {host.get('cpus', '?')} cores "
-        f"(Python {host.get('python', '?')}){', strict' if data.get('strict') else ''}.\n"
+        f"(Python {host.get('python', '?')}){', strict' if data.get('strict') else ''}."
+        f"{head_starts(data)}\n"
     )
     out.append("## The matrix\n")
     out.append("| row | where | fault | what you see | retries | this run |")

@@ -44,7 +44,7 @@ def matrix(tmp_path: Path) -> Path:
     path = tmp_path / "matrix.json"
     data = {"generated": "2026-12-07T14:00:00Z", "host": {"cpus": 2, "python": "3.11.7"},
             "strict": True, "session_seconds": 200.0, "counts": {"failed": 1, "passed": 1},
-            "rows": rows}  # fmt: skip
+            "rows": rows, "head_starts": {"fault_stack": 24.6}}  # fmt: skip
     path.write_text(json.dumps(data), encoding="utf-8")
     return path
 
@@ -59,7 +59,8 @@ def test_the_doc_shows_each_row_with_its_anchor_fields_and_this_runs_outcome(
     assert gen.anchors(text) == {"s3-refuses", "features-enospc"}
     assert "| [s3-refuses](#s3-refuses) |" in text
     assert "S3 refuses \\| connections" in text  # a pipe in a field does not break the table
-    assert "passed, 42.3 s (of which 30 s starting the module's servers)" in text
+    assert "passed, 42.3 s (of which 30 s waiting for its set-up)" in text
+    assert "began in the background" in text and "`fault_stack` 25 s" in text
     # <address> outside code would be taken for an HTML tag and vanish; inside code it stays
     assert "curl &lt;address&gt;/health; `curl <address>/ready`" in text
     assert "**failed**, 3.0 s: E assert 1 == 2" in text  # a failed row says so, with why
