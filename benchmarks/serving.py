@@ -300,9 +300,10 @@ def server(cmd: list[str], env: dict[str, str], ready_url: str, log: Path) -> It
     """Start a server in its own process group; yield its facts; always stop the whole group."""
     started = time.perf_counter()
     with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        proc = subprocess.Popen(  # from the checkout: the entry point reads configs/default.yaml
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=REPO_ROOT,
+        )  # fmt: skip
     sampler = RssSampler(proc.pid)
     facts: dict[str, Any] = {"pid": proc.pid}
     try:
