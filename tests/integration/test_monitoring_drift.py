@@ -67,7 +67,10 @@ def test_scaled_values_alone_drift_only_the_amount_columns(reference, featurize)
     outcome = compare(reference, featurize("scaled", seed=4, value_scale=10.0))
     assert {"tbl_num_mean", "tbl_num_max", "q_num_abs_max"} <= detected(outcome)
     unrelated = [c for c in detected(outcome) if c.startswith(("topic_", "emb_pc"))]
-    assert len(unrelated) <= 1, unrelated  # the topic mix and the wording did not change
+    # The topic mix and the wording did not change: those 12 columns (7 topics, 5 embedding
+    # components) flag only by chance, each with p < 0.05: 2 or fewer with probability 0.98
+    # (binomial), where a real topic or wording shift flags most of them (the test above).
+    assert len(unrelated) <= 2, unrelated
     assert not outcome.dataset_drift  # below the 30% share: visible per column, no alert
 
 
