@@ -29,6 +29,7 @@ from financemath_mlops.features.embeddings import (
 )
 from financemath_mlops.features.weights import ResolvedWeights, resolve_weights
 from tests.conftest import pipeline_settings
+from tests.helpers import seeded_store
 
 pytestmark = pytest.mark.slow
 
@@ -361,6 +362,7 @@ def test_int8_model_serves_its_training_rows_and_refuses_an_fp32_bundle(
     settings = pipeline_settings(
         tmp_path, rows=120, features={"embedding": {"backend": "onnx", "precision": "int8"}}
     )
+    seeded_store(tmp_path / "mlruns" / "mlflow.db")  # MLflow's empty tables, copied
     ingest(settings.ingestion, settings.ingestion_output, settings.paths.hf_cache_dir)
     build_features(
         settings.features,

@@ -14,7 +14,7 @@ import yaml
 from financemath_mlops.cli import run_main
 from financemath_mlops.errors import StageError
 from financemath_mlops.registry.__main__ import main as registry_main
-from tests.helpers import REPO_ROOT, cli_env, run_ok
+from tests.helpers import REPO_ROOT, cli_env, run_ok, seeded_store
 
 pytestmark = pytest.mark.integration
 
@@ -65,6 +65,7 @@ def test_flow_runs_the_pipeline_end_to_end_and_promotes_a_sample_champion(
     tmp_path: Path, restore_mlflow_uris: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = write_config(tmp_path)
+    seeded_store(tmp_path / "mlruns" / "mlflow.db")  # MLflow's empty tables, copied
     env = cli_env(PREFECT_HOME=str(tmp_path / "prefect"))
     env.pop("PREFECT_API_URL", None)  # the temporary server, as on a first run
     command = [sys.executable, "-m", "financemath_mlops.flows", "--config", str(config)]

@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from tests.conftest import TrainedModel, pipeline_settings
-from tests.helpers import VENV_BIN, cli_env, free_port, running, wait_for
+from tests.helpers import VENV_BIN, cli_env, free_port, running, seeded_store, wait_for
 
 # Training sets MLflow's process-wide URIs: every test here gets them back afterwards.
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("restore_mlflow_uris")]
@@ -73,7 +73,7 @@ def remote_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemoteSto
     server = [
         str(VENV_BIN / "mlflow"), "server",
         "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
+        "--backend-store-uri", seeded_store(workdir / "mlflow.db"),  # tables copied, not migrated
         "--serve-artifacts", "--artifacts-destination", f"s3://{BUCKET}/proxied",
     ]  # fmt: skip
     with (

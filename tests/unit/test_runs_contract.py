@@ -14,7 +14,7 @@ from financemath_mlops.cli import run_main
 from financemath_mlops.config import load_settings
 from financemath_mlops.registry.__main__ import main as registry_main
 from financemath_mlops.runs import contract
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, seeded_store
 
 SRC = REPO_ROOT / "src" / "financemath_mlops"
 # What only a training run holds (the features manifest is also the features stage's own file).
@@ -93,7 +93,7 @@ def _version(alias: str) -> str:
 @pytest.fixture()
 def registry(tmp_path: Path, restore_mlflow_uris: None) -> tuple[str, list[str]]:
     """A fresh SQLite registry with one model and three versions; returns (tracking URI, versions)."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = seeded_store(tmp_path / "mlflow.db")
     runs.configure(load_settings(overrides={"mlflow": {"tracking_uri": uri}}))
     client = runs.client()
     client.create_registered_model("m")
