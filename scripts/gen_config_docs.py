@@ -306,6 +306,38 @@ MISTAKES: tuple[Mistake, ...] = (
         ("reproduce takes a VERSION or --run-id ID (one of them)",),
         "2",
     ),
+    Mistake(
+        "int8 embeddings (the default) with `FMOPS_FEATURES__EMBEDDING__BACKEND=sentence-transformers`",
+        ("precision int8 is an ONNX bundle: with backend sentence-transformers set",
+         "features.embedding.precision: fp32"),
+        "2",
+        env={"FMOPS_FEATURES__EMBEDDING__BACKEND": "sentence-transformers"},
+    ),
+    Mistake(
+        "a mistyped flag on any command: `--traking-uri URI`",
+        ("unrecognized arguments: --traking-uri", "(closest: --traking-uri -> --tracking-uri)"),
+        "2",
+    ),
+    Mistake(
+        "training on a feature table built by another feature version",
+        ("was built by feature version", "this code builds version"),
+        "2",
+    ),
+    Mistake(
+        "`evaluation report --unlabelled FILE` naming a missing file",
+        ("--unlabelled file not found: FILE",),
+        "2",
+    ),
+    Mistake(
+        "`monitoring history --index FILE`, FILE missing",
+        ("--index FILE: no such file; the index of this checkout's reports is",),
+        "2",
+    ),
+    Mistake(
+        "`monitoring history --plot x.jpg`",
+        ("--plot x.jpg: the picture is a PNG; end it in .png",),
+        "2",
+    ),
 )  # fmt: skip
 
 
