@@ -28,7 +28,7 @@ LOCK_SETS = ("dev", "pipeline", "serving")
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)")
 GIT_TIMEOUT = 10
 # `{name}-{version}.dist-info`: both parts escaped by the wheel spec, so neither holds a `-`.
-_DIST_FOLDER = re.compile(r"^([^-]+)-([^-]+)\.dist-info$")
+_DIST_FOLDER = re.compile(r"^([^-]+)-([^-]+)\.dist-info$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -116,10 +116,10 @@ def installed_packages(search_path: list[str] | None = None) -> tuple[str, ...]:
     for entry in sys.path if search_path is None else search_path:
         try:
             children = sorted(os.listdir(entry or "."))
-        except OSError:  # a zip, a missing folder: no unpacked distributions there
+        except OSError:  # a missing folder, or a zip (our venvs and images install none in one)
             continue
         for child in children:
-            if not child.endswith((".dist-info", ".egg-info")):
+            if not child.lower().endswith((".dist-info", ".egg-info")):  # as importlib matches
                 continue
             named = _name_version(Path(entry or ".") / child)
             if named:

@@ -38,13 +38,14 @@ def _dist_info(site: Path, folder: str, name: str, version: str) -> None:
 
 def test_installed_packages_read_local_versions_egg_info_and_skip_empty_folders(tmp_path: Path):
     """A local version (`+cpu`), a post release, a name with dots and capitals, an egg-info
-    folder without a version in its name (read from PKG-INFO), a name found on two path entries
+    folder without a version in its name (read from PKG-INFO), a suffix in capitals, a name found on two path entries
     (the later wins, as importlib.metadata.distributions() yields them) and a dist-info folder
     without METADATA (no distribution) come out as importlib.metadata says."""
     first, second = tmp_path / "first", tmp_path / "second"
     _dist_info(first, "torch-2.13.0+cpu.dist-info", "torch", "2.13.0+cpu")
     _dist_info(first, "Zope.Interface-7.0.post1.dist-info", "Zope.Interface", "7.0.post1")
     _dist_info(first, "twice-1.0.dist-info", "twice", "1.0")
+    _dist_info(first, "Shouty-4.1.DIST-INFO", "Shouty", "4.1")
     _dist_info(second, "twice-2.0.dist-info", "twice", "2.0")
     (first / "empty-9.9.dist-info").mkdir()
     (second / "legacy_pkg.egg-info").mkdir()
@@ -55,6 +56,7 @@ def test_installed_packages_read_local_versions_egg_info_and_skip_empty_folders(
     recorded = provenance.installed_packages(search)
     assert recorded == (
         "legacy-pkg==3.2",
+        "shouty==4.1",
         "torch==2.13.0+cpu",
         "twice==2.0",
         "zope-interface==7.0.post1",
