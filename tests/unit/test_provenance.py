@@ -38,9 +38,10 @@ def _dist_info(site: Path, folder: str, name: str, version: str) -> None:
 
 def test_installed_packages_read_local_versions_egg_info_and_skip_empty_folders(tmp_path: Path):
     """A local version (`+cpu`), a post release, a name with dots and capitals, an egg-info
-    folder without a version in its name (read from PKG-INFO), a suffix in capitals, a name found on two path entries
-    (the later wins, as importlib.metadata.distributions() yields them) and a dist-info folder
-    without METADATA (no distribution) come out as importlib.metadata says."""
+    folder without a version in its name (read from PKG-INFO), a suffix in capitals, a name
+    found on two path entries (the later wins, as importlib.metadata.distributions() yields
+    them) and a dist-info folder without METADATA (no distribution) come out as
+    importlib.metadata says."""
     first, second = tmp_path / "first", tmp_path / "second"
     _dist_info(first, "torch-2.13.0+cpu.dist-info", "torch", "2.13.0+cpu")
     _dist_info(first, "Zope.Interface-7.0.post1.dist-info", "Zope.Interface", "7.0.post1")
