@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from financemath_mlops import provenance, reproduce, runs
+from financemath_mlops import provenance, runs
 from financemath_mlops.cli import run_main
 from financemath_mlops.errors import StageError
 from financemath_mlops.ingestion import ingest
+from financemath_mlops.registry import rebuild
 from financemath_mlops.registry.__main__ import main as registry_main
 from financemath_mlops.runs.training_run import load_rebuild_recipe
 from financemath_mlops.synthetic.sample import generate_sample
@@ -127,13 +128,13 @@ def test_lock_and_package_drift_are_named(
     assert env["lock"] == "requirements/dev.txt"  # the set `make test` installs
     lock = (REPO_ROOT / env["lock"]).read_bytes()
     assert env["lock_sha256"] == hashlib.sha256(lock).hexdigest()
-    assert "lock" not in " ".join(reproduce.drift(recipe))
+    assert "lock" not in " ".join(rebuild.drift(recipe))
     env["lock_sha256"] = "0" * 64
     env["packages"] = [
         "lightgbm==0.1" if p.startswith("lightgbm==") else p for p in env["packages"]
     ]
     env["packages_sha256"] = "changed"
-    found = " ".join(reproduce.drift(recipe))
+    found = " ".join(rebuild.drift(recipe))
     assert "lock: the run's requirements/dev.txt (sha256 000000000000)" in found
     assert "lightgbm: 0.1 -> " in found
 
@@ -153,10 +154,10 @@ def test_a_set_installed_since_the_run_is_not_drift(
     env["lock_sha256"] = hashlib.sha256(pipeline.read_bytes()).hexdigest()
     env["packages"] = [p for p in env["packages"] if p.split("==", 1)[0] in pins]
     env["packages_sha256"] = "the pipeline set only"
-    found = " ".join(reproduce.drift(recipe))
+    found = " ".join(rebuild.drift(recipe))
     assert "lock" not in found and "packages" not in found, found
     env["lock_sha256"] = "0" * 64  # the run's lock is not this checkout's file
-    assert "lock: the run's requirements/pipeline.txt" in " ".join(reproduce.drift(recipe))
+    assert "lock: the run's requirements/pipeline.txt" in " ".join(rebuild.drift(recipe))
 
 
 def local_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict]:
@@ -198,13 +199,13 @@ def test_a_changed_data_file_is_refused_with_both_md5s_and_dvc_named(
     data, run = local_data(tmp_path, monkeypatch)
     original = data.read_bytes()
     work = tmp_path / "work"
-    records, line = reproduce.fetch_records(run["settings"], run["recipe"], run["meta"], work / "1")
+    records, line = rebuild.fetch_records(run["settings"], run["recipe"], run["meta"], work / "1")
     assert "= the run's" in line  # unchanged: the same records, byte for byte
     data.write_text(data.read_text(encoding="utf-8").replace('"topic"', '"topic" ', 1))
     changed = hashlib.md5(data.read_bytes()).hexdigest()
     md5 = run["recipe"]["data"]["revision"][4:]
     with pytest.raises(StageError) as refused:
-        reproduce.fetch_records(run["settings"], run["recipe"], run["meta"], work / "2")
+        rebuild.fetch_records(run["settings"], run["recipe"], run["meta"], work / "2")
     message = str(refused.value)
     assert f"dvc:{md5}" in message and f"md5 {changed}" in message
     assert "`dvc`" in message and "not installed" in message
@@ -212,7 +213,7 @@ def test_a_changed_data_file_is_refused_with_both_md5s_and_dvc_named(
     cached = data.parents[2] / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
     cached.parent.mkdir(parents=True)
     cached.write_bytes(original)
-    _, line = reproduce.fetch_records(run["settings"], run["recipe"], run["meta"], work / "3")
+    _, line = rebuild.fetch_records(run["settings"], run["recipe"], run["meta"], work / "3")
     assert "= the run's" in line
 
 
@@ -227,7 +228,7 @@ def test_a_changed_untracked_file_is_refused_with_both_sha256s(
     rows[0]["ground_truth"] = 12345.0
     data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     with pytest.raises(StageError) as refused:
-        reproduce.fetch_records(run["settings"], recipe, run["meta"], tmp_path / "work")
+        rebuild.fetch_records(run["settings"], recipe, run["meta"], tmp_path / "work")
     message = str(refused.value)
     assert f"the run trained on sha256 {want}" in message
     assert "ingests to records with sha256" in message and "Nothing was rebuilt" in message

@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="replace --to even when it holds other files (they are deleted)",
     )
-    from financemath_mlops.reproduce import add_reproduce_parser
+    from financemath_mlops.registry.rebuild import add_reproduce_parser
 
     add_reproduce_parser(sub)
     args, settings = parse_stage_args(parser, argv)
@@ -254,8 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     runs.check_reachable(settings)  # a dead tracking server: exit 2 in seconds
     runs.configure(settings, create_store=False)  # never an empty registry by mistake
     name = args.name or settings.mlflow.model_name
-    if args.command == "reproduce":  # financemath_mlops.reproduce: rebuild and compare
-        from financemath_mlops.reproduce import run_reproduce
+    if args.command == "reproduce":  # financemath_mlops.registry.rebuild: rebuild and compare
+        from financemath_mlops.registry.rebuild import run_reproduce
 
         return run_reproduce(settings, name, args, registered_versions)
     versions = registered_versions(name)  # an unknown name: exit 2 with the real ones

@@ -1,6 +1,6 @@
 """What a registered version's run recorded for a rebuild, read back in one piece.
 
-`registry reproduce` (:mod:`financemath_mlops.reproduce`) rebuilds a version and compares; this
+`registry reproduce` (:mod:`financemath_mlops.registry.rebuild`) rebuilds a version and compares; this
 module is its MLflow side: the version's run, its rebuild recipe (:data:`.contract.REBUILD_RECIPE`,
 written by training), split ids, stored training table, raw holdout records and the booster the
 served model carries. Nothing here writes to the tracking store: a rebuild opens no run,
