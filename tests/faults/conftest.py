@@ -9,16 +9,26 @@ What it does, so the four groups of rows (store, disk, process, serving) share o
   `FMOPS_TEST_FAULTS_REPORT` (default /tmp/fmops-fault-matrix.json), which
   scripts/gen_reliability_doc.py renders into docs/reliability.md;
 - turns a skipped row into a failure when `CI` or `FMOPS_TEST_FAULTS_STRICT` is set: a row that
-  did not run proves nothing, and a skip in CI would hide a missing tool or a refused mount.
+  did not run proves nothing, and a skip in CI would hide a missing tool or a refused mount;
+- gives slow, self-contained set-ups a head start (:class:`HeadStart`): the team stores, the
+  Prefect server, the shared feature table and the SIGKILL sweep begin in background threads as
+  soon as collection shows a selected row needs them, and run while the rows before them do
+  (2 cores: the in-process rows leave one mostly idle). Each is built exactly as its fixture
+  built it before; only when it starts changes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import re
+import shutil
+import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,6 +126,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         fields = _check_marker(item, mark, seen)
         _ROWS[item.nodeid] = Row(**fields, test=item.nodeid, group=_group(item))
+    wanted = {name for item in items for name in getattr(item, "fixturenames", ())}
+    starts = [head for name, head in HEAD_STARTS.items() if name in wanted]
+    if starts:
+        import mlflow.tracking  # noqa: F401  (imported once here, not raced by two threads)
+    for head in starts:
+        head.begin()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop what a head start began and no fixture stopped (a session cut short)."""
+    for head in reversed(list(HEAD_STARTS.values())):
+        head.close()
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -173,6 +195,13 @@ def matrix_json() -> dict[str, Any]:
             for outcome in sorted({row.outcome for row in rows})
         },
         "rows": [{**asdict(row), "seconds": round(row.seconds, 1)} for row in rows],
+        # set-ups built in the background (HeadStart), each its own seconds: a row's set-up
+        # seconds count only its wait for one that was not ready yet
+        "head_starts": {
+            name: round(head.seconds, 1)
+            for name, head in HEAD_STARTS.items()
+            if head.seconds is not None
+        },
     }
 
 
@@ -190,6 +219,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         )
         if row["outcome"] != "passed" and row["message"]:
             terminalreporter.write_line(f"{'':<{width}}    {row['message']}")
+    if data["head_starts"]:
+        terminalreporter.write_line(
+            "begun in the background at collection (head starts): "
+            + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in data["head_starts"].items())
+        )
     path = report_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -202,6 +236,80 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         )
     except OSError as error:
         terminalreporter.write_line(f"could not write the matrix JSON to {path}: {error}")
+
+
+# -- head starts: slow set-ups begun in the background -------------------------------------------
+
+
+class HeadStart:
+    """A slow set-up that needs nothing from the rows before it (servers to start, a table to
+    build, the SIGKILL sweep's training runs), run in a thread from the end of collection.
+
+    ``build(stack, workdir)`` enters whatever it starts into ``stack`` (an ExitStack closed by
+    :meth:`close`, from the fixture's teardown or at the session's end) and returns what the
+    fixture hands the rows. The fixture calls :meth:`result`, which begins it if collection did
+    not (a row run alone) and waits for it; an error in the thread is raised there, in the row's
+    set-up, as if the fixture had built it in line.
+    """
+
+    def __init__(self, name: str, build: Callable[[contextlib.ExitStack, Path], Any]) -> None:
+        self.name, self.build = name, build
+        self.seconds: float | None = None  # how long the build took, in the background
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stack = contextlib.ExitStack()
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def begin(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"head-start-{self.name}", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        try:
+            workdir = Path(tempfile.mkdtemp(prefix=f"fmops-faults-{self.name}-"))
+            self._stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+            self._value = self.build(self._stack, workdir)
+        except BaseException as error:  # raised again in the fixture that waits for it
+            self._error = error
+        finally:
+            self.seconds = time.monotonic() - started
+
+    def result(self, timeout: float = 900) -> Any:
+        self.begin()
+        assert self._thread is not None
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError(f"{self.name}: not ready after {timeout:.0f} s")
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def close(self) -> None:
+        """Stop what the build started (servers by pid, folders removed); idempotent."""
+        if self._thread is None:
+            return
+        self._thread.join(900)
+        self._stack.close()
+
+
+HEAD_STARTS: dict[str, HeadStart] = {}  # fixture name -> its head start
+
+
+def head_start(fixture: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register ``build`` as the head start of the fixture named ``fixture`` (the fixture calls
+    ``HEAD_STARTS[fixture].result()``)."""
+
+    def register(build: Callable[..., Any]) -> Callable[..., Any]:
+        HEAD_STARTS[fixture] = HeadStart(fixture, build)
+        return build
+
+    return register
 
 
 # -- shared fixtures: the team's stores with a fault proxy in front of each ---------------------
@@ -261,16 +369,10 @@ def _pg_ctl(postgres: Any, action: str, *extra: str) -> None:
     assert done.returncode == 0, f"pg_ctl {action} failed:\n{done.stdout}\n{done.stderr}"
 
 
-@pytest.fixture(scope="session")
-def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
+@head_start("fault_stack")
+def start_fault_stack(stack: contextlib.ExitStack, workdir: Path) -> FaultStack:
     """One PostgreSQL, one moto, one `mlflow server` and two fault proxies for the session
-    (the store and serving modules share it: each start costs half a minute on 2 busy cores).
-
-    Tests switch the proxies back to ``pass`` (and start PostgreSQL) when they are done; the
-    fixture checks at each test's end that the stack answers again (see ``healthy_stack``).
-    Rows keep out of each other's way by name: the store rows use the experiment ``EXPERIMENT``
-    and the model training registers; the serving row its own experiment and model.
-    """
+    (the store and serving modules share it: each start costs half a minute on 2 busy cores)."""
     import httpx
 
     from tests.faults.fault_proxy import FaultProxy
@@ -283,32 +385,47 @@ def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
         throwaway_postgres,
     )
 
-    workdir = tmp_path_factory.mktemp("fault-stack")
-    with throwaway_postgres() as postgres:
-        postgres.create_database("mlflow")
-        with moto_s3(workdir) as s3:
-            moto_port = int(s3.endpoint.rsplit(":", 1)[1])
-            with FaultProxy(moto_port) as s3_proxy:
-                proxied_s3 = S3(s3_proxy.url, s3.client)  # the server writes through the proxy
-                with mlflow_server(
-                    VENV_BIN / "mlflow", postgres, "mlflow", proxied_s3, workdir
-                ) as direct:
-                    # Created on the server's side, as the team does: artefacts proxied to S3
-                    # (a stage creating it would store them under its own mlruns/ folder).
-                    create_experiment(direct, EXPERIMENT)
-                    port = int(direct.rsplit(":", 1)[1])
-                    with FaultProxy(port) as tracking:
-                        assert httpx.get(f"{tracking.url}/health", timeout=10).status_code == 200
-                        yield FaultStack(
-                            tracking_uri=tracking.url,
-                            direct_uri=direct,
-                            tracking=tracking,
-                            s3_proxy=s3_proxy,
-                            s3=s3,
-                            postgres=postgres,
-                            workdir=workdir,
-                            server_log=workdir / "mlflow.log",
-                        )
+    postgres = stack.enter_context(throwaway_postgres())
+    postgres.create_database("mlflow")
+    s3 = stack.enter_context(moto_s3(workdir))
+    moto_port = int(s3.endpoint.rsplit(":", 1)[1])
+    s3_proxy = stack.enter_context(FaultProxy(moto_port))
+    proxied_s3 = S3(s3_proxy.url, s3.client)  # the server writes through the proxy
+    direct = stack.enter_context(
+        mlflow_server(VENV_BIN / "mlflow", postgres, "mlflow", proxied_s3, workdir)
+    )
+    # Created on the server's side, as the team does: artefacts proxied to S3 (a stage creating
+    # it would store them under its own mlruns/ folder).
+    create_experiment(direct, EXPERIMENT)
+    port = int(direct.rsplit(":", 1)[1])
+    tracking = stack.enter_context(FaultProxy(port))
+    assert httpx.get(f"{tracking.url}/health", timeout=10).status_code == 200
+    return FaultStack(
+        tracking_uri=tracking.url,
+        direct_uri=direct,
+        tracking=tracking,
+        s3_proxy=s3_proxy,
+        s3=s3,
+        postgres=postgres,
+        workdir=workdir,
+        server_log=workdir / "mlflow.log",
+    )
+
+
+@pytest.fixture(scope="session")
+def fault_stack() -> Any:
+    """The team's stores (:func:`start_fault_stack`, begun at collection), for the session.
+
+    Tests switch the proxies back to ``pass`` (and start PostgreSQL) when they are done; the
+    fixture checks at each test's end that the stack answers again (see ``healthy_stack``).
+    Rows keep out of each other's way by name: the store rows use the experiment ``EXPERIMENT``
+    and the model training registers; the serving row its own experiment and model.
+    """
+    head = HEAD_STARTS["fault_stack"]
+    try:
+        yield head.result()
+    finally:
+        head.close()
 
 
 @pytest.fixture()
@@ -337,32 +454,57 @@ def healthy_stack(fault_stack: FaultStack) -> Any:
         time.sleep(0.5)
 
 
-@pytest.fixture(scope="module")
-def features_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small feature table built by the real stages (sample source, 150 rows, int8 embedding),
-    so training runs against the faulted stores start from its own folder (cwd) in seconds."""
-    from financemath_mlops.features.build import build_features
-    from financemath_mlops.ingestion import ingest
-    from tests.conftest import pipeline_settings
+FEATURE_ROWS = 150  # sample rows of the shared feature table
 
-    workdir = tmp_path_factory.mktemp("fault-features")
-    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith(("FMOPS_", "MLFLOW_"))}
-    try:
-        # int8: the 23 MB embedding bundle, not fp32's 90 MB, is what every training uploads
-        settings = pipeline_settings(
-            workdir, rows=150, features={"embedding": {"precision": "int8"}}
-        )
-        ingest(settings.ingestion, settings.ingestion_output, settings.paths.hf_cache_dir)
-        build_features(
-            settings.features,
-            settings.paths,
-            settings.features_input,
-            settings.features_output,
-            show_progress=False,
-        )
-    finally:
-        os.environ.update(saved)
+
+@head_start("fault_features")
+def build_fault_features(stack: contextlib.ExitStack, workdir: Path) -> Path:
+    """A small feature table built by the real stages, as a user runs them (sample source, 150
+    rows, int8 embedding: the 23 MB bundle, not fp32's 90 MB, is what every training uploads),
+    laid out as a checkout's defaults (data/interim, data/processed under ``workdir``). Rows never
+    write into it: each copies it (:func:`copy_fault_features`)."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO_ROOT, cli_env
+
+    env = cli_env(
+        FMOPS_PATHS__CACHE_DIR=str(REPO_ROOT / ".cache"),
+        FMOPS_PATHS__HF_CACHE_DIR=str(REPO_ROOT / ".cache" / "hf"),
+        MLFLOW_DISABLE_TELEMETRY="true",
+    )
+    for command in (
+        ["ingestion", "--source", "sample", "--rows", str(FEATURE_ROWS), "--seed", "11"],
+        ["features", "--precision", "int8"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", f"financemath_mlops.{command[0]}", *command[1:],
+             "--log-level", "WARNING"],
+            env=env, cwd=workdir, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 0, f"{command[0]} failed:\n{done.stderr[-3000:]}"
     return workdir
+
+
+def copy_fault_features(target: Path) -> Path:
+    """A folder of its own holding the shared feature table and its records (training writes
+    its pointer beside the table), as the cwd of the trainings a row runs."""
+    template = HEAD_STARTS["fault_features"].result()
+    shutil.copytree(template / "data", target / "data")
+    return target
+
+
+@pytest.fixture(scope="module")
+def features_workdir(fault_features: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared feature table (:func:`build_fault_features`) in the module's own folder, so
+    training runs against the faulted stores start from it (cwd) in seconds."""
+    return copy_fault_features(tmp_path_factory.mktemp("fault-features"))
+
+
+@pytest.fixture(scope="session")
+def fault_features() -> Path:
+    """Only so that collection begins :func:`build_fault_features` for the rows that need it."""
+    return HEAD_STARTS["fault_features"].result()
 
 
 def stage_env(tracking_uri: str, **extra: str) -> dict[str, str]:
@@ -379,3 +521,93 @@ def stage_env(tracking_uri: str, **extra: str) -> dict[str, str]:
         FMOPS_MLFLOW__EXPERIMENT_NAME=EXPERIMENT,
         **extra,
     )
+
+
+# -- the session's trained model, built by the stages' commands in the background -------------
+
+TRAINED_NICE = 5  # before the sweep (nice 10): the Dask and serving rows wait for this one
+
+
+@head_start("trained_model")
+def build_trained_model(stack: contextlib.ExitStack, workdir: Path) -> dict[str, Any]:
+    """tests/conftest.py's ``trained_model`` (ingest -> features -> train -> evaluate -> promote,
+    300 sample rows, seed 11, 3 folds, a SQLite store under ``workdir``: the layout of
+    :func:`tests.conftest.pipeline_settings`), made by the stages' own commands in subprocesses,
+    so it can be built in the background while the first rows run (a thread must not touch this
+    process's environment or MLflow's process-wide URIs, as the in-process stage functions do).
+    Returns the trained pointer (model name, version, run id)."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO_ROOT, cli_env
+
+    env = cli_env(
+        FMOPS_PATHS__RAW_DIR=str(workdir / "data" / "raw"),
+        FMOPS_PATHS__INTERIM_DIR=str(workdir / "data" / "interim"),
+        FMOPS_PATHS__PROCESSED_DIR=str(workdir / "data" / "processed"),
+        FMOPS_PATHS__PREDICTIONS_DIR=str(workdir / "data" / "predictions"),
+        FMOPS_PATHS__REPORTS_DIR=str(workdir / "reports"),
+        FMOPS_PATHS__CACHE_DIR=str(REPO_ROOT / ".cache"),
+        FMOPS_PATHS__HF_CACHE_DIR=str(REPO_ROOT / ".cache" / "hf"),
+        FMOPS_INGESTION__SOURCE="sample",
+        FMOPS_INGESTION__ROWS="300",
+        FMOPS_INGESTION__SEED="11",
+        FMOPS_MLFLOW__TRACKING_URI=f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}",
+        FMOPS_MLFLOW__ARTIFACT_ROOT=str(workdir / "mlruns" / "artifacts"),
+        FMOPS_TRAINING__CV_FOLDS="3",
+        MLFLOW_DISABLE_TELEMETRY="true",
+    )
+    config = ["--config", str(REPO_ROOT / "configs" / "default.yaml"), "--log-level", "WARNING"]
+    for stage in ("ingestion", "features", "training", "evaluation", "promotion"):
+        done = subprocess.run(
+            ["nice", "-n", str(TRAINED_NICE), sys.executable, "-m", f"financemath_mlops.{stage}",
+             *config],
+            env=env, cwd=workdir, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 0, f"{stage} failed:\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
+    (pointer,) = (workdir / "data" / "processed").glob("*.trained.json")
+    tracking_uri = env["FMOPS_MLFLOW__TRACKING_URI"]
+    return {
+        **json.loads(pointer.read_text(encoding="utf-8")),
+        "workdir": workdir,
+        "tracking_uri": tracking_uri,
+        "env": cli_env(
+            FMOPS_MLFLOW__TRACKING_URI=tracking_uri,
+            FMOPS_PATHS__CACHE_DIR=str(REPO_ROOT / ".cache"),
+            MLFLOW_DISABLE_TELEMETRY="true",
+        ),
+    }
+
+
+@pytest.fixture(scope="session")
+def trained_model() -> Any:
+    """The fault rows' ``trained_model`` (overrides tests/conftest.py's: the same model, built
+    in the background from the end of collection by :func:`build_trained_model`)."""
+    from tests.conftest import TrainedModel, pipeline_settings
+
+    head = HEAD_STARTS["trained_model"]
+    try:
+        built = head.result()
+        workdir = built["workdir"]
+        saved = {
+            k: os.environ.pop(k) for k in list(os.environ) if k.startswith(("FMOPS_", "MLFLOW_"))
+        }
+        try:
+            settings = pipeline_settings(workdir)
+        finally:
+            os.environ.update(saved)
+        assert settings.mlflow.tracking_uri == built["tracking_uri"], (settings.mlflow, built)
+        yield TrainedModel(
+            tracking_uri=built["tracking_uri"],
+            workdir=workdir,
+            model_name=built["model_name"],
+            version=str(built["version"]),
+            run_id=built["run_id"],
+            features_path=settings.features_output,
+            ingested_path=settings.ingestion_output,
+            settings=settings,
+            env=dict(built["env"]),
+            metrics_path=settings.metrics_output,
+        )
+    finally:
+        head.close()

@@ -6,6 +6,8 @@ second, its prediction log on a real 4 MB tmpfs. Faults are injected for real: t
 process group stopped (SIGSTOP: it accepts connections and never answers) or killed (SIGKILL),
 the log's file system filled to the last byte. Timeouts are configured small (1 s a store call,
 no retry; 0.5 s flush interval) so the rows take seconds; the bounds they state scale with them.
+The servers and both services start in the background (head starts, tests/faults/conftest.py)
+once the session's model is trained: the rows find them ready.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import pytest
 
 from financemath_mlops.monitoring.prediction_log import read_prediction_log
 from financemath_mlops.serving.schemas import EXAMPLE_RECORD
+from tests.faults.conftest import HEAD_STARTS, head_start
 from tests.helpers import (
     VENV_BIN,
     cli_env,
@@ -111,19 +114,9 @@ class Service:
         return httpx.get(f"{self.base}/ready", timeout=5)
 
 
-@pytest.fixture(scope="module")
-def workdir() -> Iterator[Path]:
-    path = Path(f"/tmp/fmops-serving-faults-{os.getpid()}")
-    path.mkdir(parents=True, exist_ok=True)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def tmpfs_predictions(workdir: Path) -> Iterator[Path]:
-    """A real size-limited tmpfs as the prediction log's folder (root mounts it; unmounted by the
-    finalizer, after the service that writes to it has stopped)."""
-    target = workdir / "predictions"
+def mount_tmpfs(stack: contextlib.ExitStack, target: Path) -> Path:
+    """A real size-limited tmpfs as the prediction log's folder (root mounts it; unmounted when
+    ``stack`` closes, after the service that writes to it has stopped)."""
     target.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE},mode=0755", "tmpfs", str(target)],
@@ -131,36 +124,29 @@ def tmpfs_predictions(workdir: Path) -> Iterator[Path]:
     )  # fmt: skip
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs at {target} (root needed): {done.stderr.strip()}")
-    try:
-        yield target
-    finally:
-        subprocess.run(["umount", "-l", str(target)], capture_output=True)
+    stack.callback(subprocess.run, ["umount", "-l", str(target)], capture_output=True)
+    return target
 
 
-@pytest.fixture(scope="module")
-def store(trained_model: Any, workdir: Path) -> Iterator[Store]:
+@head_start("serving_stack")
+def start_serving_stack(stack: contextlib.ExitStack, workdir: Path) -> tuple[Store, Service]:
+    """A `mlflow server` on a copy of the session's SQLite store and the service serving
+    `models:/<name>@champion` from it, its prediction log on a 4 MB tmpfs: started in the
+    background (a head start) once the session's model is trained."""
+    trained = HEAD_STARTS["trained_model"].result()
+    predictions = mount_tmpfs(stack, workdir / "predictions")
     db = workdir / "mlflow.db"  # a copy: the session's store stays as the other tests see it
-    shutil.copy2(Path(trained_model.tracking_uri.removeprefix("sqlite:///")), db)
-    server = Store(db, free_port(), workdir)
-    try:
-        started = time.monotonic()
-        server.start()
-        print(f"\nmlflow server up in {time.monotonic() - started:.1f}s")
-        yield server
-    finally:
-        server.stop()
+    shutil.copy2(Path(trained["tracking_uri"].removeprefix("sqlite:///")), db)
+    store = Store(db, free_port(), workdir)
+    stack.callback(store.stop)
+    store.start()
 
-
-@pytest.fixture(scope="module")
-def service(
-    trained_model: Any, store: Store, tmpfs_predictions: Path, workdir: Path
-) -> Iterator[Service]:
     port = free_port()
-    env = dict(trained_model.env)
+    env = dict(trained["env"])
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     env.update(
         FMOPS_MLFLOW__TRACKING_URI=store.uri,
-        FMOPS_PATHS__PREDICTIONS_DIR=str(tmpfs_predictions),
+        FMOPS_PATHS__PREDICTIONS_DIR=str(predictions),
         FMOPS_PATHS__REPORTS_DIR=str(workdir / "reports"),
         FMOPS_SERVING__RELOAD_INTERVAL_S=str(RELOAD_S),
         FMOPS_SERVING__MLFLOW_TIMEOUT_S=str(STORE_TIMEOUT_S),
@@ -170,23 +156,38 @@ def service(
         FMOPS_MONITORING__LOG_FEATURES="hand",
     )
     log = workdir / "api.log"
-    model_uri = f"models:/{trained_model.model_name}@champion"
+    model_uri = f"models:/{trained['model_name']}@champion"
     command = [
         str(VENV_BIN / "python"), "-m", "financemath_mlops.serving", "--model-uri", model_uri,
         "--host", "127.0.0.1", "--port", str(port),
     ]  # fmt: skip
     process = start_process(command, env, workdir / "api", log)
+    stack.callback(stop_process_group, process)
     base = f"http://127.0.0.1:{port}"
+    wait_for(
+        lambda: httpx.get(f"{base}/ready", timeout=5).status_code == 200,
+        180, "the service", process, log,
+    )  # fmt: skip
+    return store, Service(base, process, log, predictions)
+
+
+@pytest.fixture(scope="module")
+def serving_stack(trained_model: Any) -> Iterator[tuple[Store, Service]]:
+    head = HEAD_STARTS["serving_stack"]
     try:
-        started = time.monotonic()
-        wait_for(
-            lambda: httpx.get(f"{base}/ready", timeout=5).status_code == 200,
-            180, "the service", process, log,
-        )  # fmt: skip
-        print(f"\nthe service ready in {time.monotonic() - started:.1f}s")
-        yield Service(base, process, log, tmpfs_predictions)
+        yield head.result()
     finally:
-        stop_process_group(process)
+        head.close()
+
+
+@pytest.fixture(scope="module")
+def store(serving_stack: tuple[Store, Service]) -> Store:
+    return serving_stack[0]
+
+
+@pytest.fixture(scope="module")
+def service(serving_stack: tuple[Store, Service]) -> Service:
+    return serving_stack[1]
 
 
 def store_state(service: Service) -> tuple[float, dict[str, Any]]:
@@ -398,15 +399,16 @@ def local_path(uri: str) -> Path:
     return Path(urlsplit(uri).path) if uri.startswith("file:") else Path(uri)
 
 
-def register_in(stack: Any, trained_model: Any, workdir: Path) -> str:
-    """The session's trained model registered in the team stack as `<name>@champion`, its files
-    on this machine (an experiment with a local artefact location: no upload needed)."""
+def register_in(stack: Any, trained: dict[str, Any], workdir: Path) -> str:
+    """The session's trained model (``trained``: its store, name and version) registered in the
+    team stack as `<name>@champion`, its files on this machine (an experiment with a local
+    artefact location: no upload needed)."""
     from mlflow import MlflowClient
 
     name = "financemath-serving-faults"
-    local = MlflowClient(trained_model.tracking_uri, trained_model.tracking_uri)
+    local = MlflowClient(trained["tracking_uri"], trained["tracking_uri"])
     model_dir = local_path(
-        local.get_model_version_download_uri(trained_model.model_name, trained_model.version)
+        local.get_model_version_download_uri(trained["model_name"], str(trained["version"]))
     )
     client = stack.client()
     artifacts = workdir / "stack-artifacts"
@@ -422,6 +424,50 @@ def register_in(stack: Any, trained_model: Any, workdir: Path) -> str:
     client.set_registered_model_alias(name, "champion", version.version)
     client.set_terminated(run.info.run_id)
     return f"models:/{name}@champion"
+
+
+@head_start("pg_service")
+def start_pg_service(stack: contextlib.ExitStack, workdir: Path) -> Service:
+    """The service on the team stack (`models:/financemath-serving-faults@champion` through the
+    tracking proxy, reloading every second), started in the background once the stack and the
+    session's model are up (a head start); stopped when its row ends."""
+    faults = HEAD_STARTS["fault_stack"].result()
+    trained = HEAD_STARTS["trained_model"].result()
+    model_uri = register_in(faults, trained, workdir)
+    port = free_port()
+    env = dict(trained["env"])
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.update(
+        FMOPS_MLFLOW__TRACKING_URI=faults.tracking_uri,
+        FMOPS_PATHS__PREDICTIONS_DIR=str(workdir / "pg-predictions"),
+        FMOPS_PATHS__REPORTS_DIR=str(workdir / "reports"),
+        FMOPS_SERVING__RELOAD_INTERVAL_S=str(RELOAD_S),
+        FMOPS_SERVING__MLFLOW_TIMEOUT_S=str(STORE_TIMEOUT_S),
+        FMOPS_SERVING__MLFLOW_RETRIES="0",
+        FMOPS_MONITORING__LOG_FEATURES="none",
+    )
+    log = workdir / "api-pg.log"
+    command = [
+        str(VENV_BIN / "python"), "-m", "financemath_mlops.serving", "--model-uri", model_uri,
+        "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+    process = start_process(command, env, workdir / "api-pg", log)
+    stack.callback(stop_process_group, process)
+    base = f"http://127.0.0.1:{port}"
+    wait_for(
+        lambda: httpx.get(f"{base}/ready", timeout=5).status_code == 200,
+        180, "the service on the team stack", process, log,
+    )  # fmt: skip
+    return Service(base, process, log, workdir / "pg-predictions")
+
+
+@pytest.fixture()
+def pg_service(fault_stack: Any, trained_model: Any) -> Iterator[Service]:
+    head = HEAD_STARTS["pg_service"]
+    try:
+        yield head.result()
+    finally:
+        head.close()
 
 
 @pytest.mark.fault_row(
@@ -441,52 +487,24 @@ def register_in(stack: Any, trained_model: Any, workdir: Path) -> str:
     runbook="pg_isready -h <db host>; the mlflow server log; the service needs no action",
 )
 def test_postgres_restarting_under_the_store_leaves_the_service_answering(
-    healthy_stack: Any, trained_model: Any, workdir: Path
+    healthy_stack: Any, pg_service: Service
 ):
-    stack = healthy_stack
-    model_uri = register_in(stack, trained_model, workdir)
-    port = free_port()
-    env = dict(trained_model.env)
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env.update(
-        FMOPS_MLFLOW__TRACKING_URI=stack.tracking_uri,
-        FMOPS_PATHS__PREDICTIONS_DIR=str(workdir / "pg-predictions"),
-        FMOPS_PATHS__REPORTS_DIR=str(workdir / "reports"),
-        FMOPS_SERVING__RELOAD_INTERVAL_S=str(RELOAD_S),
-        FMOPS_SERVING__MLFLOW_TIMEOUT_S=str(STORE_TIMEOUT_S),
-        FMOPS_SERVING__MLFLOW_RETRIES="0",
-        FMOPS_MONITORING__LOG_FEATURES="none",
-    )
-    log = workdir / "api-pg.log"
-    command = [
-        str(VENV_BIN / "python"), "-m", "financemath_mlops.serving", "--model-uri", model_uri,
-        "--host", "127.0.0.1", "--port", str(port),
-    ]  # fmt: skip
-    process = start_process(command, env, workdir / "api-pg", log)
-    base = f"http://127.0.0.1:{port}"
+    stack, service = healthy_stack, pg_service
+    assert store_state(service)[0] == 1
+    stack.stop_postgres()
     try:
-        wait_for(
-            lambda: httpx.get(f"{base}/ready", timeout=5).status_code == 200,
-            180, "the service on the team stack", process, log,
-        )  # fmt: skip
-        service = Service(base, process, log, workdir / "pg-predictions")
-        assert store_state(service)[0] == 1
-        stack.stop_postgres()
-        try:
-            answered = answers_throughout(
-                service, lambda: store_state(service)[0] == 0, 30, "PostgreSQL is down"
-            )
-            body = store_state(service)[1]
-            error = body["dependencies"]["tracking_store"]["error"]
-            assert body["down"] == ["tracking_store"]
-            assert stack.tracking_uri.removeprefix("http://") in error and "HTTP 5" in error
-            print(f"\n/ready with PostgreSQL down: {error}")
-        finally:
-            stack.start_postgres()
-        answered += answers_throughout(
-            service, lambda: store_state(service)[0] == 1, 60, "PostgreSQL is back"
+        answered = answers_throughout(
+            service, lambda: store_state(service)[0] == 0, 30, "PostgreSQL is down"
         )
-        assert store_state(service)[1]["down"] == []
-        print(f"\n{answered} predictions answered while PostgreSQL restarted")
+        body = store_state(service)[1]
+        error = body["dependencies"]["tracking_store"]["error"]
+        assert body["down"] == ["tracking_store"]
+        assert stack.tracking_uri.removeprefix("http://") in error and "HTTP 5" in error
+        print(f"\n/ready with PostgreSQL down: {error}")
     finally:
-        stop_process_group(process)
+        stack.start_postgres()
+    answered += answers_throughout(
+        service, lambda: store_state(service)[0] == 1, 60, "PostgreSQL is back"
+    )
+    assert store_state(service)[1]["down"] == []
+    print(f"\n{answered} predictions answered while PostgreSQL restarted")
