@@ -118,8 +118,9 @@ def head_starts(data: dict[str, Any]) -> str:
     each = ", ".join(f"`{name}` {float(seconds):.0f} s" for name, seconds in begun.items())
     return (
         " Slow set-ups that need nothing from the rows before them began in the background as "
-        f"the session started and ran while those rows did (their own seconds: {each}); a row's "
-        "seconds count only its wait for them."
+        "the session started and ran while those rows did (each ready this long after it began, "
+        f"waiting included for the set-ups it builds on: {each}); a row's seconds count only its "
+        "wait for them."
     )
 
 

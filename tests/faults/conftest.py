@@ -195,8 +195,8 @@ def matrix_json() -> dict[str, Any]:
             for outcome in sorted({row.outcome for row in rows})
         },
         "rows": [{**asdict(row), "seconds": round(row.seconds, 1)} for row in rows],
-        # set-ups built in the background (HeadStart), each its own seconds: a row's set-up
-        # seconds count only its wait for one that was not ready yet
+        # set-ups built in the background (HeadStart), each ready this long after it began
+        # (waiting for those it builds on included): a row's set-up seconds count only its wait
         "head_starts": {
             name: round(head.seconds, 1)
             for name, head in HEAD_STARTS.items()
