@@ -10,10 +10,15 @@ from financemath_mlops import provenance
 
 
 def _by_importlib(search_path: list[str]) -> tuple[str, ...]:
-    """The slow reference: every METADATA file parsed by importlib.metadata (what it replaced)."""
+    """The slow reference: every METADATA file parsed by importlib.metadata (what it replaced).
+    Once any library has imported the importlib_metadata backport, its finder yields every
+    distribution a second time (same name and version) and raises on a folder without one."""
     found = {}
     for dist in metadata.distributions(path=search_path):
-        name = dist.metadata["Name"]
+        try:
+            name = dist.metadata["Name"]
+        except OSError:  # no metadata file: the importlib_metadata backport's finder raises
+            continue
         if name:
             norm = provenance._normal(name)
             found[norm] = f"{norm}=={dist.version}"
