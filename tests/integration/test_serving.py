@@ -582,6 +582,42 @@ def test_without_a_model_the_service_lives_but_is_not_ready(empty_server, auth):
     assert metric_value(metrics, "fmops_model_reloads_total", result="failed") >= 1
 
 
+def test_a_model_loaded_by_hand_ends_the_background_retries(
+    trained_model: Any, tmp_path_factory: pytest.TempPathFactory, auth
+):
+    """With no periodic reload the alias is followed only when told: once POST /admin/reload
+    put a model in service, the start's back-off (retrying every second here) stops, and a
+    later alias move waits for the next reload (it once swapped the model unasked)."""
+    from mlflow import MlflowClient
+
+    name = f"{trained_model.model_name}-retries-{uuid.uuid4().hex[:8]}"
+    env = server_env(trained_model, model_name=name, alias="live", api_key=API_KEY,
+                     load_retry_max_s="1")  # fmt: skip
+    server = start_server(
+        env, tmp_path_factory.mktemp("serving-retries"), "retries", wait="/health"
+    )
+    registry = MlflowClient(trained_model.tracking_uri, trained_model.tracking_uri)
+    try:
+        source = f"models:/{trained_model.model_name}/{trained_model.version}"
+        first = str(registry.copy_model_version(source, name).version)
+        second = str(registry.copy_model_version(source, name).version)
+        with server.client(headers=auth) as client:
+            deadline = time.monotonic() + 60
+            while name not in client.get("/ready").json().get("error", {}).get("message", ""):
+                assert time.monotonic() < deadline, "the start's first load never failed"
+                time.sleep(0.2)  # the back-off is running: its first try found no model
+            registry.set_registered_model_alias(name, "live", first)
+            assert client.post("/admin/reload").status_code == 200
+            registry.set_registered_model_alias(name, "live", second)
+            time.sleep(2.5)  # more than two of the back-off's 1 s waits
+            assert client.get("/ready").json()["model"]["version"] == first
+            assert client.post("/admin/reload").json()["model"]["version"] == second
+    finally:
+        stop_process_group(server.process)
+        with contextlib.suppress(Exception):
+            registry.delete_registered_model(name)
+
+
 def test_reload_picks_up_the_alias_and_swaps_without_dropping_requests(
     empty_server, trained_model, auth
 ):

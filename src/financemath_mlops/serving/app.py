@@ -125,6 +125,11 @@ class ServiceState:
         serving = settings.serving
         delay = 1.0
         while True:
+            # POST /admin/reload may have put a model in service while this loop slept: its
+            # work is done then. Trying again would follow the alias once more, unasked (with
+            # reload_interval_s 0 the service follows the alias only when told to).
+            if self.holder is not None and self.holder.current is not None:
+                break
             try:
                 await self.reload()
                 break
