@@ -1,2 +1,4 @@
-"""Orchestration: the Prefect flow (ingestion -> features -> training -> evaluation -> promotion)
-and its scheduled deployment. Nothing imports this package; it imports the stages."""
+"""Orchestration: the Prefect flow (ingestion -> features -> training -> evaluation -> promotion),
+its scheduled deployment, and each stage run from one whole settings object (:mod:`.stages`, for
+the flow's tasks, tests and benchmarks). Nothing in the package imports this one; it imports the
+stages."""

@@ -1,4 +1,5 @@
-"""The Prefect flow: each task calls one stage function and adds no logic of its own."""
+"""The Prefect flow: each task runs one stage (:mod:`.stages`) and adds only logging and the
+dict it returns."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from financemath_mlops import runs
 from financemath_mlops.config import Settings, load_settings
+from financemath_mlops.flows import stages
 from financemath_mlops.training.lightgbm_params import check_lightgbm_params
 
 
@@ -34,36 +36,21 @@ def _network_failure(task: Any, task_run: Any, state: Any) -> bool:
     cache_policy=NO_CACHE,
 )
 def ingest_task(settings: Settings) -> dict[str, Any]:
-    from financemath_mlops.ingestion import ingest
-
-    summary = ingest(settings.ingestion, settings.ingestion_output, settings.paths.hf_cache_dir)
+    summary = stages.ingest_stage(settings)
     get_run_logger().info(summary.table())
     return {"output": str(summary.output), "written": summary.written, "rejected": summary.rejected}
 
 
 @task(name="build-features", cache_policy=NO_CACHE)
 def features_task(settings: Settings) -> dict[str, Any]:
-    from financemath_mlops.features.build import build_features
-
-    summary = build_features(
-        settings.features,
-        settings.paths,
-        settings.features_input,
-        settings.features_output,
-        show_progress=False,
-    )
+    summary = stages.features_stage(settings)
     get_run_logger().info(summary.table())
     return {"output": str(summary.output), "rows": summary.rows, "seconds": summary.seconds}
 
 
 @task(name="train-lightgbm", cache_policy=NO_CACHE)
 def train_task(settings: Settings) -> dict[str, Any]:
-    from financemath_mlops.training.train import train
-
-    summary = train(
-        settings.training, settings.mlflow, settings.features, settings.paths,
-        settings.training_features, settings.features_input,
-    )  # fmt: skip
+    summary = stages.train_stage(settings)
     get_run_logger().info(summary.table())
     return {
         "run_id": summary.run_id,
@@ -77,22 +64,16 @@ def train_task(settings: Settings) -> dict[str, Any]:
 
 @task(name="evaluate-holdout", cache_policy=NO_CACHE)
 def evaluate_task(settings: Settings, model_uri: str) -> dict[str, Any]:
-    from financemath_mlops.evaluation.evaluate import evaluate, report_table
+    from financemath_mlops.evaluation.evaluate import report_table
 
-    runs.configure(settings)
-    report = evaluate(runs.resolve(model_uri), settings.metrics_output, uri=model_uri)
+    report = stages.evaluate_stage(settings, model_uri)
     get_run_logger().info(report_table(report))
     return report
 
 
 @task(name="promote-if-better", cache_policy=NO_CACHE)
 def promote_task(settings: Settings, model_uri: str) -> dict[str, Any]:
-    from financemath_mlops.promotion.decision import promote_if_better
-
-    runs.configure(settings)
-    decision = promote_if_better(
-        settings.evaluation, runs.resolve(model_uri), seed=settings.training.seed
-    )
+    decision = stages.promote_stage(settings, model_uri)
     get_run_logger().info(decision.line())
     return {"promoted": decision.promoted, "reason": decision.reason}
 
