@@ -365,10 +365,11 @@ def test_serving_features_and_predictions_match_training(server: Server, trained
     from financemath_mlops.serving.model_holder import ModelHolder
 
     uri = f"models:/{trained_model.model_name}/{trained_model.version}"
-    settings = trained_model.settings.model_copy(update={"serving": ServingSettings(model_uri=uri)})
-    runs.configure(settings)
+    runs.configure_store(trained_model.settings.mlflow)
     sample = [r for r in records if r["tables"]][:3] + [r for r in records if not r["tables"]][:2]
-    model = ModelHolder(settings, threads=2, concurrent_threads=1).load().model  # as served
+    model = (
+        ModelHolder(ServingSettings(model_uri=uri), threads=2, concurrent_threads=1).load().model
+    )  # as served
     # The lone-call session spins within a run only; the one for overlapping calls never.
     assert (model.predictor.embedder.spinning, model.concurrent_predictor.embedder.spinning) == (
         "within_run",

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from financemath_mlops.config import load_settings
-from financemath_mlops.serving.app import create_app
+from financemath_mlops.serving.app import ServiceSettings, create_app
 from financemath_mlops.serving.docs_pages import ASSETS, ASSETS_DIR
 
 URL_ATTRIBUTE = re.compile(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""")
@@ -28,7 +28,9 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
             "serving": {"model_uri": "nowhere:/model"},
         }
     )
-    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+    with TestClient(
+        create_app(ServiceSettings.of(settings)), raise_server_exceptions=False
+    ) as test_client:
         yield test_client
 
 

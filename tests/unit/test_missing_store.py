@@ -20,7 +20,7 @@ from financemath_mlops.cli import run_main
 from financemath_mlops.config import load_settings
 from financemath_mlops.registry.__main__ import main as registry_main
 from financemath_mlops.runs import store
-from financemath_mlops.serving.app import create_app
+from financemath_mlops.serving.app import ServiceSettings, create_app
 
 
 def settings_for(store: Path, **serving: object):
@@ -41,14 +41,15 @@ def test_registry_refuses_a_missing_store_and_says_how_to_make_one(
 
 def test_serving_refuses_to_start_on_a_missing_store(tmp_path: Path) -> None:
     store = tmp_path / "mlflow.db"
-    app = create_app(settings_for(store, model_uri="models:/financemath-regressor@champion"))
+    settings = settings_for(store, model_uri="models:/financemath-regressor@champion")
+    app = create_app(ServiceSettings.of(settings))
     with pytest.raises(runs.TrackingError, match="make run"), TestClient(app):
         pass
     assert not store.exists()
 
 
 def test_a_local_model_folder_needs_no_store(tmp_path: Path) -> None:
-    runs.require_store(settings_for(tmp_path / "none.db"), str(tmp_path / "model"))
+    runs.require_store(settings_for(tmp_path / "none.db").mlflow, str(tmp_path / "model"))
 
 
 def test_the_pipeline_still_creates_a_missing_store(tmp_path: Path) -> None:

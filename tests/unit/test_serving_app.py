@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from financemath_mlops.config import ConfigError, load_settings
-from financemath_mlops.serving.app import create_app
+from financemath_mlops.serving.app import ServiceSettings, create_app
 from financemath_mlops.serving.schemas import EXAMPLE_RECORD
 
 JSON = {"Content-Type": "application/json"}
@@ -28,7 +28,7 @@ def make_client(tmp: Path, **serving: object) -> TestClient:
             "serving": {"model_uri": "nowhere:/model", "max_body_bytes": 4096, **serving},
         }
     )
-    return TestClient(create_app(settings), raise_server_exceptions=False)
+    return TestClient(create_app(ServiceSettings.of(settings)), raise_server_exceptions=False)
 
 
 def first_load_failed(test_client: TestClient) -> TestClient:

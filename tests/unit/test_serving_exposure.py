@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from financemath_mlops.config import ServingSettings, load_settings
 from financemath_mlops.errors import StageError
-from financemath_mlops.serving.app import create_app
+from financemath_mlops.serving.app import ServiceSettings, create_app
 from financemath_mlops.serving.security import (
     BIND_CHECKED_ENV,
     RedactQueryString,
@@ -104,7 +104,9 @@ def start_app(tmp: Path, **serving: object) -> None:
             "serving": {"model_uri": "nowhere:/model", **serving},
         }
     )
-    with TestClient(create_app(settings)) as client:  # runs the lifespan: start, then stop
+    with TestClient(
+        create_app(ServiceSettings.of(settings))
+    ) as client:  # runs the lifespan: start, then stop
         assert client.get("/health").status_code == 200
 
 

@@ -29,6 +29,7 @@ from financemath_mlops.runs.contract import (
     is_tracked_uri,
     model_name_for,
     served_model_uri,
+    served_uri,
     trained_pointer_path,
     version_uri,
 )
@@ -129,6 +130,7 @@ __all__ = [
     "rollback_champion",
     "run_metrics",
     "served_model_uri",
+    "served_uri",
     "set_alias",
     "set_challenger",
     "store_identity",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from financemath_mlops.config import SAMPLE_MODEL_SUFFIX, MLflowSettings, Settings
+from financemath_mlops.config import SAMPLE_MODEL_SUFFIX, MLflowSettings, ServingSettings, Settings
 
 # Registry aliases: training sets `challenger`; promotion moves `champion` and keeps the one it
 # replaced as `previous-champion` (what `registry rollback` returns to).
@@ -51,13 +51,17 @@ def version_uri(name: str, version: str | int) -> str:
     return f"models:/{name}/{version}"
 
 
-def served_model_uri(settings: Settings) -> str:
+def served_uri(serving: ServingSettings) -> str:
     """The model in service: serving.model_uri, else models:/<serving.model_name>@<serving.alias>.
 
     Serving, batch prediction and monitoring all default to it.
     """
-    serving = settings.serving
     return serving.model_uri or alias_uri(serving.model_name, serving.alias)
+
+
+def served_model_uri(settings: Settings) -> str:
+    """:func:`served_uri` for a caller holding the whole Settings (the flows, tests)."""
+    return served_uri(settings.serving)
 
 
 def mlflow_section(settings: Settings | MLflowSettings) -> MLflowSettings:

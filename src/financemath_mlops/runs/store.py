@@ -81,7 +81,7 @@ def local_store_path(settings: Settings) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
-def require_store(settings: Settings, model_uri: str | None = None) -> None:
+def require_store(store: MLflowSettings, model_uri: str | None = None) -> None:
     """Refuse a missing local store instead of letting MLflow create an empty one.
 
     For the readers (serving, `registry`): an empty registry would only hide the real mistake (a
@@ -89,7 +89,7 @@ def require_store(settings: Settings, model_uri: str | None = None) -> None:
     """
     if model_uri is not None and not is_tracked_uri(model_uri):
         return
-    _refuse_missing_local_store(settings.mlflow.tracking_uri)
+    _refuse_missing_local_store(store.tracking_uri)
 
 
 def _refuse_missing_local_store(uri: str) -> None:

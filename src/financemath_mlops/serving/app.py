@@ -14,14 +14,21 @@ import os
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from financemath_mlops import __version__ as package_version
-from financemath_mlops.config import ServingSettings, Settings, load_settings
+from financemath_mlops.config import (
+    MLflowSettings,
+    MonitoringSettings,
+    PathsSettings,
+    ServingSettings,
+    Settings,
+    load_settings,
+)
 from financemath_mlops.monitoring.prediction_log import PredictionLog
 from financemath_mlops.serving import docs_pages
 from financemath_mlops.serving.dependencies import (
@@ -61,12 +68,26 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+class ServiceSettings(NamedTuple):
+    """The sections of the settings the service reads, and nothing else."""
+
+    serving: ServingSettings  # the model to serve, limits, API key, reloads, MLflow call bounds
+    mlflow: MLflowSettings  # the store a models:/ or runs:/ model URI resolves in
+    monitoring: MonitoringSettings  # the prediction log
+    paths: PathsSettings  # reports_dir (metrics' state), predictions_dir (the prediction log)
+
+    @classmethod
+    def of(cls, settings: Settings) -> ServiceSettings:
+        """Slice the whole settings (what the command line and a bare `uvicorn ...:app` load)."""
+        return cls(settings.serving, settings.mlflow, settings.monitoring, settings.paths)
+
+
 class ServiceState:
     """Everything the endpoints share: settings, the model holder, the pool and the metrics."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: ServiceSettings | None = None) -> None:
         self.given_settings = settings
-        self.settings: Settings | None = settings
+        self.settings: ServiceSettings | None = settings
         self.holder: ModelHolder | None = None
         self.pool: InferencePool | None = None
         self.metrics: ServiceMetrics | None = None
@@ -86,7 +107,7 @@ class ServiceState:
     async def start(self) -> None:
         from financemath_mlops import runs
 
-        settings = self.given_settings or load_settings()
+        settings = self.given_settings or ServiceSettings.of(load_settings())
         self.settings = settings
         _ensure_logging()
         redact_access_log()  # under any server: a key sent in the query string stays out of it
@@ -94,10 +115,10 @@ class ServiceState:
         report_missing_key(serving)
         runs.limit_http_requests(serving.mlflow_timeout_s, serving.mlflow_retries)
         # Refuse a missing store, never create it empty.
-        runs.require_store(settings, runs.served_model_uri(settings))
+        served = runs.served_uri(serving)
+        runs.require_store(settings.mlflow, served)
         self.metrics = ServiceMetrics(settings.paths.reports_dir, settings.paths.predictions_dir)
         self.dependencies = Dependencies(self.metrics.dependency_up)
-        served = runs.served_model_uri(settings)
         if runs.is_tracked_uri(served):
             self.dependencies.declare(TRACKING_STORE, public_address(settings.mlflow.tracking_uri))
         listener = _LogListener(self.metrics.prediction_log, self.dependencies)
@@ -112,17 +133,16 @@ class ServiceState:
             threads, concurrent, workers = cores, 1, cores
         self.pool = InferencePool(workers, self.metrics)
         self.holder = ModelHolder(
-            settings, threads, concurrent, self._model_changed, self._store_said
+            serving, threads, concurrent, self._model_changed, self._store_said
         )
         # The model loads in the background: /health answers at once whatever MLflow does, and
         # /ready says 503 with the reason until a model is in service.
-        self._reloader = asyncio.create_task(self._load_then_refresh(settings))
+        self._reloader = asyncio.create_task(self._load_then_refresh(serving))
 
-    async def _load_then_refresh(self, settings: Settings) -> None:
+    async def _load_then_refresh(self, serving: ServingSettings) -> None:
         """First load with back-off until it succeeds, then the periodic reload (if any)."""
         from financemath_mlops import runs
 
-        serving = settings.serving
         delay = 1.0
         while True:
             # POST /admin/reload may have put a model in service while this loop slept: its
@@ -137,7 +157,7 @@ class ServiceState:
                 log.warning("no model yet (/ready says 503), next try in %.0fs: %s", delay, exc)
             except runs.TrackingError as exc:
                 assert self.holder is not None
-                served = runs.served_model_uri(settings)
+                served = runs.served_uri(serving)
                 self.holder.problem = describe_failure(served, exc)  # no paths
                 log.warning("no model yet (/ready says 503), next try in %.0fs: %s", delay, exc)
             except Exception as exc:
@@ -182,8 +202,8 @@ class ServiceState:
             if not self._configured:
                 # A model folder needs no tracking store, and importing MLflow to configure one
                 # costs about a second of start-up (issue 18).
-                if runs.is_tracked_uri(runs.served_model_uri(self.settings)):
-                    runs.configure(self.settings)
+                if runs.is_tracked_uri(runs.served_uri(self.settings.serving)):
+                    runs.configure_store(self.settings.mlflow)
                 self._configured = True
         return self.holder.load()
 
@@ -244,8 +264,10 @@ class _LogListener:
         self.dependencies.report(PREDICTION_LOG, durable, error)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; ``settings=None`` loads them (YAML + FMOPS_ env) when the server starts."""
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    """Build the app from the sections it reads; ``None`` loads the settings (YAML + FMOPS_ env)
+    when the server starts and slices them (:meth:`ServiceSettings.of`): uvicorn's workers
+    import ``app`` and can be handed nothing else."""
     state = ServiceState(settings)
 
     @asynccontextmanager

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from financemath_mlops import runs
-from financemath_mlops.config import Settings
+from financemath_mlops.config import ServingSettings
 from financemath_mlops.model.folder import load_folder
 from financemath_mlops.model.predictor import with_threads
 from financemath_mlops.records import RecordInput
@@ -71,13 +71,13 @@ class ModelHolder:
 
     def __init__(
         self,
-        settings: Settings,
+        serving: ServingSettings,
         threads: int | None = None,
         concurrent_threads: int | None = None,
         on_change: Any = None,
         on_store: Any = None,
     ):
-        self.settings = settings
+        self.serving = serving
         self.threads = threads
         self.concurrent_threads = concurrent_threads
         self.on_change = on_change
@@ -96,7 +96,7 @@ class ModelHolder:
 
         Raises :class:`ModelLoadError` (the old model, if any, stays in service).
         """
-        uri = runs.served_model_uri(self.settings)
+        uri = runs.served_uri(self.serving)
         with self._lock:
             previous = self._current
             resolved = False
@@ -105,7 +105,7 @@ class ModelHolder:
                 resolved = True
                 if ref.name and ref.alias is None and not runs.is_tracked_uri(uri):
                     # A model folder has no alias of its own: the configured one says what it is.
-                    ref = replace(ref, alias=self.settings.serving.alias)
+                    ref = replace(ref, alias=self.serving.alias)
                 if previous is not None and previous.ref.uri == ref.uri:
                     self._store_said(uri, None, True)
                     return ReloadOutcome(False, previous, previous)
