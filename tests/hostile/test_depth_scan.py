@@ -77,8 +77,17 @@ def peak_allocation(body: bytes) -> int:
         tracemalloc.stop()
 
 
+BODIES = st.lists(OUTSIDE | STRING, max_size=40).map(b"".join)
+# Any value json.dumps can write, nested up to 40 leaves: what a real client sends.
+REAL_JSON = st.recursive(
+    st.none() | st.text(max_size=5),
+    lambda c: st.lists(c) | st.dictionaries(st.text(max_size=3), c),
+    max_leaves=40,
+)
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.lists(OUTSIDE | STRING, max_size=40).map(b"".join), st.none() | STRING_BODY)
+@given(BODIES, st.none() | STRING_BODY)
 def test_depth_agrees_with_a_byte_by_byte_reference(body, unterminated):
     if unterminated is not None:  # a string left open runs to the end of the body
         body += b'"' + unterminated
@@ -86,13 +95,7 @@ def test_depth_agrees_with_a_byte_by_byte_reference(body, unterminated):
 
 
 @settings(max_examples=50, deadline=None)
-@given(
-    st.recursive(
-        st.none() | st.text(max_size=5),
-        lambda c: st.lists(c) | st.dictionaries(st.text(max_size=3), c),
-        max_leaves=40,
-    )
-)
+@given(REAL_JSON)
 def test_depth_of_real_json_is_its_nesting(value):
     body = json.dumps(value).encode()
     assert json_depth(body) == reference_depth(body)
@@ -119,9 +122,6 @@ def test_deep_unclosed_brackets_count_as_they_open():
     assert json_depth(b'["]]]]", [[[' + b"]" * 10) == 4
 
 
-BODIES = st.lists(OUTSIDE | STRING, max_size=40).map(b"".join)
-
-
 @settings(max_examples=200, deadline=None)
 @given(BODIES, st.none() | STRING_BODY, st.integers(min_value=1, max_value=16))
 def test_the_shape_does_not_depend_on_the_block_size(body, unterminated, block):
@@ -135,14 +135,7 @@ def test_the_shape_does_not_depend_on_the_block_size(body, unterminated, block):
 
 
 @settings(max_examples=50, deadline=None)
-@given(
-    st.recursive(
-        st.none() | st.text(max_size=5),
-        lambda c: st.lists(c) | st.dictionaries(st.text(max_size=3), c),
-        max_leaves=40,
-    ),
-    st.integers(min_value=1, max_value=16),
-)
+@given(REAL_JSON, st.integers(min_value=1, max_value=16))
 def test_real_json_is_never_called_malformed(value, block):
     """The guard refuses a malformed body before parsing it: valid JSON must never be one."""
     body = json.dumps(value).encode()
