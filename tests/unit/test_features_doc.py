@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, load_script
 
 
 def test_features_doc_matches_the_code() -> None:
-    spec = importlib.util.spec_from_file_location(
-        "gen_features_doc", REPO_ROOT / "scripts" / "gen_features_doc.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("gen_features_doc")
     committed = (REPO_ROOT / "docs" / "features.md").read_text(encoding="utf-8")
     assert committed == module.render(), "run: python scripts/gen_features_doc.py"
