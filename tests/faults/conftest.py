@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -297,6 +297,14 @@ class HeadStart:
         self._thread.join(900)
         self._stack.close()
 
+    def held(self) -> Iterator[Any]:
+        """A fixture's body (``yield from HEAD_STARTS[name].held()``): the value, waited for,
+        for the fixture's scope; what the build started is stopped when the scope ends."""
+        try:
+            yield self.result()
+        finally:
+            self.close()
+
 
 HEAD_STARTS: dict[str, HeadStart] = {}  # fixture name -> its head start
 
@@ -421,11 +429,7 @@ def fault_stack() -> Any:
     Rows keep out of each other's way by name: the store rows use the experiment ``EXPERIMENT``
     and the model training registers; the serving row its own experiment and model.
     """
-    head = HEAD_STARTS["fault_stack"]
-    try:
-        yield head.result()
-    finally:
-        head.close()
+    yield from HEAD_STARTS["fault_stack"].held()
 
 
 @pytest.fixture()

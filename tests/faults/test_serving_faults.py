@@ -54,22 +54,19 @@ QUIET_SERVER = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 @dataclass
 class Store:
-    """A real `mlflow server` on a SQLite file, restartable on the same port."""
+    """A real `mlflow server` on a SQLite file, restartable at the same address (``uri``, the
+    one the service is given and reports)."""
 
     db: Path
-    port: int
+    uri: str  # http://127.0.0.1:<port>
     workdir: Path
     process: Any = None
-
-    @property
-    def uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         log = self.workdir / "mlflow.log"
         command = [
             str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{self.db}",
-            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+            "--host", "127.0.0.1", "--port", str(urlsplit(self.uri).port), "--workers", "1",
         ]  # fmt: skip
         self.process = start_process(
             command, cli_env(MLFLOW_DISABLE_TELEMETRY="true", **QUIET_SERVER), self.workdir, log
@@ -137,47 +134,58 @@ def start_serving_stack(stack: contextlib.ExitStack, workdir: Path) -> tuple[Sto
     predictions = mount_tmpfs(stack, workdir / "predictions")
     db = workdir / "mlflow.db"  # a copy: the session's store stays as the other tests see it
     shutil.copy2(Path(trained["tracking_uri"].removeprefix("sqlite:///")), db)
-    store = Store(db, free_port(), workdir)
+    store = Store(db, f"http://127.0.0.1:{free_port()}", workdir)
     stack.callback(store.stop)
     store.start()
 
+    service = start_service(
+        stack, trained, f"models:/{trained['model_name']}@champion", store.uri, predictions,
+        workdir, "api", "the service",
+        FMOPS_MONITORING__LOG_FLUSH_INTERVAL_S=str(FLUSH_S),
+        FMOPS_MONITORING__LOG_ROTATE_SECONDS="1",
+        FMOPS_MONITORING__LOG_FEATURES="hand",
+    )  # fmt: skip
+    return store, service
+
+
+def start_service(
+    stack: contextlib.ExitStack, trained: dict[str, Any], model_uri: str, tracking_uri: str,
+    predictions: Path, workdir: Path, name: str, what: str, **settings: str,
+) -> Service:  # fmt: skip
+    """`python -m financemath_mlops.serving` on ``model_uri`` from ``tracking_uri`` as both
+    services of these rows run (reloading every RELOAD_S, STORE_TIMEOUT_S a store call, no
+    retry; ``settings``: more FMOPS_ variables), waited for until ready and stopped when
+    ``stack`` closes; ``name`` is its folder under ``workdir`` and its log ``<name>.log``."""
     port = free_port()
     env = dict(trained["env"])
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     env.update(
-        FMOPS_MLFLOW__TRACKING_URI=store.uri,
+        FMOPS_MLFLOW__TRACKING_URI=tracking_uri,
         FMOPS_PATHS__PREDICTIONS_DIR=str(predictions),
         FMOPS_PATHS__REPORTS_DIR=str(workdir / "reports"),
         FMOPS_SERVING__RELOAD_INTERVAL_S=str(RELOAD_S),
         FMOPS_SERVING__MLFLOW_TIMEOUT_S=str(STORE_TIMEOUT_S),
         FMOPS_SERVING__MLFLOW_RETRIES="0",
-        FMOPS_MONITORING__LOG_FLUSH_INTERVAL_S=str(FLUSH_S),
-        FMOPS_MONITORING__LOG_ROTATE_SECONDS="1",
-        FMOPS_MONITORING__LOG_FEATURES="hand",
+        **settings,
     )
-    log = workdir / "api.log"
-    model_uri = f"models:/{trained['model_name']}@champion"
+    log = workdir / f"{name}.log"
     command = [
         str(VENV_BIN / "python"), "-m", "financemath_mlops.serving", "--model-uri", model_uri,
         "--host", "127.0.0.1", "--port", str(port),
     ]  # fmt: skip
-    process = start_process(command, env, workdir / "api", log)
+    process = start_process(command, env, workdir / name, log)
     stack.callback(stop_process_group, process)
     base = f"http://127.0.0.1:{port}"
     wait_for(
         lambda: httpx.get(f"{base}/ready", timeout=5).status_code == 200,
-        180, "the service", process, log,
+        180, what, process, log,
     )  # fmt: skip
-    return store, Service(base, process, log, predictions)
+    return Service(base, process, log, predictions)
 
 
 @pytest.fixture(scope="module")
 def serving_stack(trained_model: Any) -> Iterator[tuple[Store, Service]]:
-    head = HEAD_STARTS["serving_stack"]
-    try:
-        yield head.result()
-    finally:
-        head.close()
+    yield from HEAD_STARTS["serving_stack"].held()
 
 
 @pytest.fixture(scope="module")
@@ -434,40 +442,15 @@ def start_pg_service(stack: contextlib.ExitStack, workdir: Path) -> Service:
     faults = HEAD_STARTS["fault_stack"].result()
     trained = HEAD_STARTS["trained_model"].result()
     model_uri = register_in(faults, trained, workdir)
-    port = free_port()
-    env = dict(trained["env"])
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env.update(
-        FMOPS_MLFLOW__TRACKING_URI=faults.tracking_uri,
-        FMOPS_PATHS__PREDICTIONS_DIR=str(workdir / "pg-predictions"),
-        FMOPS_PATHS__REPORTS_DIR=str(workdir / "reports"),
-        FMOPS_SERVING__RELOAD_INTERVAL_S=str(RELOAD_S),
-        FMOPS_SERVING__MLFLOW_TIMEOUT_S=str(STORE_TIMEOUT_S),
-        FMOPS_SERVING__MLFLOW_RETRIES="0",
-        FMOPS_MONITORING__LOG_FEATURES="none",
-    )
-    log = workdir / "api-pg.log"
-    command = [
-        str(VENV_BIN / "python"), "-m", "financemath_mlops.serving", "--model-uri", model_uri,
-        "--host", "127.0.0.1", "--port", str(port),
-    ]  # fmt: skip
-    process = start_process(command, env, workdir / "api-pg", log)
-    stack.callback(stop_process_group, process)
-    base = f"http://127.0.0.1:{port}"
-    wait_for(
-        lambda: httpx.get(f"{base}/ready", timeout=5).status_code == 200,
-        180, "the service on the team stack", process, log,
+    return start_service(
+        stack, trained, model_uri, faults.tracking_uri, workdir / "pg-predictions", workdir,
+        "api-pg", "the service on the team stack", FMOPS_MONITORING__LOG_FEATURES="none",
     )  # fmt: skip
-    return Service(base, process, log, workdir / "pg-predictions")
 
 
 @pytest.fixture()
 def pg_service(fault_stack: Any, trained_model: Any) -> Iterator[Service]:
-    head = HEAD_STARTS["pg_service"]
-    try:
-        yield head.result()
-    finally:
-        head.close()
+    yield from HEAD_STARTS["pg_service"].held()
 
 
 @pytest.mark.fault_row(
