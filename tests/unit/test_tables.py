@@ -32,44 +32,28 @@ ASSET_TABLE = """\
 @pytest.mark.parametrize(
     ("text", "value", "unit"),
     [
-        ("$ 57,000", 57000.0, "$"),
-        ("$57,000", 57000.0, "$"),
-        ("20%", 20.0, "%"),
-        ("-10%", -10.0, "%"),
-        ("(1,200)", -1200.0, None),
-        ("($1,200)", -1200.0, "$"),
-        ("$(10)", -10.0, "$"),
-        ("-$10", -10.0, "$"),
-        ("(5%)", -5.0, "%"),
-        ("8 years", 8.0, "years"),
-        ("1 year", 1.0, "years"),
-        ("6 months", 6.0, "months"),
-        ("1.5x", 1.5, "x"),
-        ("0.89 times", 0.89, "x"),
-        ("€ 1.2 million", 1.2e6, "€"),
-        ("$3 billion", 3e9, "$"),
-        ("$20million", 2e7, "$"),
-        ("5 mn", 5e6, None),
-        ("25 millions", 2.5e7, None),
-        ("1.2E+3", 1200.0, None),
-        ("\u22125", -5.0, None),
-        ("+3.5", 3.5, None),
-        ("+20bps", 20.0, "bp"),
-        ("55bp", 55.0, "bp"),
-        ("14 percent", 14.0, "%"),
-        ("£ 26", 26.0, "£"),
-        ("USD 17.6", 17.6, "USD"),
-        ("100 EUR", 100.0, "EUR"),
-        ("20,000 units", 20000.0, "units"),
-        ("\\$1,000,000.00", 1e6, "$"),
-        ("**4.6%**", 4.6, "%"),
-        ("57,000*", 57000.0, None),
-        ("2019", 2019.0, None),
-        (".5", 0.5, None),
-        ("  3.50  ", 3.5, None),
-        ("-0", 0.0, None),
+        # currency, before or after the number, spaced or not
+        ("$ 57,000", 57000.0, "$"), ("$57,000", 57000.0, "$"),
+        ("£ 26", 26.0, "£"), ("USD 17.6", 17.6, "USD"), ("100 EUR", 100.0, "EUR"),
+        # percentages and basis points
+        ("20%", 20.0, "%"), ("14 percent", 14.0, "%"), ("+20bps", 20.0, "bp"), ("55bp", 55.0, "bp"),
+        # negatives: a sign, a minus sign or accounting brackets
+        ("-10%", -10.0, "%"), ("(1,200)", -1200.0, None), ("($1,200)", -1200.0, "$"),
+        ("$(10)", -10.0, "$"), ("-$10", -10.0, "$"), ("(5%)", -5.0, "%"),
+        ("\u22125", -5.0, None), ("-0", 0.0, None),
+        # durations, multiples and counts
+        ("8 years", 8.0, "years"), ("1 year", 1.0, "years"), ("6 months", 6.0, "months"),
+        ("1.5x", 1.5, "x"), ("0.89 times", 0.89, "x"), ("20,000 units", 20000.0, "units"),
+        # scale words
+        ("€ 1.2 million", 1.2e6, "€"), ("$3 billion", 3e9, "$"), ("$20million", 2e7, "$"),
+        ("5 mn", 5e6, None), ("25 millions", 2.5e7, None),
+        # markdown escapes, emphasis and footnote marks
+        ("\\$1,000,000.00", 1e6, "$"), ("**4.6%**", 4.6, "%"), ("57,000*", 57000.0, None),
+        # plain numbers in other spellings
+        ("1.2E+3", 1200.0, None), ("+3.5", 3.5, None), ("2019", 2019.0, None),
+        (".5", 0.5, None), ("  3.50  ", 3.5, None),
     ],
-)
+)  # fmt: skip
 def test_parse_number_reads_value_and_unit(text: str, value: float, unit: str | None) -> None:
     got_value, got_unit = parse_number(text)
     assert got_value == pytest.approx(value)
