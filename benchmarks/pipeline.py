@@ -192,16 +192,9 @@ def ingest_into(work: Path) -> None:
 
 def child_features(config: Path) -> None:
     from financemath_mlops.config import load_settings
-    from financemath_mlops.features.build import build_features
+    from financemath_mlops.flows.stages import features_stage
 
-    given = load_settings(config)
-    summary = build_features(
-        given.features,
-        given.paths,
-        given.features_input,
-        given.features_output,
-        show_progress=False,
-    )
+    summary = features_stage(load_settings(config))
     print(
         json.dumps(
             {
@@ -216,13 +209,8 @@ def child_features(config: Path) -> None:
 
 def child_stages(config: Path) -> None:
     """The flow's five stages, called directly (what the flow's tasks call), timed."""
-    from financemath_mlops import runs
     from financemath_mlops.config import load_settings
-    from financemath_mlops.evaluation.evaluate import evaluate
-    from financemath_mlops.features.build import build_features
-    from financemath_mlops.ingestion import ingest
-    from financemath_mlops.promotion.decision import promote_if_better
-    from financemath_mlops.training.train import train
+    from financemath_mlops.flows import stages
 
     settings = load_settings(config)
     times: dict[str, float] = {}
@@ -234,27 +222,15 @@ def child_stages(config: Path) -> None:
         times[name] = time.perf_counter() - started
 
     with timed("ingestion"):
-        ingest(settings.ingestion, settings.ingestion_output, settings.paths.hf_cache_dir)
+        stages.ingest_stage(settings)
     with timed("features"):
-        build_features(
-            settings.features,
-            settings.paths,
-            settings.features_input,
-            settings.features_output,
-            show_progress=False,
-        )
+        stages.features_stage(settings)
     with timed("training"):
-        trained = train(
-            settings.training, settings.mlflow, settings.features, settings.paths,
-            settings.training_features, settings.features_input,
-        )  # fmt: skip
+        trained = stages.train_stage(settings)
     with timed("evaluation"):
-        evaluate(runs.resolve(trained.model_uri), settings.metrics_output, uri=trained.model_uri)
+        stages.evaluate_stage(settings, trained.model_uri)
     with timed("promotion"):
-        runs.configure(settings)
-        promote_if_better(
-            settings.evaluation, runs.resolve(trained.model_uri), seed=settings.training.seed
-        )
+        stages.promote_stage(settings, trained.model_uri)
     print(json.dumps(times))
 
 

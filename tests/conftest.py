@@ -92,34 +92,18 @@ def pipeline_settings(workdir: Path, rows: int = 300, seed: int = 11, **extra: A
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
     """Ingest -> features -> train -> evaluate (promotes the first model to champion)."""
-    from financemath_mlops import runs
-    from financemath_mlops.evaluation.evaluate import evaluate
-    from financemath_mlops.features.build import build_features
-    from financemath_mlops.ingestion import ingest
-    from financemath_mlops.promotion.decision import promote_if_better
-    from financemath_mlops.training.train import train
+    from financemath_mlops.flows import stages
 
     workdir = tmp_path_factory.mktemp("trained")
     saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith(("FMOPS_", "MLFLOW_"))}
     try:
         settings = pipeline_settings(workdir)
         seeded_store(workdir / "mlruns" / "mlflow.db")  # MLflow's empty tables, copied
-        ingest(settings.ingestion, settings.ingestion_output, settings.paths.hf_cache_dir)
-        build_features(
-            settings.features,
-            settings.paths,
-            settings.features_input,
-            settings.features_output,
-            show_progress=False,
-        )
-        summary = train(
-            settings.training, settings.mlflow, settings.features, settings.paths,
-            settings.training_features, settings.features_input,
-        )  # fmt: skip
-        evaluate(runs.resolve(summary.model_uri), settings.metrics_output, uri=summary.model_uri)
-        promote_if_better(
-            settings.evaluation, runs.resolve(summary.model_uri), seed=settings.training.seed
-        )
+        stages.ingest_stage(settings)
+        stages.features_stage(settings)
+        summary = stages.train_stage(settings)
+        stages.evaluate_stage(settings, summary.model_uri)
+        stages.promote_stage(settings, summary.model_uri)
     finally:
         os.environ.update(saved)
     env = cli_env(

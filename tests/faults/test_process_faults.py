@@ -27,14 +27,14 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from financemath_mlops.features.build import FeatureError, build_features
-from financemath_mlops.ingestion import ingest
+from financemath_mlops.features.build import FeatureError
+from financemath_mlops.flows.stages import features_stage, ingest_stage
 from financemath_mlops.predict.batch import predict_file
 from financemath_mlops.synthetic.sample import generate_sample
 from tests.conftest import TrainedModel, pipeline_settings
 from tests.faults.conftest import HEAD_STARTS, copy_fault_features, head_start
 from tests.helpers import REPO_ROOT, tail
-from tests.integration.test_dask_features import fresh_cache
+from tests.integration.test_dask_features import settings_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -167,37 +167,22 @@ def killing_a_worker(cluster: Cluster, after: int = 4) -> Iterator[WorkerKiller]
 @pytest.fixture(scope="module")
 def dask_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("dask-faults")
-    given = pipeline_settings(workdir, rows=DASK_ROWS, seed=7)
-    ingest(given.ingestion, given.ingestion_output, given.paths.hf_cache_dir)
+    ingest_stage(pipeline_settings(workdir, rows=DASK_ROWS, seed=7))
     return workdir
 
 
 def features_settings(workdir: Path, name: str, **features: Any) -> Any:
-    return pipeline_settings(
-        workdir,
-        rows=DASK_ROWS,
-        seed=7,
-        paths={"cache_dir": fresh_cache(workdir / f"cache-{name}")},
-        features={
-            "partition_rows": DASK_PARTITION_ROWS,
-            "output": workdir / name / "features.parquet",
-            "embedding": {"threads": 1},
-            **features,
-        },
-    )
+    return settings_for(
+        workdir, name, rows=DASK_ROWS, seed=7, partition_rows=DASK_PARTITION_ROWS,
+        embedding={"threads": 1}, **features,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def features_without_fault(dask_workdir: Path) -> Path:
     """The table the local executor builds from the same records (its own fresh cache)."""
     given = features_settings(dask_workdir, "local")
-    return build_features(
-        given.features,
-        given.paths,
-        given.features_input,
-        given.features_output,
-        show_progress=False,
-    ).output
+    return features_stage(given).output
 
 
 @pytest.mark.fault_row(
@@ -220,13 +205,7 @@ def test_features_survive_a_killed_dask_worker(
         dask_workdir, "dask", executor="dask", dask_address=cluster.address
     )
     with killing_a_worker(cluster):
-        summary = build_features(
-            settings.features,
-            settings.paths,
-            settings.features_input,
-            settings.features_output,
-            show_progress=False,
-        )
+        summary = features_stage(settings)
     expected, got = pd.read_parquet(features_without_fault), pd.read_parquet(summary.output)
     assert got["question_id"].tolist() == expected["question_id"].tolist()
     pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-6)
@@ -262,13 +241,7 @@ def test_features_fail_cleanly_when_dask_gives_up_on_a_partition(
             killing_a_worker(strict),
             pytest.raises(FeatureError) as raised,
         ):
-            build_features(
-                settings.features,
-                settings.paths,
-                settings.features_input,
-                settings.features_output,
-                show_progress=False,
-            )
+            features_stage(settings)
     message = str(raised.value)
     assert f"the Dask cluster (scheduler {strict.address}) lost partition" in message
     assert "KilledWorker" in message and "previous output is kept" in message

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 
 from financemath_mlops import executors
-from financemath_mlops.features.build import FeatureError, build_features, read_feature_manifest
-from financemath_mlops.ingestion import ingest
+from financemath_mlops.config import Settings
+from financemath_mlops.features.build import FeatureError, read_feature_manifest
+from financemath_mlops.flows.stages import features_stage, ingest_stage
 from tests.conftest import pipeline_settings
 from tests.helpers import REPO_ROOT
 
@@ -31,19 +33,28 @@ def fresh_cache(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("dask-features")
-    given = pipeline_settings(workdir, rows=ROWS, seed=5)
-    ingest(given.ingestion, given.ingestion_output, given.paths.hf_cache_dir)
+    ingest_stage(pipeline_settings(workdir, rows=ROWS, seed=5))
     return workdir
 
 
-def settings_for(workdir: Path, name: str, **features):
+def settings_for(
+    workdir: Path,
+    name: str,
+    *,
+    rows: int = ROWS,
+    seed: int = 5,
+    partition_rows: int = PARTITION_ROWS,
+    **features: Any,
+) -> Settings:
+    """Features of ``workdir``'s records (ingested with ``rows``, ``seed``) into
+    ``workdir/name``, embedded afresh: a cache of its own (also the fault tests' Dask runs)."""
     return pipeline_settings(
         workdir,
-        rows=ROWS,
-        seed=5,
+        rows=rows,
+        seed=seed,
         paths={"cache_dir": fresh_cache(workdir / f"cache-{name}")},
         features={
-            "partition_rows": PARTITION_ROWS,
+            "partition_rows": partition_rows,
             "output": workdir / name / "features.parquet",
             **features,
         },
@@ -52,15 +63,9 @@ def settings_for(workdir: Path, name: str, **features):
 
 def test_dask_features_equal_local_features_in_order_and_value(workdir: Path) -> None:
     given = settings_for(workdir, "local")
-    local = build_features(
-        given.features,
-        given.paths,
-        given.features_input,
-        given.features_output,
-        show_progress=False,
-    )
+    local = features_stage(given)
     given = settings_for(workdir, "dask", executor="dask", dask_workers=2, embedding={"threads": 1})
-    dask = build_features(given.features, given.paths, given.features_input, given.features_output)
+    dask = features_stage(given)
 
     expected, got = pd.read_parquet(local.output), pd.read_parquet(dask.output)
     assert got["question_id"].tolist() == expected["question_id"].tolist()
@@ -87,16 +92,12 @@ def test_unreachable_scheduler_is_a_clear_error(
     with pytest.raises(
         FeatureError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9"
     ):
-        build_features(
-            settings.features, settings.paths, settings.features_input, settings.features_output
-        )
+        features_stage(settings)
     assert not settings.features_output.exists()
 
 
 def test_address_that_is_not_a_scheduler_is_refused(workdir: Path) -> None:
     settings = settings_for(workdir, "bad", executor="dask", dask_address="my-cluster")
     with pytest.raises(FeatureError, match="neither 'local-cluster' nor a scheduler address"):
-        build_features(
-            settings.features, settings.paths, settings.features_input, settings.features_output
-        )
+        features_stage(settings)
     assert not any(settings.features_output.parent.glob("*.parquet*"))

@@ -350,12 +350,11 @@ def test_int8_model_serves_its_training_rows_and_refuses_an_fp32_bundle(
     import pandas as pd
 
     from financemath_mlops import runs
-    from financemath_mlops.features.build import ID_COLUMN, build_features, read_feature_manifest
+    from financemath_mlops.features.build import ID_COLUMN, read_feature_manifest
     from financemath_mlops.features.rows import FEATURE_COLUMNS
-    from financemath_mlops.ingestion import ingest
+    from financemath_mlops.flows.stages import features_stage, ingest_stage, train_stage
     from financemath_mlops.model.predictor import Predictor
     from financemath_mlops.records import RecordInput
-    from financemath_mlops.training.train import train
 
     for name in [n for n in os.environ if n.startswith(("FMOPS_", "MLFLOW_"))]:
         monkeypatch.delenv(name)
@@ -363,20 +362,11 @@ def test_int8_model_serves_its_training_rows_and_refuses_an_fp32_bundle(
         tmp_path, rows=120, features={"embedding": {"backend": "onnx", "precision": "int8"}}
     )
     seeded_store(tmp_path / "mlruns" / "mlflow.db")  # MLflow's empty tables, copied
-    ingest(settings.ingestion, settings.ingestion_output, settings.paths.hf_cache_dir)
-    build_features(
-        settings.features,
-        settings.paths,
-        settings.features_input,
-        settings.features_output,
-        show_progress=False,
-    )
+    ingest_stage(settings)
+    features_stage(settings)
     manifest = read_feature_manifest(settings.features_output)
     assert manifest["embedding"]["precision"] == "int8"
-    summary = train(
-        settings.training, settings.mlflow, settings.features, settings.paths,
-        settings.training_features, settings.features_input,
-    )  # fmt: skip
+    summary = train_stage(settings)
     runs.configure(settings)
     predictor = runs.load_pyfunc(summary.model_uri).unwrap_python_model().predictor
     assert predictor.embedder.precision == "int8"

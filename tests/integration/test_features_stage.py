@@ -14,9 +14,9 @@ import pytest
 
 from financemath_mlops.cli import run_main
 from financemath_mlops.features.__main__ import main as features_main
-from financemath_mlops.features.build import FeatureError, build_features, read_features
+from financemath_mlops.features.build import FeatureError, read_features
 from financemath_mlops.features.rows import FEATURE_COLUMNS
-from financemath_mlops.ingestion import ingest
+from financemath_mlops.flows.stages import features_stage, ingest_stage
 from tests.conftest import pipeline_settings
 from tests.helpers import cli_env
 
@@ -35,14 +35,8 @@ def built(tmp_path_factory: pytest.TempPathFactory):
     if onnx_src.is_dir():
         (workdir / ".cache-emb").mkdir()
         (workdir / ".cache-emb" / "onnx").symlink_to(onnx_src)
-    ingest(settings.ingestion, settings.ingestion_output, settings.paths.hf_cache_dir)
-    first = build_features(
-        settings.features,
-        settings.paths,
-        settings.features_input,
-        settings.features_output,
-        show_progress=False,
-    )
+    ingest_stage(settings)
+    first = features_stage(settings)
     return settings, first
 
 
@@ -65,13 +59,7 @@ def test_rerun_on_unchanged_input_reuses_cached_embeddings(built) -> None:
     settings, first = built
     assert first.cache_misses == 80
     before = pd.read_parquet(settings.features_output)
-    second = build_features(
-        settings.features,
-        settings.paths,
-        settings.features_input,
-        settings.features_output,
-        show_progress=False,
-    )
+    second = features_stage(settings)
     assert (second.cache_hits, second.cache_misses) == (80, 0)
     pd.testing.assert_frame_equal(before, pd.read_parquet(settings.features_output))
 
@@ -119,8 +107,7 @@ def test_two_tables_in_one_folder_each_describe_their_own_rows(
 
     settings, _ = built
     other = tmp_path / "other" / "records.jsonl"
-    given = pipeline_settings(tmp_path, rows=30, seed=9, ingestion={"output": other})
-    ingest(given.ingestion, given.ingestion_output, given.paths.hf_cache_dir)
+    ingest_stage(pipeline_settings(tmp_path, rows=30, seed=9, ingestion={"output": other}))
     folder = tmp_path / "tables"
     a, b = folder / "a.parquet", folder / "b.parquet"
     argv = ["--input", str(settings.ingestion_output), "--output", str(a)]
@@ -188,14 +175,7 @@ def test_input_that_is_not_ingested_records_is_refused(tmp_path: Path) -> None:
     source.write_text(json.dumps({"foo": 1}) + "\n")
     settings = pipeline_settings(tmp_path, features={"input": source})
     with pytest.raises(FeatureError, match="not an ingested record"):
-        build_features(
-            settings.features,
-            settings.paths,
-            settings.features_input,
-            settings.features_output,
-            show_progress=False,
-            validated_elsewhere=True,
-        )
+        features_stage(settings, validated_elsewhere=True)
 
 
 def test_raw_rows_are_refused_unless_the_caller_vouches_for_them(
@@ -224,8 +204,7 @@ def test_raw_rows_are_refused_unless_the_caller_vouches_for_them(
 
     # Ingested records edited afterwards are no longer what ingestion checked.
     edited = tmp_path / "ingested" / settings.ingestion_output.name
-    given = pipeline_settings(tmp_path, rows=20, seed=5, ingestion={"output": edited})
-    ingest(given.ingestion, given.ingestion_output, given.paths.hf_cache_dir)
+    ingest_stage(pipeline_settings(tmp_path, rows=20, seed=5, ingestion={"output": edited}))
     _, manifest = read_features(settings.features_output)
     assert manifest["data"]["validated"] == "ingestion"
     assert manifest["data"]["ingestion_manifest"] == str(

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 
 from financemath_mlops.errors import StageError
-from financemath_mlops.features.build import build_features, read_features
-from financemath_mlops.ingestion import ingest
+from financemath_mlops.features.build import read_features
+from financemath_mlops.flows.stages import features_stage, ingest_stage, train_stage
 from financemath_mlops.synthetic.sample import generate_sample
-from financemath_mlops.training.train import train
 from tests.conftest import pipeline_settings
 
 pytestmark = pytest.mark.integration
@@ -29,21 +28,12 @@ def test_a_misnamed_label_column_is_reported_and_training_on_it_exits_2(
     settings = pipeline_settings(
         isolated_env, ingestion={"source": "local", "path": source}, features={"executor": "local"}
     )
-    summary = ingest(settings.ingestion, settings.ingestion_output, settings.paths.hf_cache_dir)
+    summary = ingest_stage(settings)
     assert (summary.written, summary.labelled, summary.unknown_columns) == (24, 0, {"answer": 24})
     assert any("rename it to ground_truth" in note for note in summary.warnings())
 
-    build_features(
-        settings.features,
-        settings.paths,
-        settings.features_input,
-        settings.features_output,
-        show_progress=False,
-    )
+    features_stage(settings)
     frame, _ = read_features(settings.features_output)
     assert len(frame) == 24 and frame["target"].isna().all()
     with pytest.raises(StageError, match="only 0 labelled rows in .*training needs at least 20"):
-        train(
-            settings.training, settings.mlflow, settings.features, settings.paths,
-            settings.training_features, settings.features_input,
-        )  # fmt: skip
+        train_stage(settings)
