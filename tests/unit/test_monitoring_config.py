@@ -203,49 +203,23 @@ tests:
         values: '0x30'
     alert_rule_test:
       - {{eval_time: 1m, alertname: FinanceMathInputDrift, exp_alerts: []}}
-      - eval_time: 3m
-        alertname: FinanceMathInputDrift
-        exp_alerts: [{{exp_labels: {{severity: warning, {plain}}}}}]
-      - eval_time: 2m
-        alertname: FinanceMathServiceDown
-        exp_alerts: [{{exp_labels: {{severity: critical, {plain}}}}}]
+      - {{eval_time: 3m, alertname: FinanceMathInputDrift, exp_alerts: [{{exp_labels: {{severity: warning, {plain}}}}}]}}
+      - {{eval_time: 2m, alertname: FinanceMathServiceDown, exp_alerts: [{{exp_labels: {{severity: critical, {plain}}}}}]}}
       - {{eval_time: 15m, alertname: FinanceMathServiceAbsent, exp_alerts: []}}
-      - eval_time: 12m
-        alertname: FinanceMathHighErrorRate
-        exp_alerts: [{{exp_labels: {{severity: critical, {plain}}}}}]
-      - eval_time: 16m
-        alertname: FinanceMathHighLatencyP99
-        exp_alerts: [{{exp_labels: {{severity: warning, endpoint: /predict, {plain}}}}}]
-      - eval_time: 16m
-        alertname: FinanceMathHighBatchLatencyP99
-        exp_alerts: [{{exp_labels: {{severity: warning, endpoint: /predict/batch, {plain}}}}}]
-      - eval_time: 3m
-        alertname: FinanceMathModelNotReady
-        exp_alerts: [{{exp_labels: {{severity: critical, {plain}}}}}]
+      - {{eval_time: 12m, alertname: FinanceMathHighErrorRate, exp_alerts: [{{exp_labels: {{severity: critical, {plain}}}}}]}}
+      - {{eval_time: 16m, alertname: FinanceMathHighLatencyP99, exp_alerts: [{{exp_labels: {{severity: warning, endpoint: /predict, {plain}}}}}]}}
+      - {{eval_time: 16m, alertname: FinanceMathHighBatchLatencyP99, exp_alerts: [{{exp_labels: {{severity: warning, endpoint: /predict/batch, {plain}}}}}]}}
+      - {{eval_time: 3m, alertname: FinanceMathModelNotReady, exp_alerts: [{{exp_labels: {{severity: critical, {plain}}}}}]}}
       - {{eval_time: 10m, alertname: FinanceMathModelReloadFailing, exp_alerts: []}}
-      - eval_time: 20m
-        alertname: FinanceMathModelReloadFailing
-        exp_alerts: [{{exp_labels: {{severity: warning, {plain}}}}}]
-      - eval_time: 5m
-        alertname: FinanceMathPerformanceDegraded
-        exp_alerts: [{{exp_labels: {{severity: warning, {plain}}}}}]
-      - eval_time: 25m
-        alertname: FinanceMathPredictionLogDropping
-        exp_alerts: [{{exp_labels: {{severity: warning, {plain}}}}}]
+      - {{eval_time: 20m, alertname: FinanceMathModelReloadFailing, exp_alerts: [{{exp_labels: {{severity: warning, {plain}}}}}]}}
+      - {{eval_time: 5m, alertname: FinanceMathPerformanceDegraded, exp_alerts: [{{exp_labels: {{severity: warning, {plain}}}}}]}}
+      - {{eval_time: 25m, alertname: FinanceMathPredictionLogDropping, exp_alerts: [{{exp_labels: {{severity: warning, {plain}}}}}]}}
       - {{eval_time: 2m, alertname: FinanceMathPredictionLogNotDurable, exp_alerts: []}}
-      - eval_time: 4m
-        alertname: FinanceMathPredictionLogNotDurable
-        exp_alerts: [{{exp_labels: {{severity: warning, {plain}}}}}]
-      - eval_time: 15m
-        alertname: FinanceMathPredictionLogDiskFilling
-        exp_alerts: [{{exp_labels: {{severity: warning, {plain}}}}}]
+      - {{eval_time: 4m, alertname: FinanceMathPredictionLogNotDurable, exp_alerts: [{{exp_labels: {{severity: warning, {plain}}}}}]}}
+      - {{eval_time: 15m, alertname: FinanceMathPredictionLogDiskFilling, exp_alerts: [{{exp_labels: {{severity: warning, {plain}}}}}]}}
       - {{eval_time: 5m, alertname: FinanceMathDependencyDown, exp_alerts: []}}
-      - eval_time: 8m
-        alertname: FinanceMathDependencyDown
-        exp_alerts: [{{exp_labels: {{severity: warning, name: tracking_store, {plain}}}}}]
-      - eval_time: 6m
-        alertname: FinanceMathMLOpsServerDown
-        exp_alerts: [{{exp_labels: {{severity: warning, job: mlflow, instance: "mlflow:5000"}}}}]
+      - {{eval_time: 8m, alertname: FinanceMathDependencyDown, exp_alerts: [{{exp_labels: {{severity: warning, name: tracking_store, {plain}}}}}]}}
+      - {{eval_time: 6m, alertname: FinanceMathMLOpsServerDown, exp_alerts: [{{exp_labels: {{severity: warning, job: mlflow, instance: "mlflow:5000"}}}}]}}
   - interval: 1m
     input_series:
       - series: 'up{{{labels}}}'
@@ -317,14 +291,10 @@ tests:
       - {{eval_time: 15m, alertname: FinanceMathMLOpsServerDown, exp_alerts: []}}
       - {{eval_time: 15m, alertname: FinanceMathDriftReportMissing, exp_alerts: []}}
   - interval: 1m
-    input_series:
-      - series: 'fmops_model_ready{{{labels}}}'
-        values: '1x20'
+    input_series: [{{series: 'fmops_model_ready{{{labels}}}', values: '1x20'}}]
     alert_rule_test:
       - {{eval_time: 5m, alertname: FinanceMathServiceAbsent, exp_alerts: []}}
-      - eval_time: 12m
-        alertname: FinanceMathServiceAbsent
-        exp_alerts: [{{exp_labels: {{severity: critical, job: financemath-api}}}}]
+      - {{eval_time: 12m, alertname: FinanceMathServiceAbsent, exp_alerts: [{{exp_labels: {{severity: critical, job: financemath-api}}}}]}}
 """
 
 # The clock-driven rules (days, not minutes), evaluated hourly to stay fast.
@@ -333,23 +303,15 @@ rule_files: [{rules}]
 evaluation_interval: 1h
 tests:
   - interval: 5m
-    input_series:
-      - series: 'fmops_drift_report_timestamp_seconds{{{labels}}}'
-        values: '0x400'
+    input_series: [{{series: 'fmops_drift_report_timestamp_seconds{{{labels}}}', values: '0x400'}}]
     alert_rule_test:
       - {{eval_time: 20h, alertname: FinanceMathDriftReportStale, exp_alerts: []}}
-      - eval_time: 27h
-        alertname: FinanceMathDriftReportStale
-        exp_alerts: [{{exp_labels: {{severity: info, {plain}}}}}]
+      - {{eval_time: 27h, alertname: FinanceMathDriftReportStale, exp_alerts: [{{exp_labels: {{severity: info, {plain}}}}}]}}
   - interval: 5m
-    input_series:
-      - series: 'up{{{labels}}}'
-        values: '1x400'
+    input_series: [{{series: 'up{{{labels}}}', values: '1x400'}}]
     alert_rule_test:
       - {{eval_time: 12h, alertname: FinanceMathDriftReportMissing, exp_alerts: []}}
-      - eval_time: 26h
-        alertname: FinanceMathDriftReportMissing
-        exp_alerts: [{{exp_labels: {{severity: info, job: financemath-api}}}}]
+      - {{eval_time: 26h, alertname: FinanceMathDriftReportMissing, exp_alerts: [{{exp_labels: {{severity: info, job: financemath-api}}}}]}}
   - interval: 5m
     input_series:
       - series: 'fmops_model_trained_timestamp_seconds{{{labels}}}'
@@ -358,9 +320,7 @@ tests:
         values: '0x2400'
     alert_rule_test:
       - {{eval_time: 6d, alertname: FinanceMathModelStale, exp_alerts: []}}
-      - eval_time: 8d
-        alertname: FinanceMathModelStale
-        exp_alerts: [{{exp_labels: {{severity: info, {plain}}}}}]
+      - {{eval_time: 8d, alertname: FinanceMathModelStale, exp_alerts: [{{exp_labels: {{severity: info, {plain}}}}}]}}
 """
 
 
