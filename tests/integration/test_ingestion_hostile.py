@@ -172,12 +172,8 @@ def test_bom_does_not_cost_the_first_row(
         path.write_bytes(payload)
         code, err = ingest_cli(path, isolated_env, capsys)
         assert code == 0, err
-        assert assert_consistent(isolated_env)["counts"] == {
-            "read": 3,
-            "written": 3,
-            "rejected": 0,
-            "labelled": 3,
-        }
+        counts = assert_consistent(isolated_env)["counts"]
+        assert counts == {"read": 3, "written": 3, "rejected": 0, "labelled": 3}
 
 
 def test_failure_mid_write_keeps_the_previous_set(
@@ -242,12 +238,8 @@ def test_kill_9_mid_write_keeps_the_previous_set_and_the_next_run_cleans_up(
 
     code, err = ingest_cli(source, isolated_env, capsys)
     assert code == 0, err
-    assert assert_consistent(isolated_env)["counts"] == {
-        "read": 9,
-        "written": 8,
-        "rejected": 1,
-        "labelled": 8,
-    }
+    counts = assert_consistent(isolated_env)["counts"]
+    assert counts == {"read": 9, "written": 8, "rejected": 1, "labelled": 8}
     assert len([p for p in store.iterdir() if p.name.startswith("g-")]) == 1
     assert not list((isolated_env / "data/interim").glob(".*.tmp"))
 
