@@ -14,10 +14,8 @@ import pandas as pd
 import pytest
 
 from financemath_mlops import runs
-from financemath_mlops.cli import run_main
 from financemath_mlops.errors import StageError
 from financemath_mlops.model.packaging import input_example
-from financemath_mlops.predict.__main__ import main as predict_main
 from financemath_mlops.predict.batch import BatchSummary, predict_file
 from financemath_mlops.synthetic.sample import generate_sample
 from tests.conftest import TrainedModel
@@ -249,23 +247,3 @@ def test_an_input_with_no_valid_row_exits_2_and_keeps_the_previous_predictions(
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "bad.jsonl", "good.jsonl", "out.parquet", "out.rejects.jsonl"
     ]  # fmt: skip
-
-
-@pytest.mark.parametrize(
-    ("flags", "message"),
-    [
-        (["--workers", "3"], "--workers 3 does not apply to the local executor"),
-        (["--dask-address", "tcp://h:8786"], "--dask-address tcp://h:8786 does not apply to"),
-        (
-            ["--executor", "dask", "--dask-address", "tcp://h:8786", "--workers", "3"],
-            "--workers 3 does not apply to the scheduler at tcp://h:8786",
-        ),
-    ],
-)
-def test_a_dask_flag_the_executor_would_ignore_is_refused(
-    isolated_env: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
-) -> None:
-    argv = ["--input", "in.jsonl", "--output", "out.parquet", *flags]
-    assert run_main(predict_main, argv) == 2
-    assert message in capsys.readouterr().err
-    assert not list(isolated_env.iterdir())

@@ -17,6 +17,7 @@ from financemath_mlops.features.__main__ import main as features_main
 from financemath_mlops.features.build import FeatureError, read_features
 from financemath_mlops.features.rows import FEATURE_COLUMNS
 from financemath_mlops.flows.stages import features_stage, ingest_stage
+from financemath_mlops.predict.__main__ import main as predict_main
 from tests.conftest import pipeline_settings
 from tests.helpers import cli_env
 
@@ -273,13 +274,11 @@ def test_records_renamed_with_their_manifest_are_still_vouched_for(
     )
 
 
+@pytest.mark.parametrize("stage", ["features", "predict"])
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (
-            ["--workers", "3"],
-            "--workers 3 does not apply to the local executor (features.executor)",
-        ),
+        (["--workers", "3"], "--workers 3 does not apply to the local executor ({stage}.executor)"),
         (["--dask-address", "tcp://h:8786"], "--dask-address tcp://h:8786 does not apply to"),
         (
             ["--executor", "dask", "--dask-address", "tcp://h:8786", "--workers", "3"],
@@ -288,11 +287,16 @@ def test_records_renamed_with_their_manifest_are_still_vouched_for(
     ],
 )
 def test_a_dask_flag_the_executor_would_ignore_is_refused(
-    isolated_env: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+    isolated_env: Path,
+    capsys: pytest.CaptureFixture[str],
+    stage: str,
+    flags: list[str],
+    message: str,
 ) -> None:
     """Issue 29 review: features took --dask-address/--workers on the local executor and ignored
-    them (predict refused them); both stages now share executors.check_executor_flags."""
+    them (predict refused them); both stages' CLIs now share executors.check_executor_flags."""
+    main = {"features": features_main, "predict": predict_main}[stage]
     argv = ["--input", "in.jsonl", "--output", "out.parquet", *flags]
-    assert run_main(features_main, argv) == 2
-    assert message in capsys.readouterr().err
+    assert run_main(main, argv) == 2
+    assert message.format(stage=stage) in capsys.readouterr().err
     assert not list(isolated_env.iterdir())
