@@ -95,9 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     from financemath_mlops.evaluation.evaluate import evaluate, report_table
 
     runs.refuse_ignored_features(getattr(args, "training.features"), settings, "evaluation")
-    runs.check_reachable(settings)  # a dead tracking server: exit 2 in seconds, before the work
+    runs.check_reachable(
+        settings.mlflow
+    )  # a dead tracking server: exit 2 in seconds, before the work
 
-    runs.configure(settings)
+    runs.configure(settings.mlflow)
     ref = runs.resolve_challenger(settings)
     report = evaluate(ref, settings.metrics_output, uri=settings.evaluation.model_uri or ref.uri)
     print(report_table(report))

@@ -112,12 +112,12 @@ def cv_data(
 ) -> CVData:
     """Production feature rows for the records, split into hand features and embeddings
     (``embedding``: another embedding than the configured one); an unlabelled row's target is NaN."""
-    from financemath_mlops.features.build import embedding_key, load_embedder
+    from financemath_mlops.features.build import embedder_for, embedding_key
     from financemath_mlops.features.embedding_cache import embed_with_cache
     from financemath_mlops.features.rows import N_HAND_FEATURES, feature_matrix
     from financemath_mlops.records import RecordInput
 
-    embedder, info = load_embedder(embedding or settings.features.embedding, settings)
+    embedder, info = embedder_for(embedding or settings.features.embedding, settings.paths)
     questions = [str(r["question"]) for r in records]
     cache = settings.paths.cache_dir / "embeddings"
     vectors = np.asarray(embed_with_cache(embedder, questions, cache, embedding_key(info)).vectors)

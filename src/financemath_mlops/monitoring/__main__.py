@@ -158,10 +158,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # What a report reads: its section, the store, the folders, the model in service
     where = {"store": settings.mlflow, "paths": settings.paths,
-             "served_uri": runs.served_model_uri(settings)}  # fmt: skip
+             "served_uri": runs.served_uri(settings.serving)}  # fmt: skip
     if needs_store(args):  # a dead tracking server: exit 2 in seconds, before the reports
         runs.check_reachable(
-            settings, "or pass --no-mlflow (with --reference) to report without it"
+            settings.mlflow, "or pass --no-mlflow (with --reference) to report without it"
         )
     if args.command == "drift":
         from financemath_mlops.monitoring.inputs import MonitoringError, parse_time

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model_uri = default_model_uri(settings)
     if runs.is_tracked_uri(model_uri):  # a model folder needs no store
-        runs.check_reachable(settings)
+        runs.check_reachable(settings.mlflow)
 
     summary = predict_file(settings.predict, settings.mlflow, args.input, args.output, model_uri)
     print(summary.table())

@@ -87,7 +87,7 @@ class BatchSummary:
 
 def default_model_uri(settings: Settings) -> str:
     """predict.model_uri, else the served model: what the CLI hands :func:`predict_file`."""
-    return settings.predict.model_uri or runs.served_model_uri(settings)
+    return settings.predict.model_uri or runs.served_uri(settings.serving)
 
 
 def output_schema() -> pa.Schema:

@@ -251,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         parse_at(args.at)
     from financemath_mlops import runs
 
-    runs.check_reachable(settings)  # a dead tracking server: exit 2 in seconds
-    runs.configure(settings, create_store=False)  # never an empty registry by mistake
+    runs.check_reachable(settings.mlflow)  # a dead tracking server: exit 2 in seconds
+    runs.configure(settings.mlflow, create_store=False)  # never an empty registry by mistake
     name = args.name or settings.mlflow.model_name
     if args.command == "reproduce":  # financemath_mlops.registry.rebuild: rebuild and compare
         from financemath_mlops.registry.rebuild import run_reproduce

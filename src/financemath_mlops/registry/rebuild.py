@@ -282,11 +282,11 @@ def rebuild_features(
     again (a scratch embedding cache; the ONNX export reused: it is keyed by the weights). With
     `reuse`, vectors come from the configured embedding cache where it holds them (keyed by model,
     revision, weights sha256, backend, length, precision and the text's sha256)."""
-    from financemath_mlops.features.build import build_features, onnx_cache_dir, read_features
+    from financemath_mlops.features.build import build_features, bundle_dir, read_features
 
     emb = recipe["embedding"]
     # the ONNX bundle cache as configured (a scratch cache_dir must not move it)
-    paths = {"onnx_cache_dir": onnx_cache_dir(settings)}
+    paths = {"onnx_cache_dir": bundle_dir(settings.paths)}
     if not reuse:
         paths["cache_dir"] = work / "cache"
     # "unknown": weights that do not record their revision (the packaged copy); asking for that

@@ -65,14 +65,15 @@ def served_model_uri(settings: Settings) -> str:
 
 
 def mlflow_section(settings: Settings | MLflowSettings) -> MLflowSettings:
-    """The ``mlflow`` section, the only one the run contract reads: a stage given its own
-    sections and a caller holding the whole Settings both pass what they have."""
+    """The ``mlflow`` section, for :func:`.store.configure` and :func:`.store.check_reachable`
+    only: the flows and many tests still hand those the whole Settings (every stage passes its
+    section)."""
     return settings if isinstance(settings, MLflowSettings) else settings.mlflow
 
 
-def model_name_for(settings: Settings | MLflowSettings, data_source: str | None) -> str:
+def model_name_for(store: MLflowSettings, data_source: str | None) -> str:
     """Runs on the synthetic sample register under <name>-sample, so demos never touch a champion."""
-    name = mlflow_section(settings).model_name
+    name = store.model_name
     if data_source == "sample" and not name.endswith(SAMPLE_MODEL_SUFFIX):
         return name + SAMPLE_MODEL_SUFFIX
     return name

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from financemath_mlops.config import MLflowSettings, Settings
+from financemath_mlops.config import MLflowSettings
 from financemath_mlops.runs.contract import EVALUATION_DIR, REPORT_DIR
 from financemath_mlops.runs.store import configure, ensure_experiment
 
@@ -51,7 +51,7 @@ def record_promotion(run_id: str, tags: Mapping[str, str], metrics: Mapping[str,
         mlflow.log_metrics(_finite(metrics))
 
 
-def monitoring_experiment(store: Settings | MLflowSettings, name: str) -> str:
+def monitoring_experiment(store: MLflowSettings, name: str) -> str:
     """The monitoring experiment's id, created on first use.
 
     Against a tracking server the server chooses the artefact location (mlflow-artifacts:/ when it
@@ -67,7 +67,7 @@ def monitoring_experiment(store: Settings | MLflowSettings, name: str) -> str:
 
 
 def log_monitoring_report(
-    store: Settings | MLflowSettings,
+    store: MLflowSettings,
     experiment: str,
     kind: str,
     metrics: Mapping[str, float],

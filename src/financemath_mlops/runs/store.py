@@ -335,7 +335,7 @@ def client() -> Any:
     return MlflowClient()
 
 
-def ensure_experiment(settings: Settings | MLflowSettings, name: str | None = None) -> str:
+def ensure_experiment(store: MLflowSettings, name: str | None = None) -> str:
     """Create the experiment (default: mlflow.experiment_name) on first use; returns its id.
 
     Artefacts go under mlflow.artifact_root when set; unset, the tracking server chooses (e.g. its
@@ -343,7 +343,6 @@ def ensure_experiment(settings: Settings | MLflowSettings, name: str | None = No
     """
     import mlflow
 
-    store = mlflow_section(settings)
     name = name or store.experiment_name
     try:
         experiment = mlflow.get_experiment_by_name(name)
@@ -360,7 +359,7 @@ def ensure_experiment(settings: Settings | MLflowSettings, name: str | None = No
     return mlflow.create_experiment(name, artifact_location=location)
 
 
-def training_out_of_space(settings: Settings | MLflowSettings) -> StageError:
+def training_out_of_space(store: MLflowSettings) -> StageError:
     """What a full disk while training logged its run says: where the artefacts were going
     (the experiment's local folder, when it has one) and the temp folder the model is packed in.
 
@@ -373,7 +372,7 @@ def training_out_of_space(settings: Settings | MLflowSettings) -> StageError:
 
     work = Path(tempfile.gettempdir())
     try:
-        experiment = mlflow.get_experiment_by_name(mlflow_section(settings).experiment_name)
+        experiment = mlflow.get_experiment_by_name(store.experiment_name)
         location = experiment.artifact_location if experiment else ""
     except Exception:  # the store is what failed: name the temp folder alone
         location = ""

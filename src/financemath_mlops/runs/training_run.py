@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from financemath_mlops.config import MLflowSettings, Settings
+from financemath_mlops.config import MLflowSettings
 from financemath_mlops.runs.contract import (
     FEATURE_MANIFEST,
     HOLDOUT_IDS,
@@ -76,7 +76,7 @@ class LoggedModel:
 
 
 def log_training_run(
-    settings: Settings | MLflowSettings, model_name: str, content: TrainingRunContent
+    store: MLflowSettings, model_name: str, content: TrainingRunContent
 ) -> LoggedModel:
     """One run in mlflow.experiment_name with the content, the pyfunc registered as model_name.
 
@@ -87,7 +87,7 @@ def log_training_run(
     from financemath_mlops.atomic import write_json, write_jsonl
     from financemath_mlops.model.packaging import log_pyfunc
 
-    experiment_id = ensure_experiment(settings)
+    experiment_id = ensure_experiment(store)
     with (
         tempfile.TemporaryDirectory(prefix="fmops-train-") as tmp_name,
         mlflow.start_run(experiment_id=experiment_id) as run,

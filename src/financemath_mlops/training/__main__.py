@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             raise failed from None
         if not is_out_of_space(exc):
             raise
-        raise training_out_of_space(settings) from exc
+        raise training_out_of_space(settings.mlflow) from exc
     print(summary.table())
     return 0
 
