@@ -8,13 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from financemath_mlops.config import ConfigError, env_name, load_settings
+from financemath_mlops.config import ConfigError, Settings, env_name, load_settings
 from tests.helpers import REPO_ROOT, cli_env
 
 
 def write_yaml(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def load_with_env(monkeypatch: pytest.MonkeyPatch, cfg: Path | None = None, **env: str) -> Settings:
+    """load_settings(cfg) as a shell with these variables exported would run it."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return load_settings(cfg)
 
 
 def test_defaults_without_config_file(isolated_env: Path) -> None:
@@ -175,9 +182,8 @@ def test_an_env_value_that_does_not_parse_names_its_variable(
     isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfg = write_yaml(isolated_env / "c.yaml", "ingestion:\n  rows: 7\n")
-    monkeypatch.setenv("FMOPS_TRAINING__LIGHTGBM", "{objective: poisson")
     with pytest.raises(ConfigError) as info:
-        load_settings(cfg)
+        load_with_env(monkeypatch, cfg, FMOPS_TRAINING__LIGHTGBM="{objective: poisson")
     message = str(info.value)
     assert message.startswith("invalid configuration from env FMOPS_TRAINING__LIGHTGBM:")
     assert "FMOPS_TRAINING__LIGHTGBM: is not JSON" in message
@@ -265,12 +271,15 @@ def test_lightgbm_from_env_json_and_single_keys_merges_by_the_same_rule(
     isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfg = write_yaml(isolated_env / "c.yaml", "training:\n  lightgbm:\n    num_leaves: 15\n")
-    monkeypatch.setenv("FMOPS_TRAINING__LIGHTGBM", '{"learning_rate": 0.1, "subsample": null}')
-    monkeypatch.setenv("FMOPS_TRAINING__LIGHTGBM__N_ESTIMATORS", "50")
-    monkeypatch.setenv("FMOPS_TRAINING__LIGHTGBM__LEARNING_RATE", "0.2")  # the specific one wins
-    monkeypatch.setenv("FMOPS_TRAINING__LIGHTGBM__EXTRA_TREES", "true")
-    monkeypatch.setenv("FMOPS_TRAINING__LIGHTGBM__OBJECTIVE", "huber")
-    params = load_settings(cfg).training.lightgbm
+    params = load_with_env(
+        monkeypatch,
+        cfg,
+        FMOPS_TRAINING__LIGHTGBM='{"learning_rate": 0.1, "subsample": null}',
+        FMOPS_TRAINING__LIGHTGBM__N_ESTIMATORS="50",
+        FMOPS_TRAINING__LIGHTGBM__LEARNING_RATE="0.2",  # the specific one wins
+        FMOPS_TRAINING__LIGHTGBM__EXTRA_TREES="true",
+        FMOPS_TRAINING__LIGHTGBM__OBJECTIVE="huber",
+    ).training.lightgbm
     assert params["num_leaves"] == 15
     assert params["n_estimators"] == 50 and isinstance(params["n_estimators"], int)
     assert params["learning_rate"] == 0.2
@@ -288,9 +297,8 @@ def test_lightgbm_from_env_json_and_single_keys_merges_by_the_same_rule(
 def test_an_empty_value_is_refused_naming_the_variable(
     isolated_env: Path, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
-    monkeypatch.setenv(name, "")
     with pytest.raises(ConfigError, match=rf"{name}.* is set but empty: unset it"):
-        load_settings()
+        load_with_env(monkeypatch, **{name: ""})
     assert not (isolated_env / "mlruns").exists()
 
 
