@@ -417,3 +417,27 @@ def test_part_files_of_the_old_pyarrow_writer_read_together_with_fastparquet_one
     assert [list(w) for w in frame["warnings"]] == [["an old warning"], ["table 0: ragged row"]]
     assert str(frame["timestamp"].dtype) == "datetime64[us, UTC]"
     assert frame["item"].dtype == np.int32 and frame["prediction"].tolist() == [1.5, 2.0]
+
+
+def test_embeddings_are_one_packed_column_on_disk_and_read_back_exactly(tmp_path: Path):
+    """issue 32: fastparquet spends ~1 ms of GIL per column, so 384 embedding columns stalled
+    requests; on disk they are one binary column, read back as the same float columns."""
+    import pyarrow.parquet as pq
+
+    sent = entries(1, items=3)
+    sent[1]["features"] = None  # a row logged without features reads as missing values
+    with PredictionLog(tmp_path) as log:
+        log.record_many(sent)
+    schema = pq.read_schema(log_files(tmp_path)[0])
+    assert plog.PACKED_COLUMN in schema.names and "emb_000" not in schema.names
+    assert len(schema.names) == len(plog.ENTRY_FIELDS) + N_HAND_FEATURES + 1
+    frame = read_prediction_log(tmp_path)
+    assert list(frame.columns[-len(FEATURE_COLUMNS) :]) == list(FEATURE_COLUMNS)
+    values = frame[list(FEATURE_COLUMNS)].to_numpy(float)
+    np.testing.assert_array_equal(
+        values[[0, 2]], np.vstack([sent[0]["features"], sent[2]["features"]])
+    )
+    assert np.isnan(values[1]).all()
+    picked = read_prediction_log(tmp_path, columns=["prediction", "emb_383"])
+    assert list(picked.columns) == ["request_id", "item", "timestamp", "prediction", "emb_383"]
+    np.testing.assert_array_equal(picked["emb_383"].to_numpy()[[0, 2]], values[[0, 2], -1])

@@ -28,9 +28,13 @@ Only the fields in :data:`ENTRY_FIELDS` and the feature values are stored: whate
 puts in an entry (headers, API keys) is ignored by construction.
 
 The writer is fastparquet (the serving install carries no pyarrow: ~10 MB instead of ~156 MB);
-fastparquet writes no nested columns, so ``warnings`` is stored as JSON text. The reader
-(:func:`read_prediction_log`, monitoring side, pyarrow) turns it back into a list and reads part
-files of either writer alike.
+fastparquet writes no nested columns, so ``warnings`` is stored as JSON text. The embedding values
+of a row are stored as one binary column (:data:`PACKED_COLUMN`: little-endian float64, the packed
+names in the file's key-value metadata :data:`PACKED_KEY`), not 384 float columns: fastparquet
+spends about 1 ms of Python per column, so a 423-column part file held the GIL for 0.3 s on the
+thread that shares it with the event loop (issue 32's tail); 40 columns take 0.06 s. The reader
+(:func:`read_prediction_log`, monitoring side, pyarrow) unpacks it into the same float columns,
+turns ``warnings`` back into a list and reads part files of every writer alike.
 """
 
 from __future__ import annotations
@@ -64,6 +68,9 @@ FILE_PREFIX = "predictions-"
 FILE_SUFFIX = ".parquet"
 JOURNAL_PREFIX = ".journal-"
 JOURNAL_FEATURES = "features_f8"  # a journal line's feature row: base64 of little-endian float64
+PACKED_COLUMN = "embedding_f8"  # a part file's embedding values: bytes of little-endian float64
+PACKED_KEY = "fmops.packed_columns"  # the file metadata naming PACKED_COLUMN's values, in order
+PACKED_FEATURES = frozenset(FEATURE_COLUMNS[N_HAND_FEATURES:])  # the embedding columns
 _JOURNAL_PID = re.compile(r"^\.journal-(\d+)-[0-9a-f]+\.jsonl$")
 TEXT_FIELDS = (
     "request_id", "client_request_id", "model_name", "model_version", "model_alias",
@@ -618,9 +625,20 @@ class PredictionLog:
         if not self.feature_columns:
             return frame
         matrix = np.vstack([self._feature_row(e.get("features")) for e in entries])
-        # One float block for the features: 400 columns one by one cost seconds per part file.
-        features = pd.DataFrame(matrix, columns=list(self.feature_columns))
-        return pd.concat([frame, features], axis=1)
+        plain = [i for i, name in enumerate(self.feature_columns) if name not in PACKED_FEATURES]
+        packed = [i for i, name in enumerate(self.feature_columns) if name in PACKED_FEATURES]
+        # One float block for the plain features: columns one by one cost seconds per part file.
+        parts = [frame, pd.DataFrame(matrix[:, plain], columns=self._names(plain))]
+        if packed:
+            values = np.ascontiguousarray(matrix[:, packed], dtype="<f8")
+            rows = pd.Series([row.tobytes() for row in values], dtype=object, name=PACKED_COLUMN)
+            parts.append(rows.to_frame())
+        table = pd.concat(parts, axis=1)
+        table.attrs[PACKED_KEY] = self._names(packed)
+        return table
+
+    def _names(self, positions: list[int]) -> list[str]:
+        return [self.feature_columns[i] for i in positions]
 
     def _feature_row(self, values: Any) -> np.ndarray:
         width = len(self.feature_columns)
@@ -655,17 +673,23 @@ class PredictionLog:
 
 
 def write_parquet(frame: Any, path: Path) -> None:
-    """One part file (zstd) with fastparquet: text columns UTF-8, ``warnings`` JSON text."""
+    """One part file (zstd) with fastparquet: text columns UTF-8, ``warnings`` JSON text, the
+    embedding values packed (``frame.attrs[PACKED_KEY]`` names them) as bytes."""
     import fastparquet
 
+    packed = list(frame.attrs.get(PACKED_KEY) or ())
+    encoding = {**dict.fromkeys(TEXT_FIELDS, "utf8"), "warnings": "json"}
+    if packed:
+        encoding[PACKED_COLUMN] = "bytes"
     fastparquet.write(
         str(path),
         frame,
         compression="ZSTD",
         write_index=False,
-        object_encoding={**dict.fromkeys(TEXT_FIELDS, "utf8"), "warnings": "json"},
+        object_encoding=encoding,
         times="int64",
         stats=["timestamp"],  # min/max where the readers filter; per-column stats cost seconds
+        custom_metadata={PACKED_KEY: json.dumps(packed)} if packed else None,
     )
 
 
@@ -694,7 +718,10 @@ def _normalised(table: Any) -> Any:
     lean serving install, fastparquet since: JSON ``warnings``, its own timestamp unit)."""
     import pyarrow as pa
 
+    packed = json.loads((table.schema.metadata or {}).get(PACKED_KEY.encode(), b"[]"))
     table = table.replace_schema_metadata(None)  # a writer's pandas metadata must not steer us
+    if PACKED_COLUMN in table.column_names:
+        table = _unpacked(table, packed)
     names = table.column_names
     base = {field.name: field for field in log_schema(())}
     for name in ("warnings", "timestamp", "item"):
@@ -708,6 +735,22 @@ def _normalised(table: Any) -> Any:
         elif column.type != base[name].type:
             column = column.cast(base[name].type)
         table = table.set_column(i, base[name], column)
+    return table
+
+
+def _unpacked(table: Any, names: Sequence[str]) -> Any:
+    """The packed embedding column back as one float64 column per name (a row whose bytes are
+    missing or of another width reads as missing values)."""
+    import pyarrow as pa
+
+    width = len(names)
+    missing = np.full(width, np.nan).tobytes()
+    blobs = table.column(PACKED_COLUMN).to_pylist()
+    raw = b"".join(b if isinstance(b, bytes) and len(b) == width * 8 else missing for b in blobs)
+    matrix = np.frombuffer(raw, dtype="<f8").reshape(len(blobs), width)
+    table = table.drop_columns([PACKED_COLUMN])
+    for i, name in enumerate(names):
+        table = table.append_column(pa.field(name, pa.float64()), pa.array(matrix[:, i]))
     return table
 
 
@@ -726,6 +769,8 @@ def read_prediction_log(
 
     Files written with other feature settings are combined (missing columns are null). An
     unreadable file is skipped with a warning. No files: an empty frame with the base columns.
+    ``columns`` keeps those (and the sort keys) once a file is read: the embedding values are
+    one packed column on disk, so a file is always read whole.
     """
     import pandas as pd
     import pyarrow as pa
@@ -739,13 +784,11 @@ def read_prediction_log(
     tables = []
     for path in log_files(directory):
         try:
-            tables.append(
-                _normalised(
-                    pq.read_table(
-                        path, filters=filters or None, columns=list(columns or []) or None
-                    )
-                )
-            )
+            table = _normalised(pq.read_table(path, filters=filters or None))
+            if columns:
+                keep = {"timestamp", "request_id", "item", *columns}
+                table = table.select([n for n in table.column_names if n in keep])
+            tables.append(table)
         except Exception as exc:  # a foreign or damaged file must not hide the others
             log.warning("skipping unreadable prediction log file %s: %s", path, exc)
     if not tables:
