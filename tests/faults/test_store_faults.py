@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,60 @@ def error_line(done: subprocess.CompletedProcess[str]) -> str:
     return lines[-1]
 
 
+@dataclass
+class StoreRow:
+    """What a store row runs against: the team stack (back to health after the row), the
+    module's feature table (the cwd of its trainings), and the registry and the runs as the row
+    found them, for what it checks after its fault."""
+
+    stack: FaultStack
+    cwd: Path
+    before: tuple[dict[str, str], dict[str, dict[str, str]]]  # registry_state
+    runs_before: dict[str, str]  # run_statuses
+
+    def train(
+        self, timeout: float = 360, **env: str
+    ) -> tuple[subprocess.CompletedProcess[str], float]:
+        return train(self.stack, self.cwd, timeout, **env)
+
+    def assert_store_failed(
+        self, done: subprocess.CompletedProcess[str], doing: str = "training"
+    ) -> str:
+        """A store that failed under the run: exit 1 (not 2: the command was right) and one
+        `error:` line, no traceback, naming the tracking server and what the run was ``doing``."""
+        assert done.returncode == 1, done.stderr[-3000:]
+        line = error_line(done)
+        failed = f"the MLflow tracking server {self.stack.tracking_uri} failed while {doing}"
+        assert failed in line, line
+        return line
+
+    def assert_one_failed_run(self) -> None:
+        """The faulted training's run, and only it, is new and marked FAILED."""
+        runs = run_statuses(self.stack)
+        new_runs = {k: v for k, v in runs.items() if k not in self.runs_before}
+        assert list(new_runs.values()) == ["FAILED"], new_runs
+
+    def assert_challenger_moved(
+        self, done: subprocess.CompletedProcess[str], *also_old: str
+    ) -> dict[str, dict[str, str]]:
+        """A training that worked: @challenger on a new version (none from before the row, nor
+        ``also_old``) tagged complete, every alias's model loadable whole; the versions' tags."""
+        assert done.returncode == 0, done.stderr[-3000:]
+        aliases, versions = registry_state(self.stack)
+        assert aliases["challenger"] not in (*also_old, *self.before[1])
+        assert versions[aliases["challenger"]].get("fmops.registration") == "complete"
+        assert_aliases_served_whole(self.stack)
+        return versions
+
+
+@pytest.fixture()
+def store_row(healthy_stack: FaultStack, features_workdir: Path) -> StoreRow:
+    """The row's :class:`StoreRow`, the registry and runs read before the row injects a fault."""
+    return StoreRow(
+        healthy_stack, features_workdir, registry_state(healthy_stack), run_statuses(healthy_stack)
+    )
+
+
 # -- PostgreSQL under `mlflow server` restarts while training logs (first: its rerun leaves
 # a @challenger that the later rows show unmoved) --------------------------------------------
 
@@ -115,33 +170,23 @@ def error_line(done: subprocess.CompletedProcess[str]) -> str:
     runbook="pg_isready -h <db host>; the mlflow server log; rerun training",
 )
 def test_postgres_restarting_while_training_logs_fails_the_run_and_a_rerun_works(
-    healthy_stack: FaultStack, features_workdir: Path
+    store_row: StoreRow,
 ) -> None:
-    stack = healthy_stack
-    aliases_before, versions_before = registry_state(stack)
-    runs_before = run_statuses(stack)
+    stack = store_row.stack
 
     def restart() -> None:
         stack.stop_postgres()
         threading.Timer(3, stack.start_postgres).start()
 
     restarted = stack.tracking.on_request("/runs/log-batch", action=restart)
-    done, _ = train(stack, features_workdir)
+    done, _ = store_row.train()
     assert restarted.is_set(), "training never logged: the fault was not injected"
-    assert done.returncode == 1, done.stderr[-3000:]
-    line = error_line(done)
-    assert f"the MLflow tracking server {stack.tracking_uri} failed while training" in line, line
+    store_row.assert_store_failed(done)
     _wait_for_postgres(stack)
-    new_runs = {k: v for k, v in run_statuses(stack).items() if k not in runs_before}
-    assert list(new_runs.values()) == ["FAILED"], new_runs
-    assert registry_state(stack) == (aliases_before, versions_before)
+    store_row.assert_one_failed_run()
+    assert registry_state(stack) == store_row.before
 
-    rerun, _ = train(stack, features_workdir)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    aliases, versions = registry_state(stack)
-    assert aliases["challenger"] not in versions_before
-    assert versions[aliases["challenger"]].get("fmops.registration") == "complete"
-    assert_aliases_served_whole(stack)
+    store_row.assert_challenger_moved(store_row.train()[0])
 
 
 # -- the tracking server accepts connections and never answers -----------------------------------
@@ -161,14 +206,14 @@ def test_postgres_restarting_while_training_logs_fails_the_run_and_a_rerun_works
     runbook="curl -m 5 <address>/health; check the server's process and its database; rerun",
 )
 def test_a_hanging_tracking_server_stops_training_within_the_probe_bound(
-    healthy_stack: FaultStack, features_workdir: Path
+    store_row: StoreRow,
 ) -> None:
     from financemath_mlops.runs.store import PROBE_SECONDS
 
-    stack = healthy_stack
+    stack = store_row.stack
     stack.tracking.set_mode("hang")
     hung = len(stack.tracking.hung)
-    done, seconds = train(stack, features_workdir, timeout=120)
+    done, seconds = store_row.train(timeout=120)
     assert done.returncode == 2, done.stderr[-3000:]
     gave_up = stack.tracking.hung[hung:]
     assert gave_up, "the probe never asked the hanging server"
@@ -178,7 +223,7 @@ def test_a_hanging_tracking_server_stops_training_within_the_probe_bound(
     waited = max(end for _, end in gave_up) - min(start for start, _ in gave_up)
     assert waited < PROBE_SECONDS + 4, (waited, seconds)  # + a loaded machine's scheduling
     line = error_line(done)
-    address = healthy_stack.tracking_uri
+    address = stack.tracking_uri
     assert f"cannot reach the MLflow tracking server {address}" in line, line
     assert f"no answer to GET {address}/health within 8 s" in line, line
 
@@ -200,12 +245,11 @@ def test_a_hanging_tracking_server_stops_training_within_the_probe_bound(
     runbook="the server's log and `curl -m 5 <address>/health`; restart it; rerun training",
 )
 def test_a_tracking_server_that_hangs_mid_run_fails_training_within_the_stated_bound(
-    healthy_stack: FaultStack, features_workdir: Path
+    store_row: StoreRow,
 ) -> None:
     from financemath_mlops.runs.store import stage_request_bound_s
 
-    stack = healthy_stack
-    before = registry_state(stack)
+    stack = store_row.stack
     injected: list[float] = []
 
     def hang() -> None:
@@ -213,13 +257,11 @@ def test_a_tracking_server_that_hangs_mid_run_fails_training_within_the_stated_b
         stack.tracking.set_mode("hang")
 
     stack.tracking.on_request("/runs/log-batch", action=hang)
-    done, _ = train(stack, features_workdir, **SHORT_HTTP)
+    done, _ = store_row.train(**SHORT_HTTP)
     waited = time.perf_counter() - injected[0] if injected else None
     stack.tracking.set_mode("pass")
     assert waited is not None, "training never logged: the fault was not injected"
-    assert done.returncode == 1, done.stderr[-3000:]
-    line = error_line(done)
-    assert f"the MLflow tracking server {stack.tracking_uri} failed while training" in line, line
+    line = store_row.assert_store_failed(done)
     assert "timed out" in line.lower(), line
     # After the fault: the log write (a creating write: one attempt) and the run's end (an
     # idempotent write: retried) = at most two calls' bounds, the formula docs/reliability.md states.
@@ -230,7 +272,7 @@ def test_a_tracking_server_that_hangs_mid_run_fails_training_within_the_stated_b
     assert bound == pytest.approx(2 * (2 * 3 + 1))
     # + the process's exit on a loaded machine (a retried creating write would add 7 s a call)
     assert waited < bound + 6, (waited, bound)
-    assert registry_state(stack) == before  # no version, no alias moved
+    assert registry_state(stack) == store_row.before  # no version, no alias moved
 
 
 # -- PostgreSQL under `mlflow server` stops between registration and the alias move -------------
@@ -257,20 +299,17 @@ def test_a_tracking_server_that_hangs_mid_run_fails_training_within_the_stated_b
     "alias; rerun training",
 )
 def test_postgres_stopping_between_registration_and_the_alias_move_leaves_no_alias_on_it(
-    healthy_stack: FaultStack, features_workdir: Path
+    store_row: StoreRow,
 ) -> None:
-    stack = healthy_stack
-    aliases_before, versions_before = registry_state(stack)
+    stack = store_row.stack
+    aliases_before, versions_before = store_row.before
     # The alias move's first request: the audit lock (runs/aliases.py), or the alias itself.
     stopped = stack.tracking.on_request(
         "alias-lock", "/registered-models/alias", action=stack.stop_postgres
     )
-    done, seconds = train(stack, features_workdir)
+    done, seconds = store_row.train()
     assert stopped.is_set(), "training never reached the alias move: the fault was not injected"
-    assert done.returncode == 1, done.stderr[-3000:]  # the store failed, not the command
-    line = error_line(done)
-    failed = f"the MLflow tracking server {stack.tracking_uri} failed while taking the alias lock"
-    assert failed in line, line
+    line = store_row.assert_store_failed(done, "taking the alias lock")
     assert "Nothing was moved" in line and "rerun the same command" in line, line
     stack.start_postgres()
     _wait_for_postgres(stack)
@@ -281,13 +320,8 @@ def test_postgres_stopping_between_registration_and_the_alias_move_leaves_no_ali
     assert versions[half].get("fmops.registration") == "pending-alias", versions[half]
     _assert_refused_by_number(stack, half)
 
-    rerun, _ = train(stack, features_workdir)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    aliases, versions = registry_state(stack)
-    assert aliases["challenger"] not in (half, *versions_before)
-    assert versions[aliases["challenger"]].get("fmops.registration") == "complete"
+    versions = store_row.assert_challenger_moved(store_row.train()[0], half)
     assert versions[half].get("fmops.registration") == "pending-alias"
-    assert_aliases_served_whole(stack)
 
 
 def _assert_refused_by_number(stack: FaultStack, version: str) -> None:
@@ -339,21 +373,14 @@ def _s3_keys(stack: FaultStack) -> set[str]:
     retry="artefact PUT: idempotent, retried (client: bounded, back-off; server: boto3's)",
     runbook="curl <s3 endpoint>/minio/health/live; the mlflow server log; rerun training",
 )
-def test_s3_refusing_fails_training_before_any_version_is_registered(
-    healthy_stack: FaultStack, features_workdir: Path
-) -> None:
-    stack = healthy_stack
-    before = registry_state(stack)
-    runs_before = run_statuses(stack)
+def test_s3_refusing_fails_training_before_any_version_is_registered(store_row: StoreRow) -> None:
+    stack = store_row.stack
     stack.s3_proxy.set_mode("refuse")
-    done, seconds = train(stack, features_workdir, **SHORT_HTTP)
-    assert done.returncode == 1, done.stderr[-3000:]
-    line = error_line(done)
-    assert f"the MLflow tracking server {stack.tracking_uri} failed while training" in line, line
-    assert registry_state(stack) == before
+    done, seconds = store_row.train(**SHORT_HTTP)
+    store_row.assert_store_failed(done)
+    assert registry_state(stack) == store_row.before
     stack.s3_proxy.set_mode("pass")
-    new_runs = {k: v for k, v in run_statuses(stack).items() if k not in runs_before}
-    assert list(new_runs.values()) == ["FAILED"], new_runs
+    store_row.assert_one_failed_run()
     assert_aliases_served_whole(stack)
 
 
@@ -371,24 +398,19 @@ def test_s3_refusing_fails_training_before_any_version_is_registered(
     retry="artefact PUT: idempotent, retried (bounded, back-off); registration: not reached",
     runbook="the mlflow server log (the S3 error); `mc admin info`; rerun training",
 )
-def test_s3_cutting_an_upload_half_way_registers_no_version(
-    healthy_stack: FaultStack, features_workdir: Path
-) -> None:
-    stack = healthy_stack
-    before = registry_state(stack)
+def test_s3_cutting_an_upload_half_way_registers_no_version(store_row: StoreRow) -> None:
+    stack = store_row.stack
     keys_before = _s3_keys(stack)
     stack.s3_proxy.set_mode("cut", after_bytes=1_000_000)
-    done, seconds = train(stack, features_workdir, **SHORT_HTTP)
+    done, seconds = store_row.train(**SHORT_HTTP)
     cuts = stack.s3_proxy.cuts
     stack.s3_proxy.set_mode("pass")
     assert cuts > 0, "no upload was cut: the fault was not injected"
-    assert done.returncode == 1, done.stderr[-3000:]
-    line = error_line(done)
-    assert f"the MLflow tracking server {stack.tracking_uri} failed while training" in line, line
+    store_row.assert_store_failed(done)
     new_keys = _s3_keys(stack) - keys_before
     assert new_keys, "nothing of the run landed: the cut was not half-way"
     assert not any(k.endswith("model.onnx") for k in new_keys), sorted(new_keys)
-    assert registry_state(stack) == before
+    assert registry_state(stack) == store_row.before
     assert_aliases_served_whole(stack)
 
 
@@ -404,19 +426,12 @@ def test_s3_cutting_an_upload_half_way_registers_no_version(
     retry="artefact PUT: idempotent, retried (bounded, back-off)",
     runbook="the S3 latency (`mc admin trace`); raise MLFLOW_HTTP_REQUEST_TIMEOUT for big models",
 )
-def test_a_slow_s3_only_slows_training_down(
-    healthy_stack: FaultStack, features_workdir: Path
-) -> None:
-    stack = healthy_stack
-    _, versions_before = registry_state(stack)
+def test_a_slow_s3_only_slows_training_down(store_row: StoreRow) -> None:
+    stack = store_row.stack
     seen_before = len(stack.s3_proxy.requests)
     stack.s3_proxy.set_mode("slow", seconds=SLOW_S3_S)
-    done, seconds = train(stack, features_workdir)
+    done, seconds = store_row.train()
     slowed = len(stack.s3_proxy.requests) - seen_before
     stack.s3_proxy.set_mode("pass")
-    assert done.returncode == 0, done.stderr[-3000:]
     assert slowed >= 3, f"only {slowed} S3 requests went through the slow proxy"
-    aliases, versions = registry_state(stack)
-    assert aliases["challenger"] not in versions_before
-    assert versions[aliases["challenger"]].get("fmops.registration") == "complete"
-    assert_aliases_served_whole(stack)
+    store_row.assert_challenger_moved(done)
