@@ -7,7 +7,7 @@ tighter than comparing two separate intervals. Pure numpy; deterministic for a s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
@@ -34,13 +34,7 @@ class PairedDifference:
         return f"{self.difference:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
 
     def as_dict(self) -> dict[str, float]:
-        return {
-            "n": self.n,
-            "difference": self.difference,
-            "low": self.low,
-            "high": self.high,
-            "confidence": self.confidence,
-        }
+        return asdict(self)  # n, difference, low, high, confidence: the fields, in order
 
 
 def paired_bootstrap(

@@ -95,9 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     from financemath_mlops.evaluation.evaluate import evaluate, report_table
 
     runs.refuse_ignored_features(getattr(args, "training.features"), settings, "evaluation")
-    runs.check_reachable(
-        settings.mlflow
-    )  # a dead tracking server: exit 2 in seconds, before the work
+    # A dead tracking server: exit 2 in seconds, before the work.
+    runs.check_reachable(settings.mlflow)
 
     runs.configure(settings.mlflow)
     ref = runs.resolve_challenger(settings)

@@ -31,6 +31,7 @@ from financemath_mlops.evaluation.nested import (
     log_errors,
     repeated_nested_cv,
 )
+from financemath_mlops.evaluation.sign_scale import BANDS
 from financemath_mlops.intervals import paired_bootstrap
 from financemath_mlops.scoring import financemath_correct, regression_metrics
 
@@ -50,12 +51,10 @@ SMALL_SETTING = {
     "colsample_bytree": 0.5,
     "reg_lambda": 5.0,
 }
-RANGES = (
-    ("y < 0", -math.inf, 0.0),
-    ("0 <= y < 1", 0.0, 1.0),
-    ("1 <= y < 100", 1.0, 100.0),
-    ("100 <= y < 10,000", 100.0, 1e4),
-    ("y >= 10,000", 1e4, math.inf),
+# The answer ranges the errors are broken down by: sign and scale's bands, labelled for the card.
+RANGE_LABELS = ("y < 0", "0 <= y < 1", "1 <= y < 100", "100 <= y < 10,000", "y >= 10,000")
+RANGES = tuple(
+    (label, low, high) for label, (_, low, high) in zip(RANGE_LABELS, BANDS, strict=True)
 )
 
 

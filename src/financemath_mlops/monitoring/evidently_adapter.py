@@ -37,17 +37,10 @@ class ColumnDrift:
     detected: bool
 
 
-@dataclass
-class DriftResult:
-    """Drift per column; ``snapshot`` saves the HTML and the raw JSON.
+class _Snapshot:
+    """What both results offer from the Evidently snapshot they hold (``self.snapshot``)."""
 
-    The verdict for the whole table (share of drifted columns against a threshold) is
-    :class:`~financemath_mlops.monitoring.drift.DriftOutcome`'s, not repeated here.
-    """
-
-    columns: list[ColumnDrift]
-    skipped: dict[str, str]
-    snapshot: Any = field(repr=False, default=None)
+    snapshot: Any
 
     def save_html(self, path: Path) -> None:
         self.snapshot.save_html(str(path))
@@ -58,17 +51,24 @@ class DriftResult:
 
 
 @dataclass
-class RegressionResult:
+class DriftResult(_Snapshot):
+    """Drift per column; ``snapshot`` saves the HTML and the raw JSON.
+
+    The verdict for the whole table (share of drifted columns against a threshold) is
+    :class:`~financemath_mlops.monitoring.drift.DriftOutcome`'s, not repeated here.
+    """
+
+    columns: list[ColumnDrift]
+    skipped: dict[str, str]
+    snapshot: Any = field(repr=False, default=None)
+
+
+@dataclass
+class RegressionResult(_Snapshot):
     """Evidently's regression metrics (``mae``, ``rmse``, ``mean_error``, ``r2``, ...)."""
 
     metrics: dict[str, float]
     snapshot: Any = field(repr=False, default=None)
-
-    def save_html(self, path: Path) -> None:
-        self.snapshot.save_html(str(path))
-
-    def raw(self) -> dict[str, Any]:
-        return _json_safe(self.snapshot.dict())
 
 
 def testable_columns(reference: Any, current: Any, columns: Sequence[str]) -> dict[str, str]:

@@ -43,9 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     from financemath_mlops.promotion.decision import promote_if_better
 
     runs.refuse_ignored_features(getattr(args, "training.features"), settings, "promotion")
-    runs.check_reachable(
-        settings.mlflow
-    )  # a dead tracking server: exit 2 in seconds, before the work
+    # A dead tracking server: exit 2 in seconds, before the work.
+    runs.check_reachable(settings.mlflow)
     runs.configure(settings.mlflow)
     ref = runs.resolve_challenger(settings)
     if ref.name is None:
