@@ -38,10 +38,17 @@ FILLER = "filler"
 
 
 class Mounts:
-    """Size-limited tmpfs mounts, each unmounted by :meth:`unmount_all` (a fixture's finally)."""
+    """Size-limited tmpfs mounts, each unmounted by :meth:`unmount_all` (when its ``with``
+    block, a fixture's, ends)."""
 
     def __init__(self) -> None:
         self.mounted: list[Path] = []
+
+    def __enter__(self) -> Mounts:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.unmount_all()
 
     def mount(self, folder: Path, size: str) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
@@ -150,33 +157,68 @@ def write_config(workdir: Path, **paths: Path) -> Path:
     return config
 
 
-def stage(main: Callable[[list[str] | None], int], argv: list[str], capsys) -> tuple[int, str]:
-    """Run a stage as `python -m` does; returns (exit code, what it printed on stderr)."""
-    capsys.readouterr()
-    code = run_main(main, argv)
-    return code, capsys.readouterr().err
+Stage = Callable[[list[str] | None], int]  # a stage's main, as `python -m` calls it
 
 
-def assert_clean_full_disk(code: int, err: str, path: Path | str, kept: str, capsys) -> None:
-    """The promise every disk row makes about what the user sees."""
-    assert code == 1, err
-    assert "Traceback" not in err, err
-    line = next((x for x in err.splitlines() if x.startswith("error: ")), "")
-    with capsys.disabled():  # shown with -s: the row's `sees`, as measured
-        print(f"\n  exit {code}: {line}")
-    assert line.startswith("error: no space left on device"), err
-    assert str(path) in line and " free of " in line, line
-    assert kept in line, line
-    assert "rerun" in line and "df -h" in line, line
+@dataclass
+class FullDisk:
+    """A row's full disks: tmpfs mounts under the row's own folder (unmounted after the row),
+    the stages run as `python -m` runs them with their stderr read back, and the checks every
+    disk row makes."""
+
+    folder: Path
+    mounts: Mounts
+    capsys: pytest.CaptureFixture[str]
+
+    def mount(self, name: str, size: str) -> Path:
+        return self.mounts.mount(self.folder / name, size)
+
+    def stage(self, main: Stage, argv: list[str]) -> tuple[int, str]:
+        """Run a stage as `python -m` does; returns (exit code, what it printed on stderr)."""
+        self.capsys.readouterr()
+        code = run_main(main, argv)
+        return code, self.capsys.readouterr().err
+
+    def rerun_full(
+        self, main: Stage, argv: list[str], mount: Path, leave: int, rerun: list[str] | None = None
+    ) -> tuple[int, str, dict[str, str]]:
+        """The fault: one good run (the previous outputs), ``mount`` filled until ``leave`` bytes
+        are free, the command again (``rerun``: other arguments); its exit code, its stderr and
+        ``mount`` as the good run left it (:func:`snapshot`)."""
+        assert self.stage(main, argv)[0] == 0
+        before = snapshot(mount)
+        fill(mount, leave=leave)
+        code, err = self.stage(main, rerun or argv)
+        return code, err, before
+
+    def assert_clean(self, code: int, err: str, path: Path | str, kept: str) -> None:
+        """The promise every disk row makes about what the user sees."""
+        assert code == 1, err
+        assert "Traceback" not in err, err
+        line = next((x for x in err.splitlines() if x.startswith("error: ")), "")
+        with self.capsys.disabled():  # shown with -s: the row's `sees`, as measured
+            print(f"\n  exit {code}: {line}")
+        assert line.startswith("error: no space left on device"), err
+        assert str(path) in line and " free of " in line, line
+        assert kept in line, line
+        assert "rerun" in line and "df -h" in line, line
+
+    def assert_kept_then_recovers(
+        self, main: Stage, argv: list[str], mount: Path, before: dict[str, str]
+    ) -> None:
+        """What a full disk leaves and how it recovers: ``mount`` byte for byte as ``before``,
+        no temp leftovers; with the filler gone, the same command exits 0 and leaves none."""
+        assert snapshot(mount) == before
+        assert leftovers(mount) == []
+        (mount / FILLER).unlink()
+        assert self.stage(main, argv)[0] == 0
+        assert leftovers(mount) == []
 
 
 @pytest.fixture(scope="module")
 def mounts() -> Iterator[Mounts]:
-    held = Mounts()
-    try:
+    with Mounts() as held:
         yield held
-    finally:
-        held.unmount_all()
 
 
 @pytest.fixture(scope="module")
@@ -212,12 +254,9 @@ def chain(tmp_path_factory: pytest.TempPathFactory, mounts: Mounts) -> Iterator[
 
 
 @pytest.fixture()
-def row_mounts() -> Iterator[Mounts]:
-    held = Mounts()
-    try:
-        yield held
-    finally:
-        held.unmount_all()
+def full_disk(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[FullDisk]:
+    with Mounts() as held:
+        yield FullDisk(tmp_path, held, capsys)
 
 
 # --- the rows -------------------------------------------------------------------------------------
@@ -237,27 +276,20 @@ def row_mounts() -> Iterator[Mounts]:
     retry="none (a full disk does not empty itself)",
     runbook="df -h data/interim; free space; rerun `python -m financemath_mlops.ingestion`",
 )
-def test_ingestion_on_a_full_disk_keeps_the_previous_set(
-    tmp_path: Path, row_mounts: Mounts, capsys
-) -> None:
+def test_ingestion_on_a_full_disk_keeps_the_previous_set(full_disk: FullDisk) -> None:
     from financemath_mlops.ingestion.__main__ import main
 
-    interim = row_mounts.mount(tmp_path / "data" / "interim", "2m")
-    config = write_config(tmp_path)
+    interim = full_disk.mount("data/interim", "2m")
+    config = write_config(full_disk.folder)
     argv = ["--config", str(config), "--log-level", "WARNING"]
-    assert stage(main, argv, capsys)[0] == 0
-    before = snapshot(interim)
-    fill(interim, leave=4096)
+    more = [*argv, "--rows", "400", "--seed", "8"]
 
-    code, err = stage(main, [*argv, "--rows", "400", "--seed", "8"], capsys)
+    code, err, before = full_disk.rerun_full(main, argv, interim, 4096, rerun=more)
 
-    assert_clean_full_disk(code, err, interim / "financemath.jsonl", "the previous set", capsys)
-    assert snapshot(interim) == before  # byte for byte, and no generation folder left behind
-    assert leftovers(interim) == []
-    (interim / FILLER).unlink()
-    assert stage(main, [*argv, "--rows", "400", "--seed", "8"], capsys)[0] == 0
+    full_disk.assert_clean(code, err, interim / "financemath.jsonl", "the previous set")
+    # byte for byte, and no generation folder left behind; then the bigger set, once freed
+    full_disk.assert_kept_then_recovers(main, more, interim, before)
     assert len((interim / "financemath.jsonl").read_text().splitlines()) == 400
-    assert leftovers(interim) == []
     assert len(list((interim / ".financemath.jsonl.set").glob("g-*"))) == 1  # the old one went
 
 
@@ -276,27 +308,18 @@ def test_ingestion_on_a_full_disk_keeps_the_previous_set(
     retry="none",
     runbook="df -h data/processed; free space; rerun `python -m financemath_mlops.features`",
 )
-def test_features_on_a_full_disk_keep_the_previous_table(
-    chain: Chain, tmp_path: Path, row_mounts: Mounts, capsys
-) -> None:
+def test_features_on_a_full_disk_keep_the_previous_table(chain: Chain, full_disk: FullDisk) -> None:
     from financemath_mlops.features.__main__ import main
 
-    processed = row_mounts.mount(tmp_path / "processed", "1m")
+    processed = full_disk.mount("processed", "1m")
     table = processed / "finance_math_features.parquet"
     argv = ["--config", str(chain.config), "--log-level", "WARNING"]
     argv += ["--input", str(chain.records), "--output", str(table)]
-    assert stage(main, argv, capsys)[0] == 0
-    before = snapshot(processed)
-    fill(processed, leave=16 * 1024)
 
-    code, err = stage(main, argv, capsys)
+    code, err, before = full_disk.rerun_full(main, argv, processed, 16 * 1024)
 
-    assert_clean_full_disk(code, err, table, "the previous finance_math_features.parquet", capsys)
-    assert snapshot(processed) == before
-    assert leftovers(processed) == []
-    (processed / FILLER).unlink()
-    assert stage(main, argv, capsys)[0] == 0
-    assert leftovers(processed) == []
+    full_disk.assert_clean(code, err, table, "the previous finance_math_features.parquet")
+    full_disk.assert_kept_then_recovers(main, argv, processed, before)
 
 
 @pytest.mark.fault_row(
@@ -312,23 +335,23 @@ def test_features_on_a_full_disk_keep_the_previous_table(
     retry="none (the texts are embedded again on the next run)",
     runbook="df -h .cache; free space (or point paths.cache_dir elsewhere)",
 )
-def test_features_on_a_full_embedding_cache_still_build_the_table(
-    tmp_path: Path, row_mounts: Mounts, capsys
-) -> None:
+def test_features_on_a_full_embedding_cache_still_build_the_table(full_disk: FullDisk) -> None:
     from financemath_mlops.features.__main__ import main as features_main
     from financemath_mlops.ingestion.__main__ import main as ingestion_main
 
-    cache = row_mounts.mount(tmp_path / "cache", "256k")
+    cache = full_disk.mount("cache", "256k")
     (cache / "embeddings").mkdir()
     fill(cache, leave=0)
-    config = write_config(tmp_path, cache_dir=cache)
-    records, table = tmp_path / "records.jsonl", tmp_path / "table.parquet"
+    config = write_config(full_disk.folder, cache_dir=cache)
+    records, table = full_disk.folder / "records.jsonl", full_disk.folder / "table.parquet"
     argv = ["--config", str(config), "--log-level", "WARNING"]
-    assert stage(ingestion_main, [*argv, "--seed", "99", "--output", str(records)], capsys)[0] == 0
+    assert (
+        full_disk.stage(ingestion_main, [*argv, "--seed", "99", "--output", str(records)])[0] == 0
+    )
     before = snapshot(cache)
 
-    code, err = stage(
-        features_main, [*argv, "--input", str(records), "--output", str(table)], capsys
+    code, err = full_disk.stage(
+        features_main, [*argv, "--input", str(records), "--output", str(table)]
     )
 
     assert code == 0, err
@@ -355,7 +378,7 @@ def test_features_on_a_full_embedding_cache_still_build_the_table(
     runbook="df -h mlruns; free space; rerun `python -m financemath_mlops.training`",
 )
 def test_training_on_a_full_mlruns_registers_nothing_and_moves_no_alias(
-    chain: Chain, capsys
+    chain: Chain, full_disk: FullDisk
 ) -> None:
     from mlflow import MlflowClient
 
@@ -372,11 +395,11 @@ def test_training_on_a_full_mlruns_registers_nothing_and_moves_no_alias(
     earlier = {r.info.run_id for r in client.search_runs(experiments)}
     filler = fill(chain.mlruns, leave=1 << 20)
     try:
-        code, err = stage(main, ["--config", str(chain.config), "--log-level", "WARNING"], capsys)
+        code, err = full_disk.stage(main, ["--config", str(chain.config), "--log-level", "WARNING"])
     finally:
         filler.unlink()
 
-    assert_clean_full_disk(code, err, artefacts, "no model version was registered", capsys)
+    full_disk.assert_clean(code, err, artefacts, "no model version was registered")
     after = sorted(
         str(v.version) for v in client.search_model_versions(f"name='{chain.model_name}'")
     )
@@ -402,23 +425,18 @@ def test_training_on_a_full_mlruns_registers_nothing_and_moves_no_alias(
     retry="none (the scheduled flow runs again at its next slot)",
     runbook="df -h reports; free space; rerun `python -m financemath_mlops.monitoring drift`",
 )
-def test_a_drift_report_on_a_full_disk_publishes_nothing(
-    chain: Chain, tmp_path: Path, row_mounts: Mounts, capsys
-) -> None:
+def test_a_drift_report_on_a_full_disk_publishes_nothing(chain: Chain, full_disk: FullDisk) -> None:
     from financemath_mlops.monitoring.__main__ import main
 
-    reports = row_mounts.mount(tmp_path / "reports", "16m")
-    config = write_config(tmp_path, reports_dir=reports)
+    reports = full_disk.mount("reports", "16m")
+    config = write_config(full_disk.folder, reports_dir=reports)
     argv = ["--config", str(config), "--log-level", "WARNING", "drift", "--no-mlflow"]
     argv += ["--reference", str(chain.features), "--current", str(chain.records)]
-    assert stage(main, argv, capsys)[0] == 0
-    before = snapshot(reports)
+
+    code, err, before = full_disk.rerun_full(main, argv, reports, 64 * 1024)
+
     assert len(before) == 5, before  # one folder (drift.html, drift.json), index, latest
-    fill(reports, leave=64 * 1024)
-
-    code, err = stage(main, argv, capsys)
-
-    assert_clean_full_disk(code, err, reports, "no partial", capsys)
+    full_disk.assert_clean(code, err, reports, "no partial")
     assert snapshot(reports) == before
     assert leftovers(reports) == []
     # The index's writer alone, on the same full disk: its line is cut back, not left torn.
@@ -448,23 +466,16 @@ def test_a_drift_report_on_a_full_disk_publishes_nothing(
     runbook="df -h models; free space; rerun `python -m financemath_mlops.registry export`",
 )
 def test_an_export_on_a_full_disk_keeps_the_served_folder(
-    chain: Chain, tmp_path: Path, row_mounts: Mounts, capsys
+    chain: Chain, full_disk: FullDisk
 ) -> None:
     from financemath_mlops.registry.__main__ import main
 
-    models = row_mounts.mount(tmp_path / "models", "200m")
+    models = full_disk.mount("models", "200m")
     serving = models / "serving"
     argv = ["--config", str(chain.config), "--log-level", "WARNING"]
     argv += ["--name", chain.model_name, "export", "--version", "1", "--to", str(serving)]
-    assert stage(main, argv, capsys)[0] == 0
-    before = snapshot(models)
-    fill(models, leave=1 << 20)
 
-    code, err = stage(main, argv, capsys)
+    code, err, before = full_disk.rerun_full(main, argv, models, 1 << 20)
 
-    assert_clean_full_disk(code, err, serving, "the previous export", capsys)
-    assert snapshot(models) == before
-    assert leftovers(models) == []
-    (models / FILLER).unlink()
-    assert stage(main, argv, capsys)[0] == 0
-    assert leftovers(models) == []
+    full_disk.assert_clean(code, err, serving, "the previous export")
+    full_disk.assert_kept_then_recovers(main, argv, models, before)
