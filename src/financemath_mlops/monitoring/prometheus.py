@@ -13,11 +13,11 @@ Two kinds, built so that they stay right under several uvicorn workers:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -36,34 +36,49 @@ PREDICTION_LOG_METRICS = (
 MONITORING_METRICS: tuple[str, ...] = (*PREDICTION_LOG_METRICS, *REPORT_GAUGES)
 
 
+# Every metric the service exports is built by one of these three: named fmops_<name>, in the
+# given registry (prometheus-client adds ``_total`` to a counter's name when it exposes it).
+def counter(registry: Any, name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
+    return Counter(f"{PREFIX}_{name}", doc, labels, registry=registry)
+
+
+def gauge(registry: Any, name: str, doc: str, mode: str, labels: Sequence[str] = ()) -> Gauge:
+    """``mode``: how the workers' values combine in multiprocess mode (livesum, livemin, ...)."""
+    return Gauge(f"{PREFIX}_{name}", doc, labels, registry=registry, multiprocess_mode=mode)
+
+
+def histogram(
+    registry: Any, name: str, doc: str, buckets: Sequence[float], labels: Sequence[str] = ()
+) -> Histogram:
+    return Histogram(f"{PREFIX}_{name}", doc, labels, buckets=buckets, registry=registry)
+
+
 class PredictionLogMetrics:
     """The prediction log's listener: counts written and dropped entries as Prometheus counters."""
 
     def __init__(self, registry: Any) -> None:
-        self.written_total = Counter(
-            f"{PREFIX}_prediction_log_written",
-            "Predictions written to the prediction log",
-            registry=registry,
+        self.written_total = counter(
+            registry, "prediction_log_written", "Predictions written to the prediction log"
         )
-        self.dropped_total = Counter(
-            f"{PREFIX}_prediction_log_dropped",
+        self.dropped_total = counter(
+            registry,
+            "prediction_log_dropped",
             "Predictions not logged, by reason (queue_full, write_error, closed)",
             ["reason"],
-            registry=registry,
         )
-        self.write_errors_total = Counter(
-            f"{PREFIX}_prediction_log_write_errors",
+        self.write_errors_total = counter(
+            registry,
+            "prediction_log_write_errors",
             "Failed writes of the prediction log (journal or part file: disk full, no "
             "permission); while they fail the writer retries every flush interval",
-            registry=registry,
         )
         # livemin: one worker that cannot make its rows durable makes the service not durable.
-        self.durable_gauge = Gauge(
-            f"{PREFIX}_prediction_log_durable",
+        self.durable_gauge = gauge(
+            registry,
+            "prediction_log_durable",
             "1 while every answered prediction taken by the log is on disk (journal or part "
             "file); 0 from a failed write until the rows held in memory are written",
-            registry=registry,
-            multiprocess_mode="livemin",
+            "livemin",
         )
         self.durable_gauge.set(1)
         for reason in DROP_REASONS:  # export the series at 0 so rate() works from the start

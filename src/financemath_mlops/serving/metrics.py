@@ -10,17 +10,9 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-PREFIX = "fmops"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    2.5, 5.0, 10.0)  # fmt: skip
 
@@ -51,6 +43,9 @@ class ServiceMetrics:
             PredictionLogDiskCollector,
             PredictionLogMetrics,
             ReportMetricsCollector,
+            counter,
+            gauge,
+            histogram,
         )
 
         self.multiprocess = multiprocess_mode()
@@ -71,108 +66,100 @@ class ServiceMetrics:
             reg.register(self.log_disk)
         # What the service needs beside its model (serving/dependencies.py): 0 while the last
         # call to it failed; the service keeps answering with the model it has.
-        self.dependency_up = Gauge(
-            f"{PREFIX}_dependency_up",
+        self.dependency_up = gauge(
+            reg,
+            "dependency_up",
             "1 when the dependency answered its last call (tracking_store: the last model "
             "(re)load; prediction_log: its folder takes writes), 0 when it did not",
+            "livemin",
             ["name"],
-            registry=reg,
-            multiprocess_mode="livemin",
         )
-        self.requests = Counter(
-            f"{PREFIX}_http_requests",
+        self.requests = counter(
+            reg,
+            "http_requests",
             "HTTP requests by endpoint (route template), method and status code",
             ["endpoint", "method", "status"],
-            registry=reg,
         )
-        self.request_latency = Histogram(
-            f"{PREFIX}_http_request_duration_seconds",
+        self.request_latency = histogram(
+            reg,
+            "http_request_duration_seconds",
             "Time from request start to the end of the response, by endpoint",
+            LATENCY_BUCKETS,
             ["endpoint"],
-            buckets=LATENCY_BUCKETS,
-            registry=reg,
         )
-        self.in_flight = Gauge(
-            f"{PREFIX}_http_requests_in_flight",
-            "Requests being handled right now",
-            registry=reg,
-            multiprocess_mode="livesum",
+        self.in_flight = gauge(
+            reg, "http_requests_in_flight", "Requests being handled right now", "livesum"
         )
-        self.errors = Counter(
-            f"{PREFIX}_errors",
+        self.errors = counter(
+            reg,
+            "errors",
             "Error responses by error code (validation_error, payload_too_large, ...)",
             ["type"],
-            registry=reg,
         )
-        self.embedding_latency = Histogram(
-            f"{PREFIX}_embedding_duration_seconds",
+        self.embedding_latency = histogram(
+            reg,
+            "embedding_duration_seconds",
             "Question embedding time per model call (a batch request is one call)",
-            buckets=LATENCY_BUCKETS,
-            registry=reg,
+            LATENCY_BUCKETS,
         )
-        self.inference_latency = Histogram(
-            f"{PREFIX}_inference_duration_seconds",
+        self.inference_latency = histogram(
+            reg,
+            "inference_duration_seconds",
             "Gradient-boosting inference time per model call",
-            buckets=LATENCY_BUCKETS,
-            registry=reg,
+            LATENCY_BUCKETS,
         )
-        self.inference_running = Gauge(
-            f"{PREFIX}_inference_running",
+        self.inference_running = gauge(
+            reg,
+            "inference_running",
             "Model calls running on the worker threads right now",
-            registry=reg,
-            multiprocess_mode="livesum",
+            "livesum",
         )
-        self.cancelled = Counter(
-            f"{PREFIX}_predictions_cancelled",
+        self.cancelled = counter(
+            reg,
+            "predictions_cancelled",
             "Model calls dropped because the client hung up: before they started (queued) or "
             "between two chunks of records (running)",
             ["when"],
-            registry=reg,
         )
-        self.cancelled_records = Counter(
-            f"{PREFIX}_cancelled_records",
-            "Records of cancelled model calls that were never computed",
-            registry=reg,
+        self.cancelled_records = counter(
+            reg, "cancelled_records", "Records of cancelled model calls that were never computed"
         )
         for when in ("queued", "running"):  # export the series at 0 so rate() works from the start
             self.cancelled.labels(when)
-        self.batch_size = Histogram(
-            f"{PREFIX}_model_batch_size",
+        self.batch_size = histogram(
+            reg,
+            "model_batch_size",
             "Records per model call (1 for /predict, the number of items for /predict/batch)",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-            registry=reg,
+            (1, 2, 4, 8, 16, 32, 64, 128, 256),
         )
-        self.prediction_value = Histogram(
-            f"{PREFIX}_prediction_value",
+        self.prediction_value = histogram(
+            reg,
+            "prediction_value",
             "Predicted answers (signed, log-spaced buckets)",
-            buckets=signed_log_buckets(),
-            registry=reg,
+            signed_log_buckets(),
         )
-        self.model_info = Gauge(
-            f"{PREFIX}_model_info",
+        self.model_info = gauge(
+            reg,
+            "model_info",
             "The model served (1 for the current name/version/alias)",
+            "livemax",
             ["name", "version", "alias", "run_id"],
-            registry=reg,
-            multiprocess_mode="livemax",
         )
-        self.model_ready = Gauge(
-            f"{PREFIX}_model_ready",
-            "1 when a model is loaded and predictions are served",
-            registry=reg,
-            multiprocess_mode="livemin",
+        self.model_ready = gauge(
+            reg, "model_ready", "1 when a model is loaded and predictions are served", "livemin"
         )
-        self.model_reloads = Counter(
-            f"{PREFIX}_model_reloads",
+        self.model_reloads = counter(
+            reg,
+            "model_reloads",
             "Model (re)load attempts by result (loaded, unchanged, failed)",
             ["result"],
-            registry=reg,
         )
         # Unix time the served model's training run started (0 until known): the model-age alert.
-        self.model_trained = Gauge(
-            f"{PREFIX}_model_trained_timestamp_seconds",
+        self.model_trained = gauge(
+            reg,
+            "model_trained_timestamp_seconds",
             "Unix time the served model was trained (its MLflow run's start; 0 when unknown)",
-            registry=reg,
-            multiprocess_mode="livemax",
+            "livemax",
         )
         self._info_labels: tuple[str, str, str, str] | None = None
         self.model_ready.set(0)
