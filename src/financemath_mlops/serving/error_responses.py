@@ -113,21 +113,15 @@ def summarize(details: list[dict[str, Any]]) -> str:
     return "invalid request: " + "; ".join(shown) + more
 
 
-def _respond(
-    request: Request,
-    status: int,
-    code: str,
-    message: str,
-    details: Any = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    request.state.error_code = code  # read by the metrics middleware (errors by type)
-    return error_response(status, code, message, details, headers)
+def _respond(request: Request, error: ApiError) -> JSONResponse:
+    """Every handler's answer: the error as JSON, its code noted for the metrics middleware."""
+    request.state.error_code = error.code  # read by the metrics middleware (errors by type)
+    return error_response(error.status, error.code, error.message, error.details, error.headers)
 
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return _respond(request, exc.status, exc.code, exc.message, exc.details, exc.headers)
+    return _respond(request, exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -139,8 +133,8 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
             reason = str((err.get("ctx") or {}).get("error", "JSON decode error"))
             position = err.get("loc", ("body", "?"))[-1]
             message = f"the request body is not valid JSON: {reason} at character {position}"
-            return _respond(request, 400, "invalid_json", message, details)
-    return _respond(request, 422, "validation_error", summarize(details), details)
+            return _respond(request, ApiError(400, "invalid_json", message, details))
+    return _respond(request, ApiError(422, "validation_error", summarize(details), details))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -155,14 +149,14 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         message = "internal error"
     else:
         message = str(exc.detail)
-    return _respond(request, status, code, message, headers=getattr(exc, "headers", None))
+    return _respond(request, ApiError(status, code, message, headers=getattr(exc, "headers", None)))
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     request_id = getattr(request.state, "request_id", "-")
     log.error("unhandled error in request %s", request_id, exc_info=exc)
     message = f"internal error; quote request id {request_id} when reporting it"
-    return _respond(request, 500, "internal_error", message)
+    return _respond(request, ApiError(500, "internal_error", message))
 
 
 def install_error_handlers(app: FastAPI) -> None:
