@@ -98,6 +98,17 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def run_module(
+    module: str, *args: str, cwd: Path, timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`python -m financemath_mlops.<module> *args` in `cwd` with `cli_env(**env)`, output
+    captured, bounded by `timeout`; the exit code is left to the caller (tests pin refusals)."""
+    return subprocess.run(
+        [sys.executable, "-m", f"financemath_mlops.{module}", *args],
+        cwd=cwd, env=cli_env(**env), capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
 def run_ok(
     command: list[str],
     *,

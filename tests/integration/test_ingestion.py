@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,20 +14,14 @@ import pytest
 
 from financemath_mlops.config import load_settings
 from financemath_mlops.ingestion import ingest
-from tests.helpers import cli_env, make_rows, write_json
+from tests.helpers import make_rows, run_module, write_json
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
 def run_cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "financemath_mlops.ingestion", *args],
-        cwd=cwd,
-        env=cli_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    """The ingestion CLI, exit code unchecked, bounded at 300 s (not run_module's 120)."""
+    return run_module("ingestion", *args, cwd=cwd, timeout=300, **env)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

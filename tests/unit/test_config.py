@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from financemath_mlops.config import ConfigError, Settings, env_name, load_settings
-from tests.helpers import REPO_ROOT, cli_env
+from tests.helpers import REPO_ROOT, run_module
 
 
 def write_yaml(path: Path, text: str) -> Path:
@@ -380,22 +380,12 @@ def test_the_config_file_used_or_its_absence_is_logged_once(
     ]
 
 
-def run_config_command(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "financemath_mlops.config", *args],
-        cwd=cwd,
-        env=cli_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_config_show_prints_every_value_and_its_origin_with_secrets_masked(
     isolated_env: Path,
 ) -> None:
     cfg = write_yaml(isolated_env / "c.yaml", "ingestion:\n  rows: 7\n  hf_token: file-token\n")
-    done = run_config_command(
+    done = run_module(
+        "config",
         "show",
         "--config",
         str(cfg),
@@ -426,20 +416,15 @@ def test_config_show_prints_every_value_and_its_origin_with_secrets_masked(
 
 
 def test_config_check_exits_2_with_the_message_the_stages_give(isolated_env: Path) -> None:
-    ok = run_config_command("check", cwd=isolated_env)
+    ok = run_module("config", "check", cwd=isolated_env)
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.startswith("configuration valid; config file: none (built-in defaults)")
-    bad = run_config_command("check", cwd=isolated_env, FMOPS_SERVNG__API_KEY="x")
+    bad = run_module("config", "check", cwd=isolated_env, FMOPS_SERVNG__API_KEY="x")
     assert bad.returncode == 2
     assert bad.stderr.startswith("error: invalid configuration from env FMOPS_SERVNG__API_KEY:")
     assert "closest: FMOPS_SERVING__API_KEY" in bad.stderr
-    stage = subprocess.run(
-        [sys.executable, "-m", "financemath_mlops.ingestion", "--source", "sample"],
-        cwd=isolated_env,
-        env=cli_env(FMOPS_SERVNG__API_KEY="x"),
-        capture_output=True,
-        text=True,
-        timeout=120,
+    stage = run_module(
+        "ingestion", "--source", "sample", cwd=isolated_env, FMOPS_SERVNG__API_KEY="x"
     )
     assert stage.returncode == 2
     assert stage.stderr.splitlines()[-2:] == bad.stderr.splitlines()[-2:]
@@ -462,8 +447,11 @@ def test_an_fmops_name_not_in_capitals_is_refused_not_passed_over(
 
 
 def test_a_password_in_the_tracking_uri_is_masked_by_config_show(isolated_env: Path) -> None:
-    done = run_config_command(
-        "show", cwd=isolated_env, FMOPS_MLFLOW__TRACKING_URI="https://alice:hunter2@mlflow:5000"
+    done = run_module(
+        "config",
+        "show",
+        cwd=isolated_env,
+        FMOPS_MLFLOW__TRACKING_URI="https://alice:hunter2@mlflow:5000",
     )
     assert done.returncode == 0, done.stderr
     assert "hunter2" not in done.stdout + done.stderr
