@@ -663,6 +663,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--skip", nargs="*", default=[], choices=["ours", "mlflow", "torch"])
     parser.add_argument(
+        "--workers", type=int, default=1,
+        help="worker processes of our servers (1: the entry point's default; mlflow keeps its "
+        "default of 1): what --workers N buys on these cores",
+    )  # fmt: skip
+    parser.add_argument(
         "--precisions", nargs="+", default=["fp32", "int8"], choices=["fp32", "int8"],
         help="embedding bundles to train and serve (fp32 is the baseline; always first)",
     )  # fmt: skip
@@ -684,8 +689,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="measure nothing: print the table and targets of a results file, redraw its plots",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    if args.duration < 1 or args.rounds < 1:
-        parser.error("--duration and --rounds must be at least 1")
+    if args.duration < 1 or args.rounds < 1 or args.workers < 1:
+        parser.error("--duration, --rounds and --workers must be at least 1")
     return args
 
 
@@ -747,8 +752,10 @@ def main(argv: list[str] | None = None) -> int:
             "warmup_requests": args.warmup,
             "load_generator": "wrk -t1, pinned with taskset to the last core",
             "servers": "python -m financemath_mlops.serving (default settings) and mlflow "
-            "models serve, 1 worker each, not pinned; one running at a time: started, warmed "
-            "up, measured at every concurrency, stopped; every round starts each anew",
+            f"models serve, {args.workers} and 1 worker(s), not pinned; one running at a time: "
+            "started, warmed up, measured at every concurrency, stopped; every round starts "
+            "each anew",
+            "ours_workers": args.workers,
             "aggregation": "median over rounds of each metric",
         },
         "results": results,
@@ -838,6 +845,8 @@ def served_targets(
         port = free_port()
         command = [str(VENV_BIN / "python"), "-m", "financemath_mlops.serving",
                    "--model-uri", uri, "--port", str(port), "--log-level", "WARNING"]  # fmt: skip
+        if args.workers != 1:
+            command += ["--workers", str(args.workers)]
         ours_env = {**env, "FMOPS_PATHS__PREDICTIONS_DIR": str(tmp / f"predictions-{name}")}
         targets.append(Target(name, f"{title}: python -m financemath_mlops.serving",
                               command, ours_env, "/ready", "/predict", bodies, port))  # fmt: skip
