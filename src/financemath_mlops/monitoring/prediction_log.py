@@ -224,6 +224,7 @@ class PredictionLog:
         self._last_exc: Exception | None = None
         self.pending = 0  # rows taken by the writer, not yet in a part file
         self.feature_columns = logged_columns(features)
+        self.packed_columns = [n for n in self.feature_columns if n in PACKED_FEATURES]
         self.enabled = enabled
         self.listener = listener
         self.written = 0
@@ -584,7 +585,7 @@ class PredictionLog:
         target = self.directory / f"{FILE_PREFIX}{stamp}-{os.getpid()}-{number:06d}{FILE_SUFFIX}"
         tmp = self.directory / f".{target.name}.tmp"
         try:
-            write_parquet(table, tmp)
+            write_parquet(table, tmp, packed=self.packed_columns)
             with tmp.open("rb") as handle:
                 os.fsync(handle.fileno())
             os.replace(tmp, target)
@@ -625,20 +626,15 @@ class PredictionLog:
         if not self.feature_columns:
             return frame
         matrix = np.vstack([self._feature_row(e.get("features")) for e in entries])
-        plain = [i for i, name in enumerate(self.feature_columns) if name not in PACKED_FEATURES]
-        packed = [i for i, name in enumerate(self.feature_columns) if name in PACKED_FEATURES]
+        packed = np.isin(self.feature_columns, self.packed_columns)
+        plain = [n for n in self.feature_columns if n not in PACKED_FEATURES]
         # One float block for the plain features: columns one by one cost seconds per part file.
-        parts = [frame, pd.DataFrame(matrix[:, plain], columns=self._names(plain))]
-        if packed:
+        parts = [frame, pd.DataFrame(matrix[:, ~packed], columns=plain)]
+        if packed.any():
             values = np.ascontiguousarray(matrix[:, packed], dtype="<f8")
             rows = pd.Series([row.tobytes() for row in values], dtype=object, name=PACKED_COLUMN)
             parts.append(rows.to_frame())
-        table = pd.concat(parts, axis=1)
-        table.attrs[PACKED_KEY] = self._names(packed)
-        return table
-
-    def _names(self, positions: list[int]) -> list[str]:
-        return [self.feature_columns[i] for i in positions]
+        return pd.concat(parts, axis=1)
 
     def _feature_row(self, values: Any) -> np.ndarray:
         width = len(self.feature_columns)
@@ -672,12 +668,11 @@ class PredictionLog:
             log.warning("%s", message)
 
 
-def write_parquet(frame: Any, path: Path) -> None:
+def write_parquet(frame: Any, path: Path, packed: Sequence[str] = ()) -> None:
     """One part file (zstd) with fastparquet: text columns UTF-8, ``warnings`` JSON text, the
-    embedding values packed (``frame.attrs[PACKED_KEY]`` names them) as bytes."""
+    embedding values ``packed`` (their names, in order) in :data:`PACKED_COLUMN` as bytes."""
     import fastparquet
 
-    packed = list(frame.attrs.get(PACKED_KEY) or ())
     encoding = {**dict.fromkeys(TEXT_FIELDS, "utf8"), "warnings": "json"}
     if packed:
         encoding[PACKED_COLUMN] = "bytes"
@@ -689,7 +684,7 @@ def write_parquet(frame: Any, path: Path) -> None:
         object_encoding=encoding,
         times="int64",
         stats=["timestamp"],  # min/max where the readers filter; per-column stats cost seconds
-        custom_metadata={PACKED_KEY: json.dumps(packed)} if packed else None,
+        custom_metadata={PACKED_KEY: json.dumps(list(packed))} if packed else None,
     )
 
 
