@@ -106,7 +106,7 @@ def test_an_unwritable_directory_counts_drops_and_never_raises(tmp_path: Path, c
 def test_a_disk_full_leaves_no_partial_file_and_the_journal_for_the_next_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    def full_disk(frame, where):
+    def full_disk(frame, where, packed=()):
         Path(where).write_bytes(b"PAR1 half a file")
         raise OSError(28, "No space left on device")
 
@@ -121,7 +121,7 @@ def test_a_disk_full_leaves_no_partial_file_and_the_journal_for_the_next_start(
 CLOSED_ON_A_FULL_DISK = """
 import sys
 from financemath_mlops.monitoring import prediction_log as plog
-def full_disk(frame, where):
+def full_disk(frame, where, packed=()):
     raise OSError(28, "No space left on device")
 plog.write_parquet = full_disk
 log = plog.PredictionLog(sys.argv[1], rotate_rows=1000, flush_seconds=0.1, features="none")
@@ -198,10 +198,10 @@ def test_while_writes_fail_rows_are_held_bounded_then_written(tmp_path: Path, mo
     failing.set()
     real = plog.write_parquet
 
-    def maybe_full(frame, where):
+    def maybe_full(frame, where, packed=()):
         if failing.is_set():
             raise OSError(28, "No space left on device")
-        real(frame, where)
+        real(frame, where, packed)
 
     monkeypatch.setattr(plog, "write_parquet", maybe_full)
     heard = Heard()
@@ -232,10 +232,10 @@ def test_a_write_failing_with_an_error_that_is_not_oserror_keeps_the_writer_aliv
     failing.set()
     real = plog.write_parquet
 
-    def broken(frame, where):
+    def broken(frame, where, packed=()):
         if failing.is_set():
             raise ValueError("a writer bug")
-        real(frame, where)
+        real(frame, where, packed)
 
     monkeypatch.setattr(plog, "write_parquet", broken)
     log = PredictionLog(tmp_path, rotate_rows=2, flush_seconds=0.1, features="none")
