@@ -170,9 +170,7 @@ def train_model(workdir: Path, precision: str = "fp32") -> tuple[str, str]:
     """
     from financemath_mlops import runs
     from financemath_mlops.config import load_settings
-    from financemath_mlops.features.build import build_features
-    from financemath_mlops.ingestion import ingest
-    from financemath_mlops.training.train import train
+    from financemath_mlops.flows import stages
 
     tracking_uri = f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}"
     data = workdir / precision
@@ -197,18 +195,9 @@ def train_model(workdir: Path, precision: str = "fp32") -> tuple[str, str]:
             "training": {"cv_folds": 2},
         },
     )
-    ingest(settings.ingestion, settings.ingestion_output, settings.paths.hf_cache_dir)
-    build_features(
-        settings.features,
-        settings.paths,
-        settings.features_input,
-        settings.features_output,
-        show_progress=False,
-    )
-    summary = train(
-        settings.training, settings.mlflow, settings.features, settings.paths,
-        settings.training_features, settings.features_input,
-    )  # fmt: skip
+    stages.ingest_stage(settings)
+    stages.features_stage(settings)
+    summary = stages.train_stage(settings)
     runs.set_alias(summary.model_name, runs.CHAMPION, summary.version)
     return summary.model_uri, tracking_uri
 
