@@ -329,7 +329,7 @@ def test_settings_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("FMOPS_MONITORING__PREDICTION_LOG", "false")
     monkeypatch.setenv("FMOPS_MONITORING__LOG_FEATURES", "hand")
     settings = load_settings(None, {"paths": {"predictions_dir": tmp_path}})
-    log = PredictionLog.from_settings(settings)
+    log = PredictionLog.configured(settings.monitoring, settings.paths.predictions_dir)
     assert not log.enabled and log.feature_columns == FEATURE_COLUMNS[:N_HAND_FEATURES]
     assert settings.monitoring.log_features == "hand"
     monkeypatch.setenv("FMOPS_MONITORING__LOG_ROTATE_ROWS", "0")

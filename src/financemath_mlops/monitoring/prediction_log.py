@@ -55,12 +55,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from financemath_mlops.atomic import pid_alive
 from financemath_mlops.features.rows import FEATURE_COLUMNS, N_HAND_FEATURES
+
+if TYPE_CHECKING:
+    from financemath_mlops.config import MonitoringSettings
 
 log = logging.getLogger(__name__)
 
@@ -242,17 +245,19 @@ class PredictionLog:
             self._thread.start()
 
     @classmethod
-    def from_settings(cls, settings: Any, listener: LogListener | None = None) -> PredictionLog:
-        """The log configured by ``paths.predictions_dir`` and ``FMOPS_MONITORING__*``."""
-        cfg = settings.monitoring
+    def configured(
+        cls, monitoring: MonitoringSettings, directory: Path, listener: LogListener | None = None
+    ) -> PredictionLog:
+        """The log the ``monitoring`` section configures (``FMOPS_MONITORING__*``), in
+        ``directory`` (``paths.predictions_dir``)."""
         return cls(
-            settings.paths.predictions_dir,
-            max_queue=cfg.log_queue_size,
-            rotate_rows=cfg.log_rotate_rows,
-            rotate_seconds=cfg.log_rotate_seconds,
-            flush_seconds=cfg.log_flush_interval_s,
-            features=cfg.log_features,
-            enabled=cfg.prediction_log,
+            directory,
+            max_queue=monitoring.log_queue_size,
+            rotate_rows=monitoring.log_rotate_rows,
+            rotate_seconds=monitoring.log_rotate_seconds,
+            flush_seconds=monitoring.log_flush_interval_s,
+            features=monitoring.log_features,
+            enabled=monitoring.prediction_log,
             listener=listener,
         )
 

@@ -122,7 +122,9 @@ class ServiceState:
         if runs.is_tracked_uri(served):
             self.dependencies.declare(TRACKING_STORE, public_address(settings.mlflow.tracking_uri))
         listener = _LogListener(self.metrics.prediction_log, self.dependencies)
-        self.prediction_log = listener.log = PredictionLog.from_settings(settings, listener)
+        self.prediction_log = listener.log = PredictionLog.configured(
+            settings.monitoring, settings.paths.predictions_dir, listener
+        )
         if self.prediction_log.enabled:
             self.dependencies.declare(PREDICTION_LOG, "paths.predictions_dir", up=True)
         cores = available_cores()
