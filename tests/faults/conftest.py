@@ -1,9 +1,12 @@
-"""The fault matrix's harness: every test marked `fault_row(...)` is one row of docs/reliability.md.
+"""The fault matrix's harness: each test marked `fault_row("<id>")` runs one row of docs/reliability.md.
 
 What it does, so the four groups of rows (store, disk, process, serving) share one matrix:
-- checks each row's marker at collection (the nine keyword arguments, all strings; `id` is
-  lowercase-with-dashes and unique, since it becomes the anchor `docs/reliability.md#<id>` that
-  alert rules' runbook_url point to) and stops the session naming the test if one is wrong;
+- looks each test's row up by id in tests/faults/matrix.py (where every row's fields live) at
+  collection and stops the session naming the test and the id if the marker is not one id, the
+  id is no row, or two tests name one row; checks the table itself (nine non-empty strings a row,
+  `id` lowercase-with-dashes and unique, since it becomes the anchor `docs/reliability.md#<id>`
+  that alert rules' runbook_url point to), and, when every fault module was collected whole,
+  that each row has its test;
 - records each row's outcome and seconds (setup + call + teardown: a row's servers are part of
   what it costs), prints the matrix at the end of the session and writes it as JSON to
   `FMOPS_TEST_FAULTS_REPORT` (default /tmp/fmops-fault-matrix.json), which
@@ -29,13 +32,15 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROW_FIELDS = ("id", "where", "fault", "sees", "kept", "recover", "bound", "retry", "runbook")
+from tests.faults.matrix import BY_ID, ROWS, FaultRow
+
+ROW_FIELDS = tuple(f.name for f in fields(FaultRow))
 ROW_ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 DEFAULT_REPORT = "/tmp/fmops-fault-matrix.json"
 
@@ -50,18 +55,9 @@ def report_path() -> Path:
 
 
 @dataclass
-class Row:
-    """One row of the matrix: what the marker promises and what this run saw."""
+class Row(FaultRow):
+    """One row of the matrix: what tests/faults/matrix.py promises and what this run saw."""
 
-    id: str
-    where: str
-    fault: str
-    sees: str
-    kept: str
-    recover: str
-    bound: str
-    retry: str
-    runbook: str
     test: str
     group: str
     outcome: str = "not run"
@@ -79,35 +75,53 @@ def _row_marker(item: pytest.Item) -> pytest.Mark | None:
     return item.get_closest_marker("fault_row")
 
 
-def _check_marker(item: pytest.Item, mark: pytest.Mark, seen: dict[str, str]) -> dict[str, str]:
-    """The marker's nine strings, or a UsageError naming the test and what is wrong."""
-    where = f"{item.nodeid}: @pytest.mark.fault_row"
-    if mark.args:
-        raise pytest.UsageError(f"{where} takes keyword arguments only ({', '.join(ROW_FIELDS)})")
-    unknown = sorted(set(mark.kwargs) - set(ROW_FIELDS))
-    missing = [name for name in ROW_FIELDS if name not in mark.kwargs]
-    if unknown or missing:
+def check_table(rows: tuple[FaultRow, ...] = ROWS) -> None:
+    """Each row of tests/faults/matrix.py: nine non-empty strings, a lowercase-with-dashes id
+    that no other row has; a UsageError naming the row otherwise."""
+    ids: set[str] = set()
+    for row in rows:
+        where = f"tests/faults/matrix.py: row {row.id!r}"
+        values = asdict(row)
+        not_text = [name for name in ROW_FIELDS if not isinstance(values[name], str)]
+        empty = [name for name in ROW_FIELDS if name not in not_text and not values[name].strip()]
+        if not_text or empty:
+            raise pytest.UsageError(
+                f"{where}: not a string {not_text or 'none'}, empty {empty or 'none'}"
+            )
+        if not ROW_ID.match(row.id):
+            raise pytest.UsageError(f"{where}: the id is not lowercase-with-dashes")
+        if row.id in ids:
+            raise pytest.UsageError(f"{where}: two rows have this id")
+        ids.add(row.id)
+
+
+def row_of(nodeid: str, mark: pytest.Mark, seen: dict[str, str]) -> FaultRow:
+    """The row the test's marker names, or a UsageError naming the test and what is wrong."""
+    where = f"{nodeid}: @pytest.mark.fault_row"
+    if mark.kwargs or len(mark.args) != 1 or not isinstance(mark.args[0], str):
         raise pytest.UsageError(
-            f"{where}: unknown {unknown or 'none'}, missing {missing or 'none'}; "
-            f"the nine are {', '.join(ROW_FIELDS)}"
+            f"{where} takes the row's id only, fault_row(\"<id>\"); the row's fields live in "
+            "tests/faults/matrix.py"
         )
-    not_text = [name for name in ROW_FIELDS if not isinstance(mark.kwargs[name], str)]
-    empty = [
-        name
-        for name in ROW_FIELDS
-        if isinstance(mark.kwargs[name], str) and not mark.kwargs[name].strip()
-    ]
-    if not_text or empty:
-        raise pytest.UsageError(
-            f"{where}: not a string {not_text or 'none'}, empty {empty or 'none'}"
-        )
-    row_id = mark.kwargs["id"]
-    if not ROW_ID.match(row_id):
-        raise pytest.UsageError(f"{where}: id {row_id!r} is not lowercase-with-dashes")
-    if row_id in seen and seen[row_id] != item.nodeid:
-        raise pytest.UsageError(f"{where}: id {row_id!r} is also the row of {seen[row_id]}")
-    seen[row_id] = item.nodeid
-    return {name: mark.kwargs[name] for name in ROW_FIELDS}
+    row_id = mark.args[0]
+    if row_id not in BY_ID:
+        raise pytest.UsageError(f"{where}: no row {row_id!r} in tests/faults/matrix.py")
+    if row_id in seen and seen[row_id] != nodeid:
+        raise pytest.UsageError(f"{where}: row {row_id!r} is also the row of {seen[row_id]}")
+    seen[row_id] = nodeid
+    return BY_ID[row_id]
+
+
+def rows_without_a_test(seen: dict[str, str]) -> list[str]:
+    """The ids of tests/faults/matrix.py that no collected test names, in the table's order."""
+    return [row.id for row in ROWS if row.id not in seen]
+
+
+def _whole_matrix_collected(config: pytest.Config, items: list[pytest.Item]) -> bool:
+    """Every tests/faults/test_*.py collected, none cut down to some tests by `file::test`."""
+    modules = {Path(str(item.fspath)) for item in items}
+    every = set(Path(__file__).parent.glob("test_*.py"))
+    return every <= modules and not any("::" in str(arg) for arg in config.args)
 
 
 def _group(item: pytest.Item) -> str:
@@ -116,16 +130,31 @@ def _group(item: pytest.Item) -> str:
     return stem.removeprefix("test_").removesuffix("_faults")
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Runs after `-m` deselection (trylast), so the matrix holds only the rows that will run."""
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> Iterator[None]:
+    """Before the other hooks (`-m`/`-k` deselection among them) every collected test's row is
+    looked up, so a wrong marker fails any run that collects it, and a row without a test fails
+    a run that collected the whole matrix (`make test-faults`; `make test`, collecting tests/).
+    After them, the matrix takes only the rows that will run, and their head starts begin."""
+    check_table()
     seen: dict[str, str] = {}
+    marked = {
+        item.nodeid: row_of(item.nodeid, mark, seen)
+        for item in items
+        if (mark := _row_marker(item)) is not None
+    }
+    missing = rows_without_a_test(seen)
+    if missing and _whole_matrix_collected(config, items):
+        raise pytest.UsageError(
+            f"tests/faults/matrix.py: no test marks itself with rows {missing} "
+            '(@pytest.mark.fault_row("<id>") on the test that runs the row)'
+        )
+    yield
     for item in items:
-        mark = _row_marker(item)
-        if mark is None:
-            continue
-        fields = _check_marker(item, mark, seen)
-        _ROWS[item.nodeid] = Row(**fields, test=item.nodeid, group=_group(item))
+        if (row := marked.get(item.nodeid)) is not None:
+            _ROWS[item.nodeid] = Row(**asdict(row), test=item.nodeid, group=_group(item))
     wanted = {name for item in items for name in getattr(item, "fixturenames", ())}
     starts = [head for name, head in HEAD_STARTS.items() if name in wanted]
     if starts:

@@ -262,20 +262,7 @@ def full_disk(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Fu
 # --- the rows -------------------------------------------------------------------------------------
 
 
-@pytest.mark.fault_row(
-    id="ingestion-enospc",
-    where="ingestion stage",
-    fault="disk full (ENOSPC) under data/interim (a 2 MiB tmpfs filled to 4 KiB)",
-    sees="exit 1: `error: no space left on device writing data/interim/financemath.jsonl "
-    "(N KiB free of M on ...); the previous set (financemath.jsonl, ...) is unchanged. Free "
-    "space there (`df -h data/interim`) ..., then rerun the same command`; no traceback",
-    kept="the previous complete set (records, rejects, manifest) byte for byte; the unfinished "
-    "generation folder removed at once",
-    recover="free space, rerun the same command",
-    bound="immediate (the first write that fails)",
-    retry="none (a full disk does not empty itself)",
-    runbook="df -h data/interim; free space; rerun `python -m financemath_mlops.ingestion`",
-)
+@pytest.mark.fault_row("ingestion-enospc")
 def test_ingestion_on_a_full_disk_keeps_the_previous_set(full_disk: FullDisk) -> None:
     from financemath_mlops.ingestion.__main__ import main
 
@@ -293,21 +280,7 @@ def test_ingestion_on_a_full_disk_keeps_the_previous_set(full_disk: FullDisk) ->
     assert len(list((interim / ".financemath.jsonl.set").glob("g-*"))) == 1  # the old one went
 
 
-@pytest.mark.fault_row(
-    id="features-enospc",
-    where="features stage",
-    fault="disk full (ENOSPC) under data/processed (a 1 MiB tmpfs filled to 16 KiB)",
-    sees="exit 1: `error: no space left on device writing "
-    "data/processed/finance_math_features.parquet (N KiB free of M on ...); the previous "
-    "finance_math_features.parquet is unchanged. Free space there ...`; no traceback "
-    "(before: a raw `OSError: [Errno 28]` traceback, exit 1)",
-    kept="the previous complete table (its manifest inside it) byte for byte; the temp file "
-    "removed at once",
-    recover="free space, rerun the same command",
-    bound="immediate",
-    retry="none",
-    runbook="df -h data/processed; free space; rerun `python -m financemath_mlops.features`",
-)
+@pytest.mark.fault_row("features-enospc")
 def test_features_on_a_full_disk_keep_the_previous_table(chain: Chain, full_disk: FullDisk) -> None:
     from financemath_mlops.features.__main__ import main
 
@@ -322,19 +295,7 @@ def test_features_on_a_full_disk_keep_the_previous_table(chain: Chain, full_disk
     full_disk.assert_kept_then_recovers(main, argv, processed, before)
 
 
-@pytest.mark.fault_row(
-    id="embedding-cache-enospc",
-    where="features stage (its embedding cache)",
-    fault="disk full (ENOSPC) under .cache/embeddings (a 256 KiB tmpfs, filled)",
-    sees="exit 0 and one WARNING: `embedding cache not saved (no space left on device under "
-    ".cache/embeddings: N KiB free of M on ...); the features are built all the same, and these "
-    "texts are embedded again next time`",
-    kept="the previous cache; the new table is written (a cache costs reuse, never the output)",
-    recover="nothing to do; free space to get the reuse back",
-    bound="immediate",
-    retry="none (the texts are embedded again on the next run)",
-    runbook="df -h .cache; free space (or point paths.cache_dir elsewhere)",
-)
+@pytest.mark.fault_row("embedding-cache-enospc")
 def test_features_on_a_full_embedding_cache_still_build_the_table(full_disk: FullDisk) -> None:
     from financemath_mlops.features.__main__ import main as features_main
     from financemath_mlops.ingestion.__main__ import main as ingestion_main
@@ -360,23 +321,7 @@ def test_features_on_a_full_embedding_cache_still_build_the_table(full_disk: Ful
     assert table.is_file() and snapshot(cache) == before and leftovers(cache) == []
 
 
-@pytest.mark.fault_row(
-    id="mlruns-enospc",
-    where="training stage (MLflow artefacts)",
-    fault="disk full (ENOSPC) under mlruns/ (SQLite store and artefact root on one 200 MiB "
-    "tmpfs, filled to 1 MiB: the run's small files fit, the model's 90 MB do not)",
-    sees="exit 1: `error: no space left on device logging the run's artefacts to "
-    "mlruns/artifacts (N KiB free of M on ...; /tmp: ...); no model version was registered "
-    "and no alias moved; the run was cut short ...`; no traceback (MLflow's logged SQL "
-    "traceback cut to its line)",
-    kept="every registered version and its artefacts byte for byte; @challenger where it was; "
-    "the cut-short run with its partial artefacts (RUNNING: the store on the full disk could not "
-    "mark it FAILED)",
-    recover="free space, rerun training (a new version); delete the cut-short run",
-    bound="immediate",
-    retry="none",
-    runbook="df -h mlruns; free space; rerun `python -m financemath_mlops.training`",
-)
+@pytest.mark.fault_row("mlruns-enospc")
 def test_training_on_a_full_mlruns_registers_nothing_and_moves_no_alias(
     chain: Chain, full_disk: FullDisk
 ) -> None:
@@ -412,19 +357,7 @@ def test_training_on_a_full_mlruns_registers_nothing_and_moves_no_alias(
     assert [r.info.status for r in cut_short] in (["FAILED"], ["RUNNING"])
 
 
-@pytest.mark.fault_row(
-    id="reports-enospc",
-    where="monitoring reports (drift, performance)",
-    fault="disk full (ENOSPC) under reports/ (a 16 MiB tmpfs filled to 64 KiB)",
-    sees="exit 1: `error: no space left on device writing reports/<timestamp> (N KiB free of M "
-    "on ...); no partial <timestamp> was left behind. Free space there ...`; no traceback",
-    kept="the previous reports: every folder, index.jsonl and latest.json (what /metrics shows) "
-    "byte for byte; no half-written folder, no torn index line",
-    recover="free space; the next scheduled run (6 h) or a rerun writes the next report",
-    bound="immediate",
-    retry="none (the scheduled flow runs again at its next slot)",
-    runbook="df -h reports; free space; rerun `python -m financemath_mlops.monitoring drift`",
-)
+@pytest.mark.fault_row("reports-enospc")
 def test_a_drift_report_on_a_full_disk_publishes_nothing(chain: Chain, full_disk: FullDisk) -> None:
     from financemath_mlops.monitoring.__main__ import main
 
@@ -450,21 +383,7 @@ def test_a_drift_report_on_a_full_disk_publishes_nothing(chain: Chain, full_disk
     # the recovery, in the same folder; tests/unit/test_atomic_outputs.py pins the index line.
 
 
-@pytest.mark.fault_row(
-    id="export-enospc",
-    where="registry export (models/serving)",
-    fault="disk full (ENOSPC) under models/ (a 200 MiB tmpfs holding one 90 MB export, the "
-    "rest filled to 1 MiB)",
-    sees="exit 1: `error: no space left on device writing models/serving (N KiB free of M on "
-    "...); the previous export in models/serving is unchanged; the partial download was "
-    "removed. Free space there ...`; no traceback (before: exit 2 `cannot export ...: [Errno 28]"
-    " No space left on device`, as if the model were at fault)",
-    kept="the previous export byte for byte (what compose mounts and the service serves)",
-    recover="free space, rerun the export",
-    bound="immediate",
-    retry="none",
-    runbook="df -h models; free space; rerun `python -m financemath_mlops.registry export`",
-)
+@pytest.mark.fault_row("export-enospc")
 def test_an_export_on_a_full_disk_keeps_the_served_folder(
     chain: Chain, full_disk: FullDisk
 ) -> None:

@@ -185,19 +185,7 @@ def features_without_fault(dask_workdir: Path) -> Path:
     return features_stage(given).output
 
 
-@pytest.mark.fault_row(
-    id="features-dask-worker-killed",
-    where="features stage, Dask executor",
-    fault="a Dask worker process SIGKILLed while it runs a partition",
-    sees="nothing: the scheduler reschedules the lost partition on a live worker (the nanny "
-    "restarts the killed one); the stage exits 0",
-    kept="the table equals the one built without the fault (same rows, order and values)",
-    recover="nothing to do",
-    bound="the partition's own time again, plus a worker restart (seconds)",
-    retry="Dask's: a lost partition is rerun up to distributed.scheduler.allowed-failures (3) "
-    "times (a partition is pure: idempotent)",
-    runbook="none needed; if workers keep dying, check their memory (`dmesg`, the nanny's log)",
-)
+@pytest.mark.fault_row("features-dask-worker-killed")
 def test_features_survive_a_killed_dask_worker(
     cluster: Cluster, dask_workdir: Path, features_without_fault: Path
 ) -> None:
@@ -213,19 +201,7 @@ def test_features_survive_a_killed_dask_worker(
     assert summary.extra["partitions"] == DASK_ROWS // DASK_PARTITION_ROWS
 
 
-@pytest.mark.fault_row(
-    id="features-dask-worker-killed-repeatedly",
-    where="features stage, Dask executor",
-    fault="a partition's worker killed more often than distributed.scheduler.allowed-failures",
-    sees="exit 1: `error: the Dask cluster (scheduler tcp://HOST:PORT) lost partition N: "
-    "KilledWorker: ...; nothing was written (the previous output is kept) ...`",
-    kept="the previous complete table",
-    recover="find why workers die (memory), rerun",
-    bound="immediate once Dask gives up on the partition",
-    retry="Dask's (allowed-failures), then none",
-    runbook="check the workers' memory and logs (`dmesg`); rerun `python -m "
-    "financemath_mlops.features --executor dask`, or `--executor local`",
-)
+@pytest.mark.fault_row("features-dask-worker-killed-repeatedly")
 def test_features_fail_cleanly_when_dask_gives_up_on_a_partition(
     cluster: Cluster, dask_workdir: Path, features_without_fault: Path
 ) -> None:
@@ -269,20 +245,7 @@ def predict_input(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[
     return path, [str(r["question_id"]) for r in rows], len(lines)
 
 
-@pytest.mark.fault_row(
-    id="predict-dask-worker-killed",
-    where="batch prediction, Dask executor",
-    fault="a Dask worker process SIGKILLed while it predicts a batch",
-    sees="nothing: the lost batch is rescheduled (the restarted worker loads the model again); "
-    "the summary still reads `read N = predicted P + rejected R`; exit 0",
-    kept="every valid row predicted exactly once, as without the fault; every bad row in "
-    "<output stem>.rejects.jsonl with its reason",
-    recover="nothing to do",
-    bound="the batch's own time again, plus a worker restart and a model load (seconds)",
-    retry="Dask's: up to distributed.scheduler.allowed-failures (3) (a batch is pure: "
-    "idempotent); more deaths end the stage as features-dask-worker-killed-repeatedly",
-    runbook="none needed; if workers keep dying, check their memory (`dmesg`)",
-)
+@pytest.mark.fault_row("predict-dask-worker-killed")
 def test_batch_prediction_survives_a_killed_dask_worker(
     cluster: Cluster,
     trained_model: TrainedModel,
@@ -563,31 +526,7 @@ def training_sweep(fault_features: Path) -> Iterator[Sweep]:
         head.close()
 
 
-@pytest.mark.fault_row(
-    id="training-sigkill-sweep",
-    where="training stage (`python -m financemath_mlops.training`, SQLite store)",
-    fault="SIGKILL at 6 points spread over the run (a sweep): 0.5 s (imports), the final fit, "
-    "the MLflow run logging its artefacts, the model's upload under way, the version registered, @challenger "
-    "moved (pointer not yet written)",
-    sees="the process is gone (exit -9), no message. Left behind: an MLflow run marked RUNNING "
-    "(killed while it was open), a logged model without a version (killed mid-upload), a "
-    "complete version no alias points at (killed before the alias move), and after a kill "
-    "inside an alias move the alias lock `<model>.alias-lock`",
-    kept="every alias points at a complete version (model folder and run artefacts): training "
-    "registers a version only after its files are uploaded (tagged fmops.registration="
-    "pending-alias in the same request), moves the alias, then tags it complete; a version "
-    "killed before its alias move stays pending and is refused by number (never served); "
-    "the previous @challenger stays until a run registers its own; the trained pointer names the "
-    "last run that finished",
-    recover="rerun training: a new version, @challenger moved to it. A lock left by a kill "
-    "inside an alias move is taken over at once by the next move (its holder ran on this host "
-    "and is gone; a holder on another host is taken over after 300 s)",
-    bound="immediate (a lock held from another host: 300 s takeover)",
-    retry="none (a rerun is a new run and a new version)",
-    runbook="rerun `python -m financemath_mlops.training`; `python -m financemath_mlops.registry "
-    "list` shows the aliases; a version without an alias is never served (serving, export and "
-    "promotion follow aliases)",
-)
+@pytest.mark.fault_row("training-sigkill-sweep")
 def test_a_killed_training_run_never_leaves_an_alias_on_an_incomplete_version(
     training_sweep: Sweep,
 ) -> None:
@@ -758,24 +697,7 @@ def flow_run_states(server: PrefectServer) -> list[str]:
     return [run["state_type"] for run in server.post("flow_runs/filter", {})]
 
 
-@pytest.mark.fault_row(
-    id="prefect-server-restarted-mid-flow",
-    where="the pipeline flow (`python -m financemath_mlops.flows`, PREFECT_API_URL set)",
-    fault="the Prefect server stopped and started again while the training task runs",
-    sees="nothing: the stages run in the flow's own process and Prefect's client retries, "
-    "silently, the state calls it makes meanwhile (a refused connection after a first success: "
-    "PREFECT_CLIENT_MAX_RETRIES=5, back-off 2-32 s, about 60 s in all); the run ends Completed, "
-    "exit 0 (measured: the server down 26-29 s during training). A server down longer than the "
-    "retries fails the flow with Prefect's own connection error (not injected here)",
-    kept="the server's database (flow and task runs); every stage output the run wrote",
-    recover="nothing when the server is back within the retries; else rerun the flow (every "
-    "stage runs again: tasks are not cached; the ONNX export and the embedding cache are reused)",
-    bound="the server's restart (seconds) within about 60 s of client retries",
-    retry="Prefect's client: 5 retries with back-off on a refused connection (state calls are "
-    "idempotent on the server)",
-    runbook="`curl $PREFECT_API_URL/health`; restart `prefect server start`; rerun "
-    "`python -m financemath_mlops.flows` if the run failed",
-)
+@pytest.mark.fault_row("prefect-server-restarted-mid-flow")
 def test_the_flow_runs_through_a_prefect_server_restart(
     prefect_server: PrefectServer, tmp_path: Path
 ) -> None:
@@ -874,22 +796,7 @@ def schedule_run_now(server: PrefectServer, deployment_id: str) -> str:
     return server.post(f"deployments/{deployment_id}/create_flow_run", body)["id"]
 
 
-@pytest.mark.fault_row(
-    id="prefect-worker-killed-mid-run",
-    where="scheduled retraining (a process work pool, `prefect worker start`)",
-    fault="the worker process SIGKILLed while its scheduled flow run is running",
-    sees="the flow run is marked Crashed within seconds (its process, orphaned, dies at its next "
-    "write to the dead worker's output pipe, and the run's engine reports the crash); the "
-    "deployment's later runs wait (Scheduled, then Late) until a worker polls the pool again",
-    kept="what the crashed run's finished stages wrote (each stage's outputs are its old or new "
-    "complete set); the registry's aliases (a crash mid-training is the training-sigkill-sweep row)",
-    recover="start the worker again; the next scheduled run (or `prefect deployment run "
-    "financemath-pipeline/nightly-retrain`) completes",
-    bound="Crashed within 60 s of the kill (about 10 s measured)",
-    retry="none (the crashed run is not retried; the next run starts from the beginning)",
-    runbook="`prefect flow-run ls --state Crashed`; start `prefect worker start --pool "
-    "financemath-pool`; `prefect deployment run financemath-pipeline/nightly-retrain`",
-)
+@pytest.mark.fault_row("prefect-worker-killed-mid-run")
 def test_a_killed_worker_s_run_is_marked_and_the_next_run_completes(
     prefect_server: PrefectServer, tmp_path: Path
 ) -> None:

@@ -219,22 +219,7 @@ def answers_throughout(service: Service, until: Any, timeout: float, what: str) 
         time.sleep(0.1)
 
 
-@pytest.mark.fault_row(
-    id="serving-store-hangs",
-    where="prediction service, reloading from the tracking store",
-    fault="the MLflow tracking server accepts connections and never answers (SIGSTOP)",
-    sees='/ready 200 with `down: ["tracking_store"]` and dependencies.tracking_store.error '
-    '(`... Read timed out`, the store\'s address); fmops_dependency_up{name="tracking_store"} 0; '
-    "alert FinanceMathDependencyDown after 5 min",
-    kept="the model in service: /predict answers 200 throughout",
-    recover="nothing to do: the next reload after the store answers sets it back to 1",
-    bound="serving.reload_interval_s + serving.mlflow_timeout_s x (1 + serving.mlflow_retries) "
-    "+ back-off per store call (defaults 10 s x 3: about 33 s; here 1 s x 1: seen in ~2 s)",
-    retry="MLflow's HTTP retries (serving.mlflow_retries, a read of the registry: idempotent), "
-    "then the periodic reload",
-    runbook="curl <tracking>/health; check the MLflow server's process and its database; the "
-    "service needs no action",
-)
+@pytest.mark.fault_row("serving-store-hangs")
 def test_a_hanging_tracking_store_is_reported_while_the_service_answers(service: Service, store):
     up, body = store_state(service)
     assert up == 1 and body["down"] == [] and body["dependencies"]["tracking_store"]["up"]
@@ -261,21 +246,7 @@ def test_a_hanging_tracking_store_is_reported_while_the_service_answers(service:
     assert store_state(service)[1]["down"] == []
 
 
-@pytest.mark.fault_row(
-    id="serving-store-down",
-    where="prediction service, reloading from the tracking store",
-    fault="the MLflow tracking server killed (SIGKILL: connections refused), then restarted",
-    sees='/ready 200 with `down: ["tracking_store"]` and the refusal in '
-    'dependencies.tracking_store.error; fmops_dependency_up{name="tracking_store"} 0; alert '
-    "FinanceMathDependencyDown after 5 min",
-    kept="the model in service: /predict answers 200 throughout",
-    recover="nothing to do once the store is back: the next reload sets the gauge to 1",
-    bound="serving.reload_interval_s + back-off of serving.mlflow_retries (a refusal is "
-    "immediate; seen here within ~1 s)",
-    retry="MLflow's HTTP retries, then the periodic reload",
-    runbook="restart the MLflow server (compose: `podman compose up -d mlflow`); the service "
-    "needs no action",
-)
+@pytest.mark.fault_row("serving-store-down")
 def test_a_dead_tracking_store_is_reported_and_recovered(service: Service, store: Store):
     assert store_state(service)[0] == 1
     store.kill()
@@ -327,27 +298,7 @@ def counts(service: Service) -> dict[str, float]:
     }
 
 
-@pytest.mark.fault_row(
-    id="prediction-log-enospc",
-    where="prediction service, its prediction log",
-    fault="disk full (ENOSPC) under paths.predictions_dir (a 4 MB tmpfs filled to the last byte)",
-    sees="predictions answered 200; within one flush interval fmops_prediction_log_durable 0, "
-    "fmops_prediction_log_write_errors_total counting (a try every flush interval), /ready 200 "
-    "with dependencies.prediction_log down (`No space left on device`), one WARNING a minute; "
-    "alerts FinanceMathPredictionLogNotDurable (1 min), FinanceMathPredictionLogDiskFilling "
-    "(before: under 10 % free or full within 6 h), FinanceMathPredictionLogDropping if rows "
-    "overflow the memory bound",
-    kept="every answered prediction: held in memory (at most monitoring.log_queue_size rows, "
-    "beyond that dropped and counted as write_error); on SIGTERM a complete journal stays for "
-    "the next start; a kill -9 while not durable loses the rows held (the gauge said so)",
-    recover="free space: the held rows are written within one flush interval, the gauge back to 1",
-    bound="detected within one flush interval (monitoring.log_flush_interval_s, 1 s; 0.5 s "
-    "here); written within one flush interval of the space coming back",
-    retry="the log's writer, every flush interval, while it holds rows (a part file is written "
-    "whole under a temp name and renamed: idempotent)",
-    runbook="df -h <paths.predictions_dir>; move old predictions-*.parquet elsewhere or grow the "
-    "volume; watch fmops_prediction_log_durable return to 1",
-)
+@pytest.mark.fault_row("prediction-log-enospc")
 def test_the_prediction_log_on_a_full_disk_says_so_and_loses_nothing(service: Service):
     before = counts(service)
     assert before["durable"] == 1 and before["free"] > 0
@@ -453,22 +404,7 @@ def pg_service(fault_stack: Any, trained_model: Any) -> Iterator[Service]:
     yield from HEAD_STARTS["pg_service"].held()
 
 
-@pytest.mark.fault_row(
-    id="serving-postgres-restart",
-    where="prediction service, reloading from `mlflow server` on PostgreSQL",
-    fault="PostgreSQL behind the tracking server stopped (`pg_ctl stop -m fast`) and started again "
-    "while the service reloads every second",
-    sees='/ready 200 with `down: ["tracking_store"]` and `the tracking store at <address> '
-    "answered HTTP 500 to every try (each call bounded by ...); the model in service keeps "
-    'answering`; fmops_dependency_up{name="tracking_store"} 0; FinanceMathDependencyDown after '
-    "5 min if it lasts",
-    kept="the model in service: /predict answers 200 throughout; the registry as it was",
-    recover="nothing to do once PostgreSQL is back: the next reload sets the gauge to 1",
-    bound="serving.reload_interval_s + one store call (a 5xx answers at once; MLflow retries "
-    "5xx serving.mlflow_retries times with back-off)",
-    retry="MLflow's HTTP retries on 5xx (a registry read: idempotent), then the periodic reload",
-    runbook="pg_isready -h <db host>; the mlflow server log; the service needs no action",
-)
+@pytest.mark.fault_row("serving-postgres-restart")
 def test_postgres_restarting_under_the_store_leaves_the_service_answering(
     healthy_stack: Any, pg_service: Service
 ):

@@ -154,21 +154,7 @@ def store_row(healthy_stack: FaultStack, features_workdir: Path) -> StoreRow:
 # a @challenger that the later rows show unmoved) --------------------------------------------
 
 
-@pytest.mark.fault_row(
-    id="tracking-postgres-restart-during-logging",
-    where="training (logging its run)",
-    fault="PostgreSQL behind `mlflow server` restarts while the run logs (down about 3 s)",
-    sees="exit 1: `error: the MLflow tracking server <address> failed while training logged its "
-    "run: ... 503 ... Nothing of this attempt is served ...`",
-    kept="the run, marked FAILED (its end is an idempotent write, retried past the restart); "
-    "@challenger and @champion unchanged; no model version",
-    recover="rerun training once PostgreSQL is back (the test does: it registers a new version "
-    "and moves @challenger)",
-    bound="the failed write answers at once (503); the run's end waits for PostgreSQL at most "
-    "the read bound (default 128.5 s)",
-    retry="the failed log write: none (not idempotent); the run's end: bounded, back-off",
-    runbook="pg_isready -h <db host>; the mlflow server log; rerun training",
-)
+@pytest.mark.fault_row("tracking-postgres-restart-during-logging")
 def test_postgres_restarting_while_training_logs_fails_the_run_and_a_rerun_works(
     store_row: StoreRow,
 ) -> None:
@@ -192,19 +178,7 @@ def test_postgres_restarting_while_training_logs_fails_the_run_and_a_rerun_works
 # -- the tracking server accepts connections and never answers -----------------------------------
 
 
-@pytest.mark.fault_row(
-    id="tracking-hang-at-start",
-    where="training, evaluation, promotion, registry, flow, predict, monitoring (start of stage)",
-    fault="the tracking server accepts connections and never answers",
-    sees="exit 2 within 15 s: `error: cannot reach the MLflow tracking server <address>: no "
-    "answer to GET <address>/health within 8 s ...; nothing was done`",
-    kept="everything: the stage stops before its work (no run, no version, no alias move)",
-    recover="fix or restart the tracking server (or point FMOPS_MLFLOW__TRACKING_URI at a "
-    "running one), then rerun the same command",
-    bound="8 s probe (runs/store.py PROBE_SECONDS) + start-up: 15 s",
-    retry="none: one bounded probe (resolve, connect, GET /health share the 8 s)",
-    runbook="curl -m 5 <address>/health; check the server's process and its database; rerun",
-)
+@pytest.mark.fault_row("tracking-hang-at-start")
 def test_a_hanging_tracking_server_stops_training_within_the_probe_bound(
     store_row: StoreRow,
 ) -> None:
@@ -228,22 +202,7 @@ def test_a_hanging_tracking_server_stops_training_within_the_probe_bound(
     assert f"no answer to GET {address}/health within 8 s" in line, line
 
 
-@pytest.mark.fault_row(
-    id="tracking-hang-mid-run",
-    where="training (any stage past its start-of-stage probe; the service: serving.mlflow_timeout_s)",
-    fault="the tracking server stops answering while the run logs (after the probe passed)",
-    sees="exit 1: `error: the MLflow tracking server <address> failed while training logged its "
-    "run: ... Read timed out ... Nothing of this attempt is served ...`",
-    kept="@challenger and @champion unchanged; no model version; the run stays RUNNING in the "
-    "store when the server never heard its end (MLflow shows it; harmless)",
-    recover="restart the tracking server, rerun training",
-    bound="per MLflow call: (1 + MLFLOW_HTTP_REQUEST_MAX_RETRIES) x MLFLOW_HTTP_REQUEST_TIMEOUT "
-    "+ back-off; defaults 4 x 30 s + 8.5 s = 128.5 s for a read or idempotent write, 30 s for "
-    "any other write (this row: 3 s, 1 retry)",
-    retry="reads and idempotent writes (tags, aliases, run status): bounded, back-off 1, 2, 4 s "
-    "+ jitter; creating writes (runs, versions, metrics): never sent twice",
-    runbook="the server's log and `curl -m 5 <address>/health`; restart it; rerun training",
-)
+@pytest.mark.fault_row("tracking-hang-mid-run")
 def test_a_tracking_server_that_hangs_mid_run_fails_training_within_the_stated_bound(
     store_row: StoreRow,
 ) -> None:
@@ -278,26 +237,7 @@ def test_a_tracking_server_that_hangs_mid_run_fails_training_within_the_stated_b
 # -- PostgreSQL under `mlflow server` stops between registration and the alias move -------------
 
 
-@pytest.mark.fault_row(
-    id="tracking-postgres-restart-before-alias",
-    where="training (between registering the model version and moving @challenger; the alias "
-    "move takes the audit lock, moves, appends the audit entry)",
-    fault="PostgreSQL behind `mlflow server` stops after the version is registered, before the "
-    "alias move",
-    sees="exit 1: `error: the MLflow tracking server <address> failed while taking the alias "
-    "lock <model>.alias-lock: API request to <address>/api/2.0/mlflow/registered-models/create "
-    "failed ... 503 .... Nothing was moved ...`; no traceback (before: exit 2, `cannot take the "
-    "alias lock ...`, as if the command were wrong)",
-    kept="the new version's artefacts, whole, tagged fmops.registration=pending-alias and "
-    "without an alias: resolving it by number is refused (never served); @challenger, "
-    "@champion and the audit trail unchanged",
-    recover="rerun training once PostgreSQL is back: it registers a new version and moves "
-    "@challenger (the half-registered one stays tagged, harmless)",
-    bound="at once (503 on a creating write)",
-    retry="none for the lock (a create); the registry reads before it: bounded, back-off",
-    runbook="pg_isready; `python -m financemath_mlops.registry list` shows the version without "
-    "alias; rerun training",
-)
+@pytest.mark.fault_row("tracking-postgres-restart-before-alias")
 def test_postgres_stopping_between_registration_and_the_alias_move_leaves_no_alias_on_it(
     store_row: StoreRow,
 ) -> None:
@@ -359,20 +299,7 @@ def _s3_keys(stack: FaultStack) -> set[str]:
     return set(stack.s3.keys_in(BUCKET, ""))
 
 
-@pytest.mark.fault_row(
-    id="s3-refuses",
-    where="training (artefact upload through `mlflow server --serve-artifacts`)",
-    fault="the S3 API refuses connections",
-    sees="exit 1: `error: the MLflow tracking server <address> failed while training logged its "
-    "run: ... 500 ... Nothing of this attempt is served ...` (the server's log names the S3 "
-    "endpoint)",
-    kept="the run, marked FAILED; no model version; @challenger and @champion unchanged",
-    recover="bring S3 (MinIO) back, rerun training",
-    bound="the server's S3 client retries (boto3: 5 attempts, back-off) per upload, then the "
-    "client's bounded retries of the idempotent PUT",
-    retry="artefact PUT: idempotent, retried (client: bounded, back-off; server: boto3's)",
-    runbook="curl <s3 endpoint>/minio/health/live; the mlflow server log; rerun training",
-)
+@pytest.mark.fault_row("s3-refuses")
 def test_s3_refusing_fails_training_before_any_version_is_registered(store_row: StoreRow) -> None:
     stack = store_row.stack
     stack.s3_proxy.set_mode("refuse")
@@ -384,20 +311,7 @@ def test_s3_refusing_fails_training_before_any_version_is_registered(store_row: 
     assert_aliases_served_whole(stack)
 
 
-@pytest.mark.fault_row(
-    id="s3-cut-mid-upload",
-    where="training (`log_model`: the model's files, the ONNX bundle the largest)",
-    fault="S3 closes every connection after 1 MB of an upload: the small files land, the "
-    "model bundle never does",
-    sees="exit 1: `error: the MLflow tracking server <address> failed while training logged its "
-    "run: ... Nothing of this attempt is served ...`",
-    kept="the run's small artefacts and a FAILED logged model; no model version (registration "
-    "comes after the upload); @challenger and @champion unchanged and loadable",
-    recover="fix the S3 path (proxy, disk, MinIO), rerun training",
-    bound="the uploads' retries (server boto3, client PUT), then at once",
-    retry="artefact PUT: idempotent, retried (bounded, back-off); registration: not reached",
-    runbook="the mlflow server log (the S3 error); `mc admin info`; rerun training",
-)
+@pytest.mark.fault_row("s3-cut-mid-upload")
 def test_s3_cutting_an_upload_half_way_registers_no_version(store_row: StoreRow) -> None:
     stack = store_row.stack
     keys_before = _s3_keys(stack)
@@ -414,18 +328,7 @@ def test_s3_cutting_an_upload_half_way_registers_no_version(store_row: StoreRow)
     assert_aliases_served_whole(stack)
 
 
-@pytest.mark.fault_row(
-    id="s3-slow",
-    where="training (every artefact upload)",
-    fault="the S3 API takes 0.5 s per request",
-    sees="nothing but time: training succeeds, slower (this row: under 2 minutes)",
-    kept="the new version, registered after its artefacts landed whole, then @challenger moved",
-    recover="nothing to do; if uploads pass MLFLOW_HTTP_REQUEST_TIMEOUT (30 s each), the "
-    "client retries the PUT (idempotent) and then fails as s3-refuses",
-    bound="per upload: MLFLOW_HTTP_REQUEST_TIMEOUT (default 30 s) x 4 attempts",
-    retry="artefact PUT: idempotent, retried (bounded, back-off)",
-    runbook="the S3 latency (`mc admin trace`); raise MLFLOW_HTTP_REQUEST_TIMEOUT for big models",
-)
+@pytest.mark.fault_row("s3-slow")
 def test_a_slow_s3_only_slows_training_down(store_row: StoreRow) -> None:
     stack = store_row.stack
     seen_before = len(stack.s3_proxy.requests)

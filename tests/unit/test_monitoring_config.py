@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from financemath_mlops.monitoring.prometheus import ReportMetricsCollector
 from financemath_mlops.monitoring.publish import REPORT_GAUGES
+from tests.faults.matrix import ROWS as FAULT_ROWS
 from tests.helpers import REPO_ROOT
 
 PROMETHEUS = REPO_ROOT / "monitoring" / "prometheus"
@@ -349,19 +350,9 @@ def test_each_alert_fires_when_it_should_and_only_then(tmp_path: Path):
     assert fired == every_alert and quiet == every_alert  # each one firing and not firing
 
 
-def fault_row_ids() -> set[str]:
-    """The ids of the fault matrix's rows (tests/faults), read as text: nothing is imported."""
-    pattern = re.compile(r"fault_row\(\s*id=\"([a-z0-9-]+)\"")
-    return {
-        row_id
-        for path in (REPO_ROOT / "tests" / "faults").glob("test_*.py")
-        for row_id in pattern.findall(path.read_text(encoding="utf-8"))
-    }
-
-
 def test_fault_alerts_link_their_row_of_the_fault_matrix():
     """The prediction-log and dependency alerts each carry a runbook_url to a row that exists."""
-    rows = fault_row_ids()
+    rows = {row.id for row in FAULT_ROWS}  # each has its test: tests/unit/test_fault_matrix.py
     linked = {
         rule["alert"]: rule["annotations"]["runbook_url"]
         for rule in alert_rules()
