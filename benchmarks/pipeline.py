@@ -139,11 +139,11 @@ def shared_onnx_dir() -> Path:
     onnx.mkdir(parents=True, exist_ok=True)
     code = (
         "from financemath_mlops.config import load_settings;"
-        "from financemath_mlops.features.build import load_embedder;"
+        "from financemath_mlops.features.build import embedder_for;"
         f"s = load_settings({str(REPO_ROOT / 'configs' / 'default.yaml')!r}, "
         f"{{'paths': {{'cache_dir': {str(REPO_ROOT / '.cache')!r}, "
         f"'hf_cache_dir': {str(REPO_ROOT / '.cache' / 'hf')!r}}}}});"
-        "load_embedder(s.features.embedding, s)"
+        "embedder_for(s.features.embedding, s.paths)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env=base_env(), cwd=REPO_ROOT)
     return onnx

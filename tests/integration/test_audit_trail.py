@@ -46,7 +46,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tracking, registry_uri = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     folder = tmp_path_factory.mktemp("audit-template")
     db = folder / "mlflow.db"
-    runs.configure(load_settings(overrides={"mlflow": {"tracking_uri": seeded_store(db)}}))
+    runs.configure(load_settings(overrides={"mlflow": {"tracking_uri": seeded_store(db)}}).mlflow)
     source = folder / "model-source"
     source.mkdir()
     (source / "MLmodel").write_text("flavors: {}\n")
@@ -64,7 +64,7 @@ def store(template: Path, tmp_path: Path, restore_mlflow_uris: None, monkeypatch
     db = tmp_path / "mlflow.db"
     shutil.copy(template, db)
     uri = f"sqlite:///{db}"
-    runs.configure(load_settings(overrides={"mlflow": {"tracking_uri": uri}}))
+    runs.configure(load_settings(overrides={"mlflow": {"tracking_uri": uri}}).mlflow)
     monkeypatch.delenv(audit.ACTOR_ENV, raising=False)
     return uri
 

@@ -98,7 +98,7 @@ def test_local_and_dask_predictions_agree_and_equal_the_pyfunc(
     assert by_local["warnings"].map(list).tolist() == by_dask["warnings"].tolist()
 
     # The very model, called through MLflow on the same records, gives the same numbers.
-    runs.configure(trained_model.settings)
+    runs.configure(trained_model.settings.mlflow)
     pyfunc = runs.load_pyfunc(CHAMPION_URI)
     records = generate_sample(rows=GOOD_ROWS, seed=SEED)
     reference = pyfunc.predict(input_example(records))["prediction"].to_numpy()

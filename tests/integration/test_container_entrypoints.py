@@ -150,7 +150,7 @@ def test_inference_cmd_with_the_compose_api_settings_serves_the_exported_folder(
     assert "command" not in api  # the image CMD is what compose runs
     compose_env = compose_environment(api)
     assert compose_env["FMOPS_SERVING__MODEL_URI"] == "/models/serving"
-    runs.configure(trained_model.settings)
+    runs.configure(trained_model.settings.mlflow)
     folder = tmp_path / "models" / "serving"  # what the read-only bind mount shows
     runs.export_model(f"models:/{trained_model.model_name}/{trained_model.version}", folder)
     env = container_env(

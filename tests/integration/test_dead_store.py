@@ -81,7 +81,7 @@ def test_an_unresolvable_name_stops_the_stage_within_seconds_naming_it(
 RETRY_PROBE = (
     "from financemath_mlops import runs\n"
     "from financemath_mlops.config import load_settings\n"
-    "runs.configure(load_settings())\n"
+    "runs.configure(load_settings().mlflow)\n"
     "try:\n"
     "    runs.client().search_experiments()\n"
     "except Exception as exc:\n"

@@ -367,7 +367,7 @@ def test_int8_model_serves_its_training_rows_and_refuses_an_fp32_bundle(
     manifest = read_feature_manifest(settings.features_output)
     assert manifest["embedding"]["precision"] == "int8"
     summary = train_stage(settings)
-    runs.configure(settings)
+    runs.configure(settings.mlflow)
     predictor = runs.load_pyfunc(summary.model_uri).unwrap_python_model().predictor
     assert predictor.embedder.precision == "int8"
     assert predictor.config["embedding_bundle"]["quantization"]["per_channel"] is True

@@ -98,7 +98,7 @@ def server_env_without_model(workdir: Path, tracking_uri: str) -> dict[str, str]
 def test_an_exported_model_folder_serves_without_the_registry(trained_model, tmp_path):
     from financemath_mlops import runs
 
-    runs.configure(trained_model.settings)
+    runs.configure(trained_model.settings.mlflow)
     folder = tmp_path / "models" / "serving"
     uri = f"models:/{trained_model.model_name}/{trained_model.version}"
     ref = runs.export_model(uri, folder)

@@ -97,7 +97,7 @@ def log_predictions(trained_model, directory: Path, rows: list[dict[str, Any]]) 
     from financemath_mlops.monitoring.prediction_log import PredictionLog, prediction_entries
     from financemath_mlops.records import RecordInput
 
-    runs.configure(trained_model.settings)
+    runs.configure(trained_model.settings.mlflow)
     ref = runs.resolve(f"models:/{trained_model.model_name}@champion")
     predictor = runs.load_pyfunc(ref.uri).unwrap_python_model().predictor
     records = [RecordInput.from_mapping(r) for r in rows]

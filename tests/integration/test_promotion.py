@@ -42,7 +42,7 @@ def test_an_identical_challenger_is_not_promoted(
     shutil.copy(source, copy)  # a copy of the store: the session's registry stays as it is
     settings = trained_model.settings.model_copy(deep=True)
     settings.mlflow.tracking_uri = f"sqlite:///{copy}"
-    runs.configure(settings)
+    runs.configure(settings.mlflow)
     try:
         version = mlflow.register_model(
             f"runs:/{trained_model.run_id}/model", trained_model.model_name
@@ -58,4 +58,4 @@ def test_an_identical_challenger_is_not_promoted(
         champion = runs.alias_version(trained_model.model_name, runs.CHAMPION)
         assert str(champion.version) == trained_model.version
     finally:
-        runs.configure(trained_model.settings)
+        runs.configure(trained_model.settings.mlflow)

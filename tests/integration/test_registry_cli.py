@@ -34,7 +34,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tracking, registry_uri = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     tmp_path = tmp_path_factory.mktemp("registry")
     uri = seeded_store(tmp_path / "mlflow.db")
-    runs.configure(load_settings(overrides={"mlflow": {"tracking_uri": uri}}))
+    runs.configure(load_settings(overrides={"mlflow": {"tracking_uri": uri}}).mlflow)
     client = runs.client()
     source = tmp_path / "model-source"
     source.mkdir()

@@ -65,7 +65,7 @@ def store_state(model: TrainedModel) -> tuple[int, list[tuple[str, tuple[str, ..
 def test_the_trained_version_rebuilds_bit_identically_and_moves_nothing(
     trained_model: TrainedModel, repo_caches: None, restore_mlflow_uris: None, capsys
 ):
-    runs.configure(trained_model.settings)
+    runs.configure(trained_model.settings.mlflow)
     before = store_state(trained_model)
     args = (trained_model.version, "--reuse-embeddings", "--allow-drift")
     code = reproduce_cli(trained_model, *args)
@@ -121,7 +121,7 @@ def test_a_dirty_checkout_is_refused_naming_the_file_unless_drift_is_allowed(
 def test_lock_and_package_drift_are_named(
     trained_model: TrainedModel, restore_mlflow_uris: None, tmp_path: Path
 ):
-    runs.configure(trained_model.settings)
+    runs.configure(trained_model.settings.mlflow)
     recipe = load_rebuild_recipe(trained_model.run_id, tmp_path)
     assert recipe is not None
     env = recipe["environment"]
@@ -144,7 +144,7 @@ def test_a_set_installed_since_the_run_is_not_drift(
 ):
     """`make run` records the pipeline lock; `make test` then adds the dev set beside it. The
     rebuild runs the same pins, so reproduce must not refuse (a changed pin still is drift)."""
-    runs.configure(trained_model.settings)
+    runs.configure(trained_model.settings.mlflow)
     recipe = load_rebuild_recipe(trained_model.run_id, tmp_path)
     assert recipe is not None
     env = recipe["environment"]

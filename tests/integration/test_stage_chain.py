@@ -125,7 +125,7 @@ def test_a_pointer_is_followed_only_into_the_store_it_names(
     there = runs.read_trained_pointer(features)
     assert there is not None and there.tracking_uri == runs.store_identity(trained.tracking_uri)
     assert here != there.tracking_uri
-    runs.configure(load_settings())
+    runs.configure(load_settings().mlflow)
     assert runs.model_trained_on(features, copy).run_id == trained.run_id  # recognised
 
     # Another store: there, the pointer's version N is another run than training registered.

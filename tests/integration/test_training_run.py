@@ -55,7 +55,7 @@ def test_run_records_params_lineage_and_cv_metrics(trained_model: TrainedModel, 
 def test_run_artifacts_carry_split_reference_table_and_holdout(
     trained_model: TrainedModel, tmp_path: Path
 ) -> None:
-    runs.configure(trained_model.settings)
+    runs.configure(trained_model.settings.mlflow)
     run_id = trained_model.run_id
     columns = json.loads(runs.store.download(run_id, "feature_columns.json", tmp_path).read_text())
     assert columns["columns"] == list(FEATURE_COLUMNS)
@@ -87,7 +87,7 @@ def test_registered_version_has_aliases(trained_model: TrainedModel, client) -> 
 def test_champion_loads_and_predicts_like_the_in_memory_model_from_raw_records(
     trained_model: TrainedModel, tmp_path: Path
 ) -> None:
-    runs.configure(trained_model.settings)
+    runs.configure(trained_model.settings.mlflow)
     model = runs.load_pyfunc(f"models:/{trained_model.model_name}@champion")
     predictor = model.unwrap_python_model().predictor
     rows = [json.loads(line) for line in trained_model.ingested_path.read_text().splitlines()]
@@ -225,12 +225,21 @@ def test_a_model_the_serving_path_cannot_evaluate_is_refused_before_any_run(
 
 
 def _table(trained_model: TrainedModel) -> tuple[np.ndarray, np.ndarray, dict, Path]:
-    from financemath_mlops.features.build import TARGET_COLUMN, onnx_bundle
+    from financemath_mlops.features.build import TARGET_COLUMN, bundle_for
 
     frame, manifest = read_features(trained_model.features_path)
     x = feature_values(frame)
     y = frame[TARGET_COLUMN].to_numpy(np.float64)
-    return x, y, manifest, onnx_bundle(trained_model.settings, manifest["embedding"])
+    return (
+        x,
+        y,
+        manifest,
+        bundle_for(
+            trained_model.settings.features.embedding,
+            trained_model.settings.paths,
+            manifest["embedding"],
+        ),
+    )
 
 
 def test_the_servable_check_refuses_a_linear_tree_booster_and_passes_the_tuned_one(

@@ -52,7 +52,7 @@ def test_same_seed_gives_same_split_cv_metrics_and_predictions(
 def test_holdout_rows_never_reach_the_training_table(
     trained_model: TrainedModel, tmp_path: Path
 ) -> None:
-    runs.configure(trained_model.settings)
+    runs.configure(trained_model.settings.mlflow)
     _, holdout = runs.load_split_ids(trained_model.run_id, tmp_path)
     train_table = runs.load_training_features(trained_model.run_id, tmp_path)
     assert holdout

@@ -503,7 +503,7 @@ def test_features_cache_misses_after_new_weights_under_the_same_revision(
     vectors = []
     for content in (b"old weights", b"new weights"):
         weights.write_bytes(content)
-        embedder, info = build.load_embedder(cfg, settings)
+        embedder, info = build.embedder_for(cfg, settings.paths)
         assert info["revision"] == "unknown"
         table, stats = build.featurize_chunk(rows, embedder, info, cache)
         assert (stats["hits"], stats["misses"]) == (0, 1)

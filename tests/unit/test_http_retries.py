@@ -25,7 +25,7 @@ CLIENT = """
 from financemath_mlops import runs
 from financemath_mlops.config import load_settings
 
-runs.configure(load_settings())
+runs.configure(load_settings().mlflow)
 client = runs.client()
 for call in (
     lambda: client.search_experiments(),

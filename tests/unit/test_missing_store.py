@@ -54,7 +54,7 @@ def test_a_local_model_folder_needs_no_store(tmp_path: Path) -> None:
 
 def test_the_pipeline_still_creates_a_missing_store(tmp_path: Path) -> None:
     store = tmp_path / "fresh" / "mlflow.db"
-    runs.configure(settings_for(store))
+    runs.configure(settings_for(store).mlflow)
     runs.client().search_registered_models()
     assert store.is_file()
 
@@ -97,22 +97,22 @@ def mlflow_http_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
-def http_settings(uri: str):
-    return load_settings(overrides={"mlflow": {"tracking_uri": uri}})
+def http_store(uri: str):
+    return load_settings(overrides={"mlflow": {"tracking_uri": uri}}).mlflow
 
 
 def test_a_server_that_answers_passes_the_probe_and_bounds_mlflow_retries(
     mlflow_http_env: pytest.MonkeyPatch,
 ) -> None:
     with http_server(404) as uri:  # not MLflow's /health, but a server is there
-        runs.check_reachable(http_settings(uri))
+        runs.check_reachable(http_store(uri))
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == str(store.STAGE_HTTP_RETRIES)
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == str(store.STAGE_HTTP_TIMEOUT_S)
 
 
 def test_a_server_error_answer_fails_the_probe(mlflow_http_env: pytest.MonkeyPatch) -> None:
     with http_server(503) as uri, pytest.raises(runs.TrackingError, match=f"{uri}.*503"):
-        runs.check_reachable(http_settings(uri))
+        runs.check_reachable(http_store(uri))
 
 
 def test_a_silent_server_fails_the_probe_within_its_budget(
@@ -121,19 +121,19 @@ def test_a_silent_server_fails_the_probe_within_its_budget(
     mlflow_http_env.setattr(store, "PROBE_SECONDS", 1.0)
     started = time.perf_counter()
     with http_server(None) as uri, pytest.raises(runs.TrackingError, match="no answer"):
-        runs.check_reachable(http_settings(uri))
+        runs.check_reachable(http_store(uri))
     assert time.perf_counter() - started < 3
 
 
 def test_the_users_mlflow_http_settings_win(mlflow_http_env: pytest.MonkeyPatch) -> None:
     mlflow_http_env.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "9")
     with http_server(200) as uri:
-        runs.check_reachable(http_settings(uri))
+        runs.check_reachable(http_store(uri))
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "9"
 
 
 def test_a_local_store_is_not_probed(tmp_path: Path, mlflow_http_env: pytest.MonkeyPatch) -> None:
-    runs.check_reachable(settings_for(tmp_path / "none.db"))
+    runs.check_reachable(settings_for(tmp_path / "none.db").mlflow)
     assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
 
 
@@ -143,7 +143,7 @@ def test_a_password_in_the_uri_is_not_shown(mlflow_http_env: pytest.MonkeyPatch)
         port = sock.getsockname()[1]
     uri = f"http://ops:s3cret-pw@127.0.0.1:{port}"
     with pytest.raises(runs.TrackingError, match="connection refused") as refused:
-        runs.check_reachable(http_settings(uri))
+        runs.check_reachable(http_store(uri))
     assert "s3cret-pw" not in str(refused.value)
     assert f"http://ops:***@127.0.0.1:{port}" in str(refused.value)
 
@@ -185,12 +185,12 @@ def test_the_probe_honours_mlflows_tls_settings(
         mlflow_http_env.delenv("MLFLOW_TRACKING_SERVER_CERT_PATH", raising=False)
         mlflow_http_env.delenv("MLFLOW_TRACKING_INSECURE_TLS", raising=False)
         with pytest.raises(runs.TrackingError, match="SSLError"):
-            runs.check_reachable(http_settings(uri))
+            runs.check_reachable(http_store(uri))
         mlflow_http_env.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(cert))
-        runs.check_reachable(http_settings(uri))
+        runs.check_reachable(http_store(uri))
         mlflow_http_env.delenv("MLFLOW_TRACKING_SERVER_CERT_PATH")
         mlflow_http_env.setenv("MLFLOW_TRACKING_INSECURE_TLS", "true")
-        runs.check_reachable(http_settings(uri))
+        runs.check_reachable(http_store(uri))
     finally:
         server.shutdown()
         server.server_close()

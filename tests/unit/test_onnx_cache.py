@@ -21,7 +21,7 @@ import pytest
 
 from financemath_mlops.config import load_settings
 from financemath_mlops.features import onnx_export
-from financemath_mlops.features.build import onnx_cache_dir
+from financemath_mlops.features.build import bundle_dir
 from financemath_mlops.features.embeddings import OnnxEmbedder
 from financemath_mlops.features.onnx_export import (
     bundle_cache_dir,
@@ -216,13 +216,13 @@ def test_the_cache_lives_per_user_unless_the_setting_moves_it(
     assert bundle_cache_dir() == Path.home() / ".cache" / "financemath-mlops" / "onnx"
     # The setting (and its FMOPS_ variable) wins, and the features stage and training use it.
     monkeypatch.setenv("FMOPS_PATHS__ONNX_CACHE_DIR", str(tmp_path / "mine"))
-    assert onnx_cache_dir(load_settings(None)) == tmp_path / "mine"
+    assert bundle_dir(load_settings(None).paths) == tmp_path / "mine"
     monkeypatch.delenv("FMOPS_PATHS__ONNX_CACHE_DIR")
     # A home where the cache cannot be made (read-only, a file in the way): the clone's folder.
     (tmp_path / "blocked").write_text("a file, not a folder")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "blocked"))
     settings = load_settings(None, {"paths": {"cache_dir": tmp_path / "clone-cache"}})
-    assert onnx_cache_dir(settings) == tmp_path / "clone-cache" / "onnx"
+    assert bundle_dir(settings.paths) == tmp_path / "clone-cache" / "onnx"
     assert "cannot create the ONNX bundle cache" in caplog.text
     assert "FMOPS_PATHS__ONNX_CACHE_DIR" in caplog.text
     assert not os.path.exists(tmp_path / "clone-cache")  # chosen, not created, until an export

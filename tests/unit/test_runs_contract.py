@@ -26,11 +26,11 @@ RUN_ONLY_ARTEFACTS = (
 )
 
 
-def test_served_model_uri_follows_the_alias_unless_a_uri_is_configured() -> None:
+def test_served_uri_follows_the_alias_unless_a_uri_is_configured() -> None:
     settings = load_settings(overrides={"serving": {"model_name": "m", "alias": "champion"}})
-    assert runs.served_model_uri(settings) == "models:/m@champion"
+    assert runs.served_uri(settings.serving) == "models:/m@champion"
     pinned = load_settings(overrides={"serving": {"model_uri": "models:/m/3"}})
-    assert runs.served_model_uri(pinned) == "models:/m/3"
+    assert runs.served_uri(pinned.serving) == "models:/m/3"
 
 
 def test_the_challenger_is_what_training_registered_from_the_given_table(tmp_path: Path) -> None:
@@ -94,7 +94,7 @@ def _version(alias: str) -> str:
 def registry(tmp_path: Path, restore_mlflow_uris: None) -> tuple[str, list[str]]:
     """A fresh SQLite registry with one model and three versions; returns (tracking URI, versions)."""
     uri = seeded_store(tmp_path / "mlflow.db")
-    runs.configure(load_settings(overrides={"mlflow": {"tracking_uri": uri}}))
+    runs.configure(load_settings(overrides={"mlflow": {"tracking_uri": uri}}).mlflow)
     client = runs.client()
     client.create_registered_model("m")
     source = tmp_path / "model"

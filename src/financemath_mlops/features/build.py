@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from financemath_mlops.atomic import atomic_path
-from financemath_mlops.config import EmbeddingSettings, FeatureSettings, PathsSettings, Settings
+from financemath_mlops.config import EmbeddingSettings, FeatureSettings, PathsSettings
 from financemath_mlops.executors import (
     ExecutorError,
     Partition,
@@ -175,11 +175,6 @@ def _target(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def load_embedder(cfg: EmbeddingSettings, settings: Settings, show_progress: bool = False):
-    """:func:`embedder_for` for a caller holding the whole Settings (reads ``paths`` only)."""
-    return embedder_for(cfg, settings.paths, show_progress)
-
-
 def embedder_for(cfg: EmbeddingSettings, paths: PathsSettings, show_progress: bool = False):
     """Resolve the model weights and build the configured embedding backend (the hub's
     downloads and the ONNX bundles under ``paths``)."""
@@ -217,21 +212,11 @@ def embedder_for(cfg: EmbeddingSettings, paths: PathsSettings, show_progress: bo
     return embedder, info
 
 
-def onnx_cache_dir(settings: Settings) -> Path:
-    """:func:`bundle_dir` for a caller holding the whole Settings."""
-    return bundle_dir(settings.paths)
-
-
 def bundle_dir(paths: PathsSettings) -> Path:
     """Where ONNX bundles are cached: ``paths.onnx_cache_dir``, else per user (onnx_export)."""
     from financemath_mlops.features.onnx_export import bundle_cache_dir
 
     return bundle_cache_dir(paths.onnx_cache_dir, paths.cache_dir / "onnx")
-
-
-def onnx_bundle(settings: Settings, info: dict[str, Any]) -> Path:
-    """:func:`bundle_for` for a caller holding the whole Settings."""
-    return bundle_for(settings.features.embedding, settings.paths, info)
 
 
 def bundle_for(cfg: EmbeddingSettings, paths: PathsSettings, info: dict[str, Any]) -> Path:

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         from financemath_mlops import runs
         from financemath_mlops.training.lightgbm_params import check_lightgbm_params
 
-        runs.check_reachable(settings)
+        runs.check_reachable(settings.mlflow)
         # A typo in training.lightgbm: exit 2 now, not after ingestion and minutes of embedding.
         check_lightgbm_params(settings.training.lightgbm, settings.training.seed)
     prepare_prefect_env(settings.paths.cache_dir)

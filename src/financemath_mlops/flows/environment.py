@@ -112,7 +112,7 @@ def prepare_embedding_bundle(settings: Settings) -> None:
     cfg = settings.features.embedding
     if cfg.backend != "onnx":
         return
-    from financemath_mlops.features.build import onnx_cache_dir
+    from financemath_mlops.features.build import bundle_dir
     from financemath_mlops.features.onnx_export import ensure_onnx_bundle
     from financemath_mlops.features.weights import resolve_weights
 
@@ -123,7 +123,7 @@ def prepare_embedding_bundle(settings: Settings) -> None:
             local_path=cfg.local_path,
             hf_cache_dir=settings.paths.hf_cache_dir,
         )
-        ensure_onnx_bundle(resolved, onnx_cache_dir(settings), cfg.max_length, cfg.precision)
+        ensure_onnx_bundle(resolved, bundle_dir(settings.paths), cfg.max_length, cfg.precision)
     except Exception as exc:
         log.info(
             "the embedding bundle is left to the features task (%s: %s)", type(exc).__name__, exc

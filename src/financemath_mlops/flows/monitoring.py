@@ -51,7 +51,7 @@ def drift_task(settings: Settings, window_hours: float) -> dict[str, Any] | None
         return run_scheduled_drift(
             settings.monitoring, DriftJob(since=since), store=settings.mlflow,
             features=settings.features, paths=settings.paths,
-            served_uri=runs.served_model_uri(settings),
+            served_uri=runs.served_uri(settings.serving),
         )  # fmt: skip
     except MonitoringError as exc:
         get_run_logger().warning("drift report skipped: %s", exc)
@@ -66,7 +66,7 @@ def performance_task(settings: Settings, data: Path) -> dict[str, Any] | None:
     try:
         return run_performance(
             settings.monitoring, PerformanceJob(data=data), store=settings.mlflow,
-            paths=settings.paths, served_uri=runs.served_model_uri(settings),
+            paths=settings.paths, served_uri=runs.served_uri(settings.serving),
         ).numbers  # fmt: skip
     except MonitoringError as exc:
         get_run_logger().warning("performance report skipped: %s", exc)
@@ -125,7 +125,7 @@ def financemath_monitoring(
     """Report drift (and performance if labelled data is configured); ask for retraining."""
     logger = get_run_logger()
     settings = load_settings(config, {"mlflow": {"tracking_uri": tracking_uri}})
-    runs.check_reachable(settings)  # the drift report reads the served model's run
+    runs.check_reachable(settings.mlflow)  # the drift report reads the served model's run
     cfg = settings.monitoring
     drift = drift_task(settings, window_hours or cfg.window_hours)
     verdicts = [drift_verdict(drift, cfg.min_rows)] if drift else []
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         {"mlflow": {"tracking_uri": args.tracking_uri}},
         {"mlflow.tracking_uri": "--tracking-uri"},
     )
-    runs.check_reachable(settings)  # ... and on a dead tracking server
+    runs.check_reachable(settings.mlflow)  # ... and on a dead tracking server
     summary = financemath_monitoring(
         window_hours=args.window_hours,
         performance_data=str(args.performance_data) if args.performance_data else None,

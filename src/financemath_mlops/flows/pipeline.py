@@ -121,7 +121,7 @@ def financemath_pipeline(
 ) -> dict[str, Any]:
     """Ingestion -> features -> training -> evaluation -> promotion; returns a run summary."""
     settings = flow_settings(source, split, rows, path, model_name, executor, config, tracking_uri)
-    runs.check_reachable(settings)  # a deployment's run starts here: fail before ingestion
+    runs.check_reachable(settings.mlflow)  # a deployment's run starts here: fail before ingestion
     check_lightgbm_params(settings.training.lightgbm, settings.training.seed)  # and before features
     ingested = ingest_task(settings)
     features = features_task(settings)

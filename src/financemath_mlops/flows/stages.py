@@ -53,7 +53,7 @@ def evaluate_stage(settings: Settings, model_uri: str) -> dict[str, Any]:
     """The holdout report of ``model_uri`` in the configured store (metrics.json written)."""
     from financemath_mlops.evaluation.evaluate import evaluate
 
-    runs.configure(settings)
+    runs.configure(settings.mlflow)
     return evaluate(runs.resolve(model_uri), settings.metrics_output, uri=model_uri)
 
 
@@ -61,7 +61,7 @@ def promote_stage(settings: Settings, model_uri: str) -> PromotionDecision:
     """Promote ``model_uri`` if it beats the champion (the alias moved when it does)."""
     from financemath_mlops.promotion.decision import promote_if_better
 
-    runs.configure(settings)
+    runs.configure(settings.mlflow)
     return promote_if_better(
         settings.evaluation, runs.resolve(model_uri), seed=settings.training.seed
     )

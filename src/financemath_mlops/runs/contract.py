@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from financemath_mlops.config import SAMPLE_MODEL_SUFFIX, MLflowSettings, ServingSettings, Settings
+from financemath_mlops.config import SAMPLE_MODEL_SUFFIX, MLflowSettings, ServingSettings
 
 # Registry aliases: training sets `challenger`; promotion moves `champion` and keeps the one it
 # replaced as `previous-champion` (what `registry rollback` returns to).
@@ -57,18 +57,6 @@ def served_uri(serving: ServingSettings) -> str:
     Serving, batch prediction and monitoring all default to it.
     """
     return serving.model_uri or alias_uri(serving.model_name, serving.alias)
-
-
-def served_model_uri(settings: Settings) -> str:
-    """:func:`served_uri` for a caller holding the whole Settings (the flows, tests)."""
-    return served_uri(settings.serving)
-
-
-def mlflow_section(settings: Settings | MLflowSettings) -> MLflowSettings:
-    """The ``mlflow`` section, for :func:`.store.configure` and :func:`.store.check_reachable`
-    only: the flows and many tests still hand those the whole Settings (every stage passes its
-    section)."""
-    return settings if isinstance(settings, MLflowSettings) else settings.mlflow
 
 
 def model_name_for(store: MLflowSettings, data_source: str | None) -> str:

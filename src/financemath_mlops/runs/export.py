@@ -17,7 +17,7 @@ def export_served_model(settings: Any, model_name: str, fallback_uri: str) -> di
     evidence did not promote anything), export `fallback_uri` (the challenger) and say so."""
     from financemath_mlops import runs
 
-    runs.configure(settings)
+    runs.configure(settings.mlflow)
     champion = runs.alias_version(model_name, runs.CHAMPION)
     if champion is not None:
         uri, role = runs.alias_uri(model_name, runs.CHAMPION), "the champion"

@@ -24,7 +24,7 @@ from financemath_mlops.config import MLflowSettings, Settings
 from financemath_mlops.config_sources import mask_url_password
 from financemath_mlops.errors import StageError
 from financemath_mlops.runs import http_retries
-from financemath_mlops.runs.contract import is_tracked_uri, mlflow_section, version_uri
+from financemath_mlops.runs.contract import is_tracked_uri, version_uri
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def is_http_store(uri: str) -> bool:
     return uri.lower().startswith(("http://", "https://"))
 
 
-def check_reachable(settings: Settings | MLflowSettings, alternative: str = "") -> None:
+def check_reachable(store: MLflowSettings, alternative: str = "") -> None:
     """Fail fast on an http(s) tracking server that cannot be reached: one bounded probe.
 
     Called at the start of every stage that needs the store, before its work, so a dead server
@@ -117,7 +117,7 @@ def check_reachable(settings: Settings | MLflowSettings, alternative: str = "") 
     Also bounds MLflow's own HTTP retries for the rest of the process
     (:func:`limit_http_requests`). ``alternative``: another way out the message offers.
     """
-    uri = mlflow_section(settings).tracking_uri
+    uri = store.tracking_uri
     if not is_http_store(uri):
         return
     _limit_stage_http_requests()
@@ -273,17 +273,17 @@ def _resolve(host: str, port: int, found: list[Any]) -> None:
         found.append(exc)
 
 
-def configure(settings: Settings | MLflowSettings, create_store: bool = True) -> str:
-    """Point MLflow at the configured store (telemetry off); returns the tracking URI.
+def configure_store(store: MLflowSettings, create_store: bool = True) -> str:
+    """:func:`configure`, by the name predict/batch.py and serving/app.py still call."""
+    return configure(store, create_store)
+
+
+def configure(store: MLflowSettings, create_store: bool = True) -> str:
+    """Point MLflow at the ``mlflow`` section's store (telemetry off); returns the tracking URI.
 
     ``create_store=False`` (serving, `registry`): a missing local store is an error, see
     :func:`require_store`; the pipeline stages create it.
     """
-    return configure_store(mlflow_section(settings), create_store)
-
-
-def configure_store(store: MLflowSettings, create_store: bool = True) -> str:
-    """:func:`configure` for a stage given only its ``mlflow`` section (what it reads)."""
     import mlflow
 
     if not create_store:
