@@ -365,7 +365,7 @@ def test_serving_features_and_predictions_match_training(server: Server, trained
     from financemath_mlops.serving.model_holder import ModelHolder
 
     uri = f"models:/{trained_model.model_name}/{trained_model.version}"
-    runs.configure_store(trained_model.settings.mlflow)
+    runs.configure(trained_model.settings.mlflow)
     sample = [r for r in records if r["tables"]][:3] + [r for r in records if not r["tables"]][:2]
     model = (
         ModelHolder(ServingSettings(model_uri=uri), threads=2, concurrent_threads=1).load().model

@@ -103,7 +103,7 @@ def output_schema() -> pa.Schema:
 
 
 def load_batch_model(store: MLflowSettings, uri: str, threads: int | None) -> runs.RecordModel:
-    runs.configure_store(store)
+    runs.configure(store)
     return runs.load_model(uri, threads)
 
 
@@ -144,7 +144,7 @@ def predict_file(
     check_local_file(input_path)  # before the model loads: ingestion's messages
     started = time.perf_counter()
     uri = model_uri
-    runs.configure_store(store)
+    runs.configure(store)
     ref = runs.resolve(uri)  # pin the version: an alias moving mid-run changes nothing
     summary = BatchSummary(
         input=input_path,

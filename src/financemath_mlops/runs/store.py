@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 from financemath_mlops.atomic import is_out_of_space, out_of_space
-from financemath_mlops.config import MLflowSettings, Settings
+from financemath_mlops.config import MLflowSettings
 from financemath_mlops.config_sources import mask_url_password
 from financemath_mlops.errors import StageError
 from financemath_mlops.runs import http_retries
@@ -73,12 +73,6 @@ class ModelRef:
     version: str | None
     alias: str | None
     run_id: str | None
-
-
-def local_store_path(settings: Settings) -> Path | None:
-    """The SQLite file of a ``sqlite:///`` tracking URI (None for other stores)."""
-    uri = settings.mlflow.tracking_uri
-    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
 def require_store(store: MLflowSettings, model_uri: str | None = None) -> None:
@@ -271,11 +265,6 @@ def _resolve(host: str, port: int, found: list[Any]) -> None:
         found.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
     except socket.gaierror as exc:
         found.append(exc)
-
-
-def configure_store(store: MLflowSettings, create_store: bool = True) -> str:
-    """:func:`configure`, by the name predict/batch.py and serving/app.py still call."""
-    return configure(store, create_store)
 
 
 def configure(store: MLflowSettings, create_store: bool = True) -> str:

@@ -205,7 +205,7 @@ class ServiceState:
                 # A model folder needs no tracking store, and importing MLflow to configure one
                 # costs about a second of start-up (issue 18).
                 if runs.is_tracked_uri(runs.served_uri(self.settings.serving)):
-                    runs.configure_store(self.settings.mlflow)
+                    runs.configure(self.settings.mlflow)
                 self._configured = True
         return self.holder.load()
 
