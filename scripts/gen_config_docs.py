@@ -307,11 +307,14 @@ MISTAKES: tuple[Mistake, ...] = (
         "2",
     ),
     Mistake(
-        "int8 embeddings (the default) with `FMOPS_FEATURES__EMBEDDING__BACKEND=sentence-transformers`",
+        "int8 embeddings (`FMOPS_FEATURES__EMBEDDING__PRECISION=int8`) with `FMOPS_FEATURES__EMBEDDING__BACKEND=sentence-transformers`",
         ("precision int8 is an ONNX bundle: with backend sentence-transformers set",
          "features.embedding.precision: fp32"),
         "2",
-        env={"FMOPS_FEATURES__EMBEDDING__BACKEND": "sentence-transformers"},
+        env={
+            "FMOPS_FEATURES__EMBEDDING__PRECISION": "int8",
+            "FMOPS_FEATURES__EMBEDDING__BACKEND": "sentence-transformers",
+        },
     ),
     Mistake(
         "a mistyped flag on any command: `--traking-uri URI`",

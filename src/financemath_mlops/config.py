@@ -151,9 +151,10 @@ class EmbeddingSettings(_Section):
     threads: int | None = Field(default=None, ge=1, description="Default: all cores")
     max_length: int = Field(default=256, ge=8, le=512)
     precision: Literal["fp32", "int8"] = Field(
-        default="int8",
-        description="ONNX bundle: int8 (quantized once at export; the default by the model card's "
-        "churn rule) or fp32; sentence-transformers computes fp32 only",
+        default="fp32",
+        description="ONNX bundle: fp32, or int8 (quantized once at export; 2x the requests/s, "
+        "not the default: the model card's churn rule is not met on every CPU); "
+        "sentence-transformers computes fp32 only",
     )
 
     @model_validator(mode="after")

@@ -304,7 +304,7 @@ def answers_text(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-SPEED_FILE = "serving-int8.json"
+SPEED_FILE = "serving.json"  # the latest full run of benchmarks/serving.py (both precisions)
 
 
 def precision_evidence(results_dir: Path) -> dict[str, Any] | None:
@@ -318,6 +318,7 @@ def precision_evidence(results_dir: Path) -> dict[str, Any] | None:
     return {
         "speed": {k: v for k, v in speed["targets"].items() if k.startswith("int8_")},
         "sizes_mb": speed.get("model_sizes_mb", {}),
+        "run": f"{speed.get('date', '?')[:10]}, {speed.get('machine', {}).get('cpu', '?')}",
     }
 
 
@@ -350,7 +351,8 @@ def precision_text(c: dict[str, Any], speed: dict[str, Any] | None) -> str:
         lines.append("Speed not measured for this card (`benchmarks/serving.py`).")
     else:
         lines += [
-            "| speed target (`benchmarks/serving.py`, one run) | measured | met |",
+            f"| speed target (`benchmarks/serving.py`, one run: {speed.get('run', '?')}) "
+            "| measured | met |",
             "| --- | --- | --- |",
             *(
                 f"| {t['target']} | {t['value']} | {_yes(t['met'])} |"
@@ -409,6 +411,14 @@ def precision_text(c: dict[str, Any], speed: dict[str, Any] | None) -> str:
         ),
         "",
     ]
+    if "cpu" in c:
+        lines += [
+            f"Computed on {c['cpu']['model']} ({c['cpu']['kernels']} kernels). ONNX Runtime picks "
+            "its matrix kernels by instruction set, and their last digits move LightGBM's splits: "
+            "on another kind of CPU these figures, and a condition that holds by a hair, can "
+            "differ (`make test-card` then fails, showing the difference).",
+            "",
+        ]
     configured = c["configured_precision"]
     if c["int8_qualifies"] and configured == "int8":
         lines.append(

@@ -9,6 +9,7 @@ baselines (:mod:`.baselines`). :mod:`.card` renders the result as ``docs/model-c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -237,7 +238,32 @@ def precision_churn(
     result["unlabelled_file"] = unlabelled.name if extra and unlabelled else None
     result["candidate"] = churn.SERVED.name
     result["configured_precision"] = settings.features.embedding.precision
+    result["cpu"] = cpu_kernels()
     return result
+
+
+def cpu_kernels() -> dict[str, str]:
+    """The CPU the embeddings were computed on: ONNX Runtime picks its matrix kernels by
+    instruction set (AVX-512 VNNI, AVX-512, AVX2), and the last digits they give move
+    LightGBM's splits, so the card's figures hold for this kind of CPU."""
+    import platform
+
+    flags: set[str] = set()
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    widest = next(
+        (name for flag, name in (("avx512_vnni", "AVX-512 VNNI"), ("avx512f", "AVX-512"),
+                                 ("avx2", "AVX2")) if flag in flags),
+        "no AVX2",
+    )  # fmt: skip
+    return {"model": model, "kernels": widest}
 
 
 def build_report(
