@@ -54,7 +54,7 @@ def render() -> str:
         "tokens, truncation at 256 tokens, L2-normalised). Default backend: an ONNX export of",
         "the model run by onnxruntime (no torch needed), fp32 (`features.embedding.precision: fp32`):",
         "the same vectors as sentence-transformers on torch (cosine > 0.9999). `precision: int8` (or",
-        "`--precision int8`) quantizes the weights once at export: about twice the requests/s and a",
+        "`--precision int8`) quantizes the weights once at export: 1.5-2 x the requests/s and a",
         "67 MB smaller model folder, but not the default: the model card's churn rule",
         "([model-card.md](model-card.md#embedding-precision-fp32-or-int8)) held on one CPU and not on",
         "another (int8's loss interval leaves the retrain's on the side where int8 is better), so it",

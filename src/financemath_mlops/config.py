@@ -152,7 +152,7 @@ class EmbeddingSettings(_Section):
     max_length: int = Field(default=256, ge=8, le=512)
     precision: Literal["fp32", "int8"] = Field(
         default="fp32",
-        description="ONNX bundle: fp32, or int8 (quantized once at export; 2x the requests/s, "
+        description="ONNX bundle: fp32, or int8 (quantized once at export; 1.5-2x the requests/s, "
         "not the default: the model card's churn rule is not met on every CPU); "
         "sentence-transformers computes fp32 only",
     )

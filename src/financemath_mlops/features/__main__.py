@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     features("--output", type=Path, help="feature Parquet to write")
     features("--backend", key="embedding.backend", choices=["onnx", "sentence-transformers"])
     features("--precision", key="embedding.precision", choices=["fp32", "int8"],
-             help="ONNX bundle precision (default fp32; int8: ~2x the requests/s, onnx only)")  # fmt: skip
+             help="ONNX bundle precision (default fp32; int8: 1.5-2x the requests/s, onnx only)")  # fmt: skip
     features("--model-path", key="embedding.local_path", type=Path,
              help="local sentence-transformers folder")  # fmt: skip
     features("--batch-size", key="embedding.batch_size", type=int, help="embedding batch size")
