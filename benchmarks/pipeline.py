@@ -432,15 +432,13 @@ def bench_flow(root: Path, rows: int = FLOW_ROWS) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    model = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    from financemath_mlops.provenance import cpu
+
+    here = cpu()
     return {
         "cpus": os.cpu_count(),
-        "cpu_model": model,
+        "cpu_model": here["model"],
+        "cpu_kernels": here["kernels"],
         "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(),
         "platform": platform.platform(),

@@ -621,14 +621,12 @@ def print_report(report: dict[str, Any], output: Path | None, plots_dir: Path | 
 def machine(load_at_start: tuple[float, float, float]) -> dict[str, Any]:
     import psutil
 
-    cpu = platform.processor()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    from financemath_mlops.provenance import cpu
+
+    here = cpu()
     return {
-        "cpu": cpu,
+        "cpu": here["model"],
+        "cpu_kernels": here["kernels"],  # ONNX Runtime's kernels: the figures hold for these
         "cores": os.cpu_count(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(),

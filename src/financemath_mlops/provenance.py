@@ -13,8 +13,10 @@ stage owns.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -149,6 +151,30 @@ def environment(root: Path = REPO_ROOT) -> Environment:
             sha = hashlib.sha256(lock.read_bytes()).hexdigest()
             return Environment(f"requirements/{name}.txt", sha, digest, packages)
     return Environment("none", "", digest, packages)
+
+
+def cpu() -> dict[str, str]:
+    """The CPU a run ran on: its model name and the widest matrix kernels it offers (AVX-512
+    VNNI, AVX-512, AVX2). ONNX Runtime picks its kernels by instruction set, and their last
+    digits move LightGBM's splits: the model card's figures and the benchmarks hold for this
+    kind of CPU."""
+
+    flags: set[str] = set()
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    widest = next(
+        (name for flag, name in (("avx512_vnni", "AVX-512 VNNI"), ("avx512f", "AVX-512"),
+                                 ("avx2", "AVX2")) if flag in flags),
+        "no AVX2",
+    )  # fmt: skip
+    return {"model": model, "kernels": widest}
 
 
 def package_differences(recorded: list[str], current: list[str]) -> list[str]:

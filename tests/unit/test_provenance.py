@@ -6,6 +6,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+import pytest
+
 from financemath_mlops import provenance
 
 
@@ -68,3 +70,23 @@ def test_installed_packages_read_local_versions_egg_info_and_skip_empty_folders(
         "zope-interface==7.0.post1",
     )
     assert recorded == _by_importlib(search)
+
+
+def test_cpu_names_the_model_and_the_widest_kernels_proc_cpuinfo_offers():
+    """The card and the benchmarks say which CPU their figures hold for (ONNX Runtime's kernels
+    differ by instruction set: issue 32 found the card moving between an Intel and an AMD)."""
+    info = Path("/proc/cpuinfo")
+    if not info.is_file():
+        pytest.skip("no /proc/cpuinfo on this platform")
+    text = info.read_text()
+    flags = next(line for line in text.splitlines() if line.startswith("flags")).split()
+    expected = next(
+        (name for flag, name in (("avx512_vnni", "AVX-512 VNNI"), ("avx512f", "AVX-512"),
+                                 ("avx2", "AVX2")) if flag in flags),
+        "no AVX2",
+    )  # fmt: skip
+    here = provenance.cpu()
+    assert here["kernels"] == expected
+    model_lines = [line for line in text.splitlines() if line.startswith("model name")]
+    if model_lines:
+        assert here["model"] == model_lines[0].split(":", 1)[1].strip()

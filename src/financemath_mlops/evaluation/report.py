@@ -9,7 +9,6 @@ baselines (:mod:`.baselines`). :mod:`.card` renders the result as ``docs/model-c
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import math
@@ -34,6 +33,7 @@ from financemath_mlops.evaluation.nested import (
 )
 from financemath_mlops.evaluation.sign_scale import BANDS
 from financemath_mlops.intervals import paired_bootstrap
+from financemath_mlops.provenance import cpu
 from financemath_mlops.scoring import financemath_correct, regression_metrics
 
 log = logging.getLogger(__name__)
@@ -238,32 +238,8 @@ def precision_churn(
     result["unlabelled_file"] = unlabelled.name if extra and unlabelled else None
     result["candidate"] = churn.SERVED.name
     result["configured_precision"] = settings.features.embedding.precision
-    result["cpu"] = cpu_kernels()
+    result["cpu"] = cpu()
     return result
-
-
-def cpu_kernels() -> dict[str, str]:
-    """The CPU the embeddings were computed on: ONNX Runtime picks its matrix kernels by
-    instruction set (AVX-512 VNNI, AVX-512, AVX2), and the last digits they give move
-    LightGBM's splits, so the card's figures hold for this kind of CPU."""
-    import platform
-
-    flags: set[str] = set()
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-                break
-    widest = next(
-        (name for flag, name in (("avx512_vnni", "AVX-512 VNNI"), ("avx512f", "AVX-512"),
-                                 ("avx2", "AVX2")) if flag in flags),
-        "no AVX2",
-    )  # fmt: skip
-    return {"model": model, "kernels": widest}
 
 
 def build_report(
