@@ -20,8 +20,10 @@ from financemath_mlops.serving import middleware
 from financemath_mlops.serving.middleware import (
     MAX_JSON_DEPTH,
     SCAN_BLOCK_BYTES,
+    SCAN_INLINE_BYTES,
     json_depth,
     json_shape,
+    within_limits,
 )
 
 # Bytes the scan treats specially, plus filler; random mixes make odd, invalid "JSON" too.
@@ -153,6 +155,28 @@ def test_a_limited_scan_gives_the_same_verdict(body, max_depth, max_values):
     refused = limited.depth > max_depth or limited.values > max_values
     assert refused == (exact.depth > max_depth or exact.values > max_values)
     assert limited.depth <= exact.depth and limited.values <= exact.values  # never overstated
+
+
+@settings(max_examples=300, deadline=None)
+@given(BODIES, st.none() | STRING_BODY, st.integers(0, 6), st.integers(1, 12))
+def test_the_quick_bound_never_passes_a_body_the_scan_refuses(
+    body, unterminated, max_depth, max_values
+):
+    """The guard skips the scan for a small body the quick bound passes: the scan must agree."""
+    if unterminated is not None:
+        body += b'"' + unterminated
+    if within_limits(body, max_depth, max_values):
+        exact = json_shape(body)
+        assert exact.depth <= max_depth and exact.values <= max_values
+
+
+def test_the_quick_bound_leaves_batches_and_large_bodies_to_the_scan():
+    record = b'{"question": "q", "tables": ["| a |"]}'
+    assert within_limits(record, MAX_JSON_DEPTH, 1_216)
+    batch = b'{"items": [' + b",".join([record] * 20) + b"]}"  # 41 brackets open
+    assert not within_limits(batch, MAX_JSON_DEPTH, 1_216) and json_shape(batch).depth == 4
+    large = b'{"question": "' + b"a" * SCAN_INLINE_BYTES + b'"}'
+    assert not within_limits(large, MAX_JSON_DEPTH, 1_216)
 
 
 def test_a_megabyte_of_values_is_refused_after_its_first_block():

@@ -107,6 +107,8 @@ def test_admin_reload_is_absent_without_an_api_key(client):
     [
         (b"\xc3\x28", JSON, 400, "invalid_encoding"),
         (b'{"question": ', JSON, 400, "invalid_json"),
+        (b'{"question": "a", "tables": [', JSON, 400, "invalid_json"),  # past the guard: parser
+        (b'{"a": 1}}', JSON, 400, "invalid_json"),
         (b'{"a":' * 40 + b"1" + b"}" * 40, JSON, 400, "too_deep"),
         (b'{"question": "q"}', {"Content-Type": "text/plain"}, 415, "unsupported_media_type"),
         (b"x" * 5000, JSON, 413, "payload_too_large"),
@@ -214,6 +216,24 @@ def test_the_api_key_is_checked_before_anything_else(keyed, headers, status):
     assert response.status_code == status
     if status == 401:
         assert error_of(response)["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"), [("/predict", {"q": 1}), ("/predict/batch", {"items": 5})]
+)
+def test_a_caller_without_the_key_learns_nothing_about_the_body(keyed, path, body):
+    """401 before validation: no 422 describing the schema to a caller without the key."""
+    assert keyed.post(path, json=body).status_code == 401
+    assert keyed.post(path, json=body, headers={"X-API-Key": KEY}).status_code == 422
+
+
+def test_the_keyed_schema_names_both_ways_to_send_the_key(keyed):
+    schema = keyed.get("/openapi.json").json()
+    assert set(schema["components"]["securitySchemes"]) == {"HTTPBearer", "APIKeyHeader"}
+    for path in ("/predict", "/predict/batch", "/model"):
+        operation = next(iter(schema["paths"][path].values()))
+        assert operation["security"] == [{"HTTPBearer": []}, {"APIKeyHeader": []}], path
+        assert "401" in operation["responses"]
 
 
 def test_probes_stay_open_with_an_api_key(keyed):

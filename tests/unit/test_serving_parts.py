@@ -7,6 +7,7 @@ import math
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from financemath_mlops import runs
 from financemath_mlops.config import ServingSettings
 from financemath_mlops.records import RecordInput
+from financemath_mlops.serving import middleware
 from financemath_mlops.serving.inference import InferencePool, pool_size
 from financemath_mlops.serving.metrics import signed_log_buckets
 from financemath_mlops.serving.middleware import client_request_id, json_depth
@@ -265,13 +267,26 @@ def _guarded(body: bytes) -> tuple[int | None, bytes, bool]:
 
 @pytest.mark.parametrize(
     "body",
-    [b'{"question": "' + b'\\"' * 50_000, b'{"question": "a", "tables": [', b'{"a": 1}}'],
+    [
+        b'{"question": "' + b'\\"' * 50_000,
+        b'{"question": "a", "tables": [' + b" " * 70_000,
+        b'{"a": 1}}' + b" " * 70_000,
+    ],
 )
-def test_a_body_proven_not_json_is_refused_before_parsing(body):
-    """An open string or unbalanced brackets: 400 invalid_json from the guard, the app never runs."""
+def test_a_large_body_proven_not_json_is_refused_before_parsing(body):
+    """An open string or unbalanced brackets in a body the quick bound leaves to the scan:
+    400 invalid_json from the guard, the app never runs (a small one is the parser's 400:
+    test_serving_app)."""
     status, payload, reached = _guarded(body)
     assert (status, reached) == (400, False)
     assert b"invalid_json" in payload and b"left open or the brackets" in payload
+
+
+def test_a_small_body_within_the_limits_skips_the_scan():
+    """Below SCAN_INLINE_BYTES, a body with few brackets and commas cannot break a limit: the
+    guard lets it through without the scan, malformed or not (the parser refuses it next)."""
+    with mock.patch.object(middleware, "json_shape", side_effect=AssertionError("scanned")):
+        assert _guarded(b'{"question": "a", "tables": [')[::2] == (200, True)
 
 
 def test_a_well_formed_body_reaches_the_app():

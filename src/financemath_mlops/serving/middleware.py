@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -33,6 +33,31 @@ SCAN_BLOCK_BYTES = 64 * 1024
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 _METHODS = {"GET", "HEAD", "OPTIONS", "TRACE", *_BODY_METHODS}
+
+
+class RequestIds:
+    """Random 128-bit request ids (32 hex digits, as ``uuid4().hex`` had them), drawn from
+    ``os.urandom`` 256 at a time: a syscall per id was 3 % of the event loop's time a /predict.
+    Used by the event loop only (one thread), so the buffer needs no lock; a forked child
+    starts with an empty one, so two processes never hand out the same ids."""
+
+    def __init__(self, batch: int = 256) -> None:
+        self._batch = batch
+        self.reset()
+
+    def reset(self) -> None:
+        self._pool = b""
+        self._next = 0
+
+    def new(self) -> str:
+        if self._next >= len(self._pool):
+            self._pool, self._next = os.urandom(16 * self._batch), 0
+        start, self._next = self._next, self._next + 16
+        return self._pool[start : self._next].hex()
+
+
+REQUEST_IDS = RequestIds()
+os.register_at_fork(after_in_child=REQUEST_IDS.reset)
 
 
 def client_request_id(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -122,6 +147,21 @@ def json_shape(
     return JsonShape(deepest, commas + 1, malformed)
 
 
+def within_limits(body: bytes, max_depth: int, max_values: int) -> bool:
+    """True when a small body cannot break either limit, whatever its strings hold: every ``[``
+    and ``{`` counted (depth is at most that) and every ``,`` (values at most that + 1).
+
+    Four ``bytes.count`` passes (C, no allocation), ~20x cheaper than :func:`json_shape` on a
+    typical /predict body, which passes it; a batch (a bracket pair per item) or a body that
+    fails it gets the exact scan. Not for large bodies: they get the scan, which also proves
+    a megabyte malformed before anything parses it.
+    """
+    if len(body) >= SCAN_INLINE_BYTES:
+        return False
+    opens = body.count(b"[") + body.count(b"{")
+    return opens <= max_depth and body.count(b",") + 1 <= max_values
+
+
 def json_depth(body: bytes) -> int:
     return json_shape(body).depth
 
@@ -178,7 +218,7 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = uuid.uuid4().hex
+        request_id = REQUEST_IDS.new()
         theirs = client_request_id(scope.get("headers", []))
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
@@ -319,6 +359,8 @@ class BodyGuard:
                 f"the request body is not valid UTF-8 (byte {exc.start})",
             )
         limited = (body, self.max_depth, max_json_values(limits))
+        if within_limits(*limited):
+            return None  # cannot break a limit; a malformed small body is the parser's 400
         if len(body) < SCAN_INLINE_BYTES:
             shape = json_shape(*limited)
         else:  # ~5-10 ms for 1 MB: on a thread, so the event loop keeps answering meanwhile

@@ -30,7 +30,12 @@ from financemath_mlops.serving.schemas import (
     check_batch_limits,
     check_record_limits,
 )
-from financemath_mlops.serving.security import configured_key, require_api_key
+from financemath_mlops.serving.security import (
+    KEY_SECURITY,
+    check_api_key,
+    configured_key,
+    require_api_key,
+)
 
 router = APIRouter()
 
@@ -155,7 +160,8 @@ def _prediction_route(path: str, response_model: type, summary: str) -> Callable
         path,
         response_model=response_model,
         responses=_errors(400, 401, 413, 415, 422, 503),
-        dependencies=[Depends(require_api_key)],
+        dependencies=[Depends(check_api_key)],
+        openapi_extra={"security": KEY_SECURITY},
         summary=summary,
     )
 
