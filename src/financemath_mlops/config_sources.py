@@ -229,13 +229,24 @@ class Layers:
     def origin_of(self, dotted: str) -> Origin:
         """Where the value at `dotted` came from: its own origin, its nearest set parent's, or
         the one origin of the values under it (for a whole-section error)."""
+        found = self.origins_of(dotted)
+        return found[0] if len(found) == 1 else DEFAULT
+
+    def origins_of(self, dotted: str) -> list[Origin]:
+        """Every source of the value at `dotted`: its own origin or its nearest set parent's;
+        for a section set piecewise, the sources of the values under it, the variables and flags
+        (the layers on top) when there are any, else each file once (a rule that couples two
+        settings set by two variables names both, not "built-in default"); [DEFAULT] when
+        nothing set it."""
         parts = dotted.split(".")
         for end in range(len(parts), 0, -1):
             found = self.origins.get(".".join(parts[:end]))
             if found is not None:
-                return found
-        below = {o for k, o in self.origins.items() if k.startswith(dotted + ".")}
-        return below.pop() if len(below) == 1 else DEFAULT
+                return [found]
+        below = [o for k, o in sorted(self.origins.items()) if k.startswith(dotted + ".")]
+        on_top = [o for o in below if o.kind in ("env", "flag")]
+        files = [Origin("file", o.name) for o in below if o.kind == "file"]
+        return list(dict.fromkeys(on_top or files)) or [DEFAULT]
 
     def _get(self, dotted: str) -> Any:
         node: Any = self.values
@@ -397,10 +408,9 @@ def describe(exc: ValidationError, layers: Layers) -> str:
     culprits: list[str] = []
     for err in exc.errors():
         key = ".".join(str(part) for part in err["loc"])
-        origin = layers.origin_of(key)
-        if origin.source not in culprits:
-            culprits.append(origin.source)
-        where = str(origin) if origin.kind == "file" else origin.source
+        origins = layers.origins_of(key)
+        culprits.extend(o.source for o in origins if o.source not in culprits)
+        where = ", ".join(str(o) if o.kind == "file" else o.source for o in origins)
         if err["type"] == "extra_forbidden":
             near = closest(
                 key.rpartition(".")[2], [s.rpartition(".")[2] for s in schema.siblings(key)]

@@ -190,6 +190,29 @@ def test_an_env_value_that_does_not_parse_names_its_variable(
     assert "c.yaml" not in message
 
 
+def test_a_rule_coupling_two_settings_names_the_sources_that_set_them(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A section-level rule (int8 needs the ONNX backend) blames the two variables that set its
+    values, not "built-in default"; from a file alone, the file (once, without lines)."""
+    with pytest.raises(ConfigError) as info:
+        load_with_env(monkeypatch, None, FMOPS_FEATURES__EMBEDDING__PRECISION="int8",
+                      FMOPS_FEATURES__EMBEDDING__BACKEND="sentence-transformers")  # fmt: skip
+    header = str(info.value).splitlines()[0]
+    assert header == (
+        "invalid configuration from env FMOPS_FEATURES__EMBEDDING__BACKEND, "
+        "env FMOPS_FEATURES__EMBEDDING__PRECISION:"
+    )
+    for name in ("FMOPS_FEATURES__EMBEDDING__PRECISION", "FMOPS_FEATURES__EMBEDDING__BACKEND"):
+        monkeypatch.delenv(name)
+    cfg = write_yaml(isolated_env / "c.yaml", "features:\n  embedding:\n    precision: int8\n"
+                     "    backend: sentence-transformers\n")  # fmt: skip
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg)
+    assert str(info.value).splitlines()[0] == f"invalid configuration from file {cfg}:"
+    assert str(info.value).endswith(f"(file:{cfg})")
+
+
 def test_each_error_names_the_source_that_set_the_bad_value(
     isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
