@@ -90,6 +90,16 @@ def test_ready_lists_the_dependencies_even_without_a_model(client):
     assert len(free) == 1 and float(free[0].split()[-1]) > 0
 
 
+def test_the_adaptive_pool_has_a_spare_worker_and_a_fixed_one_none(client, tmp_path):
+    """Adaptive (the default): a worker per core and one more; inference_threads=1 fixed: a
+    worker per core (each call one thread), no oversubscription asked for."""
+    from financemath_mlops.serving.app import available_cores
+
+    assert client.app.state.service.pool.workers == available_cores() + 1
+    with make_client(tmp_path, inference_threads=1) as fixed:
+        assert fixed.app.state.service.pool.workers == available_cores()
+
+
 def test_metrics_report_not_ready(client):
     text = client.get("/metrics").text
     assert "fmops_model_ready 0.0" in text

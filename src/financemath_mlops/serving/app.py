@@ -39,7 +39,7 @@ from financemath_mlops.serving.dependencies import (
     public_address,
 )
 from financemath_mlops.serving.error_responses import install_error_handlers
-from financemath_mlops.serving.inference import InferencePool, pool_size
+from financemath_mlops.serving.inference import InferencePool, adaptive_workers, pool_size
 from financemath_mlops.serving.metrics import ServiceMetrics
 from financemath_mlops.serving.middleware import BodyGuard, RequestContext
 from financemath_mlops.serving.model_holder import (
@@ -132,7 +132,7 @@ class ServiceState:
             threads = concurrent = serving.inference_threads
             workers = pool_size(cores, threads)
         else:  # adaptive: a lone call uses every core, overlapping calls one core each
-            threads, concurrent, workers = cores, 1, cores
+            threads, concurrent, workers = cores, 1, adaptive_workers(cores)
         self.pool = InferencePool(workers, self.metrics)
         self.holder = ModelHolder(
             serving, threads, concurrent, self._model_changed, self._store_said

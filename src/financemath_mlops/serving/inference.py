@@ -1,9 +1,10 @@
 """Run predictions off the event loop, on a thread pool sized to the cores.
 
 Predicting is CPU-bound (tokenizer, ONNX embedder, booster), so it runs on worker threads, never
-on the event loop. By default the pool has one worker per core and the model two ONNX sessions:
-a call that runs alone uses the session with every core (lowest latency at low load), a call that
-overlaps another uses a single-threaded one (no oversubscription, the most throughput under load).
+on the event loop. By default the pool has one worker more than the cores (:func:`adaptive_workers`)
+and the model two ONNX sessions: a call that runs alone uses the session with every core (lowest
+latency at low load), a call that overlaps another uses a single-threaded one (the most throughput
+under load).
 With ``serving.inference_threads`` set, every call uses that many threads and the pool has
 ``cores // threads`` workers. A request runs as chunks of a few records, each its own job, so a
 batch gives way to whatever waits after every chunk, and a request whose client has gone (``gone``
@@ -46,6 +47,15 @@ class ScoredRecords:
 def pool_size(cores: int, threads_per_call: int) -> int:
     """Workers such that workers x ONNX threads per call <= cores (at least one)."""
     return max(1, cores // max(1, threads_per_call))
+
+
+def adaptive_workers(cores: int) -> int:
+    """One single-threaded worker per core, and one more. Between two ONNX calls a worker runs
+    Python and needs the GIL; while the event loop holds it (a few ms at a time under load) a
+    core with no third call to run sits idle: 5.8 % idle against the in-process ceiling's 2.4 %
+    at c=32 on 2 cores. The spare worker runs its ONNX call there: c=32 requests/s 82 % -> 88 %
+    of the ceiling (medians of 7 paired 12-s runs, issue 32); a lone call is unchanged."""
+    return cores + 1
 
 
 MAX_ITEM_WARNINGS = 20  # per item in a response; the tables of one item may hold many more
