@@ -155,7 +155,11 @@ def pytest_collection_modifyitems(
     for item in items:
         if (row := marked.get(item.nodeid)) is not None:
             _ROWS[item.nodeid] = Row(**asdict(row), test=item.nodeid, group=_group(item))
-    wanted = {name for item in items for name in getattr(item, "fixturenames", ())}
+    # Only the matrix's own tests: a test elsewhere may use a fixture of the same name (the root
+    # conftest's `trained_model`), and `make test` must not train the matrix's spare model.
+    here = Path(__file__).parent
+    ours = [item for item in items if here in item.path.parents]
+    wanted = {name for item in ours for name in getattr(item, "fixturenames", ())}
     starts = [head for name, head in HEAD_STARTS.items() if name in wanted]
     if starts:
         import mlflow.tracking  # noqa: F401  (imported once here, not raced by two threads)
