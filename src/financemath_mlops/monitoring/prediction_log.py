@@ -228,6 +228,7 @@ class PredictionLog:
         self.pending = 0  # rows taken by the writer, not yet in a part file
         self.feature_columns = logged_columns(features)
         self.packed_columns = [n for n in self.feature_columns if n in PACKED_FEATURES]
+        self._plain_columns = [n for n in self.feature_columns if n not in PACKED_FEATURES]
         self._packed = np.isin(self.feature_columns, self.packed_columns)  # fixed per log
         self.enabled = enabled
         self.listener = listener
@@ -632,9 +633,8 @@ class PredictionLog:
         if not self.feature_columns:
             return frame
         matrix = np.vstack([self._feature_row(e.get("features")) for e in entries])
-        plain = [n for n in self.feature_columns if n not in PACKED_FEATURES]
         # One float block for the plain features: columns one by one cost seconds per part file.
-        parts = [frame, pd.DataFrame(matrix[:, ~self._packed], columns=plain)]
+        parts = [frame, pd.DataFrame(matrix[:, ~self._packed], columns=self._plain_columns)]
         if self.packed_columns:
             values = np.ascontiguousarray(matrix[:, self._packed], dtype="<f8")
             rows = pd.Series([row.tobytes() for row in values], dtype=object, name=PACKED_COLUMN)

@@ -81,8 +81,8 @@ async def require_api_key(
     raise ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
 
 
-# What FastAPI writes for an operation that depends on :func:`require_api_key`.
-KEY_SECURITY = [{"HTTPBearer": []}, {"APIKeyHeader": []}]
+# What FastAPI writes for an operation that depends on :func:`require_api_key`: either scheme.
+KEY_SECURITY = [{scheme.scheme_name: []} for scheme in (bearer_scheme, header_scheme)]
 
 
 async def check_api_key(request: Request) -> None:
