@@ -431,6 +431,9 @@ def median_cell(cells: list[dict[str, float]]) -> dict[str, Any]:
     out["requests"] = int(sum(c["requests"] for c in cells))
     out["errors"] = int(sum(c["errors"] for c in cells))
     out["rounds"] = len(cells)
+    # Each round's own figures: the machine's speed can drift within a run (a ceiling measured
+    # at the start of a round and a server at its end), which medians alone would hide.
+    out["per_round"] = [{k: c[k] for k in ("p50_ms", "p99_ms", "rps") if k in c} for c in cells]
     return out
 
 
