@@ -21,8 +21,9 @@ Same requests (synthetic FinanceMath questions with their tables) in one run, fo
 Only the setup being measured runs: each round measures the in-process floors and ceilings,
 then starts each server, warms it up, measures it at every concurrency and stops it. Load comes
 from `wrk` (Debian package) with a Lua POST script, pinned with `taskset` to the last core;
-p50/p95/p99/p99.9 latency and requests/s at each concurrency (medians over rounds), peak RSS of
-each server (with its children), cold start to ready and RSS after warm-up. Results go to
+p50/p95/p99/p99.9 latency and requests/s at each concurrency (medians over rounds; each round's
+own p50, p99 and requests/s kept beside them as ``per_round``), peak RSS of each server (with its
+children), cold start to ready and RSS after warm-up. Results go to
 `benchmarks/results/serving.json`, a table on stdout and two plots (docs/serving-latency.png,
 docs/serving-throughput.png); ``--replot RESULTS.json`` redraws table and plots, measuring nothing.
 
