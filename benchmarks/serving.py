@@ -870,22 +870,23 @@ def run_all(
         MLFLOW_DISABLE_TELEMETRY="true",
     )
     from financemath_mlops.model.predictor import with_threads
+    from financemath_mlops.serving.model_holder import LONE_CALL_SPINNING
 
     print("(a) floor: loading the predictor in process", flush=True)
     floor, predictor = measure_floor(model_uri, requests)
     results: dict[str, Any] = {"floor": floor, "floor_serving_session": {}, "ceiling": {}}
-    # The session the service runs a lone call on (all cores, threads spin within a run and
-    # sleep between runs: model_holder's adaptive default) on the same predictor: the floor its
-    # HTTP overhead is measured against; the plain floor uses the logged defaults.
-    session = with_threads(predictor, _cores(), "within_run")
+    # The session the service runs a lone call on (all cores, its spinning) on the same
+    # predictor: the floor its HTTP overhead is measured against; the plain floor uses the
+    # logged defaults. A ceiling makes its own one-thread copy of the predictor it is given.
+    session = with_threads(predictor, _cores(), LONE_CALL_SPINNING)
     floors = [("floor", predictor), ("floor_serving_session", session)]
-    ceilings = [("ceiling", with_threads(predictor, _cores()))]
+    ceilings = [("ceiling", predictor)]
     if int8_uri:
         floor_int8, int8_predictor = measure_floor(int8_uri, requests)
         assert int8_predictor.embedder.precision == "int8", int8_predictor.embedder.precision
         results["floor_int8"], results["ceiling_int8"] = floor_int8, {}
         floors.append(("floor_int8", int8_predictor))
-        ceilings.append(("ceiling_int8", with_threads(int8_predictor, _cores())))
+        ceilings.append(("ceiling_int8", int8_predictor))
     served = [("ours", model_uri, "(b) ours")]
     if int8_uri:
         served.append(("ours_int8", int8_uri, "(e) ours, int8 embedding bundle"))

@@ -30,6 +30,10 @@ from financemath_mlops.serving.schemas import EXAMPLE_RECORD
 log = logging.getLogger(__name__)
 
 WARMUP_RECORD = RecordInput.from_mapping(EXAMPLE_RECORD)
+# The adaptive pool's all-core session runs only calls that start alone, so its threads may spin
+# within a run (a lone /predict 14.2 -> 12.1 ms); never between runs. benchmarks/serving.py
+# measures its in-process floor on this same setting.
+LONE_CALL_SPINNING = "within_run"
 # Where SQLAlchemy / the DB driver starts quoting internals: statement, parameters, driver error.
 _DB_DETAILS = re.compile(r"\[SQL:|\(sqlite3\.|\(psycopg|\(pymysql|\(Background on this error")
 
@@ -155,9 +159,7 @@ class ModelHolder:
         adaptive = self.concurrent_threads not in (None, self.threads)
         spinning = "always"  # no serving threads given: the logged session as it is
         if adaptive:
-            # The main session runs only calls that start alone, so its threads may spin
-            # within a run (a lone /predict 14.2 -> 12.1 ms); never between runs.
-            spinning = "within_run"
+            spinning = LONE_CALL_SPINNING
         elif self.threads is not None:
             spinning = "never"
         # Our own model folder loads without importing MLflow (1.2 s of a 2 s start, issue 18),
